@@ -1,0 +1,177 @@
+//! The `ferry` command line. Raw arguments become validated settings here; each command's
+//! body lives in its own file. `anyhow` is used only at this edge.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+mod auth;
+mod deadletters;
+mod demo;
+mod plan;
+mod read;
+mod run;
+mod schema;
+mod state;
+mod streams;
+mod test;
+mod validate;
+
+/// Exit codes of the spec: 0 success, 1 a run failed, 2 invalid configuration or usage.
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_INVALID: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Keep Salesforce in step with Zoom, declaratively",
+    long_about = "ferry reads Zoom (REST endpoints and webhooks), matches people to Salesforce \
+records and writes Salesforce objects, incrementally, as the pipelines in pipelines/*.yaml describe."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Path to ferry.yaml (default: ./ferry.yaml)
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_CONFIG",
+        default_value = "ferry.yaml"
+    )]
+    pub config: PathBuf,
+    /// Log format on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More detail in logs (-v, -vv)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse and check ferry.yaml and every pipeline; report every problem at once
+    Validate(validate::ValidateArgs),
+    /// Dry run: show what a run would write, field by field; writes nothing
+    Plan(plan::PlanArgs),
+    /// One incremental run of the pipelines
+    Run(run::RunArgs),
+    /// Run the pipelines' offline tests
+    Test(test::TestArgs),
+    /// List the stream catalog, or describe one stream
+    Streams(streams::StreamsArgs),
+    /// Print a stream's records as JSON lines, exactly as a pipeline's `record` sees them
+    Read(read::ReadArgs),
+    /// Show, rewind or reset checkpoints
+    State(state::StateArgs),
+    /// List, retry or drop dead letters
+    Deadletters(deadletters::DeadlettersArgs),
+    /// Authorization-code flows that store a refresh token
+    Auth(auth::AuthArgs),
+    /// Run the example pipelines end to end against the built-in simulators
+    Demo(demo::DemoArgs),
+    /// Serve the Zoom and Salesforce simulators for trying pipelines by hand
+    Sandbox(demo::SandboxArgs),
+    /// Print the JSON Schema of ferry.yaml and pipeline files
+    Schema(schema::SchemaArgs),
+    /// Long-form help topics (`ferry help-topic filters`)
+    #[command(name = "help-topic", hide = true)]
+    HelpTopic { topic: String },
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                EXIT_INVALID
+            } else {
+                EXIT_OK
+            });
+        }
+    };
+    init_logging(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Validate(a) => validate::run(g, a).await,
+        Command::Plan(a) => plan::run(g, a).await,
+        Command::Run(a) => run::run(g, a).await,
+        Command::Test(a) => test::run(g, a).await,
+        Command::Streams(a) => streams::run(g, a).await,
+        Command::Read(a) => read::run(g, a).await,
+        Command::State(a) => state::run(g, a).await,
+        Command::Deadletters(a) => deadletters::run(g, a).await,
+        Command::Auth(a) => auth::run(g, a).await,
+        Command::Demo(a) => demo::run(g, a).await,
+        Command::Sandbox(a) => demo::sandbox(g, a).await,
+        Command::Schema(a) => schema::run(g, a).await,
+        Command::HelpTopic { topic } => {
+            println!("no help topic named `{topic}`");
+            Ok(EXIT_INVALID)
+        }
+    }
+}
+
+fn init_logging(g: &Global) {
+    let default = match g.verbose {
+        0 => "ferry=info,warn",
+        1 => "ferry=debug,info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match g.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.with_target(false).try_init(),
+    };
+}
+
+/// A command that a later capability fills in.
+fn not_yet(what: &str) -> anyhow::Result<u8> {
+    eprintln!("error: `ferry {what}` is not available in this build yet");
+    Ok(EXIT_INVALID)
+}

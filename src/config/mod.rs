@@ -1,0 +1,1 @@
+//! Loading and checking ferry.yaml and pipeline files, with diagnostics.

@@ -1,0 +1,5 @@
+//! Connectors: one folder per service. A source yields pages of records; a sink takes
+//! batches and answers per record.
+
+pub mod salesforce;
+pub mod zoom;

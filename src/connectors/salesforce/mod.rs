@@ -1,0 +1,1 @@
+//! The Salesforce connector: auth flows, describe, SOQL lookups, Collections/Bulk writes, limits.

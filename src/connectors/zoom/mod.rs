@@ -1,0 +1,1 @@
+//! The Zoom connector: auth, the stream catalog (data), paging, windows, webhooks.

@@ -1,0 +1,1 @@
+//! Daemon mode: scheduler, webhook server, file watcher, metrics, status page.

@@ -1,0 +1,1 @@
+//! Run and plan: read, enrich, lookup, render, write, checkpoint.

@@ -1,0 +1,1 @@
+//! The SQLite state store: checkpoints, ledger, lookup cache, dead letters, tokens, inbox.

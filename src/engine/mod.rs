@@ -1,1 +1,941 @@
-//! Run and plan: read, enrich, lookup, render, write, checkpoint.
+//! Run and plan: read → enrich → lookup → render → write, then ledger and checkpoint committed
+//! together. `plan` is `run` with the writer replaced by a differ: one path, two endings.
+
+pub mod lookup;
+pub mod render;
+pub mod report;
+pub mod testing;
+
+use crate::config::{Action, Pipeline};
+use crate::state::{BatchCommit, LedgerState, LedgerWrite, NewDeadLetter, Store};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use lookup::{LookupCache, LookupNotes, LookupSource, Matcher};
+use render::{Globals, RecordState, SinkDecision, WriteIntent};
+use report::{PipelineReport, RecordReport, SourceRef, WriteAction, WriteReport};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// One page of source records from one partition, in cursor order.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub partition: String,
+    pub records: Vec<Value>,
+    /// The checkpoint this page lets the partition advance to once every record of it is
+    /// acknowledged (None: no cursor, read whole each run).
+    pub cursor: Option<String>,
+}
+
+/// Why a fetch found nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Where a partition's read starts.
+pub type SinceFn = Arc<dyn Fn(&str) -> Option<DateTime<Utc>> + Send + Sync>;
+
+/// A connector that yields records.
+#[async_trait::async_trait]
+pub trait Source: Send + Sync {
+    /// Pages of a stream. `since(partition)` is where each partition's read starts (None: the
+    /// stream's default); `until` is where it ends.
+    fn read(
+        &self,
+        stream: &str,
+        params: BTreeMap<String, Value>,
+        since: SinceFn,
+        until: DateTime<Utc>,
+    ) -> BoxStream<'static, Result<Page, String>>;
+    /// A child read for `enrich`: a list for list streams, an object for single-object ones.
+    async fn fetch(&self, stream: &str, params: BTreeMap<String, Value>)
+    -> Result<Value, FetchError>;
+    /// The stream's primary key field, for reports.
+    fn primary_key(&self, stream: &str) -> Option<String>;
+    /// Requests spent so far.
+    fn calls(&self) -> u64;
+}
+
+/// How a batch of records is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    Insert,
+    Update,
+    Upsert { external_id_field: String },
+    Publish,
+}
+
+/// Salesforce's answer for one record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteOutcome {
+    pub id: Option<String>,
+    pub created: bool,
+    /// A rejection of this record alone (already retried where retrying helps).
+    pub error: Option<String>,
+}
+
+/// A connector that takes batches of records.
+#[async_trait::async_trait]
+pub trait Writer: Send + Sync {
+    /// Writes records; one outcome per record, in order. `Err` is a failure that would fail
+    /// every record (credentials, a missing field, the budget): the run stops.
+    async fn write(
+        &self,
+        sobject: &str,
+        op: WriteOp,
+        records: Vec<Map<String, Value>>,
+    ) -> Result<Vec<WriteOutcome>, String>;
+    /// Records whose `field` is one of `values`, with the `select`ed fields (for plans and for
+    /// checks before re-inserting).
+    async fn find(
+        &self,
+        sobject: &str,
+        field: &str,
+        values: &[String],
+        select: &[String],
+    ) -> Result<Vec<Map<String, Value>>, String>;
+    /// Requests spent so far.
+    fn calls(&self) -> u64;
+}
+
+/// Run for real or only plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Run,
+    Plan,
+}
+
+/// Options of one run or plan.
+#[derive(Clone)]
+pub struct RunOptions {
+    pub mode: Mode,
+    /// Stop after this many source records (plan --limit).
+    pub limit: Option<usize>,
+    /// Only this source record (plan --record KEY).
+    pub record: Option<String>,
+    /// Keep per-record detail in the report (plans; runs keep only summaries when false).
+    pub detail: bool,
+    pub enrich_concurrency: usize,
+    pub run_id: String,
+    /// Set to stop after the batch in flight (SIGTERM in the daemon).
+    pub shutdown: Option<Arc<AtomicBool>>,
+    /// Called after each committed batch (progress bars, metrics).
+    pub progress: Option<Arc<dyn Fn(&PipelineReport) + Send + Sync>>,
+    /// For webhook triggers: read exactly these records instead of the stream.
+    pub records: Option<Vec<Value>>,
+}
+
+impl RunOptions {
+    pub fn new(mode: Mode) -> Self {
+        RunOptions {
+            mode,
+            limit: None,
+            record: None,
+            detail: mode == Mode::Plan,
+            enrich_concurrency: 8,
+            run_id: format!("{:016x}", rand::random::<u64>()),
+            shutdown: None,
+            progress: None,
+            records: None,
+        }
+    }
+}
+
+/// What the engine needs around it.
+pub struct Engine<'a> {
+    pub store: &'a Store,
+    pub source: &'a dyn Source,
+    pub matcher: &'a dyn Matcher,
+    pub writer: &'a dyn Writer,
+    pub settings: &'a Value,
+    pub now: DateTime<Utc>,
+}
+
+/// How far back a stream with no checkpoint and no `since` starts.
+const DEFAULT_START_DAYS: i64 = 30;
+
+impl Engine<'_> {
+    /// Runs (or plans) one pipeline to the end of its source.
+    pub async fn run(&self, p: &Pipeline, opts: &RunOptions) -> PipelineReport {
+        let dry = opts.mode == Mode::Plan;
+        let mut report = PipelineReport::new(&p.name, dry);
+        let zoom_before = self.source.calls();
+        let sf_before = self.writer.calls();
+        let mut planned_sf_writes = 0u64;
+        let mut lookup_queries = 0u64;
+        let g = Globals::new(
+            self.settings,
+            &opts.run_id,
+            &p.name,
+            &self.now.to_rfc3339(),
+            dry,
+        );
+        let stream = p.source.stream.clone();
+        let params = match self.source_params(p, &g) {
+            Ok(v) => v,
+            Err(e) => {
+                report.stopped = Some(e);
+                return report;
+            }
+        };
+
+        let mut pages: BoxStream<'static, Result<Page, String>> = match &opts.records {
+            Some(recs) => futures::stream::iter(vec![Ok(Page {
+                partition: String::new(),
+                records: recs.clone(),
+                cursor: None,
+            })])
+            .boxed(),
+            None => {
+                let since = self.since_fn(p);
+                self.source.read(&stream, params, since, self.now)
+            }
+        };
+
+        let mut seen = 0usize;
+        while let Some(page) = pages.next().await {
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    report.stopped = Some(format!("reading {stream}: {e}"));
+                    break;
+                }
+            };
+            let mut records = page.records;
+            if let Some(want) = &opts.record {
+                let pk = self.source.primary_key(&stream);
+                records.retain(|r| record_key(r, pk.as_deref()) == *want);
+            }
+            if let Some(limit) = opts.limit {
+                let room = limit.saturating_sub(seen);
+                if records.len() > room {
+                    records.truncate(room);
+                }
+            }
+            seen += records.len();
+            let mut commit = BatchCommit {
+                pipeline: p.name.clone(),
+                ledger: Vec::new(),
+                dead_letters: Vec::new(),
+                checkpoints: Vec::new(),
+            };
+            let outcome = self
+                .process_batch(
+                    p,
+                    &g,
+                    opts,
+                    &stream,
+                    records,
+                    &mut report,
+                    &mut commit,
+                    &mut planned_sf_writes,
+                    &mut lookup_queries,
+                )
+                .await;
+            match (&outcome, &page.cursor) {
+                (Ok(()), Some(c)) if opts.records.is_none() && opts.record.is_none() && opts.limit.is_none() => {
+                    commit
+                        .checkpoints
+                        .push((stream.clone(), page.partition.clone(), c.clone()));
+                }
+                _ => {}
+            }
+            if let Err(e) = &outcome {
+                report.stopped = Some(e.clone());
+            }
+            // The ledger rows of what was written and the checkpoint commit together.
+            if !dry {
+                if let Err(e) = self.store.commit_batch(&commit) {
+                    report.stopped = Some(format!("saving state: {e}"));
+                }
+            }
+            if let Some(cb) = &opts.progress {
+                cb(&report);
+            }
+            if report.stopped.is_some() {
+                break;
+            }
+            if opts.limit.is_some_and(|l| seen >= l) {
+                break;
+            }
+            if opts
+                .shutdown
+                .as_ref()
+                .is_some_and(|s| s.load(Ordering::SeqCst))
+            {
+                report.stopped = Some("shutting down; the next run continues here".into());
+                break;
+            }
+        }
+        report.summary.api_calls.zoom = self.source.calls() - zoom_before;
+        report.summary.api_calls.salesforce = if dry {
+            lookup_queries + planned_sf_writes
+        } else {
+            self.writer.calls() - sf_before
+        };
+        report
+    }
+
+    fn source_params(&self, p: &Pipeline, g: &Globals) -> Result<BTreeMap<String, Value>, String> {
+        let st = RecordState::new(Value::Null);
+        let ctx = st.context(g, None);
+        let mut out = BTreeMap::new();
+        for (k, e) in &p.source.params {
+            let v = e
+                .eval(&ctx)
+                .map_err(|e| format!("source.params.{k}: {e}"))?;
+            out.insert(k.clone(), v);
+        }
+        Ok(out)
+    }
+
+    fn since_fn(&self, p: &Pipeline) -> SinceFn {
+        let mut known: HashMap<String, DateTime<Utc>> = HashMap::new();
+        if let Ok(rows) = self.store.checkpoints(Some(&p.name)) {
+            for r in rows {
+                if r.stream == p.source.stream {
+                    if let Ok(t) = DateTime::parse_from_rfc3339(&r.cursor) {
+                        known.insert(r.partition.clone(), t.with_timezone(&Utc));
+                    }
+                }
+            }
+        }
+        let lookback = p
+            .source
+            .lookback
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .unwrap_or_else(chrono::Duration::zero);
+        let first = p
+            .source
+            .since
+            .unwrap_or(self.now - chrono::Duration::days(DEFAULT_START_DAYS));
+        Arc::new(move |partition: &str| {
+            Some(match known.get(partition) {
+                Some(t) => (*t - lookback).max(first),
+                None => first,
+            })
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn process_batch(
+        &self,
+        p: &Pipeline,
+        g: &Globals,
+        opts: &RunOptions,
+        stream: &str,
+        records: Vec<Value>,
+        report: &mut PipelineReport,
+        commit: &mut BatchCommit,
+        planned_sf_writes: &mut u64,
+        lookup_queries: &mut u64,
+    ) -> Result<(), String> {
+        let dry = opts.mode == Mode::Plan;
+        let pk = self.source.primary_key(stream);
+        // where
+        let mut kept = Vec::new();
+        let mut where_errors: HashMap<usize, String> = HashMap::new();
+        for r in records {
+            let st = RecordState::new(r);
+            match &p.source.where_ {
+                Some(w) => match w.truthy(&st.context(g, None)) {
+                    Ok(true) => kept.push(st.record),
+                    Ok(false) => {}
+                    Err(e) => {
+                        where_errors.insert(kept.len(), format!("source.where: {e}"));
+                        kept.push(st.record);
+                    }
+                },
+                None => kept.push(st.record),
+            }
+        }
+        report.records_read += kept.len() as u64;
+        if kept.is_empty() {
+            return Ok(());
+        }
+
+        // enrich, concurrently within the budget the HTTP layer enforces
+        let enriched = self.enrich(p, g, kept, opts.enrich_concurrency).await?;
+        let mut reports: Vec<RecordReport> = Vec::new();
+        let mut states: Vec<RecordState> = Vec::new();
+        let mut failed: Vec<Option<String>> = Vec::new();
+        for (n, (rec, err)) in enriched.into_iter().enumerate() {
+            let err = where_errors.remove(&n).or(err);
+            let key = record_key(&rec, pk.as_deref());
+            reports.push(RecordReport {
+                source: SourceRef {
+                    stream: format!("zoom.{}", stream.trim_start_matches("zoom.")),
+                    key,
+                },
+                title: record_title(&rec),
+                writes: Vec::new(),
+                unmatched: Vec::new(),
+                ambiguous: Vec::new(),
+                skipped: Vec::new(),
+                errors: Vec::new(),
+            });
+            states.push(RecordState::new(rec));
+            failed.push(err);
+        }
+
+        // lookups, batched across the page
+        let mut notes = vec![LookupNotes::default(); states.len()];
+        let cache = StoreCache {
+            store: self.store,
+            now: self.now,
+        };
+        let source = LookupSource::Live {
+            matcher: self.matcher,
+            cache: Some(&cache),
+            pipeline: &p.name,
+        };
+        lookup::resolve(p, &mut states, g, &source, &mut notes, lookup_queries)
+            .await
+            .map_err(|e| e.to_string())?;
+        for (r, n) in reports.iter_mut().zip(&notes) {
+            r.unmatched = n.unmatched.clone();
+            r.ambiguous = n.ambiguous.clone();
+        }
+        // vars
+        for (i, st) in states.iter_mut().enumerate() {
+            if failed[i].is_none() {
+                if let Err(e) = render::eval_vars(p, st, g) {
+                    failed[i] = Some(e.to_string());
+                }
+            }
+        }
+
+        let mut stop: Option<String> = None;
+
+        // sinks, in order; later sinks see what earlier ones wrote
+        for sink in &p.sinks {
+            let mut intents: Vec<(usize, WriteIntent)> = Vec::new();
+            let mut has_for_each: Vec<bool> = vec![sink.for_each.is_some(); states.len()];
+            for (i, st) in states.iter().enumerate() {
+                if failed[i].is_some() {
+                    continue;
+                }
+                match render::render_sink(sink, st, g) {
+                    Ok(SinkDecision::Skipped { reason }) => {
+                        reports[i].skipped.push(format!("{}: {reason}", sink.name));
+                    }
+                    Ok(SinkDecision::Writes(ws)) => {
+                        for w in ws {
+                            if w.action == Action::Update && w.id.is_none() {
+                                reports[i]
+                                    .skipped
+                                    .push(format!("{}: no Id to update", sink.name));
+                                continue;
+                            }
+                            intents.push((i, w));
+                        }
+                    }
+                    Err(e) => {
+                        failed[i] = Some(e.to_string());
+                    }
+                }
+                has_for_each[i] = sink.for_each.is_some();
+            }
+            // One write per key per batch: a later record wins (cursor order).
+            let mut last_of_key: HashMap<String, usize> = HashMap::new();
+            for (n, (_, w)) in intents.iter().enumerate() {
+                last_of_key.insert(w.key.clone(), n);
+            }
+            let keys: Vec<String> = last_of_key.keys().cloned().collect();
+            let ledger = self
+                .store
+                .ledger_get_many(&p.name, &sink.name, &keys)
+                .map_err(|e| format!("reading the ledger: {e}"))?;
+
+            // Decide per intent.
+            let mut to_create: Vec<usize> = Vec::new();
+            let mut to_update: Vec<(usize, String)> = Vec::new();
+            let mut results: HashMap<usize, (Option<String>, bool, WriteAction)> = HashMap::new();
+            for (n, (_, w)) in intents.iter().enumerate() {
+                if last_of_key.get(&w.key) != Some(&n) {
+                    continue;
+                }
+                match ledger.get(&w.key) {
+                    Some(e) if e.state == LedgerState::Written && e.hash == w.hash() => {
+                        results.insert(n, (e.sf_id.clone(), false, WriteAction::Unchanged));
+                    }
+                    Some(e) if e.state == LedgerState::Written && e.sf_id.is_some() => {
+                        to_update.push((n, e.sf_id.clone().unwrap_or_default()));
+                    }
+                    Some(e) if e.state == LedgerState::Written => {
+                        // Written before but Salesforce gave no Id (an existing relation).
+                        results.insert(n, (None, false, WriteAction::Unchanged));
+                    }
+                    _ => to_create.push(n),
+                }
+            }
+            // Updates by Id for update sinks that had no ledger row yet.
+            if sink.action == Action::Update {
+                let mut keep = Vec::new();
+                for n in to_create.drain(..) {
+                    let id = intents[n].1.id.clone().unwrap_or_default();
+                    keep.push((n, id));
+                }
+                to_update.extend(keep);
+            }
+
+            // Inserts interrupted by a crash: adopt what Salesforce already has.
+            if sink.action == Action::Insert && !to_create.is_empty() {
+                if let Some(field) = &sink.search_by {
+                    let pending: Vec<usize> = to_create
+                        .iter()
+                        .copied()
+                        .filter(|n| {
+                            ledger
+                                .get(&intents[*n].1.key)
+                                .is_some_and(|e| e.state == LedgerState::Pending)
+                        })
+                        .collect();
+                    if !pending.is_empty() {
+                        let values: Vec<String> = pending
+                            .iter()
+                            .filter_map(|n| intents[*n].1.fields.get(field).map(render::scalar_string))
+                            .collect();
+                        let found = self
+                            .writer
+                            .find(&sink.sobject, field, &values, &["Id".to_string(), field.clone()])
+                            .await?;
+                        for n in pending {
+                            let v = intents[n].1.fields.get(field).map(render::scalar_string);
+                            if let Some(rec) = found.iter().find(|r| {
+                                r.get(field).map(render::scalar_string) == v && v.is_some()
+                            }) {
+                                let id = rec.get("Id").and_then(Value::as_str).map(str::to_string);
+                                to_create.retain(|x| *x != n);
+                                if !dry {
+                                    commit.ledger.push(LedgerWrite {
+                                        sink: sink.name.clone(),
+                                        key: intents[n].1.key.clone(),
+                                        sf_id: id.clone(),
+                                        hash: intents[n].1.hash(),
+                                        state: LedgerState::Written,
+                                    });
+                                }
+                                results.insert(n, (id, false, WriteAction::Unchanged));
+                            }
+                        }
+                    }
+                }
+            }
+
+            let mut diffs: HashMap<usize, BTreeMap<String, (Value, Value)>> = HashMap::new();
+            if dry {
+                // What Salesforce has now, to tell create from update and show the diff.
+                let mut lookups_by_id: Vec<String> = to_update.iter().map(|(_, id)| id.clone()).collect();
+                lookups_by_id.retain(|s| !s.is_empty());
+                let fields: Vec<String> = sink.fields.iter().map(|f| f.name.clone()).collect();
+                let mut current: HashMap<String, Map<String, Value>> = HashMap::new();
+                if !lookups_by_id.is_empty() {
+                    let mut sel = fields.clone();
+                    sel.push("Id".into());
+                    for r in self
+                        .writer
+                        .find(&sink.sobject, "Id", &lookups_by_id, &sel)
+                        .await?
+                    {
+                        if let Some(id) = r.get("Id").and_then(Value::as_str) {
+                            current.insert(id.to_string(), r.clone());
+                        }
+                    }
+                }
+                if let Some(crate::config::SinkKey::ExternalIdField(ext)) = &sink.key {
+                    let vals: Vec<String> = to_create.iter().map(|n| intents[*n].1.key.clone()).collect();
+                    if !vals.is_empty() {
+                        let mut sel = fields.clone();
+                        sel.push("Id".into());
+                        let found = self.writer.find(&sink.sobject, ext, &vals, &sel).await?;
+                        let mut moved = Vec::new();
+                        for n in &to_create {
+                            let key = &intents[*n].1.key;
+                            if let Some(r) = found.iter().find(|r| {
+                                r.get(ext).map(render::scalar_string).as_deref() == Some(key.as_str())
+                            }) {
+                                let id = r.get("Id").and_then(Value::as_str).unwrap_or_default().to_string();
+                                current.insert(id.clone(), r.clone());
+                                moved.push((*n, id));
+                            }
+                        }
+                        to_create.retain(|n| !moved.iter().any(|(m, _)| m == n));
+                        to_update.extend(moved);
+                    }
+                }
+                let mut still_update = Vec::new();
+                for (n, id) in to_update.drain(..) {
+                    let w = &intents[n].1;
+                    let diff = match current.get(&id) {
+                        Some(cur) => field_diff(cur, &w.update_fields()),
+                        None => w
+                            .update_fields()
+                            .into_iter()
+                            .map(|(k, v)| (k, (Value::Null, v)))
+                            .collect(),
+                    };
+                    if diff.is_empty() {
+                        results.insert(n, (Some(id), false, WriteAction::Unchanged));
+                    } else {
+                        diffs.insert(n, diff);
+                        still_update.push((n, id));
+                    }
+                }
+                to_update = still_update;
+                let writes = (to_create.len() + to_update.len()) as u64;
+                *planned_sf_writes += writes.div_ceil(200);
+                for n in &to_create {
+                    let placeholder = format!("(new {} {})", sink.sobject, n + 1);
+                    results.insert(*n, (Some(placeholder), true, WriteAction::Create));
+                }
+                for (n, id) in &to_update {
+                    results.insert(*n, (Some(id.clone()), false, WriteAction::Update));
+                }
+            } else {
+                let op = match (&sink.action, &sink.key) {
+                    (Action::Upsert, Some(crate::config::SinkKey::ExternalIdField(f))) => WriteOp::Upsert {
+                        external_id_field: f.clone(),
+                    },
+                    (Action::Publish, _) => WriteOp::Publish,
+                    (Action::Update, _) => WriteOp::Update,
+                    _ => WriteOp::Insert,
+                };
+                // Creates (inserts: record the intent first, so a crash cannot duplicate).
+                if !to_create.is_empty() {
+                    if op == WriteOp::Insert {
+                        let marks: Vec<(String, String)> = to_create
+                            .iter()
+                            .map(|n| (intents[*n].1.key.clone(), intents[*n].1.hash()))
+                            .collect();
+                        self.store
+                            .ledger_mark_pending(&p.name, &sink.name, &marks)
+                            .map_err(|e| format!("saving state: {e}"))?;
+                    }
+                    let recs: Vec<Map<String, Value>> =
+                        to_create.iter().map(|n| intents[*n].1.fields.clone()).collect();
+                    match self.writer.write(&sink.sobject, op.clone(), recs).await {
+                        Ok(outs) => {
+                            for (n, o) in to_create.iter().zip(outs) {
+                                self.record_outcome(commit, sink, &intents[*n].1, *n, o, true, &mut results);
+                            }
+                        }
+                        Err(e) => stop = Some(e),
+                    }
+                }
+                if stop.is_none() && !to_update.is_empty() {
+                    let recs: Vec<Map<String, Value>> = to_update
+                        .iter()
+                        .map(|(n, id)| {
+                            let w = &intents[*n].1;
+                            let mut f = w.update_fields();
+                            match &op {
+                                WriteOp::Upsert { .. } => {}
+                                _ => {
+                                    f.insert("Id".into(), Value::String(id.clone()));
+                                }
+                            }
+                            f
+                        })
+                        .collect();
+                    let uop = match &op {
+                        WriteOp::Upsert { .. } => op.clone(),
+                        _ => WriteOp::Update,
+                    };
+                    match self.writer.write(&sink.sobject, uop, recs).await {
+                        Ok(outs) => {
+                            for ((n, id), mut o) in to_update.iter().zip(outs) {
+                                if o.id.is_none() {
+                                    o.id = Some(id.clone());
+                                }
+                                self.record_outcome(commit, sink, &intents[*n].1, *n, o, false, &mut results);
+                            }
+                        }
+                        Err(e) => stop = Some(e),
+                    }
+                }
+            }
+
+            // Report per intent and fill sinks.NAME for later sinks.
+            let mut per_record: BTreeMap<usize, Vec<(WriteIntent, Option<String>, bool)>> = BTreeMap::new();
+            for (n, (i, w)) in intents.iter().enumerate() {
+                let rep_n = last_of_key.get(&w.key).copied().unwrap_or(n);
+                let Some((id, created, action)) = results.get(&rep_n).cloned() else {
+                    if stop.is_some() {
+                        continue;
+                    }
+                    continue;
+                };
+                if action == WriteAction::Error {
+                    reports[*i].writes.push(WriteReport {
+                        sink: sink.name.clone(),
+                        sobject: sink.sobject.clone(),
+                        action,
+                        key: w.key.clone(),
+                        id: None,
+                        fields: None,
+                        diff: None,
+                        reason: None,
+                        message: id.clone(),
+                    });
+                    continue;
+                }
+                let shown = if rep_n != n {
+                    WriteAction::Unchanged
+                } else {
+                    action
+                };
+                reports[*i].writes.push(WriteReport {
+                    sink: sink.name.clone(),
+                    sobject: sink.sobject.clone(),
+                    action: shown,
+                    key: w.key.clone(),
+                    id: id.clone().filter(|s| !s.starts_with("(new")),
+                    fields: (shown == WriteAction::Create).then(|| w.fields.clone()),
+                    diff: if shown == WriteAction::Update {
+                        diffs.get(&n).cloned()
+                    } else {
+                        None
+                    },
+                    reason: None,
+                    message: None,
+                });
+                per_record.entry(*i).or_default().push((w.clone(), id, created));
+            }
+            for (i, st) in states.iter_mut().enumerate() {
+                let v = per_record
+                    .get(&i)
+                    .map(|ws| render::sink_result_value(ws, has_for_each[i]))
+                    .unwrap_or(Value::Null);
+                st.sinks.insert(sink.name.clone(), v);
+            }
+            if stop.is_some() {
+                break;
+            }
+        }
+
+        // Records that failed to render go to dead letters with the reason.
+        for (i, f) in failed.iter().enumerate() {
+            if let Some(msg) = f {
+                reports[i].errors.push(msg.clone());
+                if !dry {
+                    commit.dead_letters.push(NewDeadLetter {
+                        sink: String::new(),
+                        key: reports[i].source.key.clone(),
+                        payload: states[i].record.clone(),
+                        error: msg.clone(),
+                    });
+                }
+            }
+        }
+        for r in reports {
+            report.push(r, opts.detail);
+        }
+        match stop {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_outcome(
+        &self,
+        commit: &mut BatchCommit,
+        sink: &crate::config::Sink,
+        w: &WriteIntent,
+        n: usize,
+        o: WriteOutcome,
+        create: bool,
+        results: &mut HashMap<usize, (Option<String>, bool, WriteAction)>,
+    ) {
+        match o.error {
+            None => {
+                commit.ledger.push(LedgerWrite {
+                    sink: sink.name.clone(),
+                    key: w.key.clone(),
+                    sf_id: o.id.clone(),
+                    hash: w.hash(),
+                    state: LedgerState::Written,
+                });
+                let action = if create && o.created {
+                    WriteAction::Create
+                } else if create && sink.action == Action::Insert {
+                    WriteAction::Create
+                } else {
+                    WriteAction::Update
+                };
+                results.insert(n, (o.id, o.created || create, action));
+            }
+            Some(err) => {
+                commit.dead_letters.push(NewDeadLetter {
+                    sink: sink.name.clone(),
+                    key: w.key.clone(),
+                    payload: serde_json::json!({
+                        "sobject": w.sobject,
+                        "fields": w.fields,
+                        "id": w.id,
+                    }),
+                    error: err.clone(),
+                });
+                results.insert(n, (Some(err), false, WriteAction::Error));
+            }
+        }
+    }
+
+    async fn enrich(
+        &self,
+        p: &Pipeline,
+        g: &Globals,
+        records: Vec<Value>,
+        concurrency: usize,
+    ) -> Result<Vec<(Value, Option<String>)>, String> {
+        if p.enrich.is_empty() {
+            return Ok(records.into_iter().map(|r| (r, None)).collect());
+        }
+        let jobs = records.into_iter().map(|rec| async move {
+            let mut rec = rec;
+            let mut err: Option<String> = None;
+            for e in &p.enrich {
+                let st = RecordState::new(rec.clone());
+                let ctx = st.context(g, None);
+                if let Some(w) = &e.when {
+                    match w.truthy(&ctx) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            set_field(&mut rec, &e.name, Value::Null);
+                            continue;
+                        }
+                        Err(x) => {
+                            err = Some(format!("enrich.{}.when: {x}", e.name));
+                            break;
+                        }
+                    }
+                }
+                let mut params = BTreeMap::new();
+                for (k, ex) in &e.params {
+                    match ex.eval(&ctx) {
+                        Ok(v) => {
+                            params.insert(k.clone(), v);
+                        }
+                        Err(x) => err = Some(format!("enrich.{}.params.{k}: {x}", e.name)),
+                    }
+                }
+                if err.is_some() {
+                    break;
+                }
+                match self.source.fetch(&e.stream, params).await {
+                    Ok(v) => set_field(&mut rec, &e.name, v),
+                    Err(FetchError::NotFound(_)) if e.optional => set_field(&mut rec, &e.name, Value::Null),
+                    Err(FetchError::NotFound(m)) => {
+                        err = Some(format!("enrich.{}: {m}", e.name));
+                        break;
+                    }
+                    Err(FetchError::Failed(m)) => return Err(format!("enrich.{}: {m}", e.name)),
+                }
+            }
+            Ok((rec, err))
+        });
+        let results: Vec<Result<(Value, Option<String>), String>> = futures::stream::iter(jobs)
+            .buffered(concurrency.max(1))
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+}
+
+fn set_field(rec: &mut Value, name: &str, v: Value) {
+    if let Value::Object(m) = rec {
+        m.insert(name.to_string(), v);
+    }
+}
+
+/// The source record's identity in reports and `--record`.
+pub fn record_key(r: &Value, pk: Option<&str>) -> String {
+    let fields = [pk.unwrap_or("uuid"), "uuid", "id", "call_id", "email"];
+    for f in fields {
+        if let Some(v) = r.get(f) {
+            let s = render::scalar_string(v);
+            if !s.is_empty() {
+                return s;
+            }
+        }
+    }
+    String::new()
+}
+
+fn record_title(r: &Value) -> String {
+    let name = ["topic", "name", "display_name", "email", "caller_name"]
+        .iter()
+        .find_map(|f| r.get(*f).and_then(Value::as_str))
+        .unwrap_or("");
+    let when = ["start_time", "date_time", "created_at"]
+        .iter()
+        .find_map(|f| r.get(*f).and_then(Value::as_str))
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| format!(" ({} UTC)", t.with_timezone(&Utc).format("%Y-%m-%d %H:%M")))
+        .unwrap_or_default();
+    if name.is_empty() {
+        when.trim().to_string()
+    } else {
+        format!("{name:?}{when}")
+    }
+}
+
+fn field_diff(cur: &Map<String, Value>, want: &Map<String, Value>) -> BTreeMap<String, (Value, Value)> {
+    let mut d = BTreeMap::new();
+    for (k, v) in want {
+        let before = cur.get(k).cloned().unwrap_or(Value::Null);
+        if !same_value(&before, v) {
+            d.insert(k.clone(), (before, v.clone()));
+        }
+    }
+    d
+}
+
+/// Salesforce echoes values in its own forms (numbers as numbers, datetimes with +0000);
+/// compare loosely so a plan does not show changes that are not.
+fn same_value(a: &Value, b: &Value) -> bool {
+    if a == b {
+        return true;
+    }
+    let (sa, sb) = (render::scalar_string(a), render::scalar_string(b));
+    if sa == sb {
+        return true;
+    }
+    if let (Ok(x), Ok(y)) = (
+        DateTime::parse_from_rfc3339(&sa.replace("+0000", "Z")),
+        DateTime::parse_from_rfc3339(&sb.replace("+0000", "Z")),
+    ) {
+        return x == y;
+    }
+    if let (Ok(x), Ok(y)) = (sa.parse::<f64>(), sb.parse::<f64>()) {
+        return x == y;
+    }
+    false
+}
+
+/// The lookup cache, kept in the state file.
+struct StoreCache<'a> {
+    store: &'a Store,
+    now: DateTime<Utc>,
+}
+
+impl LookupCache for StoreCache<'_> {
+    fn get_many(&self, scope: &str, keys: &[String]) -> HashMap<String, Value> {
+        self.store
+            .cache_get_many(scope, keys, self.now)
+            .unwrap_or_default()
+    }
+    fn put_many(&self, scope: &str, entries: &[(String, Value)], ttl: std::time::Duration) {
+        let exp = self.now + chrono::Duration::from_std(ttl).unwrap_or_else(|_| chrono::Duration::days(1));
+        if let Err(e) = self.store.cache_put_many(scope, entries, exp) {
+            tracing::warn!("could not cache lookup results: {e}");
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! The lookup stage: match rules, batched. For a batch of source records each rule costs one
+//! call to the [`Matcher`] (one SOQL query with `IN (...)`, split only where SOQL's length
+//! limit forces it) over every key still unmatched, never one query per person.
+
+use super::render::{self, Globals, RecordState, RenderError};
+use crate::config::{Lookup, Pipeline};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashMap};
+
+/// Finds Salesforce records by field values. One call answers many where-maps: the result
+/// has one list per input, most recently modified first.
+#[async_trait::async_trait]
+pub trait Matcher: Send + Sync {
+    async fn match_rule(
+        &self,
+        sobject: &str,
+        select: &[String],
+        wheres: &[Map<String, Value>],
+    ) -> Result<Vec<Vec<Value>>, String>;
+}
+
+/// Cached rule results, so a person seen often costs one query per `cache` period.
+pub trait LookupCache: Send + Sync {
+    fn get_many(&self, scope: &str, keys: &[String]) -> HashMap<String, Value>;
+    fn put_many(&self, scope: &str, entries: &[(String, Value)], ttl: std::time::Duration);
+}
+
+/// Where lookup results come from.
+pub enum LookupSource<'a> {
+    Live {
+        matcher: &'a dyn Matcher,
+        cache: Option<&'a dyn LookupCache>,
+        pipeline: &'a str,
+    },
+    /// `ferry test`: canned results keyed by lookup name, then by match value.
+    Canned(&'a Map<String, Value>),
+}
+
+/// Facts worth reporting about one record's lookups.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LookupNotes {
+    /// Match values (e.g. emails) of people no rule found.
+    pub unmatched: Vec<String>,
+    /// "2 Contact records match pat@contoso.com; took 003…, the most recently modified".
+    pub ambiguous: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error("lookup `{lookup}` ({sobject}): {message}")]
+    Query {
+        lookup: String,
+        sobject: String,
+        message: String,
+    },
+}
+
+struct Pending {
+    record: usize,
+    /// Position within the for_each items, or None for a lookup without for_each.
+    item: Option<usize>,
+    ctx: minijinja::Value,
+    display: String,
+}
+
+/// Resolves every lookup of the pipeline for a batch of records, in declaration order (a
+/// lookup may use the ones above it). Fills `lookups.NAME` in each record's state.
+pub async fn resolve(
+    p: &Pipeline,
+    states: &mut [RecordState],
+    g: &Globals,
+    source: &LookupSource<'_>,
+    notes: &mut [LookupNotes],
+    queries: &mut u64,
+) -> Result<(), LookupError> {
+    for lookup in &p.lookups {
+        resolve_one(lookup, states, g, source, notes, queries).await?;
+    }
+    Ok(())
+}
+
+async fn resolve_one(
+    lookup: &Lookup,
+    states: &mut [RecordState],
+    g: &Globals,
+    source: &LookupSource<'_>,
+    notes: &mut [LookupNotes],
+    queries: &mut u64,
+) -> Result<(), LookupError> {
+    let name = &lookup.name;
+    // Per record: the items (for_each) and which were skipped.
+    let mut items: Vec<Vec<Value>> = vec![Vec::new(); states.len()];
+    let mut skipped: Vec<Vec<Value>> = vec![Vec::new(); states.len()];
+    let mut pending: Vec<Pending> = Vec::new();
+    for (i, st) in states.iter().enumerate() {
+        let base = st.context(g, None);
+        match &lookup.for_each {
+            Some(fe) => {
+                let list = render::items(fe, &base, &format!("lookups.{name}.for_each"))?;
+                let n = list.len();
+                for (j, item) in list.iter().enumerate() {
+                    let ctx = st.context(g, Some((item, render::loop_value(j, n))));
+                    if is_skipped(lookup, &ctx)? {
+                        skipped[i].push(item.clone());
+                        continue;
+                    }
+                    let display = display_key(lookup, &ctx)?;
+                    pending.push(Pending {
+                        record: i,
+                        item: Some(j),
+                        ctx,
+                        display,
+                    });
+                }
+                items[i] = list;
+            }
+            None => {
+                if is_skipped(lookup, &base)? {
+                    continue;
+                }
+                let display = display_key(lookup, &base)?;
+                pending.push(Pending {
+                    record: i,
+                    item: None,
+                    ctx: base,
+                    display,
+                });
+            }
+        }
+    }
+
+    // Matches per (record, item).
+    let mut found: HashMap<(usize, Option<usize>), Value> = HashMap::new();
+    match source {
+        LookupSource::Canned(canned) => {
+            let table = canned.get(name);
+            for pd in &pending {
+                let hit = match (table, pd.item) {
+                    (Some(Value::Object(m)), Some(_)) => m
+                        .get(&pd.display)
+                        .or_else(|| {
+                            m.iter()
+                                .find(|(k, _)| k.eq_ignore_ascii_case(&pd.display))
+                                .map(|(_, v)| v)
+                        })
+                        .cloned(),
+                    (Some(v), None) if !v.is_null() => Some(v.clone()),
+                    _ => None,
+                };
+                if let Some(v) = hit {
+                    found.insert((pd.record, pd.item), v);
+                }
+            }
+        }
+        LookupSource::Live {
+            matcher,
+            cache,
+            pipeline,
+        } => {
+            let mut open: Vec<&Pending> = pending.iter().collect();
+            for (ri, rule) in lookup.rules.iter().enumerate() {
+                if open.is_empty() {
+                    break;
+                }
+                let scope = format!(
+                    "{pipeline}/{name}/{ri}/{}/{}",
+                    rule.sobject,
+                    rule.select.join(",")
+                );
+                // Render each open entry's where-map; entries with a blank value cannot
+                // match by this rule (Email = null would match the wrong people).
+                let mut keyed: Vec<(&Pending, String, Map<String, Value>)> = Vec::new();
+                let mut still_open: Vec<&Pending> = Vec::new();
+                for pd in open {
+                    let mut w = Map::new();
+                    let mut blank = false;
+                    for (field, expr) in &rule.where_ {
+                        let v = expr.eval(&pd.ctx).map_err(|error| RenderError {
+                            place: format!("lookups.{name}.match[{ri}].where.{field}"),
+                            error,
+                        })?;
+                        if v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty()) {
+                            blank = true;
+                        }
+                        w.insert(field.clone(), v);
+                    }
+                    if blank {
+                        still_open.push(pd);
+                    } else {
+                        let key = cache_key(&w);
+                        keyed.push((pd, key, w));
+                    }
+                }
+                // Distinct keys, minus what the cache knows.
+                let mut distinct: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+                for (_, k, w) in &keyed {
+                    distinct.entry(k.clone()).or_insert_with(|| w.clone());
+                }
+                let keys: Vec<String> = distinct.keys().cloned().collect();
+                let mut answers: HashMap<String, Value> = match cache {
+                    Some(c) if lookup.cache.is_some() => c.get_many(&scope, &keys),
+                    _ => HashMap::new(),
+                };
+                let missing: Vec<(String, Map<String, Value>)> = distinct
+                    .into_iter()
+                    .filter(|(k, _)| !answers.contains_key(k))
+                    .collect();
+                if !missing.is_empty() {
+                    let wheres: Vec<Map<String, Value>> =
+                        missing.iter().map(|(_, w)| w.clone()).collect();
+                    *queries += 1;
+                    let results = matcher
+                        .match_rule(&rule.sobject, &rule.select, &wheres)
+                        .await
+                        .map_err(|message| LookupError::Query {
+                            lookup: name.clone(),
+                            sobject: rule.sobject.clone(),
+                            message,
+                        })?;
+                    let mut fresh = Vec::new();
+                    for ((k, _), recs) in missing.iter().zip(results) {
+                        let v = Value::Array(recs.into_iter().map(|r| clean(r, &rule.sobject)).collect());
+                        fresh.push((k.clone(), v.clone()));
+                        answers.insert(k.clone(), v);
+                    }
+                    if let (Some(c), Some(ttl)) = (cache, lookup.cache) {
+                        c.put_many(&scope, &fresh, ttl);
+                    }
+                }
+                for (pd, k, _) in keyed {
+                    match answers.get(&k).and_then(Value::as_array) {
+                        Some(recs) if !recs.is_empty() => {
+                            if recs.len() > 1 {
+                                let id = recs[0].get("Id").and_then(Value::as_str).unwrap_or("?");
+                                notes[pd.record].ambiguous.push(format!(
+                                    "{} {} records match {}; took {id}, the most recently modified",
+                                    recs.len(),
+                                    rule.sobject,
+                                    pd.display
+                                ));
+                            }
+                            found.insert((pd.record, pd.item), recs[0].clone());
+                        }
+                        _ => still_open.push(pd),
+                    }
+                }
+                open = still_open;
+            }
+        }
+    }
+
+    // Shape the results as templates see them.
+    for (i, st) in states.iter_mut().enumerate() {
+        let value = match &lookup.for_each {
+            Some(_) => {
+                let mut matched = Vec::new();
+                let mut unmatched = Vec::new();
+                for (j, item) in items[i].iter().enumerate() {
+                    if skipped[i].contains(item) {
+                        continue;
+                    }
+                    match found.get(&(i, Some(j))) {
+                        Some(Value::Object(m)) => {
+                            let mut m = m.clone();
+                            m.insert("item".into(), item.clone());
+                            matched.push(Value::Object(m));
+                        }
+                        _ => unmatched.push(item.clone()),
+                    }
+                }
+                serde_json::json!({
+                    "matched": matched,
+                    "unmatched": unmatched,
+                    "skipped": skipped[i],
+                })
+            }
+            None => found.get(&(i, None)).cloned().unwrap_or(Value::Null),
+        };
+        st.lookups.insert(name.clone(), value);
+    }
+    for pd in &pending {
+        if !found.contains_key(&(pd.record, pd.item)) && !pd.display.is_empty() {
+            let n = &mut notes[pd.record];
+            if !n.unmatched.contains(&pd.display) {
+                n.unmatched.push(pd.display.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_skipped(lookup: &Lookup, ctx: &minijinja::Value) -> Result<bool, RenderError> {
+    match &lookup.skip {
+        Some(s) => s.truthy(ctx).map_err(|error| RenderError {
+            place: format!("lookups.{}.skip", lookup.name),
+            error,
+        }),
+        None => Ok(false),
+    }
+}
+
+/// The value people are known by in reports: the first rule's first `where` value.
+fn display_key(lookup: &Lookup, ctx: &minijinja::Value) -> Result<String, RenderError> {
+    let Some((field, expr)) = lookup.rules.first().and_then(|r| r.where_.first()) else {
+        return Ok(String::new());
+    };
+    let v = expr.eval(ctx).map_err(|error| RenderError {
+        place: format!("lookups.{}.match[0].where.{field}", lookup.name),
+        error,
+    })?;
+    Ok(render::scalar_string(&v))
+}
+
+/// Salesforce compares strings case-insensitively, so the cache does too.
+fn cache_key(w: &Map<String, Value>) -> String {
+    let norm: BTreeMap<&String, Value> = w
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(s) => Value::String(s.trim().to_lowercase()),
+                other => other.clone(),
+            };
+            (k, v)
+        })
+        .collect();
+    serde_json::to_string(&norm).unwrap_or_default()
+}
+
+/// A query row as templates see it: the selected fields plus `sobject`.
+fn clean(r: Value, sobject: &str) -> Value {
+    match r {
+        Value::Object(mut m) => {
+            m.remove("attributes");
+            m.insert("sobject".into(), Value::String(sobject.to_string()));
+            Value::Object(m)
+        }
+        other => other,
+    }
+}

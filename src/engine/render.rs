@@ -1,0 +1,287 @@
+//! The render stage: from a source record with its enrichments and lookup results to the
+//! writes each sink asks for. Shared by `run`, `plan` and the offline `ferry test`.
+
+use crate::config::{Action, Expr, OnUpdate, Pipeline, Sink, SinkKey};
+use crate::template::{self, TemplateError};
+use minijinja::Value as Jv;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// What templates see besides the record: `settings` and `run`.
+#[derive(Debug, Clone)]
+pub struct Globals {
+    pub settings: Jv,
+    pub run: Jv,
+}
+
+impl Globals {
+    pub fn new(settings: &Value, run_id: &str, pipeline: &str, started_at: &str, dry_run: bool) -> Self {
+        Globals {
+            settings: template::from_json(settings),
+            run: template::from_json(&serde_json::json!({
+                "id": run_id,
+                "pipeline": pipeline,
+                "started_at": started_at,
+                "dry_run": dry_run,
+            })),
+        }
+    }
+}
+
+/// Everything known about one source record as it moves through the stages.
+#[derive(Debug, Clone)]
+pub struct RecordState {
+    /// The source record plus each `enrich` result under its name.
+    pub record: Value,
+    pub record_jv: Jv,
+    /// `lookups.NAME` values, in declaration order.
+    pub lookups: BTreeMap<String, Value>,
+    /// `vars.NAME` values, in declaration order.
+    pub vars: BTreeMap<String, Value>,
+    /// `sinks.NAME`: what earlier sinks wrote for this record.
+    pub sinks: BTreeMap<String, Value>,
+}
+
+impl RecordState {
+    pub fn new(record: Value) -> Self {
+        let record_jv = template::from_json(&record);
+        RecordState {
+            record,
+            record_jv,
+            lookups: BTreeMap::new(),
+            vars: BTreeMap::new(),
+            sinks: BTreeMap::new(),
+        }
+    }
+
+    /// The template context at this point of the stages.
+    pub fn context(&self, g: &Globals, item: Option<(&Value, Jv)>) -> Jv {
+        let map = |m: &BTreeMap<String, Value>| {
+            Jv::from(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), template::from_json(v)))
+                    .collect::<BTreeMap<_, _>>(),
+            )
+        };
+        let mut ctx: BTreeMap<&str, Jv> = BTreeMap::new();
+        ctx.insert("record", self.record_jv.clone());
+        ctx.insert("lookups", map(&self.lookups));
+        ctx.insert("vars", map(&self.vars));
+        ctx.insert("sinks", map(&self.sinks));
+        ctx.insert("settings", g.settings.clone());
+        ctx.insert("run", g.run.clone());
+        if let Some((item, lp)) = item {
+            ctx.insert("item", template::from_json(item));
+            ctx.insert("loop", lp);
+        }
+        Jv::from(ctx)
+    }
+}
+
+/// A template failed on one record: where, and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{place}: {error}")]
+pub struct RenderError {
+    pub place: String,
+    pub error: TemplateError,
+}
+
+fn at(place: impl Into<String>) -> impl FnOnce(TemplateError) -> RenderError {
+    let place = place.into();
+    move |error| RenderError { place, error }
+}
+
+/// The `loop` object inside a `for_each`.
+pub fn loop_value(index0: usize, length: usize) -> Jv {
+    template::from_json(&serde_json::json!({
+        "index": index0 + 1,
+        "index0": index0,
+        "first": index0 == 0,
+        "last": index0 + 1 == length,
+        "length": length,
+    }))
+}
+
+/// Evaluates a `for_each` expression to its items. Null means no items; a single value is
+/// one item.
+pub fn items(expr: &Expr, ctx: &Jv, place: &str) -> Result<Vec<Value>, RenderError> {
+    match expr.eval(ctx).map_err(at(place))? {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(a) => Ok(a),
+        other => Ok(vec![other]),
+    }
+}
+
+/// Evaluates `vars` in order; each may use the ones above it.
+pub fn eval_vars(p: &Pipeline, st: &mut RecordState, g: &Globals) -> Result<(), RenderError> {
+    for (name, expr) in &p.vars {
+        let ctx = st.context(g, None);
+        let v = expr.eval(&ctx).map_err(at(format!("vars.{name}")))?;
+        st.vars.insert(name.clone(), v);
+    }
+    Ok(())
+}
+
+/// One record a sink wants written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteIntent {
+    pub sink: String,
+    pub sobject: String,
+    pub action: Action,
+    /// The ledger key: the external-id value (upsert), the rendered key (insert), the Id
+    /// (update), or a hash of the fields (publish).
+    pub key: String,
+    /// Salesforce Id for updates.
+    pub id: Option<String>,
+    /// Every field, as rendered (omitted fields are absent).
+    pub fields: Map<String, Value>,
+    /// Fields that are set on create only.
+    pub keep_on_update: Vec<String>,
+    /// Index of the item within the sink's `for_each` (0 without one).
+    pub item_index: usize,
+}
+
+impl WriteIntent {
+    /// The fields to send when the record already exists.
+    pub fn update_fields(&self) -> Map<String, Value> {
+        self.fields
+            .iter()
+            .filter(|(k, _)| !self.keep_on_update.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The content hash kept in the ledger: fields that a later run may overwrite.
+    pub fn hash(&self) -> String {
+        use sha2::Digest;
+        let canon = serde_json::to_string(&canonical(&Value::Object(self.update_fields())))
+            .unwrap_or_default();
+        hex::encode(sha2::Sha256::digest(canon.as_bytes()))
+    }
+}
+
+/// JSON with object keys sorted, so equal content hashes equally.
+fn canonical(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let sorted: BTreeMap<&String, Value> = m.iter().map(|(k, v)| (k, canonical(v))).collect();
+            Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+        }
+        Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+/// What a sink decided for one source record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkDecision {
+    /// `when` was false (or the sink's for_each was empty).
+    Skipped { reason: String },
+    Writes(Vec<WriteIntent>),
+}
+
+/// Renders one sink for one record. `sinks.*` of earlier sinks must already be in `st`.
+pub fn render_sink(sink: &Sink, st: &RecordState, g: &Globals) -> Result<SinkDecision, RenderError> {
+    let base = st.context(g, None);
+    if let Some(when) = &sink.when {
+        if !when.truthy(&base).map_err(at(format!("sinks.{}.when", sink.name)))? {
+            return Ok(SinkDecision::Skipped {
+                reason: "`when` is false".into(),
+            });
+        }
+    }
+    let mut out = Vec::new();
+    match &sink.for_each {
+        None => out.push(render_one(sink, &base, 0)?),
+        Some(fe) => {
+            let list = items(fe, &base, &format!("sinks.{}.for_each", sink.name))?;
+            if list.is_empty() {
+                return Ok(SinkDecision::Skipped {
+                    reason: "`for_each` has no items".into(),
+                });
+            }
+            let n = list.len();
+            for (i, item) in list.iter().enumerate() {
+                let ctx = st.context(g, Some((item, loop_value(i, n))));
+                out.push(render_one(sink, &ctx, i)?);
+            }
+        }
+    }
+    Ok(SinkDecision::Writes(out))
+}
+
+fn render_one(sink: &Sink, ctx: &Jv, item_index: usize) -> Result<WriteIntent, RenderError> {
+    let mut fields = Map::new();
+    let mut keep = Vec::new();
+    for f in &sink.fields {
+        let v = f
+            .value
+            .eval(ctx)
+            .map_err(at(format!("sinks.{}.fields.{}", sink.name, f.name)))?;
+        if template::is_omit(&v) {
+            continue;
+        }
+        if f.on_update == OnUpdate::Keep {
+            keep.push(f.name.clone());
+        }
+        fields.insert(f.name.clone(), v);
+    }
+    let render_str = |e: &Expr, what: &str| -> Result<String, RenderError> {
+        let v = e
+            .eval(ctx)
+            .map_err(at(format!("sinks.{}.{what}", sink.name)))?;
+        Ok(scalar_string(&v))
+    };
+    let id = match &sink.id {
+        Some(e) => Some(render_str(e, "id")?).filter(|s| !s.is_empty()),
+        None => None,
+    };
+    let key = match (&sink.key, sink.action) {
+        (Some(SinkKey::ExternalIdField(field)), _) => {
+            fields.get(field).map(scalar_string).unwrap_or_default()
+        }
+        (Some(SinkKey::Template(e)), _) => render_str(e, "key")?,
+        (None, Action::Update) => id.clone().unwrap_or_default(),
+        (None, _) => {
+            // publish: events are keyed by content, so a rerun does not publish twice.
+            use sha2::Digest;
+            let canon = serde_json::to_string(&canonical(&Value::Object(fields.clone())))
+                .unwrap_or_default();
+            hex::encode(sha2::Sha256::digest(canon.as_bytes()))
+        }
+    };
+    Ok(WriteIntent {
+        sink: sink.name.clone(),
+        sobject: sink.sobject.clone(),
+        action: sink.action,
+        key,
+        id,
+        fields,
+        keep_on_update: keep,
+        item_index,
+    })
+}
+
+/// A JSON value as the string a key or Id is made of.
+pub fn scalar_string(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// What `sinks.NAME` holds for later sinks: the written fields plus `Id` and `created`.
+pub fn sink_result_value(writes: &[(WriteIntent, Option<String>, bool)], for_each: bool) -> Value {
+    let one = |(w, id, created): &(WriteIntent, Option<String>, bool)| {
+        let mut m = w.fields.clone();
+        m.insert("Id".into(), id.clone().map(Value::String).unwrap_or(Value::Null));
+        m.insert("created".into(), Value::Bool(*created));
+        Value::Object(m)
+    };
+    if for_each {
+        Value::Array(writes.iter().map(one).collect())
+    } else {
+        writes.first().map(one).unwrap_or(Value::Null)
+    }
+}

@@ -1,0 +1,167 @@
+//! `ferry test`: a pipeline's offline tests. Each gives a source record (with its
+//! enrichments), canned lookup results keyed by match value, and the records each sink must
+//! produce (a subset match per record; `[]` means none). No network, milliseconds each.
+
+use super::lookup::{self, LookupNotes, LookupSource};
+use super::render::{self, Globals, RecordState, SinkDecision};
+use crate::config::{Pipeline, PipelineTest};
+use serde_json::{Map, Value};
+use std::fmt::Write as _;
+
+/// The outcome of one pipeline test.
+#[derive(Debug, Clone)]
+pub struct TestOutcome {
+    pub pipeline: String,
+    pub name: String,
+    /// Empty when the test passed; otherwise one readable paragraph per mismatch.
+    pub failures: Vec<String>,
+}
+
+impl TestOutcome {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// Runs one test of a pipeline and compares what each sink produced with `expect`.
+pub async fn run_test(p: &Pipeline, t: &PipelineTest, settings: &Value) -> TestOutcome {
+    let mut out = TestOutcome {
+        pipeline: p.name.clone(),
+        name: t.name.clone(),
+        failures: Vec::new(),
+    };
+    let produced = match produce(p, t, settings).await {
+        Ok(v) => v,
+        Err(e) => {
+            out.failures.push(e);
+            return out;
+        }
+    };
+    for (sink, expected) in &t.expect {
+        let Some(got) = produced.iter().find(|(n, _)| n == sink).map(|(_, v)| v) else {
+            out.failures
+                .push(format!("sink `{sink}` is not declared in the pipeline"));
+            continue;
+        };
+        if let Some(msg) = compare(sink, expected, got) {
+            out.failures.push(msg);
+        }
+    }
+    out
+}
+
+/// Renders every sink for the test's record, in order, with fake Ids standing in for what
+/// Salesforce would return.
+pub async fn produce(
+    p: &Pipeline,
+    t: &PipelineTest,
+    settings: &Value,
+) -> Result<Vec<(String, Vec<Map<String, Value>>)>, String> {
+    let g = Globals::new(settings, "test", &p.name, "2026-01-01T00:00:00Z", true);
+    let mut states = vec![RecordState::new(t.record.clone())];
+    if let Some(w) = &p.source.where_ {
+        let keep = w
+            .truthy(&states[0].context(&g, None))
+            .map_err(|e| format!("source.where: {e}"))?;
+        if !keep {
+            return Ok(p.sinks.iter().map(|s| (s.name.clone(), Vec::new())).collect());
+        }
+    }
+    let mut notes = vec![LookupNotes::default()];
+    let mut queries = 0;
+    lookup::resolve(
+        p,
+        &mut states,
+        &g,
+        &LookupSource::Canned(&t.lookups),
+        &mut notes,
+        &mut queries,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let st = &mut states[0];
+    render::eval_vars(p, st, &g).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for (si, sink) in p.sinks.iter().enumerate() {
+        let decision = render::render_sink(sink, st, &g).map_err(|e| e.to_string())?;
+        let writes = match decision {
+            SinkDecision::Skipped { .. } => Vec::new(),
+            SinkDecision::Writes(w) => w,
+        };
+        let results: Vec<_> = writes
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let fake = w
+                    .id
+                    .clone()
+                    .unwrap_or_else(|| format!("TEST{}{:03}", si, i + 1));
+                (w.clone(), Some(fake), true)
+            })
+            .collect();
+        st.sinks.insert(
+            sink.name.clone(),
+            render::sink_result_value(&results, sink.for_each.is_some()),
+        );
+        out.push((
+            sink.name.clone(),
+            writes.into_iter().map(|w| w.fields).collect(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Compares expected (subset) records with produced ones; None when they agree.
+fn compare(sink: &str, expected: &[Value], got: &[Map<String, Value>]) -> Option<String> {
+    let mut msg = String::new();
+    if expected.len() != got.len() {
+        let _ = writeln!(
+            msg,
+            "sink `{sink}`: expected {} record(s), the pipeline produced {}",
+            expected.len(),
+            got.len()
+        );
+        for (i, g) in got.iter().enumerate() {
+            let _ = writeln!(msg, "    produced[{i}]: {}", Value::Object(g.clone()));
+        }
+        return Some(msg.trim_end().to_string());
+    }
+    for (i, (e, g)) in expected.iter().zip(got).enumerate() {
+        let Value::Object(e) = e else {
+            let _ = writeln!(
+                msg,
+                "sink `{sink}` record {i}: an expectation must be a map of field: value"
+            );
+            continue;
+        };
+        for (field, want) in e {
+            let have = g.get(field).cloned().unwrap_or(Value::Null);
+            if !loosely_equal(want, &have) {
+                let _ = writeln!(
+                    msg,
+                    "sink `{sink}` record {i}, field `{field}`:\n    expected: {}\n    produced: {}",
+                    want,
+                    if g.contains_key(field) {
+                        have.to_string()
+                    } else {
+                        "(not set)".into()
+                    }
+                );
+            }
+        }
+    }
+    (!msg.is_empty()).then(|| msg.trim_end().to_string())
+}
+
+/// YAML writes `003A` and `42` without quotes; compare a number and its text as equal.
+fn loosely_equal(want: &Value, have: &Value) -> bool {
+    if want == have {
+        return true;
+    }
+    match (want, have) {
+        (Value::Number(a), Value::String(b)) | (Value::String(b), Value::Number(a)) => {
+            a.to_string() == *b
+        }
+        _ => false,
+    }
+}

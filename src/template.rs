@@ -369,7 +369,7 @@ mod filters {
             return Ok(if v.as_str().is_some() {
                 v.clone()
             } else {
-                Value::from(owned_or(s))
+                Value::from(s.to_string())
             });
         }
         let end_len = end.chars().count();
@@ -384,10 +384,6 @@ mod filters {
         out.push_str(kept);
         out.push_str(&end);
         Ok(Value::from(out))
-    }
-
-    fn owned_or(s: &str) -> String {
-        s.to_string()
     }
 
     /// The longest prefix of at most `n` characters that does not end inside a cluster a

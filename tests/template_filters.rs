@@ -19,8 +19,14 @@ fn ok(src: &str, record: J) -> J {
 fn sf_datetime_reads_every_shape_of_time() {
     let cases = [
         (json!("2026-03-15T14:00:00Z"), "2026-03-15T14:00:00.000Z"),
-        (json!("2026-03-15T09:00:00-05:00"), "2026-03-15T14:00:00.000Z"),
-        (json!("2026-03-15T15:00:00.25+01:00"), "2026-03-15T14:00:00.250Z"),
+        (
+            json!("2026-03-15T09:00:00-05:00"),
+            "2026-03-15T14:00:00.000Z",
+        ),
+        (
+            json!("2026-03-15T15:00:00.25+01:00"),
+            "2026-03-15T14:00:00.250Z",
+        ),
         (json!("2026-03-15 14:00:00"), "2026-03-15T14:00:00.000Z"),
         (json!("2026-03-15"), "2026-03-15T00:00:00.000Z"),
         (json!(1773583200), "2026-03-15T14:00:00.000Z"),
@@ -38,11 +44,24 @@ fn sf_datetime_reads_every_shape_of_time() {
 
 #[test]
 fn sf_datetime_null_in_null_out_and_garbage_is_a_clear_error() {
-    assert_eq!(ok("{{ record.t | sf_datetime }}", json!({ "t": null })), J::Null);
+    assert_eq!(
+        ok("{{ record.t | sf_datetime }}", json!({ "t": null })),
+        J::Null
+    );
     assert_eq!(ok("{{ record.t | sf_datetime }}", json!({})), J::Null);
-    assert_eq!(ok("{{ record.t | sf_datetime }}", json!({ "t": "" })), J::Null);
-    let e = eval("{{ record.t | sf_datetime }}", json!({ "t": "next tuesday" })).unwrap_err();
-    assert!(e.contains("sf_datetime") && e.contains("next tuesday"), "{e}");
+    assert_eq!(
+        ok("{{ record.t | sf_datetime }}", json!({ "t": "" })),
+        J::Null
+    );
+    let e = eval(
+        "{{ record.t | sf_datetime }}",
+        json!({ "t": "next tuesday" }),
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("sf_datetime") && e.contains("next tuesday"),
+        "{e}"
+    );
     let e = eval("{{ record.t | sf_datetime }}", json!({ "t": true })).unwrap_err();
     assert!(e.contains("sf_datetime"), "{e}");
 }
@@ -50,19 +69,31 @@ fn sf_datetime_null_in_null_out_and_garbage_is_a_clear_error() {
 #[test]
 fn sf_date_gives_the_utc_day_or_the_day_at_an_offset() {
     assert_eq!(
-        ok("{{ record.t | sf_date }}", json!({ "t": "2026-03-15T23:30:00Z" })),
+        ok(
+            "{{ record.t | sf_date }}",
+            json!({ "t": "2026-03-15T23:30:00Z" })
+        ),
         json!("2026-03-15")
     );
     assert_eq!(
-        ok("{{ record.t | sf_date }}", json!({ "t": "2026-03-15T23:30:00-05:00" })),
+        ok(
+            "{{ record.t | sf_date }}",
+            json!({ "t": "2026-03-15T23:30:00-05:00" })
+        ),
         json!("2026-03-16")
     );
     assert_eq!(
-        ok("{{ record.t | sf_date('-05:00') }}", json!({ "t": "2026-03-16T02:00:00Z" })),
+        ok(
+            "{{ record.t | sf_date('-05:00') }}",
+            json!({ "t": "2026-03-16T02:00:00Z" })
+        ),
         json!("2026-03-15")
     );
     assert_eq!(
-        ok("{{ record.t | sf_date('-05:00') }}", json!({ "t": "2026-03-16" })),
+        ok(
+            "{{ record.t | sf_date('-05:00') }}",
+            json!({ "t": "2026-03-16" })
+        ),
         json!("2026-03-16")
     );
     assert_eq!(ok("{{ record.t | sf_date }}", json!({})), J::Null);
@@ -103,11 +134,17 @@ fn email_domain_lowercases_and_rejects_what_is_not_an_address() {
 #[test]
 fn truncate_counts_characters_not_bytes() {
     assert_eq!(
-        ok("{{ record.s | truncate(5) }}", json!({ "s": "Hello world" })),
+        ok(
+            "{{ record.s | truncate(5) }}",
+            json!({ "s": "Hello world" })
+        ),
         json!("Hello")
     );
     assert_eq!(
-        ok("{{ record.s | truncate(20) }}", json!({ "s": "Hello world" })),
+        ok(
+            "{{ record.s | truncate(20) }}",
+            json!({ "s": "Hello world" })
+        ),
         json!("Hello world")
     );
     // Multi-byte letters: 5 characters, 10 bytes.
@@ -116,7 +153,10 @@ fn truncate_counts_characters_not_bytes() {
         json!("ÄÖÜ")
     );
     assert_eq!(
-        ok("{{ record.s | truncate(2) }}", json!({ "s": "日本語のテキスト" })),
+        ok(
+            "{{ record.s | truncate(2) }}",
+            json!({ "s": "日本語のテキスト" })
+        ),
         json!("日本")
     );
     // A 4-byte emoji is one character.
@@ -157,7 +197,10 @@ fn truncate_never_splits_what_a_reader_sees_as_one_character() {
     // The result is always valid UTF-8 of at most n characters for every n.
     let s = "Zoom: Ünïcödé 😀👍🏽🇩🇪 日本 e\u{301}";
     for n in 0..s.chars().count() + 2 {
-        let out = ok(&format!("{{{{ record.s | truncate({n}) }}}}"), json!({ "s": s }));
+        let out = ok(
+            &format!("{{{{ record.s | truncate({n}) }}}}"),
+            json!({ "s": s }),
+        );
         let out = out.as_str().unwrap();
         assert!(out.chars().count() <= n, "n={n}: {out}");
         assert!(s.starts_with(out));
@@ -174,20 +217,32 @@ fn truncate_appends_end_within_the_limit() {
         json!("Quarterly…")
     );
     assert_eq!(
-        ok("{{ record.s | truncate(8, end='...') }}", json!({ "s": "Hello world" })),
+        ok(
+            "{{ record.s | truncate(8, end='...') }}",
+            json!({ "s": "Hello world" })
+        ),
         json!("Hello...")
     );
     assert_eq!(
-        ok("{{ record.s | truncate(8, '...') }}", json!({ "s": "Hello world" })),
+        ok(
+            "{{ record.s | truncate(8, '...') }}",
+            json!({ "s": "Hello world" })
+        ),
         json!("Hello...")
     );
     assert_eq!(
-        ok("{{ record.s | truncate(20, end='...') }}", json!({ "s": "Hello world" })),
+        ok(
+            "{{ record.s | truncate(20, end='...') }}",
+            json!({ "s": "Hello world" })
+        ),
         json!("Hello world")
     );
     assert_eq!(ok("{{ record.s | truncate(5) }}", json!({})), J::Null);
     assert_eq!(
-        ok("Subject: {{ record.s | truncate(4) }}", json!({ "s": "Demo day" })),
+        ok(
+            "Subject: {{ record.s | truncate(4) }}",
+            json!({ "s": "Demo day" })
+        ),
         json!("Subject: Demo")
     );
 }
@@ -215,7 +270,10 @@ fn minutes_rounds_seconds_to_whole_minutes() {
 #[test]
 fn unique_keeps_the_first_and_ignores_case() {
     assert_eq!(
-        ok("{{ record.l | unique }}", json!({ "l": ["a@x.com", "A@X.com", "b@x.com"] })),
+        ok(
+            "{{ record.l | unique }}",
+            json!({ "l": ["a@x.com", "A@X.com", "b@x.com"] })
+        ),
         json!(["a@x.com", "b@x.com"])
     );
     let people = json!({ "l": [
@@ -226,7 +284,10 @@ fn unique_keeps_the_first_and_ignores_case() {
         { "name": "Sam", "user_email": "sam@x.com" }
     ]});
     assert_eq!(
-        ok("{{ record.l | unique(attribute='user_email') | map(attribute='name') | list }}", people),
+        ok(
+            "{{ record.l | unique(attribute='user_email') | map(attribute='name') | list }}",
+            people
+        ),
         json!(["Pat", "Dial-in 1", "Dial-in 2", "Sam"])
     );
     assert_eq!(
@@ -237,8 +298,11 @@ fn unique_keeps_the_first_and_ignores_case() {
         json!(["003A", "003B"])
     );
     assert_eq!(
-        ok("{{ record.l | unique(attribute='a.b') | length }}", json!({ "l": [
-            { "a": { "b": 1 } }, { "a": { "b": 1 } }, { "a": { "b": 2 } } ] })),
+        ok(
+            "{{ record.l | unique(attribute='a.b') | length }}",
+            json!({ "l": [
+            { "a": { "b": 1 } }, { "a": { "b": 1 } }, { "a": { "b": 2 } } ] })
+        ),
         json!(2)
     );
     assert_eq!(
@@ -246,7 +310,10 @@ fn unique_keeps_the_first_and_ignores_case() {
         json!([])
     );
     assert_eq!(
-        ok("{{ record.l | unique(case_sensitive=true) }}", json!({ "l": ["a", "A", "a"] })),
+        ok(
+            "{{ record.l | unique(case_sensitive=true) }}",
+            json!({ "l": ["a", "A", "a"] })
+        ),
         json!(["a", "A"])
     );
 }
@@ -265,7 +332,10 @@ fn sha256_is_hex() {
 #[test]
 fn json_is_compact_and_does_not_escape_html() {
     assert_eq!(
-        ok("{{ record.o | json }}", json!({ "o": { "a": 1, "b": "<x> & 'y'" } })),
+        ok(
+            "{{ record.o | json }}",
+            json!({ "o": { "a": 1, "b": "<x> & 'y'" } })
+        ),
         json!(r#"{"a":1,"b":"<x> & 'y'"}"#)
     );
     assert_eq!(ok("{{ record.o | json }}", json!({})), json!("null"));

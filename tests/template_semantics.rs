@@ -18,8 +18,10 @@ fn eval(src: &str, c: &Value) -> J {
 
 #[test]
 fn a_single_expression_keeps_its_type() {
-    let c = ctx(json!({ "record": { "n": 3, "f": 1.5, "ok": true, "l": [1, 2],
-        "o": { "a": "x" }, "s": "text", "nothing": null } }));
+    let c = ctx(
+        json!({ "record": { "n": 3, "f": 1.5, "ok": true, "l": [1, 2],
+        "o": { "a": "x" }, "s": "text", "nothing": null } }),
+    );
     assert_eq!(eval("{{ record.n }}", &c), json!(3));
     assert_eq!(eval("{{ record.f }}", &c), json!(1.5));
     assert_eq!(eval("{{ record.ok }}", &c), json!(true));
@@ -49,10 +51,16 @@ fn text_renders_null_as_empty_and_booleans_in_lower_case() {
     let c = ctx(json!({ "record": { "n": 3, "ok": true, "no": false, "nothing": null } }));
     assert_eq!(eval("n={{ record.n }}", &c), json!("n=3"));
     assert_eq!(
-        eval("a{{ none }}b{{ record.nothing }}c{{ record.missing.deeper }}d", &c),
+        eval(
+            "a{{ none }}b{{ record.nothing }}c{{ record.missing.deeper }}d",
+            &c
+        ),
         json!("abcd")
     );
-    assert_eq!(eval("{{ record.ok }}/{{ record.no }}", &c), json!("true/false"));
+    assert_eq!(
+        eval("{{ record.ok }}/{{ record.no }}", &c),
+        json!("true/false")
+    );
     assert_eq!(eval("{{ true }} {{ false }}", &c), json!("true false"));
     assert_eq!(
         eval("{% if record.ok %}yes{% else %}no{% endif %}", &c),
@@ -65,8 +73,14 @@ fn omit_marks_a_field_to_leave_out() {
     let c = ctx(json!({ "record": { "x": "v", "y": false } }));
     assert!(is_omit(&eval("{{ omit }}", &c)));
     assert!(is_omit(&eval("{{ record.x if record.y else omit }}", &c)));
-    assert_eq!(eval("{{ record.x if not record.y else omit }}", &c), json!("v"));
-    assert!(is_omit(&eval("{% if not record.y %}{{ omit }}{% endif %}", &c)));
+    assert_eq!(
+        eval("{{ record.x if not record.y else omit }}", &c),
+        json!("v")
+    );
+    assert!(is_omit(&eval(
+        "{% if not record.y %}{{ omit }}{% endif %}",
+        &c
+    )));
     // Inside other text, omit prints nothing rather than a control character.
     let text = eval("a{{ omit }}b", &c);
     assert_eq!(text, json!("ab"));
@@ -100,7 +114,10 @@ fn missing_values_are_null_and_chain() {
     assert_eq!(eval("{{ record.missing | length }}", &c), json!(0));
     assert_eq!(eval("{{ 'x' in record.nothing }}", &c), json!(false));
     assert_eq!(eval("{{ record.nothing | default('d') }}", &c), json!("d"));
-    assert_eq!(eval("{{ record.missing.x | default('d') }}", &c), json!("d"));
+    assert_eq!(
+        eval("{{ record.missing.x | default('d') }}", &c),
+        json!("d")
+    );
     assert_eq!(eval("{{ record.nothing is none }}", &c), json!(true));
     assert_eq!(
         eval("{{ record.nothing | selectattr('a') | list }}", &c),
@@ -111,7 +128,10 @@ fn missing_values_are_null_and_chain() {
         json!([1, null])
     );
     assert_eq!(
-        eval("{{ record.objs | selectattr('zz', 'in', ['x']) | list }}", &c),
+        eval(
+            "{{ record.objs | selectattr('zz', 'in', ['x']) | list }}",
+            &c
+        ),
         json!([])
     );
     assert_eq!(
@@ -233,8 +253,13 @@ fn reference_description_renders_cleanly() {
 #[test]
 fn eval_value_results_chain_like_missing_values() {
     let c = ctx(json!({ "record": {} }));
-    let v = Template::compile("{{ none }}").unwrap().eval_value(&c).unwrap();
-    let next = Template::compile("{{ vars.what.Id }}|{{ 'x' in vars.what }}|{{ vars.what | length }}").unwrap();
+    let v = Template::compile("{{ none }}")
+        .unwrap()
+        .eval_value(&c)
+        .unwrap();
+    let next =
+        Template::compile("{{ vars.what.Id }}|{{ 'x' in vars.what }}|{{ vars.what | length }}")
+            .unwrap();
     let c2 = minijinja::context! { vars => minijinja::context! { what => v } };
     assert_eq!(next.eval(&c2).unwrap(), json!("|false|0"));
 }
@@ -244,7 +269,11 @@ fn unknown_filters_and_syntax_errors_are_reported() {
     let e = Template::compile("{{ record.x | no_such_filter }}")
         .and_then(|t| t.eval(&ctx(json!({ "record": {} }))))
         .unwrap_err();
-    assert!(e.message.contains("no_such_filter") || e.message.contains("unknown filter"), "{}", e.message);
+    assert!(
+        e.message.contains("no_such_filter") || e.message.contains("unknown filter"),
+        "{}",
+        e.message
+    );
     assert!(Template::compile("{{ record.a + }}").is_err());
 }
 

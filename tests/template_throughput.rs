@@ -19,7 +19,10 @@ fn reference_templates_throughput() {
         "{{ lookups.attendees.matched | length > 0 }}",
         "{{ record.participants_count >= 2 }}",
     ];
-    let templates: Vec<Template> = sources.iter().map(|s| Template::compile(s).unwrap()).collect();
+    let templates: Vec<Template> = sources
+        .iter()
+        .map(|s| Template::compile(s).unwrap())
+        .collect();
     let record = json!({
         "uuid": "abc==", "topic": "Acme <> Contoso discovery", "participants_count": 2,
         "start_time": "2026-03-15T14:00:00Z", "end_time": "2026-03-15T14:33:00Z",

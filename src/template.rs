@@ -4,6 +4,7 @@
 //! A [`Template`] is compiled once when a file loads and evaluated per record against a
 //! context built once per record (see [`Context`]).
 
+use minijinja::value::ValueKind;
 use minijinja::{Environment, UndefinedBehavior, Value};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -84,6 +85,8 @@ pub struct Template {
     /// wrapped form can be mapped back.
     expr_offset: usize,
     wrapper_offset: usize,
+    /// For the common `{{ a.b.c }}`: the path, looked up directly without running the VM.
+    path: Option<Arc<[Arc<str>]>>,
 }
 
 impl std::fmt::Debug for Template {
@@ -100,18 +103,439 @@ pub fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Chainable);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.set_formatter(text_formatter);
     env.add_global("omit", Value::from(OMIT_MARKER));
+    // A missing value is null and null is missing: `x is none` holds for both.
+    env.add_test("none", |v: &Value| v.is_none() || v.is_undefined());
     register_filters(&mut env);
     env
 }
 
-/// ferry's filters beyond minijinja's own. Each is documented in `ferry help filters`.
+/// How values print inside text: nothing for null (admins never see "none"), `true` and
+/// `false` in lower case as in JSON and Salesforce, everything else as minijinja prints it.
+fn text_formatter(
+    out: &mut minijinja::Output,
+    state: &mut minijinja::State,
+    value: &Value,
+) -> Result<(), minijinja::Error> {
+    match value.kind() {
+        ValueKind::None | ValueKind::Undefined => Ok(()),
+        ValueKind::Bool => out
+            .write_str(if value.is_true() { "true" } else { "false" })
+            .map_err(minijinja::Error::from),
+        _ => minijinja::escape_formatter(out, state, value),
+    }
+}
+
+/// ferry's filters beyond minijinja's own, plus the builtins whose behaviour ferry changes
+/// (`truncate`, `unique`, and `length`/`first`/`last`, which treat null as empty). Each is
+/// documented in [`FILTER_HELP`].
 pub fn register_filters(env: &mut Environment<'static>) {
-    env.add_filter("email_domain", |s: Option<String>| -> Option<String> {
-        let s = s?;
-        let (_, d) = s.trim().rsplit_once('@')?;
-        (!d.is_empty()).then(|| d.to_ascii_lowercase())
-    });
+    env.add_filter("sf_datetime", filters::sf_datetime);
+    env.add_filter("sf_date", filters::sf_date);
+    env.add_filter("email_domain", filters::email_domain);
+    env.add_filter("truncate", filters::truncate);
+    env.add_filter("minutes", filters::minutes);
+    env.add_filter("unique", filters::unique);
+    env.add_filter("sha256", filters::sha256);
+    env.add_filter("json", filters::json);
+    env.add_filter("length", filters::length);
+    env.add_filter("count", filters::length);
+    env.add_filter("first", filters::first);
+    env.add_filter("last", filters::last);
+}
+
+/// `ferry help-topic filters`: each ferry filter with an example.
+pub const FILTER_HELP: &str = r#"Filters ferry adds to minijinja's own
+=====================================
+
+A missing value is null: `x.y` on a null `x` is null, `first` of an empty list is null,
+and every filter below turns null into null (or an empty list for `unique`).
+
+sf_datetime        a date/time as Salesforce wants it: ISO-8601, UTC, milliseconds
+    {{ record.start_time | sf_datetime }}       "2026-03-15T09:00:00-05:00" -> "2026-03-15T14:00:00.000Z"
+    reads RFC 3339 with any offset or Z, "2026-03-15 14:00:00" (taken as UTC),
+    "2026-03-15" (midnight UTC), epoch seconds or epoch milliseconds (numbers or digits)
+
+sf_date            the date part, YYYY-MM-DD, in UTC or at a fixed offset
+    {{ record.start_time | sf_date }}            "2026-03-15T23:30:00Z" -> "2026-03-15"
+    {{ record.start_time | sf_date('-05:00') }}  "2026-03-16T02:00:00Z" -> "2026-03-15"
+
+email_domain       the lower-cased domain of an email address; null when blank or invalid
+    {{ item.user_email | email_domain }}         "Pat@Contoso.COM" -> "contoso.com"
+
+truncate(n)        at most n characters; never cuts inside a character, an emoji or an
+                   accented letter; `end` is appended within the limit
+    {{ record.topic | truncate(240) }}
+    {{ record.topic | truncate(10, end='…') }}  "Quarterly business review" -> "Quarterly…"
+    Note: Salesforce counts an emoji as two characters of a field's length.
+
+minutes            seconds to whole minutes, rounded
+    {{ record.duration_seconds | minutes }}      90 -> 2, 89 -> 1
+
+unique             drops repeated items, keeping the first; text compares case-insensitively;
+                   with attribute=, compares that field (items without it are all kept)
+    {{ record.participants | unique(attribute='user_email') }}
+    {{ ['a@x.com', 'A@X.com', 'b@x.com'] | unique }}  -> ['a@x.com', 'b@x.com']
+
+sha256             hex SHA-256 of the text (lists and objects: of their compact JSON)
+    {{ record.uuid | sha256 }}
+
+json               compact JSON, nothing escaped for HTML
+    {{ record.settings | json }}                 {"a":1,"b":"<x>"}
+
+Special values
+    {{ omit }}                     leave this field out of the write
+    {{ x if y else omit }}         ... only when y is false
+    {{ none }}                     set the field to null
+"#;
+
+mod filters {
+    use super::{Value, to_json};
+    use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
+    use minijinja::value::{Kwargs, ValueKind};
+    use minijinja::{Error, ErrorKind, State};
+    use sha2::Digest;
+
+    fn invalid(msg: String) -> Error {
+        Error::new(ErrorKind::InvalidOperation, msg)
+    }
+
+    fn is_null(v: &Value) -> bool {
+        v.is_none() || v.is_undefined()
+    }
+
+    /// Reads the many shapes of time that Zoom and admins hand us.
+    pub(super) fn parse_time(filter: &str, v: &Value) -> Result<Option<DateTime<Utc>>, Error> {
+        if is_null(v) {
+            return Ok(None);
+        }
+        if v.is_number() {
+            let n = f64::try_from(v.clone())
+                .map_err(|_| invalid(format!("{filter}: {v} is not a usable number")))?;
+            return from_epoch(filter, n).map(Some);
+        }
+        let Some(s) = v.as_str() else {
+            return Err(invalid(format!(
+                "{filter}: expected a date/time text or epoch number, got {}",
+                v.kind()
+            )));
+        };
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(None);
+        }
+        if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+            return Ok(Some(t.with_timezone(&Utc)));
+        }
+        for f in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"] {
+            if let Ok(t) = DateTime::parse_from_str(s, f) {
+                return Ok(Some(t.with_timezone(&Utc)));
+            }
+        }
+        for f in [
+            "%Y-%m-%d %H:%M:%S%.f",
+            "%Y-%m-%dT%H:%M:%S%.f",
+            "%Y-%m-%d %H:%M",
+        ] {
+            if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
+                return Ok(Some(Utc.from_utc_datetime(&t)));
+            }
+        }
+        if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+            return Ok(d.and_hms_opt(0, 0, 0).map(|t| Utc.from_utc_datetime(&t)));
+        }
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(n) = s.parse::<f64>() {
+                return from_epoch(filter, n).map(Some);
+            }
+        }
+        let shown: String = s.chars().take(60).collect();
+        Err(invalid(format!(
+            "{filter}: cannot read {shown:?} as a date/time (expected e.g. \
+             2026-03-15T14:00:00Z, 2026-03-15 14:00:00, 2026-03-15 or epoch seconds)"
+        )))
+    }
+
+    /// Epoch seconds or milliseconds: values beyond 1e11 (the year 5138 in seconds) are
+    /// milliseconds, which every real Zoom value is when it is that large.
+    fn from_epoch(filter: &str, n: f64) -> Result<DateTime<Utc>, Error> {
+        let ms = if n.abs() >= 1e11 { n } else { n * 1000.0 };
+        if !ms.is_finite() || ms.abs() > 8.0e15 {
+            return Err(invalid(format!("{filter}: {n} is out of range for a time")));
+        }
+        Utc.timestamp_millis_opt(ms.round() as i64)
+            .single()
+            .ok_or_else(|| invalid(format!("{filter}: {n} is out of range for a time")))
+    }
+
+    pub fn sf_datetime(v: &Value) -> Result<Value, Error> {
+        Ok(match parse_time("sf_datetime", v)? {
+            Some(t) => Value::from(t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()),
+            None => Value::from(()),
+        })
+    }
+
+    pub fn sf_date(v: &Value, offset: Option<&str>) -> Result<Value, Error> {
+        // A date alone names a calendar day already; shifting it by an offset would move it.
+        if let Some(s) = v.as_str() {
+            if let Ok(d) = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d") {
+                return Ok(Value::from(d.format("%Y-%m-%d").to_string()));
+            }
+        }
+        let Some(t) = parse_time("sf_date", v)? else {
+            return Ok(Value::from(()));
+        };
+        let day = match offset.map(str::trim) {
+            None | Some("UTC" | "utc" | "Z" | "z" | "") => t.date_naive(),
+            Some(o) => t.with_timezone(&parse_offset(o)?).date_naive(),
+        };
+        Ok(Value::from(day.format("%Y-%m-%d").to_string()))
+    }
+
+    fn parse_offset(o: &str) -> Result<FixedOffset, Error> {
+        let bad = || {
+            invalid(format!(
+                "sf_date: {o:?} is not an offset like -05:00 or +01:00 (time zone names are \
+                 not supported)"
+            ))
+        };
+        let (sign, rest) = match o.as_bytes().first() {
+            Some(b'+') => (1, &o[1..]),
+            Some(b'-') => (-1, &o[1..]),
+            _ => return Err(bad()),
+        };
+        let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+        let h: i32 = h.parse().map_err(|_| bad())?;
+        let m: i32 = m.parse().map_err(|_| bad())?;
+        if h > 23 || m > 59 {
+            return Err(bad());
+        }
+        FixedOffset::east_opt(sign * (h * 3600 + m * 60)).ok_or_else(bad)
+    }
+
+    pub fn email_domain(v: &Value) -> Value {
+        v.as_str()
+            .and_then(domain_of)
+            .map_or(Value::from(()), Value::from)
+    }
+
+    fn domain_of(s: &str) -> Option<String> {
+        let s = s.trim();
+        let (local, domain) = s.rsplit_once('@')?;
+        let domain = domain.strip_suffix('.').unwrap_or(domain);
+        let valid_label = |l: &str| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+        };
+        if local.is_empty()
+            || local.chars().any(char::is_whitespace)
+            || !domain.contains('.')
+            || !domain.split('.').all(valid_label)
+        {
+            return None;
+        }
+        Some(domain.to_lowercase())
+    }
+
+    pub fn truncate(
+        v: &Value,
+        length: Option<usize>,
+        end: Option<Value>,
+        kwargs: Kwargs,
+    ) -> Result<Value, Error> {
+        let length = length.unwrap_or(255);
+        let kw_end: Option<String> = kwargs.get("end")?;
+        // Jinja's second positional argument is `killwords` (a boolean); a text there is `end`.
+        let end = kw_end
+            .or_else(|| end.as_ref().and_then(|e| e.as_str()).map(str::to_string))
+            .unwrap_or_default();
+        kwargs.assert_all_used()?;
+        if is_null(v) {
+            return Ok(Value::from(()));
+        }
+        let owned;
+        let s = match v.as_str() {
+            Some(s) => s,
+            None => {
+                owned = v.to_string();
+                &owned
+            }
+        };
+        // Fast path: short text (byte length bounds the character count) is returned as is.
+        if s.len() <= length || s.chars().count() <= length {
+            return Ok(if v.as_str().is_some() {
+                v.clone()
+            } else {
+                Value::from(s.to_string())
+            });
+        }
+        let end_len = end.chars().count();
+        if end_len >= length {
+            return Ok(Value::from(cut_chars(&end, length)));
+        }
+        let mut kept = cut_chars(s, length - end_len);
+        if !end.is_empty() {
+            kept = kept.trim_end();
+        }
+        let mut out = String::with_capacity(kept.len() + end.len());
+        out.push_str(kept);
+        out.push_str(&end);
+        Ok(Value::from(out))
+    }
+
+    /// The longest prefix of at most `n` characters that does not end inside a cluster a
+    /// reader sees as one character (a letter with combining marks, an emoji with modifiers
+    /// or joiners, a flag).
+    pub(super) fn cut_chars(s: &str, n: usize) -> &str {
+        let mut idx = match s.char_indices().nth(n) {
+            Some((i, _)) => i,
+            None => return s,
+        };
+        loop {
+            let before = s[..idx].chars().next_back();
+            let at = s[idx..].chars().next();
+            let (Some(b), Some(a)) = (before, at) else {
+                break;
+            };
+            let mid_cluster = extends_cluster(a)
+                || b == '\u{200D}'
+                || (is_regional_indicator(a)
+                    && is_regional_indicator(b)
+                    && s[..idx]
+                        .chars()
+                        .rev()
+                        .take_while(|c| is_regional_indicator(*c))
+                        .count()
+                        % 2
+                        == 1);
+            if !mid_cluster {
+                break;
+            }
+            idx -= b.len_utf8();
+        }
+        &s[..idx]
+    }
+
+    fn extends_cluster(c: char) -> bool {
+        matches!(c,
+            '\u{0300}'..='\u{036F}'
+            | '\u{1AB0}'..='\u{1AFF}'
+            | '\u{1DC0}'..='\u{1DFF}'
+            | '\u{20D0}'..='\u{20FF}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FE20}'..='\u{FE2F}'
+            | '\u{200D}'
+            | '\u{1F3FB}'..='\u{1F3FF}'
+            | '\u{E0020}'..='\u{E007F}'
+            | '\u{E0100}'..='\u{E01EF}')
+    }
+
+    fn is_regional_indicator(c: char) -> bool {
+        ('\u{1F1E6}'..='\u{1F1FF}').contains(&c)
+    }
+
+    pub fn minutes(v: &Value) -> Result<Value, Error> {
+        if is_null(v) {
+            return Ok(Value::from(()));
+        }
+        let secs = if v.is_number() {
+            f64::try_from(v.clone()).ok()
+        } else if let Some(s) = v.as_str() {
+            let s = s.trim();
+            if s.is_empty() {
+                return Ok(Value::from(()));
+            }
+            s.parse::<f64>().ok()
+        } else {
+            None
+        };
+        match secs {
+            Some(x) if x.is_finite() => Ok(Value::from((x / 60.0).round() as i64)),
+            _ => Err(invalid(format!(
+                "minutes: expected a number of seconds, got {}",
+                v.kind()
+            ))),
+        }
+    }
+
+    pub fn unique(state: &State, values: Value, kwargs: Kwargs) -> Result<Value, Error> {
+        let attribute: Option<String> = kwargs.get("attribute")?;
+        let case_sensitive: Option<bool> = kwargs.get("case_sensitive")?;
+        kwargs.assert_all_used()?;
+        let case_sensitive = case_sensitive.unwrap_or(false);
+        if is_null(&values) {
+            return Ok(Value::from(Vec::<Value>::new()));
+        }
+        if values.kind() == ValueKind::String {
+            return Err(invalid("unique: expected a list, got a text".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for item in values.try_iter()? {
+            state.consume_fuel(1)?;
+            let compared = match &attribute {
+                Some(a) => {
+                    let v = super::lookup_path(&item, a.split('.'));
+                    // Items without the field are different things (dial-in callers without
+                    // an email): keep them all rather than fold them into one.
+                    if is_null(&v) {
+                        out.push(item);
+                        continue;
+                    }
+                    v
+                }
+                None => item.clone(),
+            };
+            let key = match compared.as_str() {
+                Some(s) if !case_sensitive => Value::from(s.to_lowercase()),
+                _ => compared,
+            };
+            if seen.insert(key) {
+                out.push(item);
+            }
+        }
+        Ok(Value::from(out))
+    }
+
+    pub fn sha256(v: &Value) -> Value {
+        if is_null(v) {
+            return Value::from(());
+        }
+        let text = match v.kind() {
+            ValueKind::String => v.as_str().unwrap_or_default().to_string(),
+            ValueKind::Seq | ValueKind::Map | ValueKind::Iterable => to_json(v).to_string(),
+            _ => v.to_string(),
+        };
+        Value::from(hex::encode(sha2::Sha256::digest(text.as_bytes())))
+    }
+
+    pub fn json(v: &Value) -> Value {
+        Value::from(to_json(v).to_string())
+    }
+
+    pub fn length(v: &Value) -> Result<usize, Error> {
+        if is_null(v) {
+            return Ok(0);
+        }
+        minijinja::filters::length(v)
+    }
+
+    pub fn first(v: &Value) -> Result<Value, Error> {
+        if is_null(v) {
+            return Ok(Value::UNDEFINED);
+        }
+        minijinja::filters::first(v)
+    }
+
+    pub fn last(v: Value) -> Result<Value, Error> {
+        if is_null(&v) {
+            return Ok(Value::UNDEFINED);
+        }
+        minijinja::filters::last(v)
+    }
 }
 
 /// If `source` is exactly one `{{ expression }}` (surrounding whitespace allowed), returns
@@ -159,12 +583,19 @@ impl Template {
                 .map(|r| shift(r, expr_offset, wrapper_offset, source.len()));
             err
         })?;
+        let path = match kind {
+            TemplateKind::Expression => single_expression(source)
+                .and_then(|r| simple_path(&source[r]))
+                .map(|p| p.into_iter().map(Arc::from).collect()),
+            TemplateKind::Text => None,
+        };
         Ok(Template {
             env: Arc::new(env),
             source: source.into(),
             kind,
             expr_offset,
             wrapper_offset,
+            path,
         })
     }
 
@@ -177,20 +608,40 @@ impl Template {
     }
 
     /// Evaluates to a typed JSON value: the expression's value for a single expression,
-    /// a string otherwise. Undefined becomes null.
+    /// a string otherwise. Undefined becomes null; `{{ omit }}` becomes [`OMIT_MARKER`].
     pub fn eval(&self, ctx: &Value) -> Result<serde_json::Value, TemplateError> {
         let v = self.eval_value(ctx)?;
         Ok(to_json(&v))
     }
 
     /// Evaluates to a minijinja value (used where the result feeds another template).
+    /// A null result is returned as undefined, so it chains like any missing value.
     pub fn eval_value(&self, ctx: &Value) -> Result<Value, TemplateError> {
+        if let Some(path) = &self.path {
+            // Only when the root is in the context: globals like `omit` take the VM path.
+            if let Ok(root) = ctx.get_attr(&path[0]) {
+                if !root.is_undefined() {
+                    let v = lookup_path(&root, path[1..].iter().map(|s| &**s));
+                    return Ok(if v.is_none() { Value::UNDEFINED } else { v });
+                }
+            }
+        }
         let t = self.env.get_template(NAME).map_err(TemplateError::from)?;
         match self.kind {
-            TemplateKind::Text => Ok(Value::from(t.render(ctx).map_err(|e| self.map_err(e))?)),
+            TemplateKind::Text => {
+                let mut text = t.render(ctx).map_err(|e| self.map_err(e))?;
+                if text.contains(OMIT_MARKER) {
+                    if text.trim() == OMIT_MARKER {
+                        return Ok(Value::from(OMIT_MARKER));
+                    }
+                    text = text.replace(OMIT_MARKER, "");
+                }
+                Ok(Value::from(text))
+            }
             TemplateKind::Expression => {
                 let captured = t.render_captured(ctx).map_err(|e| self.map_err(e))?;
-                Ok(captured.state().lookup(CAPTURE).unwrap_or(Value::UNDEFINED))
+                let v = captured.state().lookup(CAPTURE).unwrap_or(Value::UNDEFINED);
+                Ok(if v.is_none() { Value::UNDEFINED } else { v })
             }
         }
     }
@@ -245,17 +696,100 @@ fn shift(
     f(r.start)..f(r.end)
 }
 
-/// Converts a minijinja value to JSON; undefined and none become null.
-pub fn to_json(v: &Value) -> serde_json::Value {
-    if v.is_undefined() || v.is_none() {
-        return serde_json::Value::Null;
+/// `a.b.c` made of plain names (no calls, filters, indexes or operators), as segments.
+fn simple_path(expr: &str) -> Option<Vec<&str>> {
+    let expr = expr.trim();
+    let segs: Vec<&str> = expr.split('.').collect();
+    let ident = |s: &str| {
+        let mut cs = s.chars();
+        matches!(cs.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+            && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    if !segs.iter().all(|s| ident(s)) {
+        return None;
     }
-    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+    // Literals and tests spelled as names are not context lookups.
+    if segs.len() == 1
+        && matches!(
+            segs[0],
+            "none" | "None" | "true" | "True" | "false" | "False" | "omit" | "loop"
+        )
+    {
+        return None;
+    }
+    Some(segs)
 }
 
-/// Wraps JSON as a template value.
+/// Follows a dotted path the way templates do: a missing or null step gives undefined, and
+/// a number indexes a list.
+fn lookup_path<'a>(root: &Value, path: impl IntoIterator<Item = &'a str>) -> Value {
+    let mut cur = root.clone();
+    for seg in path {
+        if cur.is_undefined() || cur.is_none() {
+            return Value::UNDEFINED;
+        }
+        let next = match (cur.kind(), seg.parse::<usize>()) {
+            (ValueKind::Seq, Ok(i)) => cur.get_item_by_index(i),
+            _ => cur.get_attr(seg),
+        };
+        cur = next.unwrap_or(Value::UNDEFINED);
+    }
+    cur
+}
+
+/// Converts a minijinja value to JSON; undefined and none become null.
+pub fn to_json(v: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v.kind() {
+        ValueKind::Undefined | ValueKind::None => J::Null,
+        ValueKind::Bool => J::Bool(v.is_true()),
+        ValueKind::String => J::String(v.as_str().unwrap_or_default().to_string()),
+        ValueKind::Number => match v.as_i64() {
+            Some(i) if v.is_integer() => J::from(i),
+            _ => serde_json::to_value(v).unwrap_or(J::Null),
+        },
+        ValueKind::Seq => match v.try_iter() {
+            Ok(it) => J::Array(it.map(|x| to_json(&x)).collect()),
+            Err(_) => J::Null,
+        },
+        ValueKind::Map => match v.try_iter() {
+            Ok(keys) => J::Object(
+                keys.map(|k| {
+                    let val = v.get_item(&k).unwrap_or(Value::UNDEFINED);
+                    let key = match k.as_str() {
+                        Some(s) => s.to_string(),
+                        None => k.to_string(),
+                    };
+                    (key, to_json(&val))
+                })
+                .collect(),
+            ),
+            Err(_) => J::Null,
+        },
+        _ => serde_json::to_value(v).unwrap_or(J::Null),
+    }
+}
+
+/// Wraps JSON as a template value. JSON null becomes undefined, so a null field behaves
+/// exactly like a missing one: it chains (`x.y`), counts as empty, and `default` replaces it.
 pub fn from_json(v: &serde_json::Value) -> Value {
-    Value::from(minijinja::value::Serde(v))
+    use serde_json::Value as J;
+    match v {
+        J::Null => Value::UNDEFINED,
+        J::Bool(b) => Value::from(*b),
+        J::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                Value::from(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        J::String(s) => Value::from(s.as_str()),
+        J::Array(items) => Value::from(items.iter().map(from_json).collect::<Vec<_>>()),
+        J::Object(map) => Value::from_pairs(map.iter().map(|(k, v)| (k.as_str(), from_json(v)))),
+    }
 }
 
 /// True when an evaluated field means "leave this field out".

@@ -146,6 +146,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Demo(a) => demo::run(g, a).await,
         Command::Sandbox(a) => demo::sandbox(g, a).await,
         Command::Schema(a) => schema::run(g, a).await,
+        Command::HelpTopic { topic } if topic == "filters" => {
+            print!("{}", crate::template::FILTER_HELP);
+            Ok(EXIT_OK)
+        }
         Command::HelpTopic { topic } => {
             println!("no help topic named `{topic}`");
             Ok(EXIT_INVALID)

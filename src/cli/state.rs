@@ -1,8 +1,301 @@
-use super::Global;
+//! `ferry state show|rewind|reset`.
+
+use super::{EXIT_INVALID, EXIT_OK, Global};
+use crate::state::Store;
+use anyhow::Context as _;
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
-pub struct StateArgs {}
+pub struct StateArgs {
+    #[command(subcommand)]
+    pub command: StateCommand,
+}
 
-pub async fn run(_g: &Global, _a: &StateArgs) -> anyhow::Result<u8> {
-    super::not_yet("state")
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum TableFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Checkpoints, ledger sizes, dead letters and the last run of each pipeline
+    Show {
+        /// Only this pipeline
+        pipeline: Option<String>,
+        #[arg(long, value_enum, default_value_t = TableFormat::Text)]
+        format: TableFormat,
+    },
+    /// Move a pipeline's checkpoints back so the next run re-reads from there
+    Rewind {
+        pipeline: String,
+        /// A time (2026-03-01T00:00:00Z), a date (2026-03-01, midnight UTC) or how long
+        /// ago (2h, 3d)
+        #[arg(long)]
+        to: String,
+    },
+    /// Forget a pipeline's checkpoints: the next run starts from its `since`
+    Reset {
+        pipeline: String,
+        /// Also forget what was written (the next run may create duplicates in Salesforce)
+        #[arg(long)]
+        ledger: bool,
+    },
+}
+
+/// The one key of ferry.yaml these commands need. The full config loader replaces this.
+#[derive(Debug, serde::Deserialize)]
+struct StateLocation {
+    state: Option<String>,
+}
+
+/// The state file named by ferry.yaml (`state:`, default `.ferry/state.db` next to it).
+pub(super) fn state_path(config: &Path) -> anyhow::Result<PathBuf> {
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("cannot read {}", config.display()))?;
+    let loc: StateLocation =
+        serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+    let dir = config.parent().unwrap_or(Path::new(""));
+    let rel = loc.state.unwrap_or_else(|| ".ferry/state.db".to_string());
+    Ok(dir.join(rel))
+}
+
+/// Opens the state file, or says there is none yet (without creating one).
+pub(super) fn open_existing(g: &Global) -> anyhow::Result<Option<Store>> {
+    let path = state_path(&g.config)?;
+    if !path.exists() {
+        println!(
+            "no state yet at {} (a first run creates it)",
+            path.display()
+        );
+        return Ok(None);
+    }
+    let store = Store::open(&path)?;
+    Ok(Some(store))
+}
+
+pub async fn run(g: &Global, a: &StateArgs) -> anyhow::Result<u8> {
+    match &a.command {
+        StateCommand::Show { pipeline, format } => show(g, pipeline.as_deref(), *format),
+        StateCommand::Rewind { pipeline, to } => {
+            let Some(to) = parse_when(to, Utc::now()) else {
+                eprintln!(
+                    "error: --to {to:?} is not a time (2026-03-01T00:00:00Z), a date \
+                     (2026-03-01) or a duration ago (2h, 3d)"
+                );
+                return Ok(EXIT_INVALID);
+            };
+            let Some(store) = open_existing(g)? else {
+                return Ok(EXIT_OK);
+            };
+            let n = store.rewind(pipeline, to)?;
+            println!(
+                "{pipeline}: {n} checkpoint(s) moved back to {}; the next run re-reads from there",
+                to.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            );
+            Ok(EXIT_OK)
+        }
+        StateCommand::Reset { pipeline, ledger } => {
+            let Some(store) = open_existing(g)? else {
+                return Ok(EXIT_OK);
+            };
+            let n = store.reset(pipeline)?;
+            println!("{pipeline}: {n} checkpoint(s) removed; the next run starts from `since`");
+            if *ledger {
+                let m = store.reset_ledger(pipeline)?;
+                println!("{pipeline}: {m} ledger entr(ies) removed");
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+fn show(g: &Global, pipeline: Option<&str>, format: TableFormat) -> anyhow::Result<u8> {
+    let Some(store) = open_existing(g)? else {
+        return Ok(EXIT_OK);
+    };
+    let checkpoints = store.checkpoints(pipeline)?;
+    let ledger = store.ledger_counts(pipeline)?;
+    let letters: Vec<_> = store
+        .deadletter_counts()?
+        .into_iter()
+        .filter(|c| pipeline.is_none_or(|p| p == c.pipeline))
+        .collect();
+    let runs: Vec<_> = store
+        .last_runs()?
+        .into_iter()
+        .filter(|r| pipeline.is_none_or(|p| p == r.pipeline))
+        .collect();
+    match format {
+        TableFormat::Json => {
+            let doc = serde_json::json!({
+                "checkpoints": checkpoints,
+                "ledger": ledger,
+                "dead_letters": letters,
+                "last_runs": runs,
+                "inbox_depth": store.inbox_depth()?,
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        TableFormat::Text => {
+            println!("Checkpoints");
+            let rows: Vec<Vec<String>> = checkpoints
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.pipeline.clone(),
+                        c.stream.clone(),
+                        if c.partition.is_empty() {
+                            "-".into()
+                        } else {
+                            c.partition.clone()
+                        },
+                        c.cursor.clone(),
+                        fmt_time(c.updated_at),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["PIPELINE", "STREAM", "PARTITION", "CURSOR", "UPDATED"],
+                &rows,
+            );
+            println!();
+            println!("Ledger");
+            let rows: Vec<Vec<String>> = ledger
+                .iter()
+                .map(|l| {
+                    vec![
+                        l.pipeline.clone(),
+                        l.sink.clone(),
+                        l.written.to_string(),
+                        l.pending.to_string(),
+                    ]
+                })
+                .collect();
+            print_table(&["PIPELINE", "SINK", "WRITTEN", "PENDING"], &rows);
+            println!();
+            let total: u64 = letters.iter().map(|c| c.count).sum();
+            println!("Dead letters: {total} (`ferry deadletters list` shows them)");
+            if !runs.is_empty() {
+                println!();
+                println!("Last runs");
+                let rows: Vec<Vec<String>> = runs
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.pipeline.clone(),
+                            fmt_time(r.started_at),
+                            match r.ok {
+                                Some(true) => "ok".into(),
+                                Some(false) => "failed".into(),
+                                None => "running".into(),
+                            },
+                            r.run_id.clone(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["PIPELINE", "STARTED", "RESULT", "RUN"], &rows);
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+pub(super) fn fmt_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// A plain aligned table; `(none)` when there are no rows.
+pub(super) fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    if rows.is_empty() {
+        println!("  (none)");
+        return;
+    }
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::from("  ");
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(cell);
+                out.push_str(&" ".repeat(w - cell.chars().count() + 2));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// `--to`: RFC 3339, a date (midnight UTC), or a duration before `now` (`90m`, `2h`, `3d`).
+pub(super) fn parse_when(s: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    }
+    let unit = s.chars().last()?;
+    let n: i64 = s[..s.len() - unit.len_utf8()].trim().parse().ok()?;
+    let d = match unit {
+        's' => chrono::Duration::try_seconds(n)?,
+        'm' => chrono::Duration::try_minutes(n)?,
+        'h' => chrono::Duration::try_hours(n)?,
+        'd' => chrono::Duration::try_days(n)?,
+        'w' => chrono::Duration::try_weeks(n)?,
+        _ => return None,
+    };
+    now.checked_sub_signed(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn when_reads_times_dates_and_durations() {
+        let now = DateTime::parse_from_rfc3339("2026-03-15T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            parse_when("2h", now).unwrap(),
+            now - chrono::Duration::hours(2)
+        );
+        assert_eq!(
+            parse_when("2026-03-01", now).unwrap().to_rfc3339(),
+            "2026-03-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            parse_when("2026-03-01T10:00:00+01:00", now)
+                .unwrap()
+                .to_rfc3339(),
+            "2026-03-01T09:00:00+00:00"
+        );
+        assert!(parse_when("yesterday", now).is_none());
+    }
+
+    #[test]
+    fn state_path_defaults_next_to_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("ferry.yaml");
+        std::fs::write(&cfg, "settings: { a: 1 }\nconnections: {}\n").unwrap();
+        assert_eq!(
+            state_path(&cfg).unwrap(),
+            dir.path().join(".ferry/state.db")
+        );
+        std::fs::write(&cfg, "state: data/s.db\nsettings: { a: 1 }\n").unwrap();
+        assert_eq!(state_path(&cfg).unwrap(), dir.path().join("data/s.db"));
+    }
 }

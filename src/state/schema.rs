@@ -1,0 +1,146 @@
+//! Numbered migrations. Each runs once, in its own transaction, and bumps
+//! `PRAGMA user_version`; a file newer than this build is refused rather than guessed at.
+
+use super::{Context, Result, StateError};
+use rusqlite::{Connection, TransactionBehavior};
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    r#"
+    CREATE TABLE checkpoints (
+        pipeline   TEXT NOT NULL,
+        stream     TEXT NOT NULL,
+        partition  TEXT NOT NULL DEFAULT '',
+        cursor     TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (pipeline, stream, partition)
+    ) WITHOUT ROWID;
+
+    -- An empty key would make every record of a sink the same record.
+    CREATE TABLE ledger (
+        pipeline   TEXT NOT NULL,
+        sink       TEXT NOT NULL CHECK (length(sink) > 0),
+        key        TEXT NOT NULL CHECK (length(key) > 0),
+        sf_id      TEXT,
+        hash       TEXT NOT NULL,
+        state      TEXT NOT NULL CHECK (state IN ('written', 'pending')),
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (pipeline, sink, key)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE lookup_cache (
+        scope      TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        value      TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        PRIMARY KEY (scope, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX lookup_cache_expiry ON lookup_cache (expires_ms);
+
+    CREATE TABLE dead_letters (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        pipeline        TEXT NOT NULL,
+        sink            TEXT NOT NULL,
+        key             TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        error           TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 1,
+        retry_requested INTEGER NOT NULL DEFAULT 0,
+        created_at      TEXT NOT NULL,
+        updated_at      TEXT NOT NULL
+    );
+    -- One letter per failing record: a record that fails again updates its letter.
+    CREATE UNIQUE INDEX dead_letters_record ON dead_letters (pipeline, sink, key) WHERE key <> '';
+    CREATE INDEX dead_letters_pipeline ON dead_letters (pipeline, id);
+
+    CREATE TABLE tokens (
+        name       TEXT PRIMARY KEY,
+        nonce      BLOB NOT NULL,
+        ciphertext BLOB NOT NULL,
+        expires_at TEXT,
+        updated_at TEXT NOT NULL
+    );
+
+    -- A value encrypted with the file's key, to tell a wrong key from a damaged token.
+    CREATE TABLE key_check (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        nonce      BLOB NOT NULL,
+        ciphertext BLOB NOT NULL
+    );
+
+    CREATE TABLE inbox (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        delivery_id TEXT NOT NULL UNIQUE,
+        event       TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        status      TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done', 'failed')),
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        last_error  TEXT,
+        finished_at TEXT
+    );
+    CREATE INDEX inbox_pending ON inbox (status, id);
+
+    CREATE TABLE runs (
+        run_id      TEXT PRIMARY KEY,
+        pipeline    TEXT NOT NULL,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT,
+        ok          INTEGER,
+        summary     TEXT
+    );
+    CREATE INDEX runs_pipeline ON runs (pipeline, started_at);
+    "#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .context("read the schema version")?;
+    if found > SCHEMA_VERSION {
+        return Err(StateError::NewerSchema {
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        let version = i as i64 + 1;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context("begin a migration")?;
+        // Another process may have migrated while we waited for the lock.
+        let now: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .context("read the schema version")?;
+        if now >= version {
+            continue;
+        }
+        tx.execute_batch(sql)
+            .context(format!("apply migration {version}"))?;
+        tx.pragma_update(None, "user_version", version)
+            .context("record the schema version")?;
+        tx.commit().context(format!("commit migration {version}"))?;
+    }
+    Ok(())
+}
+
+/// True when the file already has a key check (so it was used with some key before).
+pub(super) fn has_key_check(conn: &Connection) -> Result<bool> {
+    let table: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'key_check'",
+            [],
+            |r| r.get(0),
+        )
+        .context("inspect the schema")?;
+    if table == 0 {
+        return Ok(false);
+    }
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM key_check", [], |r| r.get(0))
+        .context("read the key check")?;
+    Ok(rows > 0)
+}

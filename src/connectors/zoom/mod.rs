@@ -454,6 +454,7 @@ impl ZoomConnector {
             url.push_str(&qs);
         }
         let mut renewed = false;
+        let mut malformed = 0;
         loop {
             let token = self.inner.tokens.token().await?;
             let req = Request::new(Service::Zoom, Method::GET, &url)
@@ -461,10 +462,20 @@ impl ZoomConnector {
                 .category(bucket);
             let resp = self.inner.http.send(req).await?;
             if resp.is_success() {
-                return resp.json().map_err(|e| ZoomError::Malformed {
-                    path: path.to_string(),
-                    message: e.to_string(),
-                });
+                match resp.json() {
+                    Ok(v) => return Ok(v),
+                    // A truncated body is a transient fault of a GET: ask again a few times.
+                    Err(_) if malformed < 3 => {
+                        malformed += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(ZoomError::Malformed {
+                            path: path.to_string(),
+                            message: e.to_string(),
+                        });
+                    }
+                }
             }
             let body: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
             let code = body.get("code").and_then(Value::as_i64);

@@ -870,7 +870,7 @@ impl SimState {
         };
         match endpoint {
             "GET /users" => {
-                let users = w.users.iter().map(|u| user_json(u)).collect();
+                let users = w.users.iter().map(user_json).collect();
                 self.page("users", users, q, 2000, json!({"page_number":1}), now)
             }
             "GET /users/{userId}" => match self.user(id0) {

@@ -52,11 +52,14 @@ pub struct Page {
     pub partition_done: bool,
 }
 
+/// A partition's checkpoint, if it has one.
+pub type CheckpointFn = Arc<dyn Fn(&str) -> Option<DateTime<Utc>> + Send + Sync>;
+
 /// Where an incremental read starts (per partition) and ends.
 #[derive(Clone)]
 pub struct ReadWindow {
     /// The checkpoint of a partition, or None for a partition never read.
-    pub since: Arc<dyn Fn(&str) -> Option<DateTime<Utc>> + Send + Sync>,
+    pub since: CheckpointFn,
     /// Start for partitions with no checkpoint.
     pub default_since: DateTime<Utc>,
     /// Re-read this much before each checkpoint.

@@ -1236,7 +1236,6 @@ fn recording_json(w: &World, m: &Meeting, single: bool) -> Option<Value> {
         "topic": m.topic, "type": m.meeting_type.to_string(), "start_time": iso(m.start), "duration": m.duration_minutes(),
         "total_size": r.total_size(), "recording_count": r.files.len(), "share_url": r.share_url, "recording_files": files});
     if single {
-        v["type"] = json!(m.meeting_type);
         v["password"] = json!(r.password);
         v["recording_play_passcode"] = json!("");
     }

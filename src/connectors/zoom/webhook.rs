@@ -21,7 +21,7 @@ pub struct Event {
     pub request_timestamp: i64,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum WebhookError {
     #[error("missing header {0}")]
     MissingHeader(&'static str),

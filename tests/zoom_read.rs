@@ -408,3 +408,23 @@ async fn rotated_refresh_token_is_stored_before_use() {
     assert_eq!(refused.status().as_u16(), 400);
     let _ = clock;
 }
+
+#[tokio::test]
+async fn request_stream_reaches_any_path_with_a_selector() {
+    let w = world(4);
+    let (_sim, conn, _clock) = setup(w.clone(), Faults::default(), ZoomPlan::Pro, 0.8).await;
+    let params = BTreeMap::from([
+        ("path".to_string(), Value::String("/users".into())),
+        (
+            "record_selector".to_string(),
+            Value::String("$.users[*].email".into()),
+        ),
+    ]);
+    let emails = conn.fetch_all("request", &params).await.expect("request");
+    assert_eq!(emails.len(), w.users.len());
+    assert!(
+        emails
+            .iter()
+            .all(|e| e.as_str().unwrap().ends_with("@acme.com"))
+    );
+}

@@ -276,7 +276,22 @@ impl ZoomConnector {
         let def = self.def(stream)?;
         let path = self.fill_path(def, &def.path, params)?;
         let query = self.query_for(def, params);
-        self.list(def, &path, &query, &def.category).await
+        let mut selector = def.selector.clone();
+        if def.name == "request" {
+            if let Some(m) = params.get("method").map(param_text) {
+                if !m.eq_ignore_ascii_case("GET") {
+                    return Err(ZoomError::BadParam {
+                        stream: def.name.clone(),
+                        message: format!("method {m} is not supported for reads (GET only)"),
+                    });
+                }
+            }
+            if let Some(sel) = params.get("record_selector").map(param_text) {
+                selector = sel;
+            }
+        }
+        self.list(def, &path, &query, &def.category, &selector)
+            .await
     }
 
     /// One record by its key (webhook triggers). "No data" codes give None.
@@ -374,13 +389,9 @@ impl ZoomConnector {
         path: &str,
         query: &[(String, String)],
         category: &str,
+        sel: &str,
     ) -> Result<Vec<Value>, ZoomError> {
         let bucket = def.bucket(category);
-        let selector = if def.name == "request" {
-            None
-        } else {
-            Some(def.selector.as_str())
-        };
         let mut restarted = false;
         'listing: loop {
             let mut records = Vec::new();
@@ -406,7 +417,6 @@ impl ZoomConnector {
                     }
                     Err(e) => return Err(e),
                 };
-                let sel = selector.unwrap_or("$");
                 let found: Vec<Value> = body
                     .query(sel)
                     .map_err(|e| ZoomError::Malformed {

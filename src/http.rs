@@ -7,6 +7,7 @@
 
 use crate::clock::SharedClock;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -138,6 +139,8 @@ pub struct CallStats {
     pub responses_5xx: u64,
     pub transport_errors: u64,
     pub retries: u64,
+    /// Time spent waiting before sends: rate-limit pacing, Retry-After and backoff.
+    pub wait_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -155,11 +158,26 @@ impl Metrics {
     }
     /// Total requests sent to one service (retries included).
     pub fn requests(&self, service: Service) -> u64 {
-        self.snapshot()
-            .iter()
-            .filter(|((s, _), _)| *s == service)
-            .map(|(_, c)| c.requests)
-            .sum()
+        self.total(service).requests
+    }
+    /// All counters of one service, summed over categories.
+    pub fn total(&self, service: Service) -> CallStats {
+        let mut t = CallStats::default();
+        for ((s, _), c) in self.snapshot() {
+            if s == service {
+                t.requests += c.requests;
+                t.responses_429 += c.responses_429;
+                t.responses_5xx += c.responses_5xx;
+                t.transport_errors += c.transport_errors;
+                t.retries += c.retries;
+                t.wait_ms += c.wait_ms;
+            }
+        }
+        t
+    }
+    /// Total time waited, over every service and category.
+    pub fn total_wait(&self) -> Duration {
+        Duration::from_millis(self.snapshot().values().map(|c| c.wait_ms).sum())
     }
 }
 
@@ -181,13 +199,142 @@ impl Default for RetryPolicy {
     }
 }
 
+/// The budget of one rate-limit category.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CategoryLimit {
+    /// Requests per second this client allows itself (already scaled by headroom).
+    pub per_second: f64,
+    /// Requests per UTC day, when the service has a daily cap.
+    pub per_day: Option<u64>,
+}
+
+/// Per-category budgets of one service; the connector builds it from the plan's table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RateLimits {
+    pub categories: BTreeMap<String, CategoryLimit>,
+    /// Categories that draw on one shared daily cap, named by the cap's key.
+    pub shared_daily: BTreeMap<String, String>,
+    /// Requests in flight at once for the service.
+    pub max_concurrency: usize,
+}
+
+impl RateLimits {
+    pub fn category(mut self, name: &str, per_second: f64, per_day: Option<u64>) -> Self {
+        self.categories.insert(
+            name.to_string(),
+            CategoryLimit {
+                per_second,
+                per_day,
+            },
+        );
+        self
+    }
+}
+
+/// When to stop calling a failing service for a while.
+#[derive(Debug, Clone)]
+pub struct BreakerPolicy {
+    /// Consecutive failed attempts (5xx, transport errors) that open the circuit.
+    pub failures: u32,
+    pub cool_down: Duration,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        Self {
+            failures: 12,
+            cool_down: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A token bucket on the injected clock. Callers reserve a slot (the next instant the
+/// bucket has a token) and wait until it, so concurrent callers queue fairly.
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    capacity: f64,
+    tokens: f64,
+    updated: DateTime<Utc>,
+    daily_limit: Option<u64>,
+    /// (UTC day, requests counted) for the daily cap.
+    day: (chrono::NaiveDate, u64),
+    /// Set by a daily-limit 429 or an exhausted daily budget.
+    blocked_until: Option<DateTime<Utc>>,
+}
+
+impl Bucket {
+    fn new(limit: &CategoryLimit, now: DateTime<Utc>) -> Self {
+        let rate = limit.per_second.max(0.001);
+        // A one-second burst at most, never less than one request.
+        let capacity = rate.max(1.0);
+        Self {
+            rate,
+            capacity,
+            tokens: capacity,
+            updated: now,
+            daily_limit: limit.per_day,
+            day: (now.date_naive(), 0),
+            blocked_until: None,
+        }
+    }
+
+    fn refill(&mut self, now: DateTime<Utc>) {
+        let elapsed = (now - self.updated)
+            .to_std()
+            .unwrap_or_default()
+            .as_secs_f64();
+        if elapsed > 0.0 {
+            self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
+            self.updated = now;
+        }
+    }
+
+    /// Reserves one request and says how long to wait before sending it.
+    fn reserve(&mut self, now: DateTime<Utc>) -> Duration {
+        self.refill(now);
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+
+    /// After a per-second 429: nobody sends on this category before `wait` has passed.
+    fn drain_for(&mut self, now: DateTime<Utc>, wait: Duration) {
+        self.refill(now);
+        let debt = -(wait.as_secs_f64() * self.rate);
+        self.tokens = self.tokens.min(debt);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Breaker {
+    consecutive: u32,
+    open_until: Option<DateTime<Utc>>,
+}
+
+#[derive(Default)]
+struct Limiter {
+    buckets: BTreeMap<(Service, String), Bucket>,
+    /// Shared daily caps: (service, cap key) → (day, count).
+    shared_days: BTreeMap<(Service, String), (chrono::NaiveDate, u64)>,
+    limits: BTreeMap<Service, RateLimits>,
+    breakers: BTreeMap<Service, Breaker>,
+}
+
 /// The shared client. Cheap to clone.
 #[derive(Clone)]
 pub struct HttpClient {
     inner: reqwest::Client,
     clock: SharedClock,
     retry: RetryPolicy,
+    breaker: BreakerPolicy,
     metrics: Arc<Metrics>,
+    limiter: Arc<Mutex<Limiter>>,
+    permits: Arc<Mutex<BTreeMap<Service, Arc<tokio::sync::Semaphore>>>>,
+    jitter_seed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl HttpClient {
@@ -202,13 +349,36 @@ impl HttpClient {
             inner,
             clock,
             retry: RetryPolicy::default(),
+            breaker: BreakerPolicy::default(),
             metrics: Arc::new(Metrics::default()),
+            limiter: Arc::new(Mutex::new(Limiter::default())),
+            permits: Arc::new(Mutex::new(BTreeMap::new())),
+            jitter_seed: Arc::new(std::sync::atomic::AtomicU64::new(0x9E37_79B9_7F4A_7C15)),
         }
     }
 
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
+    }
+
+    pub fn with_breaker(mut self, breaker: BreakerPolicy) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// Installs (or replaces) a service's rate limits. Every clone of this client shares
+    /// them, so all pipelines on one account draw from the same buckets.
+    pub fn set_rate_limits(&self, service: Service, limits: RateLimits) {
+        let concurrency = limits.max_concurrency.max(1);
+        let mut l = self.lock_limiter();
+        l.buckets.retain(|(s, _), _| *s != service);
+        l.limits.insert(service, limits);
+        drop(l);
+        self.permits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(service, Arc::new(tokio::sync::Semaphore::new(concurrency)));
     }
 
     pub fn clock(&self) -> &SharedClock {
@@ -219,15 +389,154 @@ impl HttpClient {
         &self.metrics
     }
 
+    fn lock_limiter(&self) -> std::sync::MutexGuard<'_, Limiter> {
+        self.limiter.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Checks the circuit and the daily caps, then reserves a slot in the category's bucket.
+    fn admit(&self, service: Service, category: &str) -> Result<Duration, HttpError> {
+        let now = self.clock.now();
+        let mut guard = self.lock_limiter();
+        let l = &mut *guard;
+        let breaker = l.breakers.entry(service).or_default();
+        if let Some(until) = breaker.open_until {
+            if until > now {
+                return Err(HttpError::CircuitOpen {
+                    service: service.as_str(),
+                    seconds: (until - now).num_seconds().max(1) as u64,
+                });
+            }
+        }
+        let Some(limits) = l.limits.get(&service) else {
+            return Ok(Duration::ZERO);
+        };
+        let Some(limit) = limits.categories.get(category).cloned() else {
+            return Ok(Duration::ZERO);
+        };
+        let shared = limits.shared_daily.get(category).cloned();
+        let bucket = l
+            .buckets
+            .entry((service, category.to_string()))
+            .or_insert_with(|| Bucket::new(&limit, now));
+        if let Some(until) = bucket.blocked_until {
+            if until > now {
+                return Err(HttpError::DailyLimit {
+                    category: category.to_string(),
+                    until: until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                });
+            }
+            bucket.blocked_until = None;
+        }
+        if let Some(cap) = bucket.daily_limit {
+            let today = now.date_naive();
+            let counter = match &shared {
+                Some(key) => l
+                    .shared_days
+                    .entry((service, key.clone()))
+                    .or_insert((today, 0)),
+                None => &mut bucket.day,
+            };
+            if counter.0 != today {
+                *counter = (today, 0);
+            }
+            if counter.1 >= cap {
+                let until = next_utc_midnight(now);
+                bucket.blocked_until = Some(until);
+                return Err(HttpError::DailyLimit {
+                    category: category.to_string(),
+                    until: until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                });
+            }
+            counter.1 += 1;
+        }
+        Ok(bucket.reserve(now))
+    }
+
+    fn semaphore(&self, service: Service) -> Option<Arc<tokio::sync::Semaphore>> {
+        self.permits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&service)
+            .cloned()
+    }
+
+    async fn wait(&self, service: Service, category: &str, d: Duration) {
+        if d.is_zero() {
+            return;
+        }
+        self.metrics.with(service, category, |s| {
+            s.wait_ms += d.as_millis().min(u128::from(u64::MAX)) as u64
+        });
+        self.clock.sleep(d).await;
+    }
+
+    fn record_outcome(&self, service: Service, failed: bool) {
+        let now = self.clock.now();
+        let mut l = self.lock_limiter();
+        let b = l.breakers.entry(service).or_default();
+        if failed {
+            b.consecutive += 1;
+            if b.consecutive >= self.breaker.failures {
+                b.open_until = Some(
+                    now + chrono::Duration::from_std(self.breaker.cool_down)
+                        .unwrap_or(chrono::Duration::seconds(30)),
+                );
+                // Half-open after the cool-down: one more failure reopens it.
+                b.consecutive = self.breaker.failures.saturating_sub(1);
+            }
+        } else {
+            b.consecutive = 0;
+            b.open_until = None;
+        }
+    }
+
+    /// A per-second 429 slows every request of the category, not only the one that got it.
+    /// Returns false when the category has no bucket (the caller then waits itself).
+    fn throttle(&self, service: Service, category: &str, wait: Duration) -> bool {
+        let now = self.clock.now();
+        let mut l = self.lock_limiter();
+        match l.buckets.get_mut(&(service, category.to_string())) {
+            Some(b) => {
+                b.drain_for(now, wait);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn block_category(&self, service: Service, category: &str, until: DateTime<Utc>) {
+        let now = self.clock.now();
+        let mut guard = self.lock_limiter();
+        let l = &mut *guard;
+        let limit = l
+            .limits
+            .get(&service)
+            .and_then(|r| r.categories.get(category).cloned())
+            .unwrap_or(CategoryLimit {
+                per_second: 1000.0,
+                per_day: None,
+            });
+        l.buckets
+            .entry((service, category.to_string()))
+            .or_insert_with(|| Bucket::new(&limit, now))
+            .blocked_until = Some(until);
+    }
+
     /// Sends a request, retrying what is safe to retry. Non-2xx answers that are not retried
     /// come back as `Ok(Response)`: the connector decides what a 404 or a 400 means.
     pub async fn send(&self, req: Request) -> Result<Response, HttpError> {
         let category = req.category.clone().unwrap_or_else(|| "default".into());
+        let service = req.service;
+        let _permit = match self.semaphore(service) {
+            Some(s) => s.acquire_owned().await.ok(),
+            None => None,
+        };
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            self.metrics
-                .with(req.service, &category, |s| s.requests += 1);
+            let pace = self.admit(service, &category)?;
+            self.wait(service, &category, pace).await;
+            self.metrics.with(service, &category, |s| s.requests += 1);
             let mut rb = self.inner.request(req.method.clone(), &req.url);
             for (k, v) in &req.headers {
                 rb = rb.header(k, v);
@@ -250,26 +559,51 @@ impl HttpClient {
                 }
                 Err(e) => Err(e.to_string()),
             };
+            let now = self.clock.now();
             let wait = match &outcome {
                 Ok(r) if r.status == 429 => {
                     self.metrics
-                        .with(req.service, &category, |s| s.responses_429 += 1);
-                    Some(retry_after(r, self.clock.now()).unwrap_or_else(|| self.backoff(attempt)))
+                        .with(service, &category, |s| s.responses_429 += 1);
+                    self.record_outcome(service, false);
+                    if is_daily_limit(r) {
+                        let until = retry_after(r, now)
+                            .and_then(|d| chrono::Duration::from_std(d).ok())
+                            .map(|d| now + d)
+                            .unwrap_or_else(|| next_utc_midnight(now));
+                        self.block_category(service, &category, until);
+                        return Err(HttpError::DailyLimit {
+                            category: category.clone(),
+                            until: until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        });
+                    }
+                    let wait = retry_after(r, now)
+                        .or_else(|| rate_limit_reset(r, now))
+                        .unwrap_or_else(|| self.backoff(attempt));
+                    // With a bucket, the bucket holds the wait and the next admit pays it.
+                    if self.throttle(service, &category, wait) {
+                        Some(Duration::ZERO)
+                    } else {
+                        Some(wait)
+                    }
                 }
-                Ok(r) if r.status >= 500 && req.idempotent => {
+                Ok(r) if r.status >= 500 => {
                     self.metrics
-                        .with(req.service, &category, |s| s.responses_5xx += 1);
-                    Some(self.backoff(attempt))
+                        .with(service, &category, |s| s.responses_5xx += 1);
+                    self.record_outcome(service, true);
+                    req.idempotent.then(|| self.backoff(attempt))
                 }
-                Ok(_) => None,
+                Ok(r) => {
+                    self.record_outcome(service, false);
+                    if r.is_success() && daily_quota_spent(r) {
+                        self.block_category(service, &category, next_utc_midnight(now));
+                    }
+                    None
+                }
                 Err(_) => {
                     self.metrics
-                        .with(req.service, &category, |s| s.transport_errors += 1);
-                    if req.idempotent {
-                        Some(self.backoff(attempt))
-                    } else {
-                        None
-                    }
+                        .with(service, &category, |s| s.transport_errors += 1);
+                    self.record_outcome(service, true);
+                    req.idempotent.then(|| self.backoff(attempt))
                 }
             };
             match (outcome, wait) {
@@ -290,24 +624,58 @@ impl HttpClient {
                             }),
                         };
                     }
-                    self.metrics
-                        .with(req.service, &category, |s| s.retries += 1);
-                    self.clock.sleep(wait).await;
+                    self.metrics.with(service, &category, |s| s.retries += 1);
+                    self.wait(service, &category, wait).await;
                 }
             }
         }
     }
 
-    /// Exponential backoff with full jitter.
+    /// Exponential backoff with jitter (half to full of the capped exponential step).
     fn backoff(&self, attempt: u32) -> Duration {
         let exp = self
             .retry
             .base
             .saturating_mul(1u32 << attempt.min(16).saturating_sub(1));
         let cap = exp.min(self.retry.max);
-        let jitter: f64 = rand::random::<f64>() * 0.5 + 0.5;
+        // splitmix64: cheap, and no global RNG state shared with tests.
+        let mut z = self
+            .jitter_seed
+            .fetch_add(0x9E37_79B9_7F4A_7C15, std::sync::atomic::Ordering::Relaxed);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let jitter = (z >> 11) as f64 / (1u64 << 53) as f64 * 0.5 + 0.5;
         cap.mul_f64(jitter)
     }
+}
+
+fn is_daily_limit(r: &Response) -> bool {
+    r.header("x-ratelimit-type")
+        .is_some_and(|t| t.eq_ignore_ascii_case("daily-limit"))
+        || r.text().contains("maximum daily rate limit")
+}
+
+/// A success that reports a daily quota with nothing left.
+fn daily_quota_spent(r: &Response) -> bool {
+    r.header("x-ratelimit-type")
+        .is_some_and(|t| t.eq_ignore_ascii_case("daily-limit"))
+        && r.header("x-ratelimit-remaining").map(str::trim) == Some("0")
+}
+
+/// `X-RateLimit-Reset` as a unix timestamp, turned into a wait from `now`.
+fn rate_limit_reset(r: &Response, now: DateTime<Utc>) -> Option<Duration> {
+    let ts: i64 = r.header("x-ratelimit-reset")?.trim().parse().ok()?;
+    let at = DateTime::<Utc>::from_timestamp(ts, 0)?;
+    Some((at - now).to_std().unwrap_or_default())
+}
+
+fn next_utc_midnight(now: DateTime<Utc>) -> DateTime<Utc> {
+    let tomorrow = now.date_naive().succ_opt().unwrap_or(now.date_naive());
+    tomorrow
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or(now)
 }
 
 /// Parses Retry-After in its three forms (delta-seconds, HTTP-date, ISO-8601) into a wait
@@ -347,5 +715,64 @@ mod tests {
             Some(Duration::from_secs(90))
         );
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect("time")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn bucket_paces_at_its_rate() {
+        let t0 = at("2026-03-01T00:00:00Z");
+        let mut b = Bucket::new(
+            &CategoryLimit {
+                per_second: 8.0,
+                per_day: None,
+            },
+            t0,
+        );
+        // The burst is one second's worth; then one slot every 1/8 s.
+        for _ in 0..8 {
+            assert_eq!(b.reserve(t0), Duration::ZERO);
+        }
+        let w = b.reserve(t0);
+        assert!((w.as_secs_f64() - 0.125).abs() < 1e-9, "{w:?}");
+        b.drain_for(t0, Duration::from_secs(2));
+        assert!(b.reserve(t0) >= Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn daily_cap_stops_the_category_without_sending() {
+        let clock = crate::clock::ManualClock::auto(at("2026-03-01T10:00:00Z"));
+        let http = HttpClient::new(clock.clone());
+        http.set_rate_limits(
+            Service::Zoom,
+            RateLimits {
+                max_concurrency: 2,
+                ..Default::default()
+            }
+            .category("heavy", 10.0, Some(0)),
+        );
+        let req =
+            Request::new(Service::Zoom, Method::GET, "http://127.0.0.1:9/x").category("heavy");
+        match http.send(req).await {
+            Err(HttpError::DailyLimit { category, until }) => {
+                assert_eq!(category, "heavy");
+                assert_eq!(until, "2026-03-02T00:00:00Z");
+            }
+            other => panic!("expected a daily limit, got {other:?}"),
+        }
+        assert_eq!(http.metrics().requests(Service::Zoom), 0);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let http = HttpClient::new(crate::clock::system());
+        let first = http.backoff(1);
+        assert!(first >= Duration::from_millis(250) && first <= Duration::from_millis(500));
+        let late = http.backoff(20);
+        assert!(late <= Duration::from_secs(60) && late >= Duration::from_secs(30));
     }
 }

@@ -1,8 +1,37 @@
-use super::Global;
+use super::{EXIT_INVALID, EXIT_OK, Global};
+use crate::connectors::zoom::catalog;
 
 #[derive(Debug, clap::Args)]
-pub struct StreamsArgs {}
+pub struct StreamsArgs {
+    /// A stream to describe (`past_meetings` or `zoom.past_meetings`); all when absent
+    pub name: Option<String>,
+}
 
-pub async fn run(_g: &Global, _a: &StreamsArgs) -> anyhow::Result<u8> {
-    super::not_yet("streams")
+pub async fn run(_g: &Global, a: &StreamsArgs) -> anyhow::Result<u8> {
+    let c = catalog();
+    let Some(name) = &a.name else {
+        for d in c.all() {
+            let mode = if d.incremental() {
+                "incremental"
+            } else {
+                "full"
+            };
+            println!("zoom.{:<28} {:<12} {}", d.name, mode, d.description);
+        }
+        return Ok(EXIT_OK);
+    };
+    let short = name.strip_prefix("zoom.").unwrap_or(name);
+    let Some(d) = c.get(short) else {
+        let names: Vec<&str> = c.all().map(|d| d.name.as_str()).collect();
+        let near = names
+            .iter()
+            .min_by_key(|n| strsim::levenshtein(n, short))
+            .copied()
+            .unwrap_or("");
+        eprintln!("error: no stream `{name}`; did you mean `zoom.{near}`?");
+        return Ok(EXIT_INVALID);
+    };
+    // The entry as data: path, params, paging, cursor, windows, category, scopes, sample.
+    print!("{}", serde_saphyr::to_string(d)?);
+    Ok(EXIT_OK)
 }

@@ -2,4 +2,5 @@
 //! 127.0.0.1 only and reproduce the real services' shapes, limits and faults.
 
 pub mod salesforce;
+pub mod world;
 pub mod zoom;

@@ -1,1 +1,1297 @@
-//! The Zoom simulator.
+//! The Zoom simulator: an axum server on 127.0.0.1 that serves a [`World`] with Zoom's
+//! shapes, paging, window limits, UUID double-encoding, OAuth and per-category rate limits,
+//! on an injected clock, with deterministic fault switches.
+
+use crate::clock::SharedClock;
+use crate::connectors::zoom::ZoomPlan;
+use crate::connectors::zoom::limits::published;
+use crate::connectors::zoom::webhook::sign;
+use crate::sim::world::{Attendee, Meeting, Participant, World};
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use chrono::{DateTime, Months, NaiveDate, SecondsFormat, Utc};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Fault switches; all off by default. Probabilities are drawn from a RNG seeded by `seed`.
+#[derive(Debug, Clone)]
+pub struct Faults {
+    pub seed: u64,
+    /// Share of API requests answered 500/502/503.
+    pub error_5xx: f64,
+    /// Share of API requests whose connection drops mid-body.
+    pub reset: f64,
+    /// Share of API requests answered 200 with a truncated JSON body.
+    pub malformed: f64,
+    /// Share of API requests answered with a per-second 429 (a "storm").
+    pub storm_429: f64,
+    /// Added to every API request, on the simulator's clock.
+    pub latency_ms: u64,
+    /// Enforce the plan's per-second and daily limits.
+    pub enforce_rate_limits: bool,
+    /// Emit X-RateLimit-* headers.
+    pub rate_limit_headers: bool,
+    pub token_ttl_secs: i64,
+    pub page_token_ttl_secs: i64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            error_5xx: 0.0,
+            reset: 0.0,
+            malformed: 0.0,
+            storm_429: 0.0,
+            latency_ms: 0,
+            enforce_rate_limits: true,
+            rate_limit_headers: true,
+            token_ttl_secs: 3600,
+            page_token_ttl_secs: 900,
+        }
+    }
+}
+
+pub struct SimOptions {
+    pub world: Arc<World>,
+    pub clock: SharedClock,
+    pub plan: ZoomPlan,
+    pub faults: Faults,
+}
+
+pub const CLIENT_ID: &str = "sim-client-id";
+pub const CLIENT_SECRET: &str = "sim-client-secret";
+
+/// One request the simulator served.
+#[derive(Debug, Clone)]
+pub struct LoggedRequest {
+    pub at: DateTime<Utc>,
+    pub method: String,
+    /// Endpoint pattern, e.g. `GET /report/users/{userId}/meetings`.
+    pub endpoint: String,
+    pub path: String,
+    pub query: BTreeMap<String, String>,
+    pub status: u16,
+    pub category: Option<String>,
+    /// For a 429: the earliest instant the client may retry.
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+/// Counters of what the simulator served.
+#[derive(Debug, Clone, Default)]
+pub struct SimStats {
+    pub per_endpoint: BTreeMap<String, u64>,
+    pub responses_429: u64,
+    pub responses_5xx: u64,
+    pub resets: u64,
+    pub malformed: u64,
+    pub tokens_issued: u64,
+}
+
+struct PageCursor {
+    signature: String,
+    offset: usize,
+    created: DateTime<Utc>,
+}
+
+struct SimState {
+    world: Arc<World>,
+    clock: SharedClock,
+    plan: ZoomPlan,
+    inner: Mutex<Mutable>,
+}
+
+struct Mutable {
+    faults: Faults,
+    rng: StdRng,
+    access_tokens: BTreeMap<String, DateTime<Utc>>,
+    refresh_tokens: BTreeMap<String, bool>,
+    page_tokens: BTreeMap<String, PageCursor>,
+    /// (category, epoch second) → count.
+    second_counts: BTreeMap<(String, i64), u64>,
+    /// (daily key, day) → count.
+    day_counts: BTreeMap<(String, NaiveDate), u64>,
+    log: Vec<LoggedRequest>,
+    stats: SimStats,
+    counter: u64,
+}
+
+/// A running simulator; dropping it stops the server.
+pub struct ZoomSimHandle {
+    pub base_url: String,
+    pub token_url: String,
+    pub account_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    state: Arc<SimState>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ZoomSimHandle {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+pub struct ZoomSim;
+
+impl ZoomSim {
+    pub async fn start(opts: SimOptions) -> std::io::Result<ZoomSimHandle> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(SimState {
+            world: opts.world.clone(),
+            clock: opts.clock,
+            plan: opts.plan,
+            inner: Mutex::new(Mutable {
+                rng: StdRng::seed_from_u64(opts.faults.seed),
+                faults: opts.faults,
+                access_tokens: BTreeMap::new(),
+                refresh_tokens: BTreeMap::new(),
+                page_tokens: BTreeMap::new(),
+                second_counts: BTreeMap::new(),
+                day_counts: BTreeMap::new(),
+                log: Vec::new(),
+                stats: SimStats::default(),
+                counter: 0,
+            }),
+        });
+        let s2 = state.clone();
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let s = s2.clone();
+                async move { s.handle(method, uri, headers, body).await }
+            },
+        );
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(ZoomSimHandle {
+            base_url: format!("http://{addr}/v2"),
+            token_url: format!("http://{addr}/oauth/token"),
+            account_id: opts.world.account_id.clone(),
+            client_id: CLIENT_ID.into(),
+            client_secret: CLIENT_SECRET.into(),
+            state,
+            server,
+        })
+    }
+}
+
+impl ZoomSimHandle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Mutable> {
+        self.state.lock()
+    }
+    pub fn set_faults(&self, faults: Faults) {
+        let mut m = self.lock();
+        m.rng = StdRng::seed_from_u64(faults.seed);
+        m.faults = faults;
+    }
+    pub fn faults(&self) -> Faults {
+        self.lock().faults.clone()
+    }
+    pub fn stats(&self) -> SimStats {
+        self.lock().stats.clone()
+    }
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.lock().log.clone()
+    }
+    pub fn clear_log(&self) {
+        self.lock().log.clear();
+    }
+    /// Expires every access token now (the next API call answers 401 code 124).
+    pub fn expire_tokens(&self) {
+        let now = self.state.clock.now();
+        for v in self.lock().access_tokens.values_mut() {
+            *v = now;
+        }
+    }
+    /// Issues a refresh token as an authorization-code exchange would.
+    pub fn issue_refresh_token(&self) -> String {
+        let mut m = self.lock();
+        let t = random_token(&mut m.rng, "rt");
+        m.refresh_tokens.insert(t.clone(), true);
+        t
+    }
+    pub fn world(&self) -> &Arc<World> {
+        &self.state.world
+    }
+    /// Sends a signed webhook the way Zoom does (compact JSON, signature over the exact bytes).
+    pub async fn send_webhook(
+        &self,
+        url: &str,
+        secret: &str,
+        event: &Value,
+    ) -> Result<u16, String> {
+        let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
+        let ts = self.state.clock.now().timestamp();
+        let request_id = {
+            let mut m = self.lock();
+            random_token(&mut m.rng, "req")
+        };
+        let resp = reqwest::Client::new()
+            .post(url)
+            .timeout(std::time::Duration::from_secs(3))
+            .header("content-type", "application/json; charset=utf-8")
+            .header("user-agent", "Zoom Marketplace/1.0a")
+            .header("x-zm-request-timestamp", ts.to_string())
+            .header("x-zm-signature", sign(secret, ts, &body))
+            .header("x-zm-request-id", request_id)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(resp.status().as_u16())
+    }
+}
+
+fn random_token(rng: &mut StdRng, prefix: &str) -> String {
+    let bytes: [u8; 18] = rng.random();
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+fn iso(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn error(status: u16, code: i64, message: &str) -> (u16, Value) {
+    (status, json!({"code": code, "message": message}))
+}
+
+/// What a route resolved to.
+struct Route {
+    endpoint: &'static str,
+    category: &'static str,
+    /// Daily cap key, when Heavy and Resource-intensive share one.
+    phone: bool,
+}
+
+fn decode_segment(raw: &str) -> Option<String> {
+    let once = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()?
+        .into_owned();
+    let has_escape = once
+        .as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit());
+    if has_escape {
+        return Some(
+            percent_encoding::percent_decode_str(&once)
+                .decode_utf8()
+                .ok()?
+                .into_owned(),
+        );
+    }
+    // Zoom's router sees a single-encoded "/" as a path separator: such UUIDs are not found.
+    if once.starts_with('/') || once.contains("//") {
+        return None;
+    }
+    Some(once)
+}
+
+impl SimState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Mutable> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn handle(&self, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+        let path = uri.path().to_string();
+        let mut query: BTreeMap<String, String> = uri
+            .query()
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if path == "/oauth/token" && method == Method::POST {
+            for (k, v) in url::form_urlencoded::parse(&body).into_owned() {
+                query.insert(k, v);
+            }
+            let (status, v) = self.token(&headers, &query);
+            return self.finish(
+                "POST /oauth/token",
+                &path,
+                query,
+                status,
+                None,
+                None,
+                v,
+                BTreeMap::new(),
+            );
+        }
+        let Some(rest) = path.strip_prefix("/v2/") else {
+            return self.finish(
+                "unknown",
+                &path,
+                query,
+                404,
+                None,
+                None,
+                json!({"code":404,"message":"Not found"}),
+                BTreeMap::new(),
+            );
+        };
+        let raw: Vec<&str> = rest.split('/').collect();
+        let Some((route, ids)) = route(&raw) else {
+            let (s, v) = error(404, 404, "Not found");
+            return self.finish("unknown", &path, query, s, None, None, v, BTreeMap::new());
+        };
+        let endpoint = route.endpoint;
+        let category = route.category;
+        // Auth.
+        if query.contains_key("access_token") {
+            let (s, v) = error(
+                401,
+                124,
+                "Invalid access token, this access token is not supported as query parameter string.",
+            );
+            return self.finish(
+                endpoint,
+                &path,
+                query,
+                s,
+                Some(category),
+                None,
+                v,
+                BTreeMap::new(),
+            );
+        }
+        let bearer = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_string);
+        let now = self.clock.now();
+        let auth = {
+            let m = self.lock();
+            match bearer.as_ref().and_then(|b| m.access_tokens.get(b)) {
+                None => Err("Invalid access token."),
+                Some(exp) if *exp <= now => Err("Access token is expired."),
+                Some(_) => Ok(()),
+            }
+        };
+        if let Err(msg) = auth {
+            let (s, v) = error(401, 124, msg);
+            return self.finish(
+                endpoint,
+                &path,
+                query,
+                s,
+                Some(category),
+                None,
+                v,
+                BTreeMap::new(),
+            );
+        }
+        // Rate limits and faults.
+        let latency = self.lock().faults.latency_ms;
+        if latency > 0 {
+            self.clock
+                .sleep(std::time::Duration::from_millis(latency))
+                .await;
+        }
+        let now = self.clock.now();
+        let mut rl_headers = BTreeMap::new();
+        if let Some(resp) = self.rate_limit(&route, now, &path, &query, &mut rl_headers) {
+            return resp;
+        }
+        enum Fault {
+            None,
+            Error,
+            Reset,
+            Malformed,
+        }
+        let fault = {
+            let mut m = self.lock();
+            let f = m.faults.clone();
+            let roll: f64 = m.rng.random();
+            if roll < f.error_5xx {
+                Fault::Error
+            } else if roll < f.error_5xx + f.reset {
+                Fault::Reset
+            } else if roll < f.error_5xx + f.reset + f.malformed {
+                Fault::Malformed
+            } else {
+                Fault::None
+            }
+        };
+        match fault {
+            Fault::Error => {
+                self.lock().stats.responses_5xx += 1;
+                return self.finish(
+                    endpoint,
+                    &path,
+                    query,
+                    503,
+                    Some(category),
+                    None,
+                    json!({"code":503,"message":"Service Unavailable"}),
+                    rl_headers,
+                );
+            }
+            Fault::Reset => {
+                self.lock().stats.resets += 1;
+                self.log(endpoint, &path, query, 200, Some(category), None);
+                let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+                    Ok(Bytes::from_static(b"{\"partial\":")),
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "reset",
+                    )),
+                ];
+                return Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(Body::from_stream(futures::stream::iter(chunks)))
+                    .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+            }
+            Fault::Malformed => {
+                self.lock().stats.malformed += 1;
+                self.log(endpoint, &path, query, 200, Some(category), None);
+                return (
+                    StatusCode::OK,
+                    [("content-type", "application/json")],
+                    "{\"page_size\":30,\"meetings\":[{\"uuid\":",
+                )
+                    .into_response();
+            }
+            Fault::None => {}
+        }
+        let mut decoded = Vec::new();
+        for raw_id in &ids {
+            match decode_segment(raw_id) {
+                Some(d) => decoded.push(d),
+                None => {
+                    let (s, v) = error(404, 3001, "Meeting does not exist.");
+                    return self.finish(
+                        endpoint,
+                        &path,
+                        query,
+                        s,
+                        Some(category),
+                        None,
+                        v,
+                        rl_headers,
+                    );
+                }
+            }
+        }
+        let (status, v) = self.serve(endpoint, &decoded, &query, now);
+        self.finish(
+            endpoint,
+            &path,
+            query,
+            status,
+            Some(category),
+            None,
+            v,
+            rl_headers,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        endpoint: &str,
+        path: &str,
+        query: BTreeMap<String, String>,
+        status: u16,
+        category: Option<&str>,
+        retry_at: Option<DateTime<Utc>>,
+        body: Value,
+        headers: BTreeMap<String, String>,
+    ) -> Response {
+        self.log(endpoint, path, query, status, category, retry_at);
+        let tracking = {
+            let mut m = self.lock();
+            m.counter += 1;
+            format!("sim-{}", m.counter)
+        };
+        let mut resp = (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            axum::Json(body),
+        )
+            .into_response();
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&tracking) {
+            h.insert("x-zm-trackingid", v);
+        }
+        for (k, v) in headers {
+            if let (Ok(name), Ok(val)) = (
+                axum::http::HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(&v),
+            ) {
+                h.insert(name, val);
+            }
+        }
+        resp
+    }
+
+    fn log(
+        &self,
+        endpoint: &str,
+        path: &str,
+        query: BTreeMap<String, String>,
+        status: u16,
+        category: Option<&str>,
+        retry_at: Option<DateTime<Utc>>,
+    ) {
+        let at = self.clock.now();
+        let mut m = self.lock();
+        *m.stats
+            .per_endpoint
+            .entry(endpoint.to_string())
+            .or_default() += 1;
+        if status == 429 {
+            m.stats.responses_429 += 1;
+        }
+        m.log.push(LoggedRequest {
+            at,
+            method: endpoint.split(' ').next().unwrap_or("GET").to_string(),
+            endpoint: endpoint.to_string(),
+            path: path.to_string(),
+            query,
+            status,
+            category: category.map(str::to_string),
+            retry_at,
+        });
+    }
+
+    fn rate_limit(
+        &self,
+        route: &Route,
+        now: DateTime<Utc>,
+        path: &str,
+        query: &BTreeMap<String, String>,
+        headers: &mut BTreeMap<String, String>,
+    ) -> Option<Response> {
+        let bucket = if route.phone {
+            format!("phone_{}", route.category)
+        } else {
+            route.category.to_string()
+        };
+        let (qps, daily) = published(self.plan, &bucket);
+        let label = match route.category {
+            "light" => "Light",
+            "medium" => "Medium",
+            "heavy" => "Heavy",
+            _ => "Resource-intensive",
+        };
+        let (enforce, emit, storm, roll) = {
+            let mut m = self.lock();
+            let roll: f64 = m.rng.random();
+            (
+                m.faults.enforce_rate_limits,
+                m.faults.rate_limit_headers,
+                m.faults.storm_429,
+                roll,
+            )
+        };
+        if emit {
+            headers.insert("X-RateLimit-Category".into(), label.into());
+            headers.insert("X-RateLimit-Type".into(), "QPS".into());
+        }
+        let day_key = if matches!(route.category, "heavy" | "resource_intensive")
+            && self.plan != ZoomPlan::Free
+        {
+            format!("{}heavy_ri", if route.phone { "phone_" } else { "" })
+        } else {
+            bucket.clone()
+        };
+        let (sec_count, day_count) = {
+            let mut m = self.lock();
+            // Resource-intensive limits are per minute; others per second.
+            let (window, limit_per_window) = if route.category == "resource_intensive" {
+                (now.timestamp() / 60, (qps * 60.0).round() as u64)
+            } else {
+                (now.timestamp(), qps.round().max(1.0) as u64)
+            };
+            let sc = m.second_counts.entry((bucket.clone(), window)).or_default();
+            *sc += 1;
+            let sec = (*sc, limit_per_window);
+            let dc = m.day_counts.entry((day_key, now.date_naive())).or_default();
+            *dc += 1;
+            let day = *dc;
+            // Forget old windows (seconds, or minutes for resource-intensive) so runs stay small.
+            let ts = now.timestamp();
+            m.second_counts
+                .retain(|(_, w), _| *w >= ts - 120 || (*w < ts / 30 && *w >= ts / 60 - 2));
+            (sec, day)
+        };
+        if let Some(cap) = daily.filter(|_| enforce) {
+            if emit {
+                headers.insert("X-RateLimit-Limit".into(), cap.to_string());
+                headers.insert(
+                    "X-RateLimit-Remaining".into(),
+                    cap.saturating_sub(day_count).to_string(),
+                );
+            }
+            if day_count > cap {
+                let until = now
+                    .date_naive()
+                    .succ_opt()
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
+                    .map(|t| t.and_utc())
+                    .unwrap_or(now);
+                let mut h = BTreeMap::new();
+                h.insert("X-RateLimit-Category".to_string(), label.to_string());
+                h.insert("X-RateLimit-Type".to_string(), "Daily-limit".to_string());
+                h.insert("X-RateLimit-Limit".to_string(), cap.to_string());
+                h.insert("X-RateLimit-Remaining".to_string(), "0".to_string());
+                h.insert("Retry-After".to_string(), iso(until));
+                return Some(self.finish(
+                    "rate limited", path, query.clone(), 429, Some(route.category), Some(until),
+                    json!({"code":429,"message":"You have reached the maximum daily rate limit for this API. Refer to the response header for details on when you can make another request."}),
+                    h,
+                ));
+            }
+        }
+        let over = enforce && sec_count.0 > sec_count.1;
+        if over || roll < storm {
+            let reset = if route.category == "resource_intensive" {
+                DateTime::from_timestamp((now.timestamp() / 60 + 1) * 60, 0).unwrap_or(now)
+            } else {
+                DateTime::from_timestamp(now.timestamp() + 1, 0).unwrap_or(now)
+            };
+            let mut h = BTreeMap::new();
+            h.insert("X-RateLimit-Category".to_string(), label.to_string());
+            h.insert("X-RateLimit-Type".to_string(), "QPS".to_string());
+            h.insert(
+                "X-RateLimit-Reset".to_string(),
+                reset.timestamp().to_string(),
+            );
+            return Some(self.finish(
+                route.endpoint, path, query.clone(), 429, Some(route.category), Some(reset),
+                json!({"code":429,"message":"You have reached the maximum per-second rate limit for this API. Try again later."}),
+                h,
+            ));
+        }
+        None
+    }
+
+    fn token(&self, headers: &HeaderMap, q: &BTreeMap<String, String>) -> (u16, Value) {
+        let basic = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .and_then(|b| String::from_utf8(b).ok());
+        if basic.as_deref() != Some(&format!("{CLIENT_ID}:{CLIENT_SECRET}")) {
+            return (
+                400,
+                json!({"reason":"Invalid client_id or client_secret","error":"invalid_client"}),
+            );
+        }
+        let now = self.clock.now();
+        let mut m = self.lock();
+        let ttl = m.faults.token_ttl_secs;
+        let mut body = match q.get("grant_type").map(String::as_str) {
+            Some("account_credentials") => {
+                if q.get("account_id") != Some(&self.world.account_id) {
+                    return (
+                        400,
+                        json!({"reason":"Invalid account_id","error":"invalid_request"}),
+                    );
+                }
+                json!({"token_type":"bearer","expires_in":ttl,"scope":"meeting:read:admin report:read:admin user:read:admin cloud_recording:read:admin webinar:read:admin phone:read:admin"})
+            }
+            Some("refresh_token") => {
+                let given = q.get("refresh_token").cloned().unwrap_or_default();
+                if m.refresh_tokens.get(&given) != Some(&true) {
+                    return (
+                        400,
+                        json!({"reason":"Invalid Token!","error":"invalid_grant"}),
+                    );
+                }
+                m.refresh_tokens.insert(given, false);
+                let rotated = random_token(&mut m.rng, "rt");
+                m.refresh_tokens.insert(rotated.clone(), true);
+                json!({"token_type":"bearer","expires_in":ttl,"scope":"meeting:read report:read:admin","refresh_token":rotated})
+            }
+            _ => {
+                return (
+                    400,
+                    json!({"reason":"unsupported grant type","error":"unsupported_grant_type"}),
+                );
+            }
+        };
+        let access = random_token(&mut m.rng, "at");
+        m.access_tokens
+            .insert(access.clone(), now + chrono::Duration::seconds(ttl));
+        m.stats.tokens_issued += 1;
+        body["access_token"] = json!(access);
+        body["api_url"] = json!("https://api.zoom.us");
+        (200, body)
+    }
+
+    /// Pages `items` with an opaque token bound to the query; `extra` is merged into the body.
+    fn page(
+        &self,
+        key: &str,
+        items: Vec<Value>,
+        q: &BTreeMap<String, String>,
+        max: usize,
+        mut extra: Value,
+        now: DateTime<Utc>,
+    ) -> (u16, Value) {
+        let size = q
+            .get("page_size")
+            .and_then(|s| s.parse::<usize>().ok())
+            .unwrap_or(30)
+            .clamp(1, max);
+        let mut sig_q = q.clone();
+        sig_q.remove("next_page_token");
+        let signature = format!("{key}:{sig_q:?}");
+        let mut m = self.lock();
+        let ttl = m.faults.page_token_ttl_secs;
+        let offset = match q.get("next_page_token").filter(|t| !t.is_empty()) {
+            None => 0,
+            Some(t) => match m.page_tokens.get(t) {
+                Some(c) if c.signature == signature && (now - c.created).num_seconds() <= ttl => {
+                    c.offset
+                }
+                _ => return error(400, 300, "The next page token is invalid or expired."),
+            },
+        };
+        let total = items.len();
+        let end = (offset + size).min(total);
+        let next = if end < total {
+            let t = random_token(&mut m.rng, "");
+            m.page_tokens.insert(
+                t.clone(),
+                PageCursor {
+                    signature,
+                    offset: end,
+                    created: now,
+                },
+            );
+            t
+        } else {
+            String::new()
+        };
+        let slice: Vec<Value> = items.into_iter().skip(offset).take(size).collect();
+        let obj = extra.as_object_mut();
+        if let Some(o) = obj {
+            o.insert("page_size".into(), json!(size));
+            o.insert("page_count".into(), json!(total.div_ceil(size)));
+            o.insert("total_records".into(), json!(total));
+            o.insert("next_page_token".into(), json!(next));
+            o.insert(key.into(), Value::Array(slice));
+        }
+        (200, extra)
+    }
+
+    fn window(
+        &self,
+        q: &BTreeMap<String, String>,
+        now: DateTime<Utc>,
+        required: bool,
+    ) -> Result<(NaiveDate, NaiveDate), (u16, Value)> {
+        let parse = |k: &str| {
+            q.get(k)
+                .and_then(|s| NaiveDate::parse_from_str(&s[..s.len().min(10)], "%Y-%m-%d").ok())
+        };
+        let today = now.date_naive();
+        let (from, to) = match (parse("from"), parse("to")) {
+            (Some(f), Some(t)) => (f, t),
+            (None, None) if !required => (today - chrono::Duration::days(1), today),
+            (Some(f), None) if !required => (f, today),
+            _ => return Err(error(400, 300, "Validation Failed.")),
+        };
+        if from > to
+            || from
+                .checked_add_months(Months::new(1))
+                .is_none_or(|limit| to > limit)
+        {
+            return Err(error(
+                400,
+                300,
+                "The date range can only be within one month.",
+            ));
+        }
+        if today
+            .checked_sub_months(Months::new(6))
+            .is_some_and(|oldest| from < oldest)
+        {
+            return Err(error(
+                400,
+                300,
+                "The date range must be within the last 6 months.",
+            ));
+        }
+        Ok((from, to))
+    }
+
+    fn user(&self, id: &str) -> Option<usize> {
+        if id == "me" {
+            return Some(0);
+        }
+        self.world.user_by_id(id).map(|(i, _)| i)
+    }
+
+    fn meeting(&self, id: &str, now: DateTime<Utc>) -> Option<&Meeting> {
+        let ended = self.world.meetings.iter().filter(|m| m.end <= now);
+        if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
+            let n: u64 = id.parse().ok()?;
+            ended.filter(|m| m.id == n).max_by_key(|m| m.start)
+        } else {
+            ended.into_iter().find(|m| m.uuid == id)
+        }
+    }
+
+    fn serve(
+        &self,
+        endpoint: &str,
+        ids: &[String],
+        q: &BTreeMap<String, String>,
+        now: DateTime<Utc>,
+    ) -> (u16, Value) {
+        let w = &self.world;
+        let id0 = ids.first().map(String::as_str).unwrap_or("");
+        let no_user = || error(404, 1001, &format!("User does not exist: {id0}."));
+        let no_meeting = || error(404, 3001, &format!("Meeting does not exist: {id0}."));
+        let paid = self.plan != ZoomPlan::Free;
+        let paid_only = || {
+            error(
+                400,
+                200,
+                &format!("Only available for paid account: {}", w.account_id),
+            )
+        };
+        match endpoint {
+            "GET /users" => {
+                let users = w.users.iter().map(user_json).collect();
+                self.page("users", users, q, 2000, json!({"page_number":1}), now)
+            }
+            "GET /users/{userId}" => match self.user(id0) {
+                Some(i) => (200, user_json(&w.users[i])),
+                None => no_user(),
+            },
+            "GET /report/users/{userId}/meetings" => {
+                let Some(u) = self.user(id0) else {
+                    return no_user();
+                };
+                if !paid {
+                    return paid_only();
+                }
+                let (from, to) = match self.window(q, now, true) {
+                    Ok(x) => x,
+                    Err(e) => return e,
+                };
+                let items = w
+                    .meetings
+                    .iter()
+                    .filter(|m| {
+                        m.host == u
+                            && m.in_reports()
+                            && m.end <= now
+                            && m.start.date_naive() >= from
+                            && m.start.date_naive() <= to
+                    })
+                    .map(|m| report_meeting_json(w, m))
+                    .collect();
+                self.page(
+                    "meetings",
+                    items,
+                    q,
+                    300,
+                    json!({"from": from.to_string(), "to": to.to_string(), "page_number": 1}),
+                    now,
+                )
+            }
+            "GET /past_meetings/{meetingId}" => {
+                if !paid {
+                    return paid_only();
+                }
+                match self.meeting(id0, now) {
+                    Some(m) => (200, past_meeting_json(w, m)),
+                    None => no_meeting(),
+                }
+            }
+            "GET /past_meetings/{meetingId}/participants" => {
+                if !paid {
+                    return paid_only();
+                }
+                let Some(m) = self.meeting(id0, now) else {
+                    return no_meeting();
+                };
+                let rows = if m.in_reports() {
+                    m.participants
+                        .iter()
+                        .map(|p| participant_json(p, false))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                self.page("participants", rows, q, 300, json!({}), now)
+            }
+            "GET /meetings/{meetingId}/recordings" => {
+                let Some(m) = self.meeting(id0, now) else {
+                    return no_meeting();
+                };
+                match recording_json(w, m, true) {
+                    Some(r) => (200, r),
+                    None => error(404, 3301, "There is no recording for this meeting."),
+                }
+            }
+            "GET /users/{userId}/recordings" => {
+                let Some(u) = self.user(id0) else {
+                    return no_user();
+                };
+                let (from, to) = match self.window(q, now, false) {
+                    Ok(x) => x,
+                    Err(e) => return e,
+                };
+                let items = w
+                    .meetings
+                    .iter()
+                    .filter(|m| {
+                        m.host == u
+                            && m.end <= now
+                            && m.start.date_naive() >= from
+                            && m.start.date_naive() <= to
+                    })
+                    .filter_map(|m| recording_json(w, m, false))
+                    .collect();
+                self.page(
+                    "meetings",
+                    items,
+                    q,
+                    300,
+                    json!({"from": from.to_string(), "to": to.to_string()}),
+                    now,
+                )
+            }
+            "GET /meetings/{meetingId}/meeting_summary" => {
+                if !paid {
+                    return paid_only();
+                }
+                let Some(m) = self.meeting(id0, now) else {
+                    return no_meeting();
+                };
+                match &m.summary {
+                    Some(s) if s.created <= now => (200, summary_json(w, m, s)),
+                    _ => error(404, 3322, "Meeting summary does not exist."),
+                }
+            }
+            "GET /users/{userId}/webinars" => {
+                let Some(u) = self.user(id0) else {
+                    return no_user();
+                };
+                let items = w.webinars.iter().filter(|x| x.host == u).map(|x| json!({
+                    "uuid": x.uuid, "id": x.id, "host_id": w.users[x.host].id, "topic": x.topic, "type": 5,
+                    "start_time": iso(x.start), "duration": (x.end - x.start).num_minutes(), "timezone": "UTC",
+                    "created_at": iso(x.created_at), "join_url": format!("https://zoom.us/j/{}", x.id), "agenda": "", "is_simulive": false,
+                })).collect();
+                self.page("webinars", items, q, 300, json!({"page_number": 1}), now)
+            }
+            "GET /webinars/{webinarId}/registrants"
+            | "GET /past_webinars/{webinarId}/absentees" => {
+                let absentees = endpoint.contains("absentees");
+                let Some(x) = w
+                    .webinars
+                    .iter()
+                    .find(|x| x.id.to_string() == id0 || x.uuid == id0)
+                else {
+                    return error(
+                        404,
+                        3001,
+                        &format!("Webinar {id0} not found or has expired."),
+                    );
+                };
+                if absentees && x.end > now {
+                    return error(404, 3001, "Webinar does not exist.");
+                }
+                let items = x.registrants.iter().filter(|r| !absentees || !r.attended).map(|r| {
+                    let p = &w.people[r.person];
+                    json!({"id": r.id, "email": r.email, "first_name": p.first_name, "last_name": p.last_name,
+                        "status": r.status, "create_time": iso(r.create_time), "join_url": format!("https://zoom.us/w/{}?tk={}", x.id, r.id),
+                        "org": w.companies[p.company].name, "job_title": p.title, "industry": w.companies[p.company].industry,
+                        "phone": p.phone, "address": "", "city": "", "state": "", "zip": "", "country": "US", "comments": "",
+                        "no_of_employees": "", "purchasing_time_frame": "", "role_in_purchase_process": "", "custom_questions": []})
+                }).collect();
+                self.page("registrants", items, q, 300, json!({"page_number": 1}), now)
+            }
+            "GET /webinars/{webinarId}/panelists" => {
+                let Some(x) = w.webinars.iter().find(|x| x.id.to_string() == id0) else {
+                    return error(
+                        404,
+                        3001,
+                        &format!("Webinar {id0} not found or has expired."),
+                    );
+                };
+                let items: Vec<Value> = x.panelists.iter().map(|p| {
+                    let u = &w.users[p.user];
+                    json!({"id": p.id, "email": u.email, "name": u.display_name(), "join_url": format!("https://zoom.us/w/{}?tk={}", x.id, p.id),
+                        "virtual_background_id": "", "name_tag_id": "", "name_tag_name": "", "name_tag_pronouns": "", "name_tag_description": ""})
+                }).collect();
+                (
+                    200,
+                    json!({"total_records": items.len(), "panelists": items}),
+                )
+            }
+            "GET /past_webinars/{webinarId}/participants" => {
+                let Some(x) = w
+                    .webinars
+                    .iter()
+                    .find(|x| (x.id.to_string() == id0 || x.uuid == id0) && x.end <= now)
+                else {
+                    return error(404, 3001, "Webinar does not exist.");
+                };
+                let rows = x
+                    .attendees
+                    .iter()
+                    .map(|p| participant_json(p, false))
+                    .collect();
+                self.page("participants", rows, q, 300, json!({}), now)
+            }
+            "GET /phone/call_history" => {
+                let (from, to) = match self.window(q, now, false) {
+                    Ok(x) => x,
+                    Err(e) => return e,
+                };
+                let items = w
+                    .calls
+                    .iter()
+                    .filter(|c| {
+                        c.end <= now && c.start.date_naive() >= from && c.start.date_naive() <= to
+                    })
+                    .map(|c| call_json(w, c))
+                    .collect();
+                self.page(
+                    "call_logs",
+                    items,
+                    q,
+                    300,
+                    json!({"from": from.to_string(), "to": to.to_string()}),
+                    now,
+                )
+            }
+            "GET /phone/recordings" => {
+                let (from, to) = match self.window(q, now, false) {
+                    Ok(x) => x,
+                    Err(e) => return e,
+                };
+                let items = w.calls.iter().filter(|c| c.end <= now && c.start.date_naive() >= from && c.start.date_naive() <= to)
+                    .filter_map(|c| c.recording.as_ref().map(|r| (c, r))).map(|(c, r)| {
+                        let (caller, callee) = parties(w, c);
+                        json!({"id": r.id, "call_id": c.call_id, "call_log_id": c.id, "caller_name": caller.0, "caller_number": caller.1,
+                            "caller_number_type": 2, "callee_name": callee.0, "callee_number": callee.1, "callee_number_type": 1,
+                            "date_time": iso(c.answer.unwrap_or(c.start)), "end_time": iso(c.end), "direction": c.direction, "duration": r.duration,
+                            "download_url": format!("https://zoom.us/v2/phone/recording/download/{}", r.id), "recording_type": "Automatic",
+                            "owner": {"type": "user", "id": w.users[c.user].phone_user_id, "name": w.users[c.user].display_name(), "extension_number": w.users[c.user].phone_extension.parse::<u64>().unwrap_or(0)}})
+                    }).collect();
+                self.page(
+                    "recordings",
+                    items,
+                    q,
+                    300,
+                    json!({"from": from.to_string(), "to": to.to_string()}),
+                    now,
+                )
+            }
+            "GET /phone/voice_mails" => {
+                let (from, to) = match self.window(q, now, false) {
+                    Ok(x) => x,
+                    Err(e) => return e,
+                };
+                let items = w.calls.iter().filter(|c| c.end <= now && c.start.date_naive() >= from && c.start.date_naive() <= to)
+                    .filter_map(|c| c.voicemail.as_ref().map(|v| (c, v))).map(|(c, v)| {
+                        let p = &w.people[c.person];
+                        let u = &w.users[c.user];
+                        json!({"id": v.id, "call_id": c.call_id, "call_log_id": c.id, "caller_name": p.name(), "caller_number": p.phone, "caller_number_type": 2,
+                            "callee_name": u.display_name(), "callee_number": u.phone_extension, "callee_number_type": 1, "date_time": iso(c.start),
+                            "duration": v.duration, "status": "unread", "download_url": format!("https://zoom.us/v2/phone/voice_mails/download/{}", v.id),
+                            "owner": {"type": "user", "id": u.phone_user_id, "name": u.display_name(), "extension_number": u.phone_extension.parse::<u64>().unwrap_or(0)}})
+                    }).collect();
+                self.page(
+                    "voice_mails",
+                    items,
+                    q,
+                    300,
+                    json!({"from": from.to_string(), "to": to.to_string()}),
+                    now,
+                )
+            }
+            _ => error(404, 404, "Not found"),
+        }
+    }
+}
+
+/// Matches a raw (still encoded) path to an endpoint; returns the raw id segments.
+fn route<'a>(seg: &[&'a str]) -> Option<(Route, Vec<&'a str>)> {
+    let r = |endpoint, category| Route {
+        endpoint,
+        category,
+        phone: false,
+    };
+    let p = |endpoint, category| Route {
+        endpoint,
+        category,
+        phone: true,
+    };
+    Some(match seg {
+        ["users"] => (r("GET /users", "medium"), vec![]),
+        ["users", id] => (r("GET /users/{userId}", "light"), vec![*id]),
+        ["report", "users", id, "meetings"] => {
+            (r("GET /report/users/{userId}/meetings", "heavy"), vec![*id])
+        }
+        ["past_meetings", id] => (r("GET /past_meetings/{meetingId}", "light"), vec![*id]),
+        ["past_meetings", id, "participants"] => (
+            r("GET /past_meetings/{meetingId}/participants", "medium"),
+            vec![*id],
+        ),
+        ["meetings", id, "recordings"] => (
+            r("GET /meetings/{meetingId}/recordings", "light"),
+            vec![*id],
+        ),
+        ["meetings", id, "meeting_summary"] => (
+            r("GET /meetings/{meetingId}/meeting_summary", "light"),
+            vec![*id],
+        ),
+        ["users", id, "recordings"] => (r("GET /users/{userId}/recordings", "medium"), vec![*id]),
+        ["users", id, "webinars"] => (r("GET /users/{userId}/webinars", "medium"), vec![*id]),
+        ["webinars", id, "registrants"] => (
+            r("GET /webinars/{webinarId}/registrants", "medium"),
+            vec![*id],
+        ),
+        ["webinars", id, "panelists"] => (
+            r("GET /webinars/{webinarId}/panelists", "medium"),
+            vec![*id],
+        ),
+        ["past_webinars", id, "participants"] => (
+            r("GET /past_webinars/{webinarId}/participants", "medium"),
+            vec![*id],
+        ),
+        ["past_webinars", id, "absentees"] => (
+            r("GET /past_webinars/{webinarId}/absentees", "heavy"),
+            vec![*id],
+        ),
+        ["phone", "call_history"] => (p("GET /phone/call_history", "heavy"), vec![]),
+        ["phone", "recordings"] => (p("GET /phone/recordings", "medium"), vec![]),
+        ["phone", "voice_mails"] => (p("GET /phone/voice_mails", "medium"), vec![]),
+        _ => return None,
+    })
+}
+
+fn user_json(u: &crate::sim::world::ZoomUser) -> Value {
+    json!({"id": u.id, "email": u.email, "first_name": u.first_name, "last_name": u.last_name,
+        "display_name": u.display_name(), "type": 2, "status": "active", "role_id": "2", "pmi": u.pmi,
+        "timezone": u.timezone, "dept": u.dept, "verified": 1, "created_at": iso(u.created_at),
+        "user_created_at": iso(u.created_at), "group_ids": [], "language": "en-US"})
+}
+
+fn report_meeting_json(w: &World, m: &Meeting) -> Value {
+    let host = &w.users[m.host];
+    let mine = m
+        .participants
+        .iter()
+        .filter(|p| matches!(p.attendee, Attendee::Internal(_)))
+        .count();
+    let total: i64 = m.participants.iter().map(Participant::duration_secs).sum();
+    json!({"uuid": m.uuid, "id": m.id, "type": m.meeting_type, "topic": m.topic, "user_name": host.display_name(),
+        "user_email": host.email, "start_time": iso(m.start), "end_time": iso(m.end), "duration": m.duration_minutes(),
+        "total_minutes": total / 60, "participants_count": m.participants.len(), "participants_count_my_account": mine,
+        "source": "Zoom", "session_key": "", "custom_keys": [],
+        "schedule_time": m.start.format("%m/%d/%Y %H:%M").to_string(), "join_time": m.start.format("%m/%d/%Y %H:%M").to_string(),
+        "leave_time": m.end.format("%m/%d/%Y %H:%M").to_string(), "host_name": host.display_name(), "host_organization": "Acme",
+        "has_screen_share": m.recording.is_some(), "has_recording": m.recording.is_some(), "has_chat": false,
+        "has_meeting_summary": m.summary.is_some(), "meeting_encryption_status": 1})
+}
+
+fn past_meeting_json(w: &World, m: &Meeting) -> Value {
+    let host = &w.users[m.host];
+    let total: i64 = m.participants.iter().map(Participant::duration_secs).sum();
+    json!({"id": m.id, "uuid": m.uuid, "host_id": host.id, "topic": m.topic, "type": m.meeting_type,
+        "start_time": iso(m.start), "end_time": iso(m.end), "duration": m.duration_minutes(), "total_minutes": total / 60,
+        "participants_count": m.participants.len(), "user_email": host.email, "user_name": host.display_name(),
+        "dept": host.dept, "source": "Zoom", "has_meeting_summary": m.summary.is_some()})
+}
+
+fn participant_json(p: &Participant, _report: bool) -> Value {
+    json!({"id": p.id, "name": p.name, "user_id": p.user_id, "registrant_id": p.registrant_id,
+        "participant_uuid": p.participant_uuid, "user_email": p.email, "join_time": iso(p.join_time),
+        "leave_time": iso(p.leave_time), "duration": p.duration_secs(), "failover": false, "status": "in_meeting",
+        "internal_user": matches!(p.attendee, Attendee::Internal(_))})
+}
+
+fn recording_json(w: &World, m: &Meeting, single: bool) -> Option<Value> {
+    let r = m.recording.as_ref()?;
+    let files: Vec<Value> = r.files.iter().map(|f| json!({"id": f.id, "meeting_id": m.uuid,
+        "recording_start": iso(f.start), "recording_end": iso(f.end), "file_type": f.file_type,
+        "file_extension": f.file_extension, "file_size": f.file_size,
+        "play_url": format!("https://zoom.us/rec/play/{}", f.id), "download_url": format!("https://zoom.us/rec/download/{}", f.id),
+        "status": "completed", "recording_type": f.recording_type})).collect();
+    let mut v = json!({"uuid": m.uuid, "id": m.id, "account_id": w.account_id, "host_id": w.users[m.host].id,
+        "topic": m.topic, "type": m.meeting_type.to_string(), "start_time": iso(m.start), "duration": m.duration_minutes(),
+        "total_size": r.total_size(), "recording_count": r.files.len(), "share_url": r.share_url, "recording_files": files});
+    if single {
+        v["password"] = json!(r.password);
+        v["recording_play_passcode"] = json!("");
+    }
+    Some(v)
+}
+
+fn summary_json(w: &World, m: &Meeting, s: &crate::sim::world::Summary) -> Value {
+    let host = &w.users[m.host];
+    json!({"meeting_host_id": host.id, "meeting_host_email": host.email, "meeting_uuid": m.uuid, "meeting_id": m.id,
+        "meeting_topic": m.topic, "meeting_start_time": iso(m.start), "meeting_end_time": iso(m.end),
+        "summary_start_time": iso(m.start), "summary_end_time": iso(m.end), "summary_created_time": iso(s.created),
+        "summary_last_modified_time": iso(s.created), "summary_title": s.title, "summary_overview": s.overview,
+        "summary_details": s.details.iter().map(|(l, t)| json!({"label": l, "summary": t})).collect::<Vec<_>>(),
+        "next_steps": s.next_steps, "summary_content": format!("## Quick recap\n{}", s.overview),
+        "summary_doc_url": format!("https://docs.zoom.us/doc/{}", m.id)})
+}
+
+/// ((caller name, number), (callee name, number)).
+fn parties(w: &World, c: &crate::sim::world::Call) -> ((String, String), (String, String)) {
+    let p = &w.people[c.person];
+    let u = &w.users[c.user];
+    let ext = (p.name(), p.phone.clone());
+    let int = (u.display_name(), u.phone_extension.clone());
+    if c.direction == "inbound" {
+        (ext, int)
+    } else {
+        (int, ext)
+    }
+}
+
+fn call_json(w: &World, c: &crate::sim::world::Call) -> Value {
+    let p = &w.people[c.person];
+    let u = &w.users[c.user];
+    let inbound = c.direction == "inbound";
+    let (caller_email, callee_email) = if inbound {
+        ("".to_string(), u.email.clone())
+    } else {
+        (u.email.clone(), "".to_string())
+    };
+    let ((caller_name, caller_number), (callee_name, callee_number)) = parties(w, c);
+    json!({"id": c.id, "call_id": c.call_id, "direction": c.direction, "international": false,
+        "start_time": iso(c.start), "answer_time": c.answer.map(iso).unwrap_or_default(), "end_time": iso(c.end),
+        "duration": c.talk_time(), "connect_type": "external", "call_type": "general", "call_result": c.result,
+        "caller_name": caller_name, "caller_email": caller_email,
+        "caller_did_number": if inbound { caller_number.clone() } else { String::new() },
+        "caller_ext_number": if inbound { String::new() } else { caller_number.clone() },
+        "caller_number_type": if inbound { "external_pstn" } else { "internal" },
+        "caller_ext_type": if inbound { "" } else { "user" },
+        "callee_name": callee_name, "callee_email": callee_email,
+        "callee_did_number": if inbound { String::new() } else { callee_number.clone() },
+        "callee_ext_number": if inbound { callee_number.clone() } else { String::new() },
+        "callee_number_type": if inbound { "internal" } else { "external_pstn" },
+        "callee_ext_type": if inbound { "user" } else { "" },
+        "recording_id": c.recording.as_ref().map(|r| r.id.clone()).unwrap_or_default(),
+        "voicemail_id": c.voicemail.as_ref().map(|v| v.id.clone()).unwrap_or_default(),
+        "talk_time": c.talk_time(), "hold_time": 0, "wait_time": 0, "department": "", "cost_center": "",
+        "site_id": "", "group_id": "", "caller_country_iso_code": "US", "callee_country_iso_code": "US",
+        "caller_country_code": "1", "callee_country_code": "1", "external_email": p.email})
+}

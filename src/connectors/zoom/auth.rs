@@ -1,0 +1,259 @@
+//! Zoom OAuth: server-to-server (`account_credentials`) and authorization code with rotating
+//! refresh tokens. One [`TokenCache`] per credential is shared by every request.
+
+use crate::http::{HttpClient, Method, Request, Service};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use std::fmt;
+use std::sync::Arc;
+
+/// A secret string: never printed.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// How ferry authenticates to Zoom.
+#[derive(Debug, Clone)]
+pub enum ZoomAuth {
+    /// Server-to-server OAuth app: a fresh access token from the same grant each hour.
+    ServerToServer {
+        account_id: String,
+        client_id: String,
+        client_secret: Secret,
+    },
+    /// A user-managed app: every refresh returns a new single-use refresh token.
+    OAuth {
+        client_id: String,
+        client_secret: Secret,
+        /// Used only when the token store holds none yet (e.g. right after `ferry auth zoom`).
+        refresh_token: Option<Secret>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("token store: {0}")]
+pub struct TokenStoreError(pub String);
+
+/// Durable storage for secrets that ferry obtains at run time (the lead implements it over the
+/// encrypted SQLite state). `put` must be durable when it returns: a rotated refresh token is
+/// stored before its access token is used, so a crash never loses the only valid token.
+pub trait TokenStore: Send + Sync {
+    fn get(&self, name: &str) -> Result<Option<Secret>, TokenStoreError>;
+    fn put(&self, name: &str, value: &Secret) -> Result<(), TokenStoreError>;
+}
+
+/// A token store in memory, for tests and one-shot commands.
+#[derive(Debug, Default)]
+pub struct MemoryTokenStore {
+    inner: std::sync::Mutex<std::collections::BTreeMap<String, Secret>>,
+    /// Every put, in order (tests check the store saw a token before it was used).
+    log: std::sync::Mutex<Vec<(String, Secret)>>,
+}
+
+impl MemoryTokenStore {
+    pub fn puts(&self) -> Vec<(String, Secret)> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl TokenStore for MemoryTokenStore {
+    fn get(&self, name: &str) -> Result<Option<Secret>, TokenStoreError> {
+        Ok(self
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned())
+    }
+    fn put(&self, name: &str, value: &Secret) -> Result<(), TokenStoreError> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), value.clone());
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name.to_string(), value.clone()));
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(
+        "Zoom token endpoint refused the credentials ({error}): {reason}; fix the connection's auth settings or re-run `ferry auth zoom`"
+    )]
+    Refused { error: String, reason: String },
+    #[error("Zoom token endpoint answered HTTP {status}")]
+    Status { status: u16 },
+    #[error("no Zoom refresh token stored; run `ferry auth zoom` first")]
+    NoRefreshToken,
+    #[error("Zoom token response is malformed: {0}")]
+    Malformed(String),
+    #[error(transparent)]
+    Store(#[from] TokenStoreError),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
+}
+
+#[derive(Clone)]
+struct Cached {
+    token: Secret,
+    expires_at: DateTime<Utc>,
+}
+
+/// Renew this long before expiry, as Zoom's SDK does.
+const RENEW_BEFORE_SECS: i64 = 60;
+
+/// One access token per credential, renewed before expiry and after a 401 code 124.
+pub struct TokenCache {
+    auth: ZoomAuth,
+    token_url: String,
+    http: HttpClient,
+    store: Arc<dyn TokenStore>,
+    cached: tokio::sync::Mutex<Option<Cached>>,
+}
+
+impl TokenCache {
+    pub fn new(
+        auth: ZoomAuth,
+        token_url: String,
+        http: HttpClient,
+        store: Arc<dyn TokenStore>,
+    ) -> Self {
+        Self {
+            auth,
+            token_url,
+            http,
+            store,
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The store key of the current refresh token for this app.
+    pub fn refresh_token_key(client_id: &str) -> String {
+        format!("zoom:{client_id}:refresh_token")
+    }
+
+    /// A valid access token, renewing it when it expires within a minute.
+    pub async fn token(&self) -> Result<Secret, AuthError> {
+        let mut guard = self.cached.lock().await;
+        let now = self.http.clock().now();
+        if let Some(c) = guard.as_ref() {
+            if c.expires_at - chrono::Duration::seconds(RENEW_BEFORE_SECS) > now {
+                return Ok(c.token.clone());
+            }
+        }
+        let fresh = self.obtain().await?;
+        let token = fresh.token.clone();
+        *guard = Some(fresh);
+        Ok(token)
+    }
+
+    /// Drops `stale` after the API refused it; the next `token()` renews. A token already
+    /// replaced by another request is left alone, so concurrent 401s renew once.
+    pub async fn invalidate(&self, stale: &Secret) {
+        let mut guard = self.cached.lock().await;
+        if guard.as_ref().is_some_and(|c| &c.token == stale) {
+            *guard = None;
+        }
+    }
+
+    async fn obtain(&self) -> Result<Cached, AuthError> {
+        let (client_id, client_secret, pairs): (&str, &Secret, Vec<(String, String)>) =
+            match &self.auth {
+                ZoomAuth::ServerToServer {
+                    account_id,
+                    client_id,
+                    client_secret,
+                } => (
+                    client_id,
+                    client_secret,
+                    vec![
+                        ("grant_type".into(), "account_credentials".into()),
+                        ("account_id".into(), account_id.clone()),
+                    ],
+                ),
+                ZoomAuth::OAuth {
+                    client_id,
+                    client_secret,
+                    refresh_token,
+                } => {
+                    let key = Self::refresh_token_key(client_id);
+                    let current = match self.store.get(&key)? {
+                        Some(t) => t,
+                        None => refresh_token.clone().ok_or(AuthError::NoRefreshToken)?,
+                    };
+                    (
+                        client_id,
+                        client_secret,
+                        vec![
+                            ("grant_type".into(), "refresh_token".into()),
+                            ("refresh_token".into(), current.expose().to_string()),
+                        ],
+                    )
+                }
+            };
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("{client_id}:{}", client_secret.expose()));
+        let form: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let req = Request::new(Service::Zoom, Method::POST, &self.token_url)
+            .header("Authorization", format!("Basic {basic}"))
+            .form(&form)
+            .category("oauth")
+            // A refresh grant is single-use: never resend one whose outcome is unknown.
+            .idempotent(matches!(self.auth, ZoomAuth::ServerToServer { .. }));
+        let resp = self.http.send(req).await?;
+        if !resp.is_success() {
+            let body: serde_json::Value = resp.json().unwrap_or_default();
+            if (400..500).contains(&resp.status) {
+                return Err(AuthError::Refused {
+                    error: body["error"].as_str().unwrap_or("unknown").to_string(),
+                    reason: body["reason"].as_str().unwrap_or("").to_string(),
+                });
+            }
+            return Err(AuthError::Status {
+                status: resp.status,
+            });
+        }
+        let body: serde_json::Value = resp
+            .json()
+            .map_err(|e| AuthError::Malformed(e.to_string()))?;
+        let access = body["access_token"]
+            .as_str()
+            .ok_or_else(|| AuthError::Malformed("no access_token".into()))?;
+        let expires_in = body["expires_in"]
+            .as_i64()
+            .or_else(|| body["expires_in"].as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or(3599);
+        if let ZoomAuth::OAuth { client_id, .. } = &self.auth {
+            let rotated = body["refresh_token"]
+                .as_str()
+                .ok_or_else(|| AuthError::Malformed("no refresh_token in refresh".into()))?;
+            // Persist before use: the old refresh token is already spent.
+            self.store
+                .put(&Self::refresh_token_key(client_id), &Secret::new(rotated))?;
+        }
+        Ok(Cached {
+            token: Secret::new(access),
+            expires_at: self.http.clock().now() + chrono::Duration::seconds(expires_in),
+        })
+    }
+}

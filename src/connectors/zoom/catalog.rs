@@ -1,0 +1,209 @@
+//! The built-in stream catalog: `catalog.yaml` compiled into the binary and parsed once.
+
+use crate::config::catalog::{StreamCatalog, StreamInfo};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+const CATALOG_YAML: &str = include_str!("catalog.yaml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    streams: BTreeMap<String, StreamDef>,
+}
+
+/// A date window: incremental reads go in chunks of at most `max_days`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowDef {
+    pub max_days: i64,
+}
+
+/// `user_id: all` fans out over another stream's records.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionDef {
+    pub param: String,
+    pub over: String,
+    pub field: String,
+}
+
+/// A single-record fetch.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SingleDef {
+    pub path: String,
+    pub params: Vec<String>,
+    pub category: String,
+}
+
+/// One stream of the catalog.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamDef {
+    #[serde(skip_deserializing)]
+    pub name: String,
+    pub description: String,
+    pub path: String,
+    /// Fixed query parameters (overridable by params of the same name).
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    #[serde(default)]
+    pub params: Vec<String>,
+    #[serde(default)]
+    pub required: Vec<String>,
+    /// JSONPath to the records in a response body.
+    pub selector: String,
+    /// Page size to ask for (the endpoint's maximum); none means the endpoint does not page.
+    #[serde(default)]
+    pub page_size: Option<u32>,
+    pub primary_key: String,
+    #[serde(default)]
+    pub cursor: Option<String>,
+    #[serde(default)]
+    pub window: Option<WindowDef>,
+    #[serde(default)]
+    pub partition: Option<PartitionDef>,
+    /// Rate-limit category: light, medium, heavy, resource_intensive.
+    pub category: String,
+    /// "meetings" (default) or "phone": which rate table applies.
+    #[serde(default)]
+    pub api: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Zoom error codes that mean "there is no data here".
+    #[serde(default)]
+    pub no_data: Vec<i64>,
+    #[serde(default)]
+    pub single: Option<SingleDef>,
+    #[serde(default)]
+    pub triggers: Vec<String>,
+    pub sample: serde_json::Value,
+}
+
+impl StreamDef {
+    pub fn incremental(&self) -> bool {
+        self.cursor.is_some()
+    }
+    /// The rate-limit bucket key: category, prefixed for the Phone API's own table.
+    pub fn bucket(&self, category: &str) -> String {
+        match self.api.as_deref() {
+            Some("phone") => format!("phone_{category}"),
+            _ => category.to_string(),
+        }
+    }
+}
+
+/// The Zoom connector's stream catalog.
+#[derive(Debug)]
+pub struct ZoomCatalog {
+    streams: BTreeMap<String, StreamDef>,
+}
+
+impl ZoomCatalog {
+    pub fn get(&self, name: &str) -> Option<&StreamDef> {
+        self.streams.get(name)
+    }
+    pub fn all(&self) -> impl Iterator<Item = &StreamDef> {
+        self.streams.values()
+    }
+}
+
+/// The built-in catalog. Parsed on first use; a unit test proves the embedded YAML parses.
+pub fn catalog() -> &'static ZoomCatalog {
+    static CATALOG: OnceLock<ZoomCatalog> = OnceLock::new();
+    CATALOG.get_or_init(|| {
+        let file: CatalogFile = match serde_saphyr::from_str(CATALOG_YAML) {
+            Ok(f) => f,
+            // The YAML is compiled in and tested; failing here is a build defect.
+            Err(e) => panic!("built-in Zoom catalog is invalid: {e}"),
+        };
+        let streams = file
+            .streams
+            .into_iter()
+            .map(|(name, mut def)| {
+                def.name = name.clone();
+                (name, def)
+            })
+            .collect();
+        ZoomCatalog { streams }
+    })
+}
+
+impl StreamCatalog for ZoomCatalog {
+    fn kind(&self) -> &str {
+        "zoom"
+    }
+
+    fn stream(&self, name: &str) -> Option<StreamInfo> {
+        let d = self.streams.get(name)?;
+        Some(StreamInfo {
+            name: d.name.clone(),
+            params: d.params.clone(),
+            required_params: d.required.clone(),
+            sample: d.sample.clone(),
+            incremental: d.incremental(),
+            single_fetch: d.single.is_some(),
+            triggers: d.triggers.clone(),
+        })
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.streams.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_catalog_parses_and_is_consistent() {
+        let c = catalog();
+        for name in [
+            "users",
+            "past_meetings",
+            "past_meeting",
+            "past_meeting_participants",
+            "meeting_recordings",
+            "user_recordings",
+            "meeting_summary",
+            "webinars",
+            "webinar_registrants",
+            "past_webinar_participants",
+            "webinar_panelists",
+            "webinar_absentees",
+            "phone_call_history",
+            "phone_recordings",
+            "voicemails",
+            "request",
+        ] {
+            let d = c.get(name).unwrap_or_else(|| panic!("missing {name}"));
+            for r in &d.required {
+                assert!(d.params.contains(r), "{name}: required {r} not a param");
+            }
+            if let Some(p) = &d.partition {
+                assert!(
+                    c.get(&p.over).is_some(),
+                    "{name}: partition over unknown stream"
+                );
+            }
+            assert!(d.sample.is_object(), "{name}: sample must be an object");
+            if let Some(cursor) = &d.cursor {
+                assert!(
+                    d.sample.get(cursor).is_some(),
+                    "{name}: sample lacks cursor"
+                );
+                assert!(
+                    d.window.is_some(),
+                    "{name}: incremental streams need a window"
+                );
+            }
+        }
+        let info = c.stream("past_meetings").expect("info");
+        assert!(info.incremental && info.single_fetch);
+        assert_eq!(info.triggers, vec!["meeting.ended".to_string()]);
+        assert_eq!(c.kind(), "zoom");
+    }
+}

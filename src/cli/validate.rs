@@ -6,6 +6,8 @@ use std::io::IsTerminal;
 
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
+    /// Check only these pipeline files (default: the ones ferry.yaml names)
+    pub files: Vec<std::path::PathBuf>,
     /// Output format: text for people, json for editors and CI
     #[arg(long, value_enum, default_value_t = ValidateFormat::Text)]
     pub format: ValidateFormat,
@@ -23,7 +25,11 @@ pub enum ValidateFormat {
 pub async fn run(g: &Global, a: &ValidateArgs) -> anyhow::Result<u8> {
     let owned = config::builtin_catalogs();
     let catalogs: Vec<&dyn StreamCatalog> = owned.iter().map(|c| c.as_ref()).collect();
-    let result = config::load_project_with(&g.config, &catalogs, LoadOptions::validate());
+    let options = LoadOptions {
+        pipelines: (!a.files.is_empty()).then_some(a.files.as_slice()),
+        ..LoadOptions::validate()
+    };
+    let result = config::load_project_with(&g.config, &catalogs, options);
     let (ok, pipelines, files, diags) = match result {
         Ok(p) => (
             true,

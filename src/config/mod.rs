@@ -36,6 +36,8 @@ pub struct LoadOptions<'a> {
     /// Report record fields the stream's sample record lacks (`ferry validate` does; a run
     /// does not, because samples do not show every optional field).
     pub strict_fields: bool,
+    /// Load these pipeline files instead of the ones ferry.yaml names (`ferry validate FILE`).
+    pub pipelines: Option<&'a [PathBuf]>,
 }
 
 impl Default for LoadOptions<'_> {
@@ -43,6 +45,7 @@ impl Default for LoadOptions<'_> {
         LoadOptions {
             env: None,
             strict_fields: false,
+            pipelines: None,
         }
     }
 }
@@ -53,6 +56,7 @@ impl LoadOptions<'_> {
         LoadOptions {
             env: None,
             strict_fields: true,
+            pipelines: None,
         }
     }
 }
@@ -110,6 +114,10 @@ pub fn load_project_with(
         };
         config = r.resolve(spec);
         match &spec.pipelines {
+            _ if options.pipelines.is_some() => {
+                let list = options.pipelines.unwrap_or_default();
+                pipeline_paths.extend(list.iter().map(|p| (p.clone(), None)));
+            }
             Some(list) => {
                 for p in list {
                     let full = root.join(&p.value);

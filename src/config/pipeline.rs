@@ -1021,6 +1021,13 @@ impl<'a> PipelineResolver<'a> {
         let t = match Template::compile(&src) {
             Ok(t) => t,
             Err(e) => {
+                // The wrapped single-expression form can blame its own wrapper (`unexpected
+                // `)``); the plain form gives the admin's view of the same mistake.
+                let plain = minijinja::Environment::new()
+                    .template_from_str(&src)
+                    .err()
+                    .map(crate::template::TemplateError::from);
+                let e = plain.filter(|p| p.range.is_some()).unwrap_or(e);
                 let range = e.range.clone().unwrap_or(0..src.len());
                 let start = self.anchor(v.pos, &src, range.start);
                 let end = self.anchor(v.pos, &src, range.end.max(range.start));

@@ -33,7 +33,10 @@ pub fn parse<T: DeserializeOwned>(file: &SourceFile, diags: &mut Diagnostics) ->
                     diags.push(problem.clone());
                 }
                 found += 1;
-                if found >= MAX_PARSE_PROBLEMS || problem.code == "ferry::yaml_syntax" {
+                if found >= MAX_PARSE_PROBLEMS
+                    || problem.code == "ferry::yaml_syntax"
+                    || problem.code == "ferry::missing_key"
+                {
                     return None;
                 }
                 let Some(loc) = e.location() else { return None };
@@ -142,8 +145,7 @@ fn balanced(s: &str) -> bool {
 /// Converts a serde-saphyr error into a problem with our wording and a hint.
 pub fn to_problem(file: &SourceFile, e: &serde_saphyr::Error) -> Problem {
     let raw = e.without_snippet().to_string();
-    let message = strip_position(&raw);
-    let (code, help) = classify(&message);
+    let (code, message, help) = classify(&strip_position(&raw));
     let (offset, len) = match e.location() {
         Some(loc) if loc.line() > 0 => {
             let off = file.offset_of(loc.line() as usize, loc.column() as usize);
@@ -198,25 +200,66 @@ fn strip_position(msg: &str) -> String {
     msg.to_string()
 }
 
-fn classify(message: &str) -> (&'static str, Option<String>) {
+/// Our wording for serde-saphyr's messages: (code, message, hint).
+fn classify(message: &str) -> (&'static str, String, Option<String>) {
+    let quoted = |rest: &str| rest.split('`').next().unwrap_or("").to_string();
     if let Some(rest) = message.strip_prefix("unknown field `") {
-        let name = rest.split('`').next().unwrap_or("");
+        let name = quoted(rest);
         let candidates = expected_list(message);
-        let help = did_you_mean(name, candidates.iter().map(String::as_str)).or_else(|| {
+        let help = did_you_mean(&name, candidates.iter().map(String::as_str)).or_else(|| {
             (!candidates.is_empty()).then(|| format!("valid keys here: {}", candidates.join(", ")))
         });
-        return ("ferry::unknown_key", help);
+        return ("ferry::unknown_key", format!("unknown key `{name}`"), help);
     }
     if let Some(rest) = message.strip_prefix("unknown variant `") {
-        let name = rest.split('`').next().unwrap_or("");
+        let name = quoted(rest);
         let candidates = expected_list(message);
-        let help = did_you_mean(name, candidates.iter().map(String::as_str)).or_else(|| {
+        let help = did_you_mean(&name, candidates.iter().map(String::as_str)).or_else(|| {
             (!candidates.is_empty()).then(|| format!("one of: {}", candidates.join(", ")))
         });
-        return ("ferry::unknown_value", help);
+        return (
+            "ferry::unknown_value",
+            format!("`{name}` is not one of {}", candidates.join(", ")),
+            help,
+        );
     }
-    if message.starts_with("missing field") {
-        return ("ferry::missing_key", None);
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let name = quoted(rest);
+        return (
+            "ferry::missing_key",
+            format!("missing key `{name}`"),
+            Some(format!("add `{name}:` to this mapping")),
+        );
+    }
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let name = rest.split(',').next().unwrap_or(rest).trim();
+        return (
+            "ferry::duplicate_key",
+            format!("`{name}` is written twice in this mapping"),
+            Some("each key may appear once; remove one of them".into()),
+        );
+    }
+    let expected = [
+        ("expected string scalar", "expected a string"),
+        ("expected sequence start", "expected a list"),
+        ("expected mapping start", "expected a mapping"),
+    ];
+    for (theirs, ours) in expected {
+        if message.starts_with(theirs) {
+            let help = match ours {
+                "expected a list" => Some("write `[a, b]` or one `- item` per line".to_string()),
+                "expected a mapping" => Some("write `key: value` entries indented below".to_string()),
+                _ => None,
+            };
+            return ("ferry::wrong_type", ours.to_string(), help);
+        }
+    }
+    if message.starts_with("invalid boolean") {
+        return (
+            "ferry::wrong_type",
+            "expected `true` or `false`".into(),
+            Some("ferry reads only `true` and `false` as booleans (not yes/no/on/off)".into()),
+        );
     }
     if message.starts_with("invalid type")
         || message.starts_with("invalid value")
@@ -224,20 +267,9 @@ fn classify(message: &str) -> (&'static str, Option<String>) {
         || message.starts_with("invalid")
         || message.contains("cannot deserialize")
     {
-        let help = if message.contains("boolean") || message.contains("bool") {
-            Some("write `true` or `false`".to_string())
-        } else {
-            None
-        };
-        return ("ferry::wrong_type", help);
+        return ("ferry::wrong_type", message.to_string(), None);
     }
-    if message.contains("duplicate") {
-        return (
-            "ferry::duplicate_key",
-            Some("each key may appear once in a mapping".into()),
-        );
-    }
-    ("ferry::yaml_syntax", None)
+    ("ferry::yaml_syntax", message.to_string(), None)
 }
 
 /// The names after "expected one of" / "expected `a` or `b`" in a serde message.

@@ -596,8 +596,16 @@ fn strip_attributes(mut v: Value) -> Value {
     v
 }
 
+/// Percent-encoding for path segments and query values: everything but unreserved
+/// characters, so `/`, `+`, `@` and spaces in external-id values survive.
+const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 pub(crate) fn enc(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(s, COMPONENT).to_string()
 }
 
 /// Turns a top-level REST error (an array of `{message, errorCode, fields}`) into an

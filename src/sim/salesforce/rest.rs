@@ -157,7 +157,8 @@ impl SimState {
         batch: Option<usize>,
         body: &[u8],
     ) -> Reply {
-        let segs: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+        let decoded: Vec<String> = rest.trim_start_matches('/').split('/').map(decode).collect();
+        let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
         let params: std::collections::HashMap<String, String> =
             url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
         let json_body = || -> Result<Value, Reply> {
@@ -213,16 +214,16 @@ impl SimState {
                 let b = body_or_reply!();
                 self.create_one(obj, &b)
             }
-            ("GET", ["sobjects", obj, id]) => self.get_one(obj, &decode(id), params.get("fields")),
+            ("GET", ["sobjects", obj, id]) => self.get_one(obj, id, params.get("fields")),
             ("PATCH", ["sobjects", obj, id]) => {
                 let b = body_or_reply!();
-                self.update_one(obj, &decode(id), &b)
+                self.update_one(obj, id, &b)
             }
             ("DELETE", ["sobjects", obj, id]) => {
                 let Some(meta) = self.org.schema.object(obj).cloned() else {
                     return not_found();
                 };
-                if self.org.delete(meta.name, &decode(id)) {
+                if self.org.delete(meta.name, id) {
                     Reply::Empty(204)
                 } else {
                     not_found()
@@ -230,7 +231,7 @@ impl SimState {
             }
             ("PATCH", ["sobjects", obj, field, value]) => {
                 let b = body_or_reply!();
-                self.upsert_one(obj, field, &decode(value), &b)
+                self.upsert_one(obj, field, value, &b)
             }
             ("GET", ["query" | "queryAll"]) => {
                 let all = segs[0] == "queryAll";

@@ -71,7 +71,7 @@ impl BudgetState {
 
 /// Reads `api-usage=N/M` from a `Sforce-Limit-Info` header (ignoring `per-app-api-usage`).
 pub fn parse_limit_info(header: &str) -> Option<(u64, u64)> {
-    header.split(',').map(str::trim).find_map(|part| {
+    header.split([',', ';']).map(str::trim).find_map(|part| {
         let v = part.strip_prefix("api-usage=")?;
         let (used, max) = v.split_once('/')?;
         Some((used.trim().parse().ok()?, max.trim().parse().ok()?))
@@ -86,8 +86,8 @@ mod tests {
     fn parses_limit_info_forms() {
         assert_eq!(parse_limit_info("api-usage=18/5000"), Some((18, 5000)));
         assert_eq!(
-            parse_limit_info("per-app-api-usage=17/250(appName=sample), api-usage=4147/15000"),
-            Some((4147, 15000))
+            parse_limit_info("api-usage=25/5000; per-app-api-usage=17/250(appName=sample)"),
+            Some((25, 5000))
         );
         assert_eq!(parse_limit_info("per-app-api-usage=17/250(appName=x)"), None);
         assert_eq!(parse_limit_info("garbage"), None);

@@ -39,7 +39,9 @@ async fn jwt_signed_with_the_wrong_key_is_rejected() {
     let env = Env::start(|_| {}).await;
     let mut s = env.settings();
     s.auth = env.jwt_auth(WRONG_KEY);
-    let err = SalesforceConnector::connect(s, env.http()).await.unwrap_err();
+    let err = SalesforceConnector::connect(s, env.http())
+        .await
+        .unwrap_err();
     assert!(matches!(err, SfError::Auth { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("JWT"), "{msg}");
@@ -57,7 +59,9 @@ async fn jwt_for_an_unapproved_user_says_so() {
         username: "someone.else@ferry.example".into(),
         private_key_pem: PRIVATE_KEY.into(),
     };
-    let err = SalesforceConnector::connect(s, env.http()).await.unwrap_err();
+    let err = SalesforceConnector::connect(s, env.http())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("pre-authorize"), "{err}");
 }
 
@@ -68,7 +72,10 @@ async fn settings_debug_hides_secrets() {
     let dbg = format!("{s:?}");
     assert!(!dbg.contains("PRIVATE KEY"), "{dbg}");
     let r = format!("{:?}", env.refresh_auth());
-    assert!(!r.contains(&env.sim.refresh_token) && !r.contains(&env.sim.client_secret), "{r}");
+    assert!(
+        !r.contains(&env.sim.refresh_token) && !r.contains(&env.sim.client_secret),
+        "{r}"
+    );
 }
 
 #[tokio::test]
@@ -86,7 +93,8 @@ async fn expired_session_reauthenticates_once_and_retries() {
 
 #[tokio::test]
 async fn session_ttl_on_the_virtual_clock_triggers_reauth() {
-    let env = Env::start(|o| o.faults.session_ttl = Some(std::time::Duration::from_secs(7200))).await;
+    let env =
+        Env::start(|o| o.faults.session_ttl = Some(std::time::Duration::from_secs(7200))).await;
     let sf = env.connect().await;
     env.clock.advance(std::time::Duration::from_secs(3 * 3600));
     sf.describe("Contact").await.unwrap();
@@ -98,10 +106,15 @@ async fn revoked_refresh_token_asks_to_reauthorize() {
     let env = Env::start(|o| o.faults.revoke_refresh = true).await;
     let mut s = env.settings();
     s.auth = env.refresh_auth();
-    let err = SalesforceConnector::connect(s, env.http()).await.unwrap_err();
+    let err = SalesforceConnector::connect(s, env.http())
+        .await
+        .unwrap_err();
     assert!(matches!(err, SfError::Reauthorize { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("re-authorize ferry with `ferry auth salesforce`"), "{msg}");
+    assert!(
+        msg.contains("re-authorize ferry with `ferry auth salesforce`"),
+        "{msg}"
+    );
     assert!(msg.contains("expired access/refresh token"), "{msg}");
     assert!(!msg.contains(&env.sim.refresh_token), "{msg}");
 }
@@ -125,7 +138,9 @@ async fn rotated_refresh_token_is_stored() {
     let mut s = env.settings();
     s.auth = env.refresh_auth();
     let dyn_store: Arc<dyn TokenStore> = store.clone();
-    let sf = SalesforceConnector::connect_with_store(s, env.http(), Some(dyn_store)).await.unwrap();
+    let sf = SalesforceConnector::connect_with_store(s, env.http(), Some(dyn_store))
+        .await
+        .unwrap();
     let key = token_key(&env.sim.login_url, &env.sim.client_id);
     let first = store.load_refresh_token(&key).unwrap().unwrap();
     assert_ne!(first.expose(), env.sim.refresh_token);
@@ -145,8 +160,13 @@ async fn client_credentials_need_the_my_domain_host() {
         client_id: env.sim.client_id.clone(),
         client_secret: env.sim.client_secret.as_str().into(),
     };
-    let err = SalesforceConnector::connect(s.clone(), env.http()).await.unwrap_err();
-    assert!(err.to_string().contains("not supported on this domain"), "{err}");
+    let err = SalesforceConnector::connect(s.clone(), env.http())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("not supported on this domain"),
+        "{err}"
+    );
     s.auth = ferry::connectors::salesforce::SfAuth::ClientCredentials {
         login_url: env.sim.instance_url.clone(),
         client_id: env.sim.client_id.clone(),
@@ -163,12 +183,21 @@ async fn writing_1000_events_costs_one_call_per_200() {
     let records: Vec<_> = (0..1000).map(event).collect();
     let results = sf.write("Event", WriteOp::Insert, records).await.unwrap();
     assert_eq!(results.len(), 1000);
-    assert!(results.iter().all(|r| r.is_success() && r.created && r.id.as_deref().is_some_and(|id| id.starts_with("00U") && id.len() == 18)));
+    assert!(results.iter().all(|r| {
+        r.is_success()
+            && r.created
+            && r.id
+                .as_deref()
+                .is_some_and(|id| id.starts_with("00U") && id.len() == 18)
+    }));
     assert_eq!(env.sim.calls().collections, 5);
     let stored = env.sim.records("Event");
     assert_eq!(stored.len(), 1000);
     assert_eq!(stored[0]["DurationInMinutes"], json!(45));
-    assert_eq!(stored[0]["EndDateTime"], json!("2026-03-01T15:45:00.000+0000"));
+    assert_eq!(
+        stored[0]["EndDateTime"],
+        json!("2026-03-01T15:45:00.000+0000")
+    );
     assert_eq!(sf.calls_made(), 5);
 }
 
@@ -194,7 +223,10 @@ async fn unknown_field_fails_the_whole_write_with_one_error() {
     let sf = env.connect().await;
     let mut records: Vec<_> = (0..3).map(event).collect();
     records[1].insert("Zoom_Bogus__c".into(), json!("x"));
-    let err = sf.write("Event", WriteOp::Insert, records).await.unwrap_err();
+    let err = sf
+        .write("Event", WriteOp::Insert, records)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("INVALID_FIELD"));
     assert!(err.to_string().contains("Zoom_Bogus__c"), "{err}");
     assert!(env.sim.records("Event").is_empty());
@@ -211,12 +243,19 @@ async fn unable_to_lock_row_is_retried_for_just_those_records() {
     let start = env.clock.now();
     let records: Vec<_> = (0..400).map(event).collect();
     let results = sf.write("Event", WriteOp::Insert, records).await.unwrap();
-    assert!(results.iter().all(|r| r.is_success()), "{:?}", results.iter().find(|r| !r.is_success()));
+    assert!(
+        results.iter().all(|r| r.is_success()),
+        "{:?}",
+        results.iter().find(|r| !r.is_success())
+    );
     assert!(env.sim.lock_failures() > 0);
     assert_eq!(env.sim.records("Event").len(), 400);
     let calls = env.sim.calls().collections;
     assert!(calls > 2 && calls < 20, "{calls}");
-    assert!(env.clock.now() > start, "backoff waited on the virtual clock");
+    assert!(
+        env.clock.now() > start,
+        "backoff waited on the virtual clock"
+    );
 }
 
 #[tokio::test]
@@ -229,7 +268,10 @@ async fn persistent_lock_errors_end_up_on_the_record() {
     let mut s = env.settings();
     s.lock_retries = 2;
     let sf = env.connect_with(s).await;
-    let results = sf.write("Event", WriteOp::Insert, vec![event(1)]).await.unwrap();
+    let results = sf
+        .write("Event", WriteOp::Insert, vec![event(1)])
+        .await
+        .unwrap();
     assert_eq!(results[0].errors[0].status_code, "UNABLE_TO_LOCK_ROW");
     assert_eq!(env.sim.calls().collections, 3);
 }
@@ -238,8 +280,13 @@ async fn persistent_lock_errors_end_up_on_the_record() {
 async fn upsert_reports_created_then_updated() {
     let env = Env::start(|_| {}).await;
     let sf = env.connect().await;
-    let op = WriteOp::Upsert { external_id_field: "Zoom_Meeting_UUID__c".into() };
-    let first = sf.write("Event", op.clone(), vec![event(1), event(2)]).await.unwrap();
+    let op = WriteOp::Upsert {
+        external_id_field: "Zoom_Meeting_UUID__c".into(),
+    };
+    let first = sf
+        .write("Event", op.clone(), vec![event(1), event(2)])
+        .await
+        .unwrap();
     assert!(first.iter().all(|r| r.created && r.is_success()));
     let mut again = vec![event(1), event(2)];
     again[0].insert("Subject".into(), json!("Renamed"));
@@ -255,8 +302,14 @@ async fn upsert_reports_created_then_updated() {
 async fn lead_activities_take_no_what_id_and_duplicate_relations_count_as_written() {
     let env = Env::start(|_| {}).await;
     let sf = env.connect().await;
-    let lead = env.sim.seed("Lead", vec![json!({"LastName": "Lee", "Company": "Acme", "Email": "lee@acme.example"})]);
-    let contact = env.sim.seed("Contact", vec![json!({"LastName": "Cho", "Email": "cho@acme.example"})]);
+    let lead = env.sim.seed(
+        "Lead",
+        vec![json!({"LastName": "Lee", "Company": "Acme", "Email": "lee@acme.example"})],
+    );
+    let contact = env.sim.seed(
+        "Contact",
+        vec![json!({"LastName": "Cho", "Email": "cho@acme.example"})],
+    );
     let account = env.sim.seed("Account", vec![json!({"Name": "Acme"})]);
     let mut with_lead = event(1);
     with_lead.insert("WhoId".into(), json!(lead[0]));
@@ -264,14 +317,27 @@ async fn lead_activities_take_no_what_id_and_duplicate_relations_count_as_writte
     let mut with_contact = event(2);
     with_contact.insert("WhoId".into(), json!(contact[0]));
     with_contact.insert("WhatId".into(), json!(account[0]));
-    let r = sf.write("Event", WriteOp::Insert, vec![with_lead, with_contact]).await.unwrap();
+    let r = sf
+        .write("Event", WriteOp::Insert, vec![with_lead, with_contact])
+        .await
+        .unwrap();
     assert_eq!(r[0].errors[0].status_code, "FIELD_INTEGRITY_EXCEPTION");
     assert!(r[1].is_success());
     let event_id = r[1].id.clone().unwrap();
     let rel = |who: &str| obj(json!({"EventId": event_id, "RelationId": who}));
-    let first = sf.write("EventRelation", WriteOp::Insert, vec![rel(&lead[0])]).await.unwrap();
+    let first = sf
+        .write("EventRelation", WriteOp::Insert, vec![rel(&lead[0])])
+        .await
+        .unwrap();
     assert!(first[0].is_success() && !first[0].already_existed);
-    let second = sf.write("EventRelation", WriteOp::Insert, vec![rel(&lead[0]), rel(&contact[0])]).await.unwrap();
+    let second = sf
+        .write(
+            "EventRelation",
+            WriteOp::Insert,
+            vec![rel(&lead[0]), rel(&contact[0])],
+        )
+        .await
+        .unwrap();
     assert!(second[0].is_success() && second[0].already_existed);
     assert!(second[1].is_success() && !second[1].already_existed);
     assert_eq!(env.sim.records("EventRelation").len(), 2);
@@ -308,15 +374,29 @@ async fn bulk_ingest_above_the_threshold_maps_results_back() {
         .collect();
     records[17].insert("Status".into(), json!("Bogus"));
     records[90].insert("Subject".into(), json!("y".repeat(256)));
-    let op = WriteOp::Upsert { external_id_field: "Zoom_Action_Item_Key__c".into() };
+    let op = WriteOp::Upsert {
+        external_id_field: "Zoom_Action_Item_Key__c".into(),
+    };
     let results = sf.write("Task", op.clone(), records.clone()).await.unwrap();
     assert_eq!(results.len(), 120);
-    assert_eq!(results[17].errors[0].status_code, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST");
+    assert_eq!(
+        results[17].errors[0].status_code,
+        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
+    );
     assert_eq!(results[90].errors[0].status_code, "STRING_TOO_LONG");
-    assert!(results.iter().enumerate().filter(|(i, _)| *i != 17 && *i != 90).all(|(_, r)| r.is_success() && r.created));
+    assert!(
+        results
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 17 && *i != 90)
+            .all(|(_, r)| r.is_success() && r.created)
+    );
     let stored = env.sim.records("Task");
     assert_eq!(stored.len(), 118);
-    let t5 = stored.iter().find(|t| t["Zoom_Action_Item_Key__c"] == json!("key-5")).unwrap();
+    let t5 = stored
+        .iter()
+        .find(|t| t["Zoom_Action_Item_Key__c"] == json!("key-5"))
+        .unwrap();
     assert_eq!(t5["Description"], json!("line one\nline, \"two\""));
     assert_eq!(t5["CallDurationInSeconds"], json!(5));
     assert_eq!(results[5].id.as_deref(), t5["Id"].as_str());
@@ -329,11 +409,17 @@ async fn bulk_ingest_above_the_threshold_maps_results_back() {
 
 #[tokio::test]
 async fn bulk_job_failure_is_one_error() {
-    let env = Env::start(|o| o.faults.bulk_fail_job = Some("InvalidBatch : Failed to process query".into())).await;
+    let env = Env::start(|o| {
+        o.faults.bulk_fail_job = Some("InvalidBatch : Failed to process query".into())
+    })
+    .await;
     let mut s = env.settings();
     s.bulk_threshold = 5;
     let sf = env.connect_with(s).await;
-    let err = sf.write("Event", WriteOp::Insert, (0..6).map(event).collect()).await.unwrap_err();
+    let err = sf
+        .write("Event", WriteOp::Insert, (0..6).map(event).collect())
+        .await
+        .unwrap_err();
     assert!(matches!(err, SfError::Bulk { .. }), "{err:?}");
     assert!(err.to_string().contains("InvalidBatch"));
 }
@@ -357,9 +443,13 @@ async fn ferry_budget_stops_before_spending_more() {
     assert!(err.to_string().contains("daily_budget"));
     assert_eq!(env.sim.api_usage(), 3);
     let b = sf.budget();
-    assert_eq!((b.used_by_ferry, b.org_used, b.org_max, b.daily_budget), (3, Some(3), Some(100_000), Some(3)));
+    assert_eq!(
+        (b.used_by_ferry, b.org_used, b.org_max, b.daily_budget),
+        (3, Some(3), Some(100_000), Some(3))
+    );
     // A day later the window has room again.
-    env.clock.advance(std::time::Duration::from_secs(24 * 3600 + 1));
+    env.clock
+        .advance(std::time::Duration::from_secs(24 * 3600 + 1));
     assert_eq!(sf.calls_made(), 0);
     sf.query_all("SELECT Id FROM User").await.unwrap();
 }
@@ -373,8 +463,22 @@ async fn org_allowance_from_the_limit_header_stops_ferry() {
         sf.query_all("SELECT Id FROM Contact").await.unwrap();
     }
     let err = sf.query_all("SELECT Id FROM Contact").await.unwrap_err();
-    assert!(matches!(err, SfError::BudgetExhausted { scope: BudgetScope::Org, used: 4, limit: 4 }), "{err:?}");
-    assert_eq!(env.sim.calls().limit_refused, 0, "ferry did not spend a refused call");
+    assert!(
+        matches!(
+            err,
+            SfError::BudgetExhausted {
+                scope: BudgetScope::Org,
+                used: 4,
+                limit: 4
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        env.sim.calls().limit_refused,
+        0,
+        "ferry did not spend a refused call"
+    );
 }
 
 #[tokio::test]
@@ -384,8 +488,14 @@ async fn request_limit_exceeded_is_an_org_wide_error() {
     sf.query_all("SELECT Id FROM User").await.unwrap();
     // Other integrations spent the rest of the allowance since ferry's last call.
     env.sim.set_daily_limit(1);
-    let err = sf.write("Event", WriteOp::Insert, vec![event(1)]).await.unwrap_err();
-    assert!(matches!(err, SfError::RequestLimitExceeded { .. }), "{err:?}");
+    let err = sf
+        .write("Event", WriteOp::Insert, vec![event(1)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SfError::RequestLimitExceeded { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("TotalRequests Limit exceeded."));
 }
 
@@ -394,28 +504,52 @@ async fn describe_checks_name_missing_and_read_only_fields() {
     let env = Env::start(|_| {}).await;
     let sf = env.connect().await;
     let problems = sf
-        .check_fields("Event", FieldAction::Update, &["Subject", "Zoom_Meting_UUID__c", "CreatedDate"], None)
+        .check_fields(
+            "Event",
+            FieldAction::Update,
+            &["Subject", "Zoom_Meting_UUID__c", "CreatedDate"],
+            None,
+        )
         .await;
     assert_eq!(problems.len(), 2, "{problems:?}");
     assert_eq!(problems[0].field, "Zoom_Meting_UUID__c");
     assert_eq!(
         problems[0].kind,
-        FieldProblemKind::UnknownField { suggestion: Some("Zoom_Meeting_UUID__c".into()) }
+        FieldProblemKind::UnknownField {
+            suggestion: Some("Zoom_Meeting_UUID__c".into())
+        }
     );
     assert_eq!(problems[1].field, "CreatedDate");
     assert_eq!(problems[1].kind, FieldProblemKind::NotUpdateable);
     assert!(problems[1].message.contains("not updateable"));
 
-    let upsert = sf.check_fields("Contact", FieldAction::Upsert, &["LastName"], Some("Email")).await;
+    let upsert = sf
+        .check_fields("Contact", FieldAction::Upsert, &["LastName"], Some("Email"))
+        .await;
     assert_eq!(upsert.len(), 1, "{upsert:?}");
     assert_eq!(upsert[0].kind, FieldProblemKind::NotExternalId);
-    assert!(sf
-        .check_fields("Event", FieldAction::Upsert, &["Subject"], Some("Zoom_Meeting_UUID__c"))
+    assert!(
+        sf.check_fields(
+            "Event",
+            FieldAction::Upsert,
+            &["Subject"],
+            Some("Zoom_Meeting_UUID__c")
+        )
         .await
-        .is_empty());
-    let insert = sf.check_fields("CampaignMember", FieldAction::Update, &["CampaignId", "Status"], None).await;
+        .is_empty()
+    );
+    let insert = sf
+        .check_fields(
+            "CampaignMember",
+            FieldAction::Update,
+            &["CampaignId", "Status"],
+            None,
+        )
+        .await;
     assert_eq!(insert[0].kind, FieldProblemKind::NotUpdateable);
-    let missing = sf.check_fields("Meeting__c", FieldAction::Insert, &["Name"], None).await;
+    let missing = sf
+        .check_fields("Meeting__c", FieldAction::Insert, &["Name"], None)
+        .await;
     assert_eq!(missing[0].kind, FieldProblemKind::UnknownObject);
 
     let d = sf.describe("event").await.unwrap();
@@ -432,10 +566,15 @@ async fn describe_checks_name_missing_and_read_only_fields() {
 #[tokio::test]
 async fn query_all_follows_next_records_url() {
     let env = Env::start(|o| o.query_page_size = 50).await;
-    let rows: Vec<Value> = (0..120).map(|i| json!({"LastName": format!("P{i:03}")})).collect();
+    let rows: Vec<Value> = (0..120)
+        .map(|i| json!({"LastName": format!("P{i:03}")}))
+        .collect();
     env.sim.seed("Contact", rows);
     let sf = env.connect().await;
-    let got = sf.query_all("SELECT Id, LastName FROM Contact ORDER BY LastName").await.unwrap();
+    let got = sf
+        .query_all("SELECT Id, LastName FROM Contact ORDER BY LastName")
+        .await
+        .unwrap();
     assert_eq!(got.len(), 120);
     assert_eq!(got[119]["LastName"], json!("P119"));
     assert!(got[0].get("attributes").is_none());
@@ -446,7 +585,10 @@ async fn query_all_follows_next_records_url() {
 async fn malformed_soql_is_an_error() {
     let env = Env::start(|_| {}).await;
     let sf = env.connect().await;
-    let err = sf.query_all("SELECT Id FROM Contact WHERE").await.unwrap_err();
+    let err = sf
+        .query_all("SELECT Id FROM Contact WHERE")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("MALFORMED_QUERY"));
     let err = sf.query_all("SELECT Nope FROM Contact").await.unwrap_err();
     assert_eq!(err.code(), Some("INVALID_FIELD"));
@@ -464,17 +606,25 @@ async fn authorization_code_flow_stores_the_refresh_token() {
         scope: "api refresh_token".into(),
     };
     // Play the browser: follow the authorize redirect to the local callback.
-    let tokens = ferry::connectors::salesforce::authorize_interactively(&env.http(), &req, Some(&store), |url| {
-        let url = url.to_string();
-        tokio::spawn(async move {
-            let resp = reqwest::get(&url).await.unwrap();
-            assert!(resp.status().is_success());
-        });
-    })
+    let tokens = ferry::connectors::salesforce::authorize_interactively(
+        &env.http(),
+        &req,
+        Some(&store),
+        |url| {
+            let url = url.to_string();
+            tokio::spawn(async move {
+                let resp = reqwest::get(&url).await.unwrap();
+                assert!(resp.status().is_success());
+            });
+        },
+    )
     .await
     .unwrap();
     assert_eq!(tokens.instance_url, env.sim.instance_url);
-    let saved = store.load_refresh_token(&token_key(&env.sim.login_url, &env.sim.client_id)).unwrap().unwrap();
+    let saved = store
+        .load_refresh_token(&token_key(&env.sim.login_url, &env.sim.client_id))
+        .unwrap()
+        .unwrap();
     assert_eq!(Some(saved.expose()), tokens.refresh_token.as_deref());
     // The new refresh token works for unattended runs.
     let mut s = env.settings();
@@ -495,7 +645,10 @@ async fn match_rule_with_no_inputs_costs_nothing() {
     let r = sf.match_rule("Contact", &["Id".into()], &[]).await.unwrap();
     assert!(r.is_empty());
     let empty: Vec<BTreeMap<String, Value>> = vec![BTreeMap::new()];
-    let r = sf.match_rule("Contact", &["Id".into()], &empty).await.unwrap();
+    let r = sf
+        .match_rule("Contact", &["Id".into()], &empty)
+        .await
+        .unwrap();
     assert_eq!(r, vec![Vec::<Value>::new()]);
     assert_eq!(env.sim.calls().query, 0);
 }

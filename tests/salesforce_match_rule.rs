@@ -44,28 +44,39 @@ async fn participants_of_1000_meetings_cost_one_query_per_rule_per_batch() {
         .collect();
     let contact_ids = env.sim.seed("Contact", contacts);
     let leads: Vec<Value> = (0..LEADS)
-        .map(|i| json!({"LastName": format!("L{i}"), "Company": "Prospect", "Email": lead_email(i)}))
+        .map(
+            |i| json!({"LastName": format!("L{i}"), "Company": "Prospect", "Email": lead_email(i)}),
+        )
         .collect();
     let lead_ids = env.sim.seed("Lead", leads);
     let accounts: Vec<Value> = (0..DOMAINS)
         .map(|j| json!({"Name": format!("Company {j}"), "Website_Domain__c": format!("company{j}.example")}))
         .collect();
     let account_ids = env.sim.seed("Account", accounts);
-    let contact_by_email: HashMap<String, &String> =
-        (0..CONTACTS).map(|i| (contact_email(i), &contact_ids[i])).collect();
-    let lead_by_email: HashMap<String, &String> = (0..LEADS).map(|i| (lead_email(i), &lead_ids[i])).collect();
+    let contact_by_email: HashMap<String, &String> = (0..CONTACTS)
+        .map(|i| (contact_email(i), &contact_ids[i]))
+        .collect();
+    let lead_by_email: HashMap<String, &String> =
+        (0..LEADS).map(|i| (lead_email(i), &lead_ids[i])).collect();
 
     let sf = env.connect().await;
     sf.describe("Contact").await.unwrap();
     sf.describe("Lead").await.unwrap();
     sf.describe("Account").await.unwrap();
     let before = env.sim.calls().query;
-    let select = vec!["Id".to_string(), "Email".to_string(), "AccountId".to_string()];
+    let select = vec![
+        "Id".to_string(),
+        "Email".to_string(),
+        "AccountId".to_string(),
+    ];
     let mut batches = 0;
     let (mut contacts_found, mut leads_found, mut accounts_found) = (0, 0, 0);
     for batch in (0..1000).collect::<Vec<_>>().chunks(100) {
         batches += 1;
-        let emails: Vec<String> = batch.iter().flat_map(|&m| (0..8).map(move |k| participant(m, k))).collect();
+        let emails: Vec<String> = batch
+            .iter()
+            .flat_map(|&m| (0..8).map(move |k| participant(m, k)))
+            .collect();
         let by_email: Vec<_> = emails.iter().map(|e| where1("Email", e)).collect();
         let hits = sf.match_rule("Contact", &select, &by_email).await.unwrap();
         assert_eq!(hits.len(), emails.len());
@@ -79,7 +90,10 @@ async fn participants_of_1000_meetings_cost_one_query_per_rule_per_batch() {
                 None => assert!(h.is_empty(), "{e} matched {h:?}"),
             }
         }
-        let lead_hits = sf.match_rule("Lead", &["Id".to_string()], &by_email).await.unwrap();
+        let lead_hits = sf
+            .match_rule("Lead", &["Id".to_string()], &by_email)
+            .await
+            .unwrap();
         for (e, h) in emails.iter().zip(&lead_hits) {
             if let Some(id) = lead_by_email.get(e) {
                 assert_eq!(h[0]["Id"].as_str(), Some(id.as_str()));
@@ -92,10 +106,16 @@ async fn participants_of_1000_meetings_cost_one_query_per_rule_per_batch() {
             .iter()
             .map(|e| where1("website_domain__c", e.split('@').nth(1).unwrap()))
             .collect();
-        let account_hits = sf.match_rule("Account", &["Name".to_string()], &domains).await.unwrap();
+        let account_hits = sf
+            .match_rule("Account", &["Name".to_string()], &domains)
+            .await
+            .unwrap();
         for (d, h) in domains.iter().zip(&account_hits) {
             let domain = d["website_domain__c"].as_str().unwrap();
-            if let Some(j) = domain.strip_prefix("company").and_then(|r| r.strip_suffix(".example")) {
+            if let Some(j) = domain
+                .strip_prefix("company")
+                .and_then(|r| r.strip_suffix(".example"))
+            {
                 let j: usize = j.parse().unwrap();
                 assert_eq!(h[0]["Id"].as_str(), Some(account_ids[j].as_str()));
                 accounts_found += 1;
@@ -106,7 +126,11 @@ async fn participants_of_1000_meetings_cost_one_query_per_rule_per_batch() {
     }
     assert_eq!(batches, 10);
     assert!(contacts_found > 3000 && leads_found > 1000 && accounts_found > 3000);
-    assert_eq!(env.sim.calls().query - before, 3 * batches, "one query per rule per batch");
+    assert_eq!(
+        env.sim.calls().query - before,
+        3 * batches,
+        "one query per rule per batch"
+    );
 }
 
 #[tokio::test]
@@ -116,25 +140,39 @@ async fn long_batches_split_by_soql_length_with_the_same_results() {
         .map(|i| json!({"LastName": format!("C{i}"), "Email": contact_email(i)}))
         .collect();
     env.sim.seed("Contact", contacts);
-    let wheres: Vec<_> = (0..500).map(|i| where1("Email", &contact_email(i * 3 % 600))).collect();
+    let wheres: Vec<_> = (0..500)
+        .map(|i| where1("Email", &contact_email(i * 3 % 600)))
+        .collect();
     let sf = env.connect().await;
-    let whole = sf.match_rule("Contact", &["Id".to_string()], &wheres).await.unwrap();
+    let whole = sf
+        .match_rule("Contact", &["Id".to_string()], &wheres)
+        .await
+        .unwrap();
     let q1 = env.sim.calls().query;
     assert_eq!(q1, 1);
     let mut s = env.settings();
     s.max_soql_chars = 2_000;
     let small = env.connect_with(s).await;
-    let split = small.match_rule("Contact", &["Id".to_string()], &wheres).await.unwrap();
+    let split = small
+        .match_rule("Contact", &["Id".to_string()], &wheres)
+        .await
+        .unwrap();
     let q2 = env.sim.calls().query - q1;
     assert!(q2 >= 3, "split into {q2} queries");
     assert_eq!(whole, split);
-    assert_eq!(whole.iter().filter(|h| !h.is_empty()).count(), (0..500).filter(|i| i * 3 % 600 < 500).count());
+    assert_eq!(
+        whole.iter().filter(|h| !h.is_empty()).count(),
+        (0..500).filter(|i| i * 3 % 600 < 500).count()
+    );
 }
 
 #[tokio::test]
 async fn several_varying_fields_escaping_and_ambiguity() {
     let env = Env::start(|_| {}).await;
-    let acc = env.sim.seed("Account", vec![json!({"Name": "Acme"}), json!({"Name": "Other"})]);
+    let acc = env.sim.seed(
+        "Account",
+        vec![json!({"Name": "Acme"}), json!({"Name": "Other"})],
+    );
     env.sim.seed(
         "Contact",
         vec![
@@ -155,8 +193,15 @@ async fn several_varying_fields_escaping_and_ambiguity() {
             ("AccountId".to_string(), json!(acc[0])),
         ])
     };
-    let wheres = vec![w("ann", "O'BRIEN"), w("Bob", "Back\\slash"), w("Cy", "Nobody' OR Name != '")];
-    let hits = sf.match_rule("Contact", &["Email".to_string()], &wheres).await.unwrap();
+    let wheres = vec![
+        w("ann", "O'BRIEN"),
+        w("Bob", "Back\\slash"),
+        w("Cy", "Nobody' OR Name != '"),
+    ];
+    let hits = sf
+        .match_rule("Contact", &["Email".to_string()], &wheres)
+        .await
+        .unwrap();
     assert_eq!(env.sim.calls().query, 1);
     assert_eq!(hits[0].len(), 2, "{hits:?}");
     // Ambiguous: the most recently modified comes first.
@@ -165,7 +210,10 @@ async fn several_varying_fields_escaping_and_ambiguity() {
     assert!(hits[0][0].get("LastModifiedDate").is_some());
     assert_eq!(hits[1].len(), 1);
     assert_eq!(hits[1][0]["LastName"], json!("Back\\slash"));
-    assert!(hits[2].is_empty(), "quotes in values cannot widen the query");
+    assert!(
+        hits[2].is_empty(),
+        "quotes in values cannot widen the query"
+    );
 }
 
 #[tokio::test]
@@ -173,7 +221,11 @@ async fn unknown_where_field_is_an_error() {
     let env = Env::start(|_| {}).await;
     let sf = env.connect().await;
     let err = sf
-        .match_rule("Contact", &["Id".to_string()], &[where1("Emial", "x@y.example")])
+        .match_rule(
+            "Contact",
+            &["Id".to_string()],
+            &[where1("Emial", "x@y.example")],
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some("INVALID_FIELD"));

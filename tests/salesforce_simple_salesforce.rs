@@ -19,13 +19,18 @@ fn simple_salesforce_available() -> bool {
 async fn simple_salesforce_talks_to_the_sim() {
     if !simple_salesforce_available() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("simple-salesforce is not installed; .ci/install must `pip install simple-salesforce`");
+            panic!(
+                "simple-salesforce is not installed; .ci/install must `pip install simple-salesforce`"
+            );
         }
         eprintln!("skipping: python3 with simple_salesforce is not available");
         return;
     }
     let env = Env::start(|o| o.query_page_size = 50).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sf/simple_salesforce_check.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sf/simple_salesforce_check.py"
+    );
     let sim = &env.sim;
     let mut cmd = Command::new("python3");
     cmd.arg(script)
@@ -40,9 +45,9 @@ async fn simple_salesforce_talks_to_the_sim() {
         .env_remove("https_proxy")
         .env_remove("http_proxy");
     let out = tokio::task::spawn_blocking(move || cmd.output())
-    .await
-    .unwrap()
-    .unwrap();
+        .await
+        .unwrap()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "script failed:\n{stdout}\n{stderr}");

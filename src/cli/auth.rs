@@ -68,7 +68,10 @@ async fn salesforce(a: &SalesforceAuthArgs) -> anyhow::Result<u8> {
     // the token can be printed for the user to store.
     let tokens = authorize_interactively(&http, &req, None, |url| {
         eprintln!("Open this URL in a browser and approve ferry:\n\n  {url}\n");
-        eprintln!("Waiting for Salesforce to redirect to http://127.0.0.1:{}/callback ...", a.port);
+        eprintln!(
+            "Waiting for Salesforce to redirect to http://127.0.0.1:{}/callback ...",
+            a.port
+        );
     })
     .await?;
     eprintln!("Authorized. Instance: {}", tokens.instance_url);
@@ -78,7 +81,9 @@ async fn salesforce(a: &SalesforceAuthArgs) -> anyhow::Result<u8> {
             "A refresh token was issued. Re-run with --print-refresh-token to print it, and keep it secret."
         ),
         (None, _) => {
-            eprintln!("Salesforce issued no refresh token: add the `refresh_token` scope to the connected app.");
+            eprintln!(
+                "Salesforce issued no refresh token: add the `refresh_token` scope to the connected app."
+            );
             return Ok(super::EXIT_FAILED);
         }
     }

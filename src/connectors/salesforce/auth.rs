@@ -236,9 +236,11 @@ pub async fn fetch_token(
     // A token request has no side effect worth protecting; resending is safe.
     let resp = http.send(req.idempotent(true)).await?;
     if resp.is_success() {
-        return resp.json::<TokenResponse>().map_err(|_| SfError::Malformed {
-            what: "the token response (no access_token or instance_url)".into(),
-        });
+        return resp
+            .json::<TokenResponse>()
+            .map_err(|_| SfError::Malformed {
+                what: "the token response (no access_token or instance_url)".into(),
+            });
     }
     let err = resp.json::<OAuthError>().ok();
     let (code, description) = err
@@ -259,10 +261,14 @@ fn classify_oauth_error(auth: &SfAuth, code: &str, description: &str) -> SfError
                 "user hasn't approved this consumer" => {
                     "pre-authorize the user on the connected app (admin-approved profile or permission set)"
                 }
-                _ => "check the connected app's certificate matches ferry's private key, and the username",
+                _ => {
+                    "check the connected app's certificate matches ferry's private key, and the username"
+                }
             };
             SfError::Auth {
-                message: format!("Salesforce refused the JWT bearer assertion ({description}): {hint}"),
+                message: format!(
+                    "Salesforce refused the JWT bearer assertion ({description}): {hint}"
+                ),
             }
         }
         _ => SfError::Auth {
@@ -304,7 +310,10 @@ pub async fn authorize_interactively(
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", req.port))
         .await
         .map_err(|e| SfError::Config {
-            message: format!("cannot listen for the OAuth callback on 127.0.0.1:{}: {e}", req.port),
+            message: format!(
+                "cannot listen for the OAuth callback on 127.0.0.1:{}: {e}",
+                req.port
+            ),
         })?;
     let port = listener
         .local_addr()
@@ -339,23 +348,36 @@ pub async fn authorize_interactively(
         let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
         let Some(query) = target.strip_prefix("/callback?") else {
             let _ = sock
-                .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
                 .await;
             continue;
         };
         let params: std::collections::HashMap<String, String> =
-            url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+            url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
         let (page, outcome) = if params.get("state") != Some(&state) {
             (
                 "The sign-in could not be verified (state mismatch). Run `ferry auth salesforce` again.",
                 Err(SfError::Auth {
-                    message: "the OAuth callback's state did not match; the sign-in was not completed".into(),
+                    message:
+                        "the OAuth callback's state did not match; the sign-in was not completed"
+                            .into(),
                 }),
             )
         } else if let Some(code) = params.get("code") {
-            ("ferry is authorized. You can close this window.", Ok(code.clone()))
+            (
+                "ferry is authorized. You can close this window.",
+                Ok(code.clone()),
+            )
         } else {
-            let err = params.get("error_description").or(params.get("error")).cloned().unwrap_or_default();
+            let err = params
+                .get("error_description")
+                .or(params.get("error"))
+                .cloned()
+                .unwrap_or_default();
             (
                 "Salesforce did not authorize ferry. See the terminal for details.",
                 Err(SfError::Auth {
@@ -387,8 +409,12 @@ pub async fn authorize_interactively(
     }
     let resp = http
         .send(
-            Request::new(Service::Salesforce, Method::POST, format!("{login}/services/oauth2/token"))
-                .form(&form),
+            Request::new(
+                Service::Salesforce,
+                Method::POST,
+                format!("{login}/services/oauth2/token"),
+            )
+            .form(&form),
         )
         .await?;
     if !resp.is_success() {
@@ -407,7 +433,9 @@ pub async fn authorize_interactively(
     if let (Some(store), Some(rt)) = (store, &tokens.refresh_token) {
         store
             .save_refresh_token(&token_key(login, &req.client_id), &Secret::new(rt.clone()))
-            .map_err(|e| SfError::Config { message: e.to_string() })?;
+            .map_err(|e| SfError::Config {
+                message: e.to_string(),
+            })?;
     }
     Ok(tokens)
 }

@@ -45,7 +45,11 @@ impl BudgetState {
     }
 
     /// Refuses a call that would pass ferry's budget or the org's remaining allowance.
-    pub(crate) fn check(&mut self, now: DateTime<Utc>, daily_budget: Option<u64>) -> Result<(), SfError> {
+    pub(crate) fn check(
+        &mut self,
+        now: DateTime<Utc>,
+        daily_budget: Option<u64>,
+    ) -> Result<(), SfError> {
         let used = self.used(now);
         if let Some(limit) = daily_budget
             && used >= limit
@@ -89,13 +93,18 @@ mod tests {
             parse_limit_info("api-usage=25/5000; per-app-api-usage=17/250(appName=sample)"),
             Some((25, 5000))
         );
-        assert_eq!(parse_limit_info("per-app-api-usage=17/250(appName=x)"), None);
+        assert_eq!(
+            parse_limit_info("per-app-api-usage=17/250(appName=x)"),
+            None
+        );
         assert_eq!(parse_limit_info("garbage"), None);
     }
 
     #[test]
     fn rolling_window_frees_old_calls() {
-        let t0 = DateTime::parse_from_rfc3339("2026-03-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        let t0 = DateTime::parse_from_rfc3339("2026-03-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let mut b = BudgetState::default();
         b.record(t0);
         b.record(t0 + chrono::Duration::hours(1));

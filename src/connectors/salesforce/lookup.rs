@@ -32,14 +32,19 @@ pub fn soql_literal(field_type: Option<&str>, v: &Value) -> String {
         Value::Null => "null".into(),
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => match field_type {
-            Some("string" | "email" | "url" | "phone" | "picklist" | "textarea" | "id" | "reference" | "combobox") => {
+            Some(
+                "string" | "email" | "url" | "phone" | "picklist" | "textarea" | "id" | "reference"
+                | "combobox",
+            ) => {
                 format!("'{}'", escape_soql(&n.to_string()))
             }
             _ => n.to_string(),
         },
         Value::String(s) => match field_type {
             Some("date" | "datetime" | "int" | "double" | "currency" | "percent" | "boolean")
-                if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-:.+".contains(c)) =>
+                if !s.is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-:.+".contains(c)) =>
             {
                 s.clone()
             }
@@ -65,8 +70,12 @@ fn norm(field_type: Option<&str>, v: &Value) -> String {
         Value::String(s) if matches!(field_type, Some("id" | "reference")) => {
             format!("s:{}", s.get(..15).unwrap_or(s))
         }
-        Value::String(s) if matches!(field_type, Some("int" | "double" | "currency" | "percent")) => {
-            s.parse::<f64>().map(|x| format!("n:{x}")).unwrap_or_else(|_| format!("s:{}", s.to_lowercase()))
+        Value::String(s)
+            if matches!(field_type, Some("int" | "double" | "currency" | "percent")) =>
+        {
+            s.parse::<f64>()
+                .map(|x| format!("n:{x}"))
+                .unwrap_or_else(|_| format!("s:{}", s.to_lowercase()))
         }
         Value::String(s) => format!("s:{}", s.to_lowercase()),
         Value::Number(n) => format!("n:{}", n.as_f64().unwrap_or_default()),
@@ -112,7 +121,8 @@ impl SalesforceConnector {
             groups.entry(key).or_default().push(i);
         }
         for (_, members) in groups {
-            self.match_group(&d, select, wheres, &members, &mut results).await?;
+            self.match_group(&d, select, wheres, &members, &mut results)
+                .await?;
         }
         Ok(results)
     }
@@ -152,7 +162,10 @@ impl SalesforceConnector {
         let mut varying = Vec::new();
         for fi in 0..fields.len() {
             let n0 = norm_input(ty(fi), value_of(members[0], fi));
-            if members.iter().all(|&m| norm_input(ty(fi), value_of(m, fi)) == n0) {
+            if members
+                .iter()
+                .all(|&m| norm_input(ty(fi), value_of(m, fi)) == n0)
+            {
                 constant.push(fi);
             } else {
                 varying.push(fi);
@@ -185,7 +198,10 @@ impl SalesforceConnector {
         let mut terms: Vec<String> = Vec::new();
         let mut seen_terms = BTreeSet::new();
         for &m in members {
-            let key: Vec<String> = varying.iter().map(|&fi| norm_input(ty(fi), value_of(m, fi))).collect();
+            let key: Vec<String> = varying
+                .iter()
+                .map(|&fi| norm_input(ty(fi), value_of(m, fi)))
+                .collect();
             if !seen_terms.insert(key) {
                 continue;
             }
@@ -194,7 +210,13 @@ impl SalesforceConnector {
             } else {
                 let parts: Vec<String> = varying
                     .iter()
-                    .map(|&fi| format!("{} = {}", fields[fi].1, soql_literal(ty(fi), value_of(m, fi))))
+                    .map(|&fi| {
+                        format!(
+                            "{} = {}",
+                            fields[fi].1,
+                            soql_literal(ty(fi), value_of(m, fi))
+                        )
+                    })
                     .collect();
                 format!("({})", parts.join(" AND "))
             };
@@ -205,7 +227,11 @@ impl SalesforceConnector {
             if varying.is_empty() {
                 format!("{base}{tail}")
             } else if varying.len() == 1 {
-                format!("{base}{joiner}{} IN ({}){tail}", fields[varying[0]].1, chunk.join(", "))
+                format!(
+                    "{base}{joiner}{} IN ({}){tail}",
+                    fields[varying[0]].1,
+                    chunk.join(", ")
+                )
             } else {
                 format!("{base}{joiner}({}){tail}", chunk.join(" OR "))
             }
@@ -228,7 +254,10 @@ impl SalesforceConnector {
                 }
                 if overhead + t.len() > limit {
                     return Err(SfError::Config {
-                        message: format!("a single lookup value makes the {} query longer than {limit} characters", d.name),
+                        message: format!(
+                            "a single lookup value makes the {} query longer than {limit} characters",
+                            d.name
+                        ),
                     });
                 }
                 len += t.len() + sep;
@@ -244,8 +273,14 @@ impl SalesforceConnector {
         }
         // All rows, newest first, across split queries too.
         rows.sort_by(|a, b| {
-            let ka = a.get("LastModifiedDate").and_then(Value::as_str).and_then(parse_datetime);
-            let kb = b.get("LastModifiedDate").and_then(Value::as_str).and_then(parse_datetime);
+            let ka = a
+                .get("LastModifiedDate")
+                .and_then(Value::as_str)
+                .and_then(parse_datetime);
+            let kb = b
+                .get("LastModifiedDate")
+                .and_then(Value::as_str)
+                .and_then(parse_datetime);
             kb.cmp(&ka)
         });
         // Index rows by their where-field values, then hand each input its rows.
@@ -259,7 +294,9 @@ impl SalesforceConnector {
             index.entry(key).or_default().push(ri);
         }
         for &m in members {
-            let key: Vec<String> = (0..fields.len()).map(|fi| norm_input(ty(fi), value_of(m, fi))).collect();
+            let key: Vec<String> = (0..fields.len())
+                .map(|fi| norm_input(ty(fi), value_of(m, fi)))
+                .collect();
             if let Some(hits) = index.get(&key) {
                 results[m] = hits.iter().map(|&ri| rows[ri].clone()).collect();
             }
@@ -276,9 +313,18 @@ mod tests {
     #[test]
     fn escapes_quotes_and_backslashes() {
         assert_eq!(escape_soql(r"O'Brien \ co"), r"O\'Brien \\ co");
-        assert_eq!(soql_literal(Some("email"), &json!("a'b@x.com")), r"'a\'b@x.com'");
-        assert_eq!(soql_literal(Some("datetime"), &json!("2024-01-01T00:00:00Z")), "2024-01-01T00:00:00Z");
-        assert_eq!(soql_literal(Some("datetime"), &json!("x' OR Id != '")), r"'x\' OR Id != \''");
+        assert_eq!(
+            soql_literal(Some("email"), &json!("a'b@x.com")),
+            r"'a\'b@x.com'"
+        );
+        assert_eq!(
+            soql_literal(Some("datetime"), &json!("2024-01-01T00:00:00Z")),
+            "2024-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            soql_literal(Some("datetime"), &json!("x' OR Id != '")),
+            r"'x\' OR Id != \''"
+        );
         assert_eq!(soql_literal(Some("boolean"), &json!(true)), "true");
         assert_eq!(soql_literal(None, &Value::Null), "null");
     }

@@ -12,8 +12,8 @@ mod lookup;
 mod write;
 
 pub use auth::{
-    AuthorizeRequest, MemoryTokenStore, Secret, SfAuth, TokenResponse, TokenStore,
-    TokenStoreError, authorize_interactively, token_key,
+    AuthorizeRequest, MemoryTokenStore, Secret, SfAuth, TokenResponse, TokenStore, TokenStoreError,
+    authorize_interactively, token_key,
 };
 pub use budget::{Budget, BudgetScope, parse_limit_info};
 pub use lookup::{escape_soql, soql_literal};
@@ -192,7 +192,9 @@ pub struct Describe {
 impl Describe {
     /// A field by name, case-insensitively (as Salesforce matches names).
     pub fn field(&self, name: &str) -> Option<&FieldDescribe> {
-        self.fields.iter().find(|f| f.name.eq_ignore_ascii_case(name))
+        self.fields
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case(name))
     }
     /// Platform events (`__e`) are publish-only.
     pub fn is_platform_event(&self) -> bool {
@@ -214,7 +216,9 @@ pub enum FieldAction {
 pub enum FieldProblemKind {
     /// The object itself is missing or describe failed.
     UnknownObject,
-    UnknownField { suggestion: Option<String> },
+    UnknownField {
+        suggestion: Option<String>,
+    },
     NotCreateable,
     NotUpdateable,
     NotExternalId,
@@ -306,15 +310,17 @@ impl SalesforceConnector {
             _ => None,
         };
         let stored = match (store, &key) {
-            (Some(s), Some(k)) => s
-                .load_refresh_token(k)
-                .map_err(|e| SfError::Config { message: e.to_string() })?,
+            (Some(s), Some(k)) => s.load_refresh_token(k).map_err(|e| SfError::Config {
+                message: e.to_string(),
+            })?,
             _ => None,
         };
         let tokens = auth::fetch_token(http, clock, auth, stored.as_ref()).await?;
         if let (Some(s), Some(k), Some(rt)) = (store, &key, &tokens.refresh_token) {
             s.save_refresh_token(k, &Secret::new(rt.clone()))
-                .map_err(|e| SfError::Config { message: e.to_string() })?;
+                .map_err(|e| SfError::Config {
+                    message: e.to_string(),
+                })?;
         }
         Ok(tokens)
     }
@@ -334,7 +340,13 @@ impl SalesforceConnector {
             return Ok(());
         }
         tracing::info!("Salesforce session expired; re-authenticating");
-        let tokens = Self::login(&self.http, &self.clock, &self.settings.auth, self.token_store.as_ref()).await?;
+        let tokens = Self::login(
+            &self.http,
+            &self.clock,
+            &self.settings.auth,
+            self.token_store.as_ref(),
+        )
+        .await?;
         s.access_token = Secret::new(tokens.access_token);
         s.instance_url = tokens.instance_url.trim_end_matches('/').to_string();
         s.generation += 1;
@@ -374,7 +386,10 @@ impl SalesforceConnector {
         if path.starts_with("/services/") {
             format!("{instance}{path}")
         } else {
-            format!("{instance}/services/data/v{}{path}", self.settings.api_version)
+            format!(
+                "{instance}/services/data/v{}{path}",
+                self.settings.api_version
+            )
         }
     }
 
@@ -398,9 +413,13 @@ impl SalesforceConnector {
                 let s = self.session.lock().await;
                 (s.access_token.clone(), s.instance_url.clone(), s.generation)
             };
-            let mut req = Request::new(Service::Salesforce, method.clone(), self.url_for(&instance, path))
-                .bearer(token.expose())
-                .idempotent(idempotent);
+            let mut req = Request::new(
+                Service::Salesforce,
+                method.clone(),
+                self.url_for(&instance, path),
+            )
+            .bearer(token.expose())
+            .idempotent(idempotent);
             match body {
                 Some(Body::Json(v)) => req = req.json(v),
                 Some(Body::Csv(text)) => {
@@ -414,7 +433,9 @@ impl SalesforceConnector {
                 let now = self.clock.now();
                 let mut b = lock(&self.budget);
                 b.record(now);
-                if let Some((used, max)) = resp.header("sforce-limit-info").and_then(parse_limit_info) {
+                if let Some((used, max)) =
+                    resp.header("sforce-limit-info").and_then(parse_limit_info)
+                {
                     b.org_used = Some(used);
                     b.org_max = Some(max);
                 }
@@ -436,7 +457,9 @@ impl SalesforceConnector {
                 if let SfError::Api { code, message, .. } = &e
                     && code == "REQUEST_LIMIT_EXCEEDED"
                 {
-                    return Err(SfError::RequestLimitExceeded { message: message.clone() });
+                    return Err(SfError::RequestLimitExceeded {
+                        message: message.clone(),
+                    });
                 }
                 return Err(e);
             }
@@ -493,10 +516,18 @@ impl SalesforceConnector {
         let d = match self.describe(sobject).await {
             Ok(d) => d,
             Err(SfError::Api { status: 404, .. }) => {
-                return vec![problem("", FieldProblemKind::UnknownObject, format!("Salesforce has no object named {sobject}"))];
+                return vec![problem(
+                    "",
+                    FieldProblemKind::UnknownObject,
+                    format!("Salesforce has no object named {sobject}"),
+                )];
             }
             Err(e) => {
-                return vec![problem("", FieldProblemKind::DescribeFailed, format!("cannot describe {sobject}: {e}"))];
+                return vec![problem(
+                    "",
+                    FieldProblemKind::DescribeFailed,
+                    format!("cannot describe {sobject}: {e}"),
+                )];
             }
         };
         let mut out = Vec::new();
@@ -511,11 +542,19 @@ impl SalesforceConnector {
                 let suggestion = d
                     .fields
                     .iter()
-                    .map(|f| (strsim::jaro_winkler(&f.name.to_lowercase(), &name.to_lowercase()), &f.name))
+                    .map(|f| {
+                        (
+                            strsim::jaro_winkler(&f.name.to_lowercase(), &name.to_lowercase()),
+                            &f.name,
+                        )
+                    })
                     .filter(|(s, _)| *s > 0.85)
                     .max_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal))
                     .map(|(_, n)| n.clone());
-                let hint = suggestion.as_ref().map(|s| format!("; did you mean {s}?")).unwrap_or_default();
+                let hint = suggestion
+                    .as_ref()
+                    .map(|s| format!("; did you mean {s}?"))
+                    .unwrap_or_default();
                 out.push(problem(
                     name,
                     FieldProblemKind::UnknownField { suggestion },
@@ -524,20 +563,30 @@ impl SalesforceConnector {
                 continue;
             };
             let is_key = key.is_some_and(|k| k.eq_ignore_ascii_case(name));
-            let needs_create = matches!(action, FieldAction::Insert | FieldAction::Upsert | FieldAction::Publish);
-            let needs_update = matches!(action, FieldAction::Update | FieldAction::Upsert) && !is_key;
+            let needs_create = matches!(
+                action,
+                FieldAction::Insert | FieldAction::Upsert | FieldAction::Publish
+            );
+            let needs_update =
+                matches!(action, FieldAction::Update | FieldAction::Upsert) && !is_key;
             if needs_create && !f.createable && !(is_key && f.name == "Id") {
                 out.push(problem(
                     &f.name,
                     FieldProblemKind::NotCreateable,
-                    format!("{}.{} cannot be set when creating a record (not createable)", d.name, f.name),
+                    format!(
+                        "{}.{} cannot be set when creating a record (not createable)",
+                        d.name, f.name
+                    ),
                 ));
             }
             if needs_update && !f.updateable && !(f.name == "Id" && action == FieldAction::Update) {
                 out.push(problem(
                     &f.name,
                     FieldProblemKind::NotUpdateable,
-                    format!("{}.{} cannot be changed on an existing record (not updateable)", d.name, f.name),
+                    format!(
+                        "{}.{} cannot be changed on an existing record (not updateable)",
+                        d.name, f.name
+                    ),
                 ));
             }
             if is_key && action == FieldAction::Upsert && !f.external_id && f.name != "Id" {
@@ -549,7 +598,10 @@ impl SalesforceConnector {
                 out.push(problem(
                     &f.name,
                     FieldProblemKind::NotExternalId,
-                    format!("{}.{} is not marked External ID, so it cannot be an upsert key{why}", d.name, f.name),
+                    format!(
+                        "{}.{} is not marked External ID, so it cannot be an upsert key{why}",
+                        d.name, f.name
+                    ),
                 ));
             }
         }
@@ -640,7 +692,11 @@ pub(crate) fn api_error(resp: &Response) -> SfError {
     }
     SfError::Api {
         status: resp.status,
-        code: if code.is_empty() { format!("HTTP_{}", resp.status) } else { code },
+        code: if code.is_empty() {
+            format!("HTTP_{}", resp.status)
+        } else {
+            code
+        },
         message,
     }
 }

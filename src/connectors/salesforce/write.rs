@@ -17,7 +17,9 @@ pub enum WriteOp {
     /// Records carry `Id`.
     Update,
     /// Records carry the external-id field.
-    Upsert { external_id_field: String },
+    Upsert {
+        external_id_field: String,
+    },
     /// Platform event publish (insert-only).
     Publish,
 }
@@ -60,11 +62,19 @@ fn parse_errors(v: Option<&Value>) -> Vec<RecordError> {
                         .and_then(Value::as_str)
                         .unwrap_or("UNKNOWN")
                         .to_string(),
-                    message: e.get("message").and_then(Value::as_str).unwrap_or("").to_string(),
+                    message: e
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
                     fields: e
                         .get("fields")
                         .and_then(Value::as_array)
-                        .map(|f| f.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                        .map(|f| {
+                            f.iter()
+                                .filter_map(|x| x.as_str().map(String::from))
+                                .collect()
+                        })
                         .unwrap_or_default(),
                 })
                 .collect()
@@ -85,14 +95,24 @@ fn parse_result(v: &Value, op: &WriteOp, sobject: &str) -> RecordResult {
             WriteOp::Update => false,
             WriteOp::Upsert { .. } => v.get("created").and_then(Value::as_bool).unwrap_or(false),
         };
-        return RecordResult { id, created, already_existed: false, errors };
+        return RecordResult {
+            id,
+            created,
+            already_existed: false,
+            errors,
+        };
     }
     errors.retain(|e| e.status_code != "ALL_OR_NONE_OPERATION_ROLLED_BACK");
     if sobject.eq_ignore_ascii_case("EventRelation")
         && errors.iter().any(|e| e.status_code == "DUPLICATE_VALUE")
     {
         // The attendee is already on the event: what the write wanted is true.
-        return RecordResult { id, created: false, already_existed: true, errors: Vec::new() };
+        return RecordResult {
+            id,
+            created: false,
+            already_existed: true,
+            errors: Vec::new(),
+        };
     }
     if errors.is_empty() {
         errors.push(RecordError {
@@ -101,7 +121,12 @@ fn parse_result(v: &Value, op: &WriteOp, sobject: &str) -> RecordResult {
             fields: Vec::new(),
         });
     }
-    RecordResult { id, created: false, already_existed: false, errors }
+    RecordResult {
+        id,
+        created: false,
+        already_existed: false,
+        errors,
+    }
 }
 
 fn is_locked(r: &RecordResult) -> bool {
@@ -125,7 +150,8 @@ impl SalesforceConnector {
         let mut results: Vec<RecordResult> = vec![RecordResult::default(); records.len()];
         let indices: Vec<usize> = (0..records.len()).collect();
         for chunk in indices.chunks(CHUNK) {
-            self.write_chunk_with_retries(sobject, &op, &records, chunk, &mut results).await?;
+            self.write_chunk_with_retries(sobject, &op, &records, chunk, &mut results)
+                .await?;
         }
         Ok(results)
     }
@@ -153,7 +179,11 @@ impl SalesforceConnector {
                 return Ok(());
             }
             attempt += 1;
-            tracing::debug!(records = locked.len(), attempt, "retrying records locked by another transaction");
+            tracing::debug!(
+                records = locked.len(),
+                attempt,
+                "retrying records locked by another transaction"
+            );
             let base = Duration::from_millis(500u64 << attempt.min(6));
             let jitter = 0.5 + rand::random::<f64>() * 0.5;
             self.clock.sleep(base.mul_f64(jitter)).await;
@@ -185,18 +215,27 @@ impl SalesforceConnector {
         }
         let body = Body::Json(json!({"allOrNone": false, "records": body_records}));
         let (method, path, idempotent) = match op {
-            WriteOp::Insert | WriteOp::Publish => (Method::POST, "/composite/sobjects".to_string(), false),
+            WriteOp::Insert | WriteOp::Publish => {
+                (Method::POST, "/composite/sobjects".to_string(), false)
+            }
             WriteOp::Update => (Method::PATCH, "/composite/sobjects".to_string(), true),
             WriteOp::Upsert { external_id_field } => (
                 Method::PATCH,
-                format!("/composite/sobjects/{}/{}", enc(sobject), enc(external_id_field)),
+                format!(
+                    "/composite/sobjects/{}/{}",
+                    enc(sobject),
+                    enc(external_id_field)
+                ),
                 true,
             ),
         };
         let resp = self.send(method, &path, Some(&body), idempotent).await?;
         if resp.status != 200 {
             let e = api_error(&resp);
-            if matches!(e.code(), Some("INVALID_FIELD" | "INVALID_TYPE" | "NOT_FOUND")) {
+            if matches!(
+                e.code(),
+                Some("INVALID_FIELD" | "INVALID_TYPE" | "NOT_FOUND")
+            ) {
                 self.invalidate_describe(sobject);
             }
             return Err(e);
@@ -206,7 +245,11 @@ impl SalesforceConnector {
         })?;
         if arr.len() != pending.len() {
             return Err(SfError::Malformed {
-                what: format!("the Collections response has {} results for {} records", arr.len(), pending.len()),
+                what: format!(
+                    "the Collections response has {} results for {} records",
+                    arr.len(),
+                    pending.len()
+                ),
             });
         }
         Ok(arr.iter().map(|v| parse_result(v, op, sobject)).collect())
@@ -232,7 +275,8 @@ impl SalesforceConnector {
             .map(|r| {
                 let mut out = Vec::new();
                 for (k, v) in r {
-                    if k == "attributes" || (k.eq_ignore_ascii_case("Id") && *op != WriteOp::Update) {
+                    if k == "attributes" || (k.eq_ignore_ascii_case("Id") && *op != WriteOp::Update)
+                    {
                         continue;
                     }
                     match v {
@@ -256,7 +300,10 @@ impl SalesforceConnector {
             }
         }
         let mut text = String::new();
-        csv::write_row(&mut text, &columns.iter().map(String::as_str).collect::<Vec<_>>());
+        csv::write_row(
+            &mut text,
+            &columns.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
         let mut row_keys: HashMap<Vec<String>, VecDeque<usize>> = HashMap::new();
         for (i, row) in flat.iter().enumerate() {
             let map: BTreeMap<&str, &Value> = row.iter().map(|(k, v)| (k.as_str(), v)).collect();
@@ -269,7 +316,10 @@ impl SalesforceConnector {
                     Some(other) => other.to_string(),
                 })
                 .collect();
-            csv::write_row(&mut text, &cells.iter().map(String::as_str).collect::<Vec<_>>());
+            csv::write_row(
+                &mut text,
+                &cells.iter().map(String::as_str).collect::<Vec<_>>(),
+            );
             row_keys.entry(cells).or_default().push_back(i);
         }
 
@@ -278,19 +328,35 @@ impl SalesforceConnector {
         if let Some(f) = &ext {
             job["externalIdFieldName"] = json!(f);
         }
-        let resp = self.send(Method::POST, "/jobs/ingest", Some(&Body::Json(job)), false).await?;
+        let resp = self
+            .send(Method::POST, "/jobs/ingest", Some(&Body::Json(job)), false)
+            .await?;
         if !resp.is_success() {
             return Err(api_error(&resp));
         }
-        let info: Value = resp.json().map_err(|_| SfError::Malformed { what: "the Bulk job info".into() })?;
+        let info: Value = resp.json().map_err(|_| SfError::Malformed {
+            what: "the Bulk job info".into(),
+        })?;
         let job_id = info
             .get("id")
             .and_then(Value::as_str)
-            .ok_or_else(|| SfError::Malformed { what: "a Bulk job without an id".into() })?
+            .ok_or_else(|| SfError::Malformed {
+                what: "a Bulk job without an id".into(),
+            })?
             .to_string();
-        let bulk_err = |message: String| SfError::Bulk { job_id: job_id.clone(), message };
+        let bulk_err = |message: String| SfError::Bulk {
+            job_id: job_id.clone(),
+            message,
+        };
         let base = format!("/jobs/ingest/{job_id}");
-        let resp = self.send(Method::PUT, &format!("{base}/batches"), Some(&Body::Csv(text)), true).await?;
+        let resp = self
+            .send(
+                Method::PUT,
+                &format!("{base}/batches"),
+                Some(&Body::Csv(text)),
+                true,
+            )
+            .await?;
         if !resp.is_success() {
             return Err(bulk_err(api_error(&resp).to_string()));
         }
@@ -308,11 +374,16 @@ impl SalesforceConnector {
             if !resp.is_success() {
                 return Err(bulk_err(api_error(&resp).to_string()));
             }
-            let info: Value = resp.json().map_err(|_| SfError::Malformed { what: "the Bulk job info".into() })?;
+            let info: Value = resp.json().map_err(|_| SfError::Malformed {
+                what: "the Bulk job info".into(),
+            })?;
             match info.get("state").and_then(Value::as_str).unwrap_or("") {
                 "JobComplete" => break,
                 "Failed" | "Aborted" => {
-                    let msg = info.get("errorMessage").and_then(Value::as_str).unwrap_or("the job was aborted");
+                    let msg = info
+                        .get("errorMessage")
+                        .and_then(Value::as_str)
+                        .unwrap_or("the job was aborted");
                     return Err(bulk_err(msg.to_string()));
                 }
                 _ => {}
@@ -323,16 +394,28 @@ impl SalesforceConnector {
         }
         let mut results: Vec<Option<RecordResult>> = vec![None; records.len()];
         for kind in ["successfulResults", "failedResults"] {
-            let resp = self.send(Method::GET, &format!("{base}/{kind}/"), None, true).await?;
+            let resp = self
+                .send(Method::GET, &format!("{base}/{kind}/"), None, true)
+                .await?;
             if !resp.is_success() {
                 return Err(bulk_err(api_error(&resp).to_string()));
             }
-            let rows = csv::parse(&resp.text()).map_err(|e| SfError::Malformed { what: format!("the Bulk {kind} CSV: {e}") })?;
-            let Some((header, data)) = rows.split_first() else { continue };
+            let rows = csv::parse(&resp.text()).map_err(|e| SfError::Malformed {
+                what: format!("the Bulk {kind} CSV: {e}"),
+            })?;
+            let Some((header, data)) = rows.split_first() else {
+                continue;
+            };
             let skip = header.iter().take_while(|h| h.starts_with("sf__")).count();
             let positions: Vec<Option<usize>> = columns
                 .iter()
-                .map(|c| header.iter().skip(skip).position(|h| h == c).map(|p| p + skip))
+                .map(|c| {
+                    header
+                        .iter()
+                        .skip(skip)
+                        .position(|h| h == c)
+                        .map(|p| p + skip)
+                })
                 .collect();
             for row in data {
                 let key: Vec<String> = positions
@@ -345,7 +428,12 @@ impl SalesforceConnector {
                 let id = row.first().filter(|s| !s.is_empty()).cloned();
                 let r = if kind == "successfulResults" {
                     let created = row.get(1).is_some_and(|s| s.eq_ignore_ascii_case("true"));
-                    RecordResult { id, created, already_existed: false, errors: Vec::new() }
+                    RecordResult {
+                        id,
+                        created,
+                        already_existed: false,
+                        errors: Vec::new(),
+                    }
                 } else {
                     let errors = parse_bulk_error(row.get(1).map(String::as_str).unwrap_or(""));
                     let as_value = json!({"success": false, "id": id, "errors": errors.iter().map(|e| json!({"statusCode": e.status_code, "message": e.message, "fields": e.fields})).collect::<Vec<_>>()});
@@ -382,11 +470,19 @@ fn parse_bulk_error(s: &str) -> Vec<RecordError> {
         out.push(RecordError {
             status_code: code.to_string(),
             message: message.to_string(),
-            fields: fields.split(',').filter(|f| !f.is_empty()).map(String::from).collect(),
+            fields: fields
+                .split(',')
+                .filter(|f| !f.is_empty())
+                .map(String::from)
+                .collect(),
         });
     }
     if out.is_empty() {
-        out.push(RecordError { status_code: "UNKNOWN".into(), message: s.to_string(), fields: Vec::new() });
+        out.push(RecordError {
+            status_code: "UNKNOWN".into(),
+            message: s.to_string(),
+            fields: Vec::new(),
+        });
     }
     out
 }
@@ -397,7 +493,9 @@ mod tests {
 
     #[test]
     fn bulk_errors_parse() {
-        let e = parse_bulk_error("STRING_TOO_LONG:Subject: data value too large: x (max length=255):Subject --");
+        let e = parse_bulk_error(
+            "STRING_TOO_LONG:Subject: data value too large: x (max length=255):Subject --",
+        );
         assert_eq!(e[0].status_code, "STRING_TOO_LONG");
         assert_eq!(e[0].fields, vec!["Subject"]);
         assert!(e[0].message.starts_with("Subject: data value too large"));

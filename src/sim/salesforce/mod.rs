@@ -386,7 +386,10 @@ impl SfSimHandle {
                     .is_some_and(|x| ids::same_id(x, lead_id))
                 {
                     r.insert("IsConverted".into(), Value::Bool(true));
-                    r.insert("ConvertedContactId".into(), Value::String(contact_id.into()));
+                    r.insert(
+                        "ConvertedContactId".into(),
+                        Value::String(contact_id.into()),
+                    );
                     r.insert("Status".into(), Value::String("Closed - Converted".into()));
                 }
             }

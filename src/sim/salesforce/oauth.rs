@@ -36,9 +36,8 @@ struct JwtClaims {
 impl SimState {
     pub(crate) fn token(&mut self, my_domain: bool, headers: &HeaderMap, body: &[u8]) -> Reply {
         self.calls.auth += 1;
-        let form: HashMap<String, String> = url::form_urlencoded::parse(body)
-            .into_owned()
-            .collect();
+        let form: HashMap<String, String> =
+            url::form_urlencoded::parse(body).into_owned().collect();
         let grant = form.get("grant_type").map(String::as_str).unwrap_or("");
         match grant {
             JWT_BEARER => self.jwt_grant(form.get("assertion").map(String::as_str).unwrap_or("")),
@@ -82,7 +81,10 @@ impl SimState {
         }
         let auds: Vec<String> = match &claims.aud {
             Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
             _ => Vec::new(),
         };
         let accepted = [
@@ -203,8 +205,10 @@ impl SimState {
             return (StatusCode::BAD_REQUEST, "error=redirect_uri_missing").into_response();
         };
         let code = self.next_token("aPrx");
-        self.auth_codes
-            .insert(code.clone(), (redirect.clone(), q.get("code_challenge").cloned()));
+        self.auth_codes.insert(
+            code.clone(),
+            (redirect.clone(), q.get("code_challenge").cloned()),
+        );
         let mut location = url::Url::parse(&redirect)
             .map(|u| u.to_string())
             .unwrap_or(redirect);
@@ -223,7 +227,10 @@ impl SimState {
         let Some(token) = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("OAuth ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("OAuth "))
+            })
         else {
             return false;
         };
@@ -232,7 +239,10 @@ impl SimState {
         match self.sessions.get(token) {
             None => false,
             Some(s) => match ttl {
-                Some(ttl) => now - s.issued < chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
+                Some(ttl) => {
+                    now - s.issued
+                        < chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX)
+                }
                 None => true,
             },
         }

@@ -142,11 +142,11 @@ impl Org {
 
     pub fn find(&self, id: &str) -> Option<(&'static str, &Map<String, Value>)> {
         let obj = self.schema.object_for_id(id)?;
-        let rec = self
-            .records
-            .get(obj.name)?
-            .iter()
-            .find(|r| r.get("Id").and_then(Value::as_str).is_some_and(|x| ids::same_id(x, id)))?;
+        let rec = self.records.get(obj.name)?.iter().find(|r| {
+            r.get("Id")
+                .and_then(Value::as_str)
+                .is_some_and(|x| ids::same_id(x, id))
+        })?;
         Some((obj.name, rec))
     }
 
@@ -198,7 +198,10 @@ impl Org {
                 rec.insert("SystemModstamp".into(), m);
             }
             out.push(id);
-            self.records.entry(meta.name.to_string()).or_default().push(rec);
+            self.records
+                .entry(meta.name.to_string())
+                .or_default()
+                .push(rec);
         }
         out
     }
@@ -461,7 +464,8 @@ impl Org {
         creating: bool,
     ) -> Result<(), Vec<RecErr>> {
         let own_id = rec.get("Id").and_then(Value::as_str).map(String::from);
-        let get_str = |r: &Map<String, Value>, k: &str| r.get(k).and_then(Value::as_str).map(String::from);
+        let get_str =
+            |r: &Map<String, Value>, k: &str| r.get(k).and_then(Value::as_str).map(String::from);
         // Unique fields (external ids marked Unique).
         for f in meta.fields.iter().filter(|f| f.unique) {
             let Some(v) = rec.get(f.name).filter(|v| !v.is_null()) else {
@@ -474,7 +478,10 @@ impl Org {
             {
                 return Err(vec![RecErr::new(
                     "DUPLICATE_VALUE",
-                    format!("duplicate value found: {} duplicates value on record with id: {other}", f.name),
+                    format!(
+                        "duplicate value found: {} duplicates value on record with id: {other}",
+                        f.name
+                    ),
                     &[f.name],
                 )]);
             }
@@ -509,7 +516,9 @@ impl Org {
                     let other = get_str(d, "Id").unwrap_or_default();
                     return Err(vec![RecErr::new(
                         "DUPLICATE_VALUE",
-                        format!("duplicate value found: RelationId duplicates value on record with id: {other}"),
+                        format!(
+                            "duplicate value found: RelationId duplicates value on record with id: {other}"
+                        ),
                         &["RelationId"],
                     )]);
                 }
@@ -564,12 +573,19 @@ impl Org {
         let mut ordered = Map::new();
         ordered.insert("Id".into(), json!(id));
         ordered.append(&mut rec);
-        self.records.entry(meta.name.to_string()).or_default().push(ordered);
+        self.records
+            .entry(meta.name.to_string())
+            .or_default()
+            .push(ordered);
         id
     }
 
     pub fn replace(&mut self, meta: &ObjectMeta, rec: Map<String, Value>) {
-        let id = rec.get("Id").and_then(Value::as_str).unwrap_or_default().to_string();
+        let id = rec
+            .get("Id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         if let Some(i) = self.find_index(meta.name, &id)
             && let Some(rows) = self.records.get_mut(meta.name)
         {
@@ -613,7 +629,9 @@ impl Org {
                 if field.name != "Id" {
                     input.insert(field.name.to_string(), value.clone());
                 }
-                let rec = self.prepare(meta, &input, WriteMode::Create, now).map_err(Err)?;
+                let rec = self
+                    .prepare(meta, &input, WriteMode::Create, now)
+                    .map_err(Err)?;
                 Ok((self.insert(meta, rec), true))
             }
             1 => {
@@ -698,12 +716,20 @@ pub fn coerce(f: &FieldMeta, v: &Value) -> Result<Value, String> {
             Value::Number(n) if n.as_f64().is_some_and(|x| x.fract() == 0.0) => {
                 Ok(json!(n.as_f64().unwrap_or_default() as i64))
             }
-            Value::String(s) => s.trim().parse::<i64>().map(|n| json!(n)).map_err(|_| cannot("int")),
+            Value::String(s) => s
+                .trim()
+                .parse::<i64>()
+                .map(|n| json!(n))
+                .map_err(|_| cannot("int")),
             _ => Err(cannot("int")),
         },
         "double" | "currency" | "percent" => match v {
             Value::Number(_) => Ok(v.clone()),
-            Value::String(s) => s.trim().parse::<f64>().map(|n| json!(n)).map_err(|_| cannot("double")),
+            Value::String(s) => s
+                .trim()
+                .parse::<f64>()
+                .map(|n| json!(n))
+                .map_err(|_| cannot("double")),
             _ => Err(cannot("double")),
         },
         "datetime" => match v {
@@ -762,15 +788,17 @@ fn derive_fields(meta: &ObjectMeta, rec: &mut Map<String, Value>) {
 /// An Event needs a start and either a duration or an end (they must agree), or is all-day
 /// with a date; it may not span more than 14 days.
 fn event_times(rec: &mut Map<String, Value>) -> Result<(), Vec<RecErr>> {
-    let dt = |r: &Map<String, Value>, k: &str| {
-        r.get(k).and_then(Value::as_str).and_then(parse_datetime)
-    };
+    let dt =
+        |r: &Map<String, Value>, k: &str| r.get(k).and_then(Value::as_str).and_then(parse_datetime);
     let all_day = rec.get("IsAllDayEvent") == Some(&json!(true));
     if all_day {
         if rec.get("ActivityDate").is_none_or(Value::is_null) {
             match dt(rec, "ActivityDateTime") {
                 Some(t) => {
-                    rec.insert("ActivityDate".into(), json!(t.format("%Y-%m-%d").to_string()));
+                    rec.insert(
+                        "ActivityDate".into(),
+                        json!(t.format("%Y-%m-%d").to_string()),
+                    );
                 }
                 None => {
                     return Err(vec![RecErr::new(
@@ -836,6 +864,9 @@ fn event_times(rec: &mut Map<String, Value>) -> Result<(), Vec<RecErr>> {
         "DurationInMinutes".into(),
         json!((end - start).num_minutes()),
     );
-    rec.insert("ActivityDate".into(), json!(start.format("%Y-%m-%d").to_string()));
+    rec.insert(
+        "ActivityDate".into(),
+        json!(start.format("%Y-%m-%d").to_string()),
+    );
     Ok(())
 }

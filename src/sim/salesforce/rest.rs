@@ -78,8 +78,10 @@ impl SimState {
     ) -> Response {
         if path == "/services/data" {
             let v = &self.version;
-            return axum::Json(json!([{"label": "Sim", "url": format!("/services/data/v{v}"), "version": v}]))
-                .into_response();
+            return axum::Json(
+                json!([{"label": "Sim", "url": format!("/services/data/v{v}"), "version": v}]),
+            )
+            .into_response();
         }
         let unauthorized = !self.session_valid(headers);
         let used = self.usage_now();
@@ -157,10 +159,16 @@ impl SimState {
         batch: Option<usize>,
         body: &[u8],
     ) -> Reply {
-        let decoded: Vec<String> = rest.trim_start_matches('/').split('/').map(decode).collect();
+        let decoded: Vec<String> = rest
+            .trim_start_matches('/')
+            .split('/')
+            .map(decode)
+            .collect();
         let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
         let params: std::collections::HashMap<String, String> =
-            url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+            url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
         let json_body = || -> Result<Value, Reply> {
             serde_json::from_slice(body).map_err(|e| {
                 Reply::Json(
@@ -197,7 +205,10 @@ impl SimState {
                     .iter()
                     .map(|o| o.basic_json(&self.version))
                     .collect();
-                Reply::Json(200, json!({"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": list}))
+                Reply::Json(
+                    200,
+                    json!({"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": list}),
+                )
             }
             ("GET", ["sobjects", obj, "describe"]) => match self.org.schema.object(obj) {
                 Some(o) => Reply::Json(200, o.describe_json(&self.version)),
@@ -292,7 +303,12 @@ impl SimState {
         format!("/services/data/v{}/sobjects/{obj}/{id}", self.version)
     }
 
-    fn record_json(&self, meta: &ObjectMeta, rec: &Map<String, Value>, fields: &[&FieldMeta]) -> Value {
+    fn record_json(
+        &self,
+        meta: &ObjectMeta,
+        rec: &Map<String, Value>,
+        fields: &[&FieldMeta],
+    ) -> Value {
         let id = rec.get("Id").and_then(Value::as_str).unwrap_or_default();
         let mut out = Map::new();
         out.insert(
@@ -300,7 +316,10 @@ impl SimState {
             json!({"type": meta.name, "url": self.record_url(meta.name, id)}),
         );
         for f in fields {
-            out.insert(f.name.to_string(), rec.get(f.name).cloned().unwrap_or(Value::Null));
+            out.insert(
+                f.name.to_string(),
+                rec.get(f.name).cloned().unwrap_or(Value::Null),
+            );
         }
         Value::Object(out)
     }
@@ -314,7 +333,11 @@ impl SimState {
             return ApiErr::new(400, "JSON_PARSER_ERROR", "Expected a JSON object").into();
         };
         if input.keys().any(|k| k.eq_ignore_ascii_case("Id")) {
-            let mut e = ApiErr::new(400, "INVALID_FIELD", "The Id field should not be specified in the sobject data.");
+            let mut e = ApiErr::new(
+                400,
+                "INVALID_FIELD",
+                "The Id field should not be specified in the sobject data.",
+            );
             e.fields = Some(vec![]);
             return e.into();
         }
@@ -328,15 +351,23 @@ impl SimState {
     }
 
     /// Creates (or, for a platform event, publishes) one record; the SaveResult on success.
-    fn write_create(&mut self, meta: &ObjectMeta, input: &Map<String, Value>) -> Result<Value, Vec<RecErr>> {
+    fn write_create(
+        &mut self,
+        meta: &ObjectMeta,
+        input: &Map<String, Value>,
+    ) -> Result<Value, Vec<RecErr>> {
         let now = self.now();
         let rec = self.org.prepare(meta, input, WriteMode::Create, now)?;
         if meta.platform_event {
             let uuid = uuid_like(self.next_token(""));
             let mut payload = rec.clone();
             payload.insert("EventUuid".into(), json!(uuid));
-            payload.insert("ReplayId".into(), json!((self.published.len() + 1).to_string()));
-            self.published.push((meta.name.to_string(), Value::Object(payload)));
+            payload.insert(
+                "ReplayId".into(),
+                json!((self.published.len() + 1).to_string()),
+            );
+            self.published
+                .push((meta.name.to_string(), Value::Object(payload)));
             let id = self.org.new_id("e00");
             // Newer versions acknowledge a publish with an OPERATION_ENQUEUED "error" whose
             // message is the EventUuid (the exact cut-over version is unverified).
@@ -366,7 +397,12 @@ impl SimState {
                     match meta.field(f.trim()) {
                         Some(m) => out.push(m),
                         None => {
-                            return ApiErr::new(400, "INVALID_FIELD", format!("No such column '{f}' on entity '{}'", meta.name)).into();
+                            return ApiErr::new(
+                                400,
+                                "INVALID_FIELD",
+                                format!("No such column '{f}' on entity '{}'", meta.name),
+                            )
+                            .into();
                         }
                     }
                 }
@@ -392,7 +428,10 @@ impl SimState {
             return not_found();
         };
         let now = self.now();
-        match self.org.prepare(&meta, input, WriteMode::Update(&existing), now) {
+        match self
+            .org
+            .prepare(&meta, input, WriteMode::Update(&existing), now)
+        {
             Ok(rec) => {
                 self.org.replace(&meta, rec);
                 Reply::Empty(204)
@@ -422,24 +461,39 @@ impl SimState {
             return ApiErr::new(400, "JSON_PARSER_ERROR", "Expected a JSON object").into();
         };
         if input.keys().any(|k| k.eq_ignore_ascii_case("Id")) {
-            return ApiErr::new(400, "INVALID_FIELD", "The Id field should not be specified in the sobject data.").into();
+            return ApiErr::new(
+                400,
+                "INVALID_FIELD",
+                "The Id field should not be specified in the sobject data.",
+            )
+            .into();
         }
         if let Err(e) = self.org.check_shape(&meta, input) {
             return e.into();
         }
         let now = self.now();
         match self.org.upsert(&meta, &f, &json!(value), input, now) {
-            Ok((id, true)) => Reply::Json(201, json!({"id": id, "success": true, "errors": [], "created": true})),
+            Ok((id, true)) => Reply::Json(
+                201,
+                json!({"id": id, "success": true, "errors": [], "created": true}),
+            ),
             Ok((id, false)) => {
                 if version_num(&self.version) >= 46.0 {
-                    Reply::Json(200, json!({"id": id, "success": true, "errors": [], "created": false}))
+                    Reply::Json(
+                        200,
+                        json!({"id": id, "success": true, "errors": [], "created": false}),
+                    )
                 } else {
                     Reply::Empty(204)
                 }
             }
             Err(Ok(ids)) => Reply::Json(
                 300,
-                Value::Array(ids.iter().map(|id| json!(self.record_url(meta.name, id))).collect()),
+                Value::Array(
+                    ids.iter()
+                        .map(|id| json!(self.record_url(meta.name, id)))
+                        .collect(),
+                ),
             ),
             Err(Err(errs)) => rec_errs_top_level(&errs),
         }
@@ -484,16 +538,26 @@ impl SimState {
         if !parsed.order.is_empty() {
             hits.sort_by(|a, b| {
                 for k in &parsed.order {
-                    let Some(f) = meta.field(&k.field) else { continue };
+                    let Some(f) = meta.field(&k.field) else {
+                        continue;
+                    };
                     let va = a.get(f.name).unwrap_or(&Value::Null);
                     let vb = b.get(f.name).unwrap_or(&Value::Null);
                     let ord = match (va.is_null(), vb.is_null()) {
                         (true, true) => std::cmp::Ordering::Equal,
                         (true, false) => {
-                            if k.nulls_last { std::cmp::Ordering::Greater } else { std::cmp::Ordering::Less }
+                            if k.nulls_last {
+                                std::cmp::Ordering::Greater
+                            } else {
+                                std::cmp::Ordering::Less
+                            }
                         }
                         (false, true) => {
-                            if k.nulls_last { std::cmp::Ordering::Less } else { std::cmp::Ordering::Greater }
+                            if k.nulls_last {
+                                std::cmp::Ordering::Less
+                            } else {
+                                std::cmp::Ordering::Greater
+                            }
                         }
                         (false, false) => {
                             let o = soql::order_values(f, va, vb);
@@ -513,10 +577,16 @@ impl SimState {
             .take(parsed.limit.unwrap_or(usize::MAX))
             .collect();
         if parsed.count {
-            return Reply::Json(200, json!({"totalSize": hits.len(), "done": true, "records": []}));
+            return Reply::Json(
+                200,
+                json!({"totalSize": hits.len(), "done": true, "records": []}),
+            );
         }
         let metas: Vec<&FieldMeta> = parsed.fields.iter().filter_map(|n| meta.field(n)).collect();
-        let out: Vec<Value> = hits.iter().map(|r| self.record_json(&meta, r, &metas)).collect();
+        let out: Vec<Value> = hits
+            .iter()
+            .map(|r| self.record_json(&meta, r, &metas))
+            .collect();
         let total = out.len();
         let cursor = QueryCursor {
             object: meta.name.to_string(),
@@ -534,12 +604,14 @@ impl SimState {
             Vec::new()
         };
         let records = std::mem::take(&mut cursor.rows);
-        let mut body = json!({"totalSize": cursor.total, "done": rest.is_empty(), "records": records});
+        let mut body =
+            json!({"totalSize": cursor.total, "done": rest.is_empty(), "records": records});
         if !rest.is_empty() {
             let next_offset = offset + records_len(&body);
             let query_id = self.next_token("01g");
             let locator = format!("{query_id}-{next_offset}");
-            body["nextRecordsUrl"] = json!(format!("/services/data/v{}/query/{locator}", self.version));
+            body["nextRecordsUrl"] =
+                json!(format!("/services/data/v{}/query/{locator}", self.version));
             self.cursors.insert(
                 locator,
                 QueryCursor {
@@ -567,13 +639,21 @@ impl SimState {
     }
 
     fn collections(&mut self, body: &Value, op: CollectionOp) -> Reply {
-        let all_or_none = body.get("allOrNone").and_then(Value::as_bool).unwrap_or(false);
+        let all_or_none = body
+            .get("allOrNone")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let Some(records) = body.get("records").and_then(Value::as_array) else {
             return ApiErr::new(400, "JSON_PARSER_ERROR", "records is required").into();
         };
         if records.len() > 200 {
             // The exact code for an oversize request is unverified.
-            return ApiErr::new(400, "EXCEEDED_ID_LIMIT", "record limit reached. cannot submit more than 200 records into this call").into();
+            return ApiErr::new(
+                400,
+                "EXCEEDED_ID_LIMIT",
+                "record limit reached. cannot submit more than 200 records into this call",
+            )
+            .into();
         }
         // Request-level checks first: types and fields of every record.
         let mut metas = Vec::with_capacity(records.len());
@@ -595,7 +675,8 @@ impl SimState {
         };
         for r in records {
             let Some(map) = r.as_object() else {
-                return ApiErr::new(400, "JSON_PARSER_ERROR", "each record must be an object").into();
+                return ApiErr::new(400, "JSON_PARSER_ERROR", "each record must be an object")
+                    .into();
             };
             let ty = map
                 .get("attributes")
@@ -605,15 +686,30 @@ impl SimState {
                 (Some((m, _)), None) => m.clone(),
                 (Some((m, _)), Some(t)) if m.name.eq_ignore_ascii_case(t) => m.clone(),
                 (Some(_), Some(t)) => {
-                    return ApiErr::new(400, "INVALID_TYPE", format!("Record type {t} does not match the upsert object")).into();
+                    return ApiErr::new(
+                        400,
+                        "INVALID_TYPE",
+                        format!("Record type {t} does not match the upsert object"),
+                    )
+                    .into();
                 }
                 (None, None) => {
-                    return ApiErr::new(400, "INVALID_TYPE", "No SObject Type defined in the attributes of a record").into();
+                    return ApiErr::new(
+                        400,
+                        "INVALID_TYPE",
+                        "No SObject Type defined in the attributes of a record",
+                    )
+                    .into();
                 }
                 (None, Some(t)) => match self.org.schema.object(t) {
                     Some(m) => m.clone(),
                     None => {
-                        return ApiErr::new(400, "INVALID_TYPE", format!("sObject type '{t}' is not supported.")).into();
+                        return ApiErr::new(
+                            400,
+                            "INVALID_TYPE",
+                            format!("sObject type '{t}' is not supported."),
+                        )
+                        .into();
                     }
                 },
             };
@@ -637,15 +733,27 @@ impl SimState {
             let outcome = match &op {
                 CollectionOp::Create => {
                     if id.is_some() {
-                        Err(vec![RecErr::new("INVALID_FIELD", "cannot specify Id in an insert call", &["Id"])])
+                        Err(vec![RecErr::new(
+                            "INVALID_FIELD",
+                            "cannot specify Id in an insert call",
+                            &["Id"],
+                        )])
                     } else {
                         self.write_create(meta, &map)
                     }
                 }
                 CollectionOp::Update => match id {
-                    None => Err(vec![RecErr::new("MISSING_ARGUMENT", "Id not specified in an update call", &[])]),
+                    None => Err(vec![RecErr::new(
+                        "MISSING_ARGUMENT",
+                        "Id not specified in an update call",
+                        &[],
+                    )]),
                     Some(id) => match self.org.get(meta.name, &id).cloned() {
-                        None => Err(vec![RecErr::new("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", &[])]),
+                        None => Err(vec![RecErr::new(
+                            "INVALID_CROSS_REFERENCE_KEY",
+                            "invalid cross reference id",
+                            &[],
+                        )]),
                         Some(existing) => self
                             .org
                             .prepare(meta, &map, WriteMode::Update(&existing), now)
@@ -671,13 +779,22 @@ impl SimState {
                         )]),
                         Some(v) if id.is_some() => {
                             let _ = v;
-                            Err(vec![RecErr::new("INVALID_FIELD", "cannot specify Id in an upsert by external id", &["Id"])])
+                            Err(vec![RecErr::new(
+                                "INVALID_FIELD",
+                                "cannot specify Id in an upsert by external id",
+                                &["Id"],
+                            )])
                         }
                         Some(v) => match self.org.upsert(meta, f, &v, &map, now) {
-                            Ok((id, created)) => Ok(json!({"id": id, "success": true, "errors": [], "created": created})),
+                            Ok((id, created)) => Ok(
+                                json!({"id": id, "success": true, "errors": [], "created": created}),
+                            ),
                             Err(Ok(ids)) => Err(vec![RecErr::new(
                                 "DUPLICATE_EXTERNAL_ID",
-                                format!("{}: more than one record found for external id field: {ids:?}", f.name),
+                                format!(
+                                    "{}: more than one record found for external id field: {ids:?}",
+                                    f.name
+                                ),
                                 &[f.name],
                             )]),
                             Err(Err(e)) => Err(e),
@@ -719,7 +836,12 @@ impl SimState {
             .map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
             .unwrap_or_default();
         if ids.len() > 200 {
-            return ApiErr::new(400, "EXCEEDED_ID_LIMIT", "cannot delete more than 200 records").into();
+            return ApiErr::new(
+                400,
+                "EXCEEDED_ID_LIMIT",
+                "cannot delete more than 200 records",
+            )
+            .into();
         }
         let out: Vec<Value> = ids
             .iter()
@@ -734,7 +856,11 @@ impl SimState {
         Reply::Json(200, Value::Array(out))
     }
 
-    fn collection_get(&mut self, obj: &str, params: &std::collections::HashMap<String, String>) -> Reply {
+    fn collection_get(
+        &mut self,
+        obj: &str,
+        params: &std::collections::HashMap<String, String>,
+    ) -> Reply {
         let meta = match self.object(obj) {
             Ok(m) => m,
             Err(r) => return r,
@@ -757,12 +883,20 @@ impl SimState {
     }
 
     fn composite(&mut self, body: &Value) -> Reply {
-        let all_or_none = body.get("allOrNone").and_then(Value::as_bool).unwrap_or(false);
+        let all_or_none = body
+            .get("allOrNone")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let Some(subs) = body.get("compositeRequest").and_then(Value::as_array) else {
             return ApiErr::new(400, "JSON_PARSER_ERROR", "compositeRequest is required").into();
         };
         if subs.len() > 25 {
-            return ApiErr::new(400, "INVALID_BATCH_REQUEST", "Composite requests may hold at most 25 subrequests").into();
+            return ApiErr::new(
+                400,
+                "INVALID_BATCH_REQUEST",
+                "Composite requests may hold at most 25 subrequests",
+            )
+            .into();
         }
         let heavy = subs
             .iter()
@@ -772,19 +906,32 @@ impl SimState {
             })
             .count();
         if heavy > 5 {
-            return ApiErr::new(400, "INVALID_BATCH_REQUEST", "Composite requests may hold at most 5 query or sObject Collections subrequests").into();
+            return ApiErr::new(
+                400,
+                "INVALID_BATCH_REQUEST",
+                "Composite requests may hold at most 5 query or sObject Collections subrequests",
+            )
+            .into();
         }
         let snapshot = all_or_none.then(|| (self.org.records.clone(), self.published.len()));
         let mut results: Vec<(String, u16, Value)> = Vec::new();
         let mut refs: Map<String, Value> = Map::new();
         let mut halted = false;
         for sub in subs {
-            let reference = sub.get("referenceId").and_then(Value::as_str).unwrap_or("").to_string();
+            let reference = sub
+                .get("referenceId")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             if halted {
                 results.push((reference, 400, halted_body()));
                 continue;
             }
-            let method = sub.get("method").and_then(Value::as_str).unwrap_or("GET").to_uppercase();
+            let method = sub
+                .get("method")
+                .and_then(Value::as_str)
+                .unwrap_or("GET")
+                .to_uppercase();
             let url = sub.get("url").and_then(Value::as_str).unwrap_or("");
             let url = match substitute_str(url, &refs) {
                 Ok(Value::String(s)) => s,
@@ -843,7 +990,10 @@ impl SimState {
 
     fn job_info(&self, job: &BulkJob) -> Value {
         let mut info = job.info.clone();
-        info.insert("numberRecordsProcessed".into(), json!(job.successes.len() + job.failures.len()));
+        info.insert(
+            "numberRecordsProcessed".into(),
+            json!(job.successes.len() + job.failures.len()),
+        );
         info.insert("numberRecordsFailed".into(), json!(job.failures.len()));
         info.insert("retries".into(), json!(0));
         info.insert("totalProcessingTime".into(), json!(0));
@@ -855,15 +1005,34 @@ impl SimState {
     fn bulk_create(&mut self, body: &Value) -> Reply {
         let object = body.get("object").and_then(Value::as_str).unwrap_or("");
         let Some(meta) = self.org.schema.object(object).cloned() else {
-            return ApiErr::new(400, "INVALIDENTITY", format!("Entity '{object}' is not supported by the Bulk API")).into();
+            return ApiErr::new(
+                400,
+                "INVALIDENTITY",
+                format!("Entity '{object}' is not supported by the Bulk API"),
+            )
+            .into();
         };
         let operation = body.get("operation").and_then(Value::as_str).unwrap_or("");
         if !matches!(operation, "insert" | "update" | "upsert" | "delete") {
-            return ApiErr::new(400, "INVALIDJOB", format!("Invalid operation: {operation}")).into();
+            return ApiErr::new(400, "INVALIDJOB", format!("Invalid operation: {operation}"))
+                .into();
         }
-        let external_id = body.get("externalIdFieldName").and_then(Value::as_str).map(String::from);
-        if operation == "upsert" && external_id.as_deref().and_then(|f| self.ext_field(&meta, f)).is_none() {
-            return ApiErr::new(400, "INVALIDJOB", "externalIdFieldName must name an external id field for upsert").into();
+        let external_id = body
+            .get("externalIdFieldName")
+            .and_then(Value::as_str)
+            .map(String::from);
+        if operation == "upsert"
+            && external_id
+                .as_deref()
+                .and_then(|f| self.ext_field(&meta, f))
+                .is_none()
+        {
+            return ApiErr::new(
+                400,
+                "INVALIDJOB",
+                "externalIdFieldName must name an external id field for upsert",
+            )
+            .into();
         }
         let id = {
             let n = self.jobs.len() as u64 + 1;
@@ -912,7 +1081,12 @@ impl SimState {
             return not_found();
         };
         let state = body.get("state").and_then(Value::as_str).unwrap_or("");
-        let current = job.info.get("state").and_then(Value::as_str).unwrap_or("").to_string();
+        let current = job
+            .info
+            .get("state")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         match (state, current.as_str()) {
             ("UploadComplete", "Open") => {
                 job.info.insert("state".into(), json!("UploadComplete"));
@@ -922,7 +1096,12 @@ impl SimState {
                 job.info.insert("state".into(), json!("Aborted"));
             }
             _ => {
-                return ApiErr::new(400, "INVALIDJOBSTATE", format!("Cannot change state from {current} to {state}")).into();
+                return ApiErr::new(
+                    400,
+                    "INVALIDJOBSTATE",
+                    format!("Cannot change state from {current} to {state}"),
+                )
+                .into();
             }
         }
         let job = &self.jobs[id];
@@ -933,12 +1112,18 @@ impl SimState {
     /// at once, then JobComplete (or Failed) once the processing time has passed.
     fn bulk_poll(&mut self, id: &str) -> Reply {
         let now = self.now();
-        let processing = chrono::Duration::from_std(self.faults.bulk_processing).unwrap_or_default();
+        let processing =
+            chrono::Duration::from_std(self.faults.bulk_processing).unwrap_or_default();
         let fail = self.faults.bulk_fail_job.clone();
         let Some(job) = self.jobs.get_mut(id) else {
             return not_found();
         };
-        let state = job.info.get("state").and_then(Value::as_str).unwrap_or("").to_string();
+        let state = job
+            .info
+            .get("state")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         if state == "UploadComplete" {
             job.info.insert("state".into(), json!("InProgress"));
         } else if state == "InProgress" && job.closed_at.is_some_and(|t| now >= t + processing) {
@@ -957,9 +1142,15 @@ impl SimState {
 
     fn bulk_process(&mut self, id: &str) {
         let Some(job) = self.jobs.get(id) else { return };
-        let (object, operation, external_id, text) =
-            (job.object.clone(), job.operation.clone(), job.external_id.clone(), job.csv.clone());
-        let Some(meta) = self.org.schema.object(&object).cloned() else { return };
+        let (object, operation, external_id, text) = (
+            job.object.clone(),
+            job.operation.clone(),
+            job.external_id.clone(),
+            job.csv.clone(),
+        );
+        let Some(meta) = self.org.schema.object(&object).cloned() else {
+            return;
+        };
         let fail = |st: &mut SimState, msg: String| {
             if let Some(job) = st.jobs.get_mut(id) {
                 job.info.insert("state".into(), json!("Failed"));
@@ -976,7 +1167,12 @@ impl SimState {
         for col in header {
             let base = col.split('.').next().unwrap_or(col);
             let known = meta.field(col).is_some()
-                || (col.contains('.') && meta.fields.iter().any(|f| f.relationship_name.as_deref().is_some_and(|r| r.eq_ignore_ascii_case(base))));
+                || (col.contains('.')
+                    && meta.fields.iter().any(|f| {
+                        f.relationship_name
+                            .as_deref()
+                            .is_some_and(|r| r.eq_ignore_ascii_case(base))
+                    }));
             if !known {
                 return fail(self, format!("InvalidBatch : Field name not found : {col}"));
             }
@@ -990,7 +1186,11 @@ impl SimState {
                 if val.is_empty() {
                     continue;
                 }
-                let v = if val == "#N/A" { Value::Null } else { json!(val) };
+                let v = if val == "#N/A" {
+                    Value::Null
+                } else {
+                    json!(val)
+                };
                 if let Some((rel, key)) = col.split_once('.') {
                     map.insert(rel.to_string(), json!({ key: v }));
                 } else {
@@ -1011,36 +1211,70 @@ impl SimState {
                 Err(e) => Err(vec![RecErr::new(&e.code, e.message, &[])]),
                 Ok(()) => match operation.as_str() {
                     "insert" => self.write_create(&meta, &map).map(|v| {
-                        (v.get("id").and_then(Value::as_str).unwrap_or_default().to_string(), true)
+                        (
+                            v.get("id")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_string(),
+                            true,
+                        )
                     }),
-                    "update" => match id_in_row.and_then(|i| self.org.get(meta.name, &i).cloned()) {
-                        None => Err(vec![RecErr::new("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", &[])]),
-                        Some(existing) => self
-                            .org
-                            .prepare(&meta, &map, WriteMode::Update(&existing), now)
-                            .map(|rec| {
-                                let id = rec.get("Id").and_then(Value::as_str).unwrap_or_default().to_string();
-                                self.org.replace(&meta, rec);
-                                (id, false)
-                            }),
-                    },
+                    "update" => {
+                        match id_in_row.and_then(|i| self.org.get(meta.name, &i).cloned()) {
+                            None => Err(vec![RecErr::new(
+                                "INVALID_CROSS_REFERENCE_KEY",
+                                "invalid cross reference id",
+                                &[],
+                            )]),
+                            Some(existing) => self
+                                .org
+                                .prepare(&meta, &map, WriteMode::Update(&existing), now)
+                                .map(|rec| {
+                                    let id = rec
+                                        .get("Id")
+                                        .and_then(Value::as_str)
+                                        .unwrap_or_default()
+                                        .to_string();
+                                    self.org.replace(&meta, rec);
+                                    (id, false)
+                                }),
+                        }
+                    }
                     "upsert" => {
-                        let f = external_id.as_deref().and_then(|f| self.ext_field(&meta, f));
+                        let f = external_id
+                            .as_deref()
+                            .and_then(|f| self.ext_field(&meta, f));
                         let value = f.as_ref().and_then(|f| {
-                            map.iter().find(|(k, _)| k.eq_ignore_ascii_case(f.name)).map(|(_, v)| v.clone())
+                            map.iter()
+                                .find(|(k, _)| k.eq_ignore_ascii_case(f.name))
+                                .map(|(_, v)| v.clone())
                         });
                         match (f, value) {
                             (Some(f), Some(v)) => match self.org.upsert(&meta, &f, &v, &map, now) {
                                 Ok(r) => Ok(r),
-                                Err(Ok(ids)) => Err(vec![RecErr::new("DUPLICATE_EXTERNAL_ID", format!("more than one record found for external id field: {ids:?}"), &[])]),
+                                Err(Ok(ids)) => Err(vec![RecErr::new(
+                                    "DUPLICATE_EXTERNAL_ID",
+                                    format!(
+                                        "more than one record found for external id field: {ids:?}"
+                                    ),
+                                    &[],
+                                )]),
                                 Err(Err(e)) => Err(e),
                             },
-                            _ => Err(vec![RecErr::new("MISSING_ARGUMENT", "external id not specified", &[])]),
+                            _ => Err(vec![RecErr::new(
+                                "MISSING_ARGUMENT",
+                                "external id not specified",
+                                &[],
+                            )]),
                         }
                     }
                     _ => match id_in_row {
                         Some(i) if self.org.delete(meta.name, &i) => Ok((i, false)),
-                        _ => Err(vec![RecErr::new("ENTITY_IS_DELETED", "entity is deleted", &[])]),
+                        _ => Err(vec![RecErr::new(
+                            "ENTITY_IS_DELETED",
+                            "entity is deleted",
+                            &[],
+                        )]),
                     },
                 },
             };
@@ -1108,7 +1342,9 @@ impl SimState {
 }
 
 fn records_len(body: &Value) -> usize {
-    body.get("records").and_then(Value::as_array).map_or(0, Vec::len)
+    body.get("records")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len)
 }
 
 pub(crate) enum CollectionOp {
@@ -1132,9 +1368,21 @@ fn halted_body() -> Value {
 }
 
 fn uuid_like(seed: String) -> String {
-    let hex: String = format!("{:0>32}", seed.chars().filter(char::is_ascii_hexdigit).collect::<String>());
+    let hex: String = format!(
+        "{:0>32}",
+        seed.chars()
+            .filter(char::is_ascii_hexdigit)
+            .collect::<String>()
+    );
     let h = &hex[hex.len() - 32..];
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// Resolves `ref.field`, `ref.records[0].Id` against earlier subrequest bodies.
@@ -1185,7 +1433,11 @@ fn substitute_str(s: &str, refs: &Map<String, Value>) -> Result<Value, String> {
 fn substitute(v: &Value, refs: &Map<String, Value>) -> Result<Value, String> {
     Ok(match v {
         Value::String(s) if s.contains("@{") => substitute_str(s, refs)?,
-        Value::Array(a) => Value::Array(a.iter().map(|x| substitute(x, refs)).collect::<Result<_, _>>()?),
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .map(|x| substitute(x, refs))
+                .collect::<Result<_, _>>()?,
+        ),
         Value::Object(m) => {
             let mut out = Map::new();
             for (k, x) in m {

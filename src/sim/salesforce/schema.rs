@@ -288,14 +288,13 @@ fn activity_custom_fields() -> Vec<FieldMeta> {
 
 fn activity_common() -> Vec<FieldMeta> {
     vec![
-        f("Subject", "combobox")
-            .picklist(&["Call", "Email", "Meeting", "Send Letter/Quote", "Other"], false),
+        f("Subject", "combobox").picklist(
+            &["Call", "Email", "Meeting", "Send Letter/Quote", "Other"],
+            false,
+        ),
         f("Description", "textarea"),
         f("WhoId", "reference").refs(&["Contact", "Lead"], "Who"),
-        f("WhatId", "reference").refs(
-            &["Account", "Opportunity", "Campaign"],
-            "What",
-        ),
+        f("WhatId", "reference").refs(&["Account", "Opportunity", "Campaign"], "What"),
         f("ActivityDate", "date"),
         f("AccountId", "reference")
             .read_only()
@@ -407,10 +406,8 @@ fn objects() -> Vec<ObjectMeta> {
     campaign.extend([
         f("Name", "string").len(80).required(),
         f("Type", "picklist").picklist(&["Webinar", "Conference", "Email", "Other"], false),
-        f("Status", "picklist").picklist(
-            &["Planned", "In Progress", "Completed", "Aborted"],
-            false,
-        ),
+        f("Status", "picklist")
+            .picklist(&["Planned", "In Progress", "Completed", "Aborted"], false),
         f("IsActive", "boolean"),
         f("StartDate", "date"),
         f("EndDate", "date"),
@@ -426,9 +423,10 @@ fn objects() -> Vec<ObjectMeta> {
         f("ContactId", "reference")
             .create_only()
             .refs(&["Contact"], "Contact"),
-        f("LeadId", "reference").create_only().refs(&["Lead"], "Lead"),
-        f("Status", "picklist")
-            .picklist(&["Sent", "Responded", "Registered", "Attended"], false),
+        f("LeadId", "reference")
+            .create_only()
+            .refs(&["Lead"], "Lead"),
+        f("Status", "picklist").picklist(&["Sent", "Responded", "Registered", "Attended"], false),
         f("HasResponded", "boolean").read_only(),
         f("Zoom_Registrant_Key__c", "string").ext_id().unique(),
     ]);
@@ -452,7 +450,10 @@ fn objects() -> Vec<ObjectMeta> {
     task.extend(activity_common());
     task.extend([
         f("Status", "picklist")
-            .picklist(&["Not Started", "In Progress", "Completed", "Deferred"], true)
+            .picklist(
+                &["Not Started", "In Progress", "Completed", "Deferred"],
+                true,
+            )
             .defaulted(),
         f("Priority", "picklist")
             .picklist(&["Normal", "High", "Low"], true)
@@ -502,7 +503,12 @@ fn objects() -> Vec<ObjectMeta> {
         f("Ended_At__c", "datetime"),
         f("Duration_Minutes__c", "double"),
     ];
-    let mut pe = obj("Zoom_Meeting_Ended__e", "Zoom Meeting Ended", "e00", event_fields);
+    let mut pe = obj(
+        "Zoom_Meeting_Ended__e",
+        "Zoom Meeting Ended",
+        "e00",
+        event_fields,
+    );
     pe.custom = true;
     pe.platform_event = true;
     out.push(pe);

@@ -123,8 +123,7 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
             }
         } else if c.is_alphabetic() || c == '_' {
             let start = i;
-            while i < chars.len() && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | '.'))
-            {
+            while i < chars.len() && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | '.')) {
                 i += 1;
             }
             out.push(Tok::Ident(chars[start..i].iter().collect()));

@@ -652,3 +652,53 @@ async fn match_rule_with_no_inputs_costs_nothing() {
     assert_eq!(r, vec![Vec::<Value>::new()]);
     assert_eq!(env.sim.calls().query, 0);
 }
+
+#[tokio::test]
+async fn server_errors_on_reads_are_retried_by_the_http_layer() {
+    let env = Env::start(|o| {
+        o.faults.http_5xx_next = 2;
+        o.faults.latency = Some(std::time::Duration::from_millis(300));
+    })
+    .await;
+    let sf = env.connect().await;
+    let start = env.clock.now();
+    let rows = sf.query_all("SELECT Id FROM User").await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        env.sim.calls().query,
+        1,
+        "the two 503s did not count as answered queries"
+    );
+    assert!(
+        env.clock.now() - start >= chrono::Duration::milliseconds(900),
+        "latency and backoff ran on the virtual clock"
+    );
+}
+
+#[tokio::test]
+async fn updates_carry_ids_and_report_not_created() {
+    let env = Env::start(|_| {}).await;
+    let opp = env.sim.seed(
+        "Opportunity",
+        vec![json!({"Name": "Deal", "StageName": "Prospecting", "CloseDate": "2026-06-30"})],
+    );
+    let sf = env.connect().await;
+    let rec = obj(
+        json!({"Id": opp[0], "Last_Zoom_Meeting__c": "2026-03-01T15:00:00+0000",
+                         "Zoom_Summary__c": "Discussed pricing"}),
+    );
+    let missing = obj(json!({"Zoom_Summary__c": "no id"}));
+    let r = sf
+        .write("Opportunity", WriteOp::Update, vec![rec, missing])
+        .await
+        .unwrap();
+    assert!(r[0].is_success() && !r[0].created);
+    assert_eq!(r[0].id.as_deref(), Some(opp[0].as_str()));
+    assert!(!r[1].is_success());
+    let stored = &env.sim.records("Opportunity")[0];
+    assert_eq!(
+        stored["Last_Zoom_Meeting__c"],
+        json!("2026-03-01T15:00:00.000+0000")
+    );
+    assert_eq!(stored["Zoom_Summary__c"], json!("Discussed pricing"));
+}

@@ -179,3 +179,27 @@ fn not_yet(what: &str) -> anyhow::Result<u8> {
     eprintln!("error: `ferry {what}` is not available in this build yet");
     Ok(EXIT_INVALID)
 }
+
+/// Loads ferry.yaml and its pipelines for a command that runs them; on failure prints every
+/// problem and gives the exit code.
+pub(crate) fn load_project(g: &Global) -> anyhow::Result<Result<crate::config::Project, u8>> {
+    use std::io::IsTerminal;
+    let owned = crate::config::builtin_catalogs();
+    let catalogs: Vec<&dyn crate::config::StreamCatalog> =
+        owned.iter().map(|c| c.as_ref()).collect();
+    match crate::config::load_project(&g.config, &catalogs) {
+        Ok(p) => {
+            if !p.warnings.is_empty() {
+                let d = crate::config::Diagnostics {
+                    problems: p.warnings.clone(),
+                };
+                eprint!("{}", d.render_with(std::io::stderr().is_terminal()));
+            }
+            Ok(Ok(p))
+        }
+        Err(d) => {
+            eprint!("{}", d.render_with(std::io::stderr().is_terminal()));
+            Ok(Err(EXIT_INVALID))
+        }
+    }
+}

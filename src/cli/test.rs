@@ -15,7 +15,7 @@ pub async fn run(g: &Global, a: &TestArgs) -> anyhow::Result<u8> {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
-    let settings = project.config.settings.clone();
+    let settings = serde_json::Value::Object(project.config.settings.clone());
     let (mut passed, mut failed) = (0usize, 0usize);
     for p in &project.pipelines {
         if a.pipeline.as_ref().is_some_and(|n| n != &p.name) {

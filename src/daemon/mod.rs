@@ -1,1 +1,4 @@
 //! Daemon mode: scheduler, webhook server, file watcher, metrics, status page.
+
+pub mod metrics;
+pub mod schedule;

@@ -1,12 +1,13 @@
 //! Run and plan: read → enrich → lookup → render → write, then ledger and checkpoint committed
 //! together. `plan` is `run` with the writer replaced by a differ: one path, two endings.
 
+pub mod connect;
 pub mod lookup;
 pub mod render;
 pub mod report;
 pub mod testing;
 
-use crate::config::{Action, Pipeline};
+use crate::config::{SinkAction as Action, Pipeline};
 use crate::state::{BatchCommit, LedgerState, LedgerWrite, NewDeadLetter, Store};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -38,20 +39,25 @@ pub enum FetchError {
     Failed(String),
 }
 
-/// Where a partition's read starts.
-pub type SinceFn = Arc<dyn Fn(&str) -> Option<DateTime<Utc>> + Send + Sync>;
+/// Where an incremental read starts and ends: each partition from its checkpoint minus
+/// `lookback`, partitions never read from `default_since`, all up to `until`.
+#[derive(Debug, Clone)]
+pub struct ReadSpec {
+    pub checkpoints: BTreeMap<String, DateTime<Utc>>,
+    pub default_since: DateTime<Utc>,
+    pub lookback: chrono::Duration,
+    pub until: DateTime<Utc>,
+}
 
 /// A connector that yields records.
 #[async_trait::async_trait]
 pub trait Source: Send + Sync {
-    /// Pages of a stream. `since(partition)` is where each partition's read starts (None: the
-    /// stream's default); `until` is where it ends.
+    /// Pages of a stream, each partition in cursor order.
     fn read(
         &self,
         stream: &str,
         params: BTreeMap<String, Value>,
-        since: SinceFn,
-        until: DateTime<Utc>,
+        window: ReadSpec,
     ) -> BoxStream<'static, Result<Page, String>>;
     /// A child read for `enrich`: a list for list streams, an object for single-object ones.
     async fn fetch(&self, stream: &str, params: BTreeMap<String, Value>)
@@ -193,8 +199,8 @@ impl Engine<'_> {
             })])
             .boxed(),
             None => {
-                let since = self.since_fn(p);
-                self.source.read(&stream, params, since, self.now)
+                let window = self.read_spec(p);
+                self.source.read(&stream, params, window)
             }
         };
 
@@ -295,32 +301,30 @@ impl Engine<'_> {
         Ok(out)
     }
 
-    fn since_fn(&self, p: &Pipeline) -> SinceFn {
-        let mut known: HashMap<String, DateTime<Utc>> = HashMap::new();
+    fn read_spec(&self, p: &Pipeline) -> ReadSpec {
+        let mut checkpoints = BTreeMap::new();
         if let Ok(rows) = self.store.checkpoints(Some(&p.name)) {
             for r in rows {
                 if r.stream == p.source.stream {
                     if let Ok(t) = DateTime::parse_from_rfc3339(&r.cursor) {
-                        known.insert(r.partition.clone(), t.with_timezone(&Utc));
+                        checkpoints.insert(r.partition.clone(), t.with_timezone(&Utc));
                     }
                 }
             }
         }
-        let lookback = p
-            .source
-            .lookback
-            .and_then(|d| chrono::Duration::from_std(d).ok())
-            .unwrap_or_else(chrono::Duration::zero);
-        let first = p
-            .source
-            .since
-            .unwrap_or(self.now - chrono::Duration::days(DEFAULT_START_DAYS));
-        Arc::new(move |partition: &str| {
-            Some(match known.get(partition) {
-                Some(t) => (*t - lookback).max(first),
-                None => first,
-            })
-        })
+        ReadSpec {
+            checkpoints,
+            default_since: p
+                .source
+                .since
+                .unwrap_or(self.now - chrono::Duration::days(DEFAULT_START_DAYS)),
+            lookback: p
+                .source
+                .lookback
+                .and_then(|d| chrono::Duration::from_std(d).ok())
+                .unwrap_or_else(chrono::Duration::zero),
+            until: self.now,
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -1,7 +1,7 @@
 //! The render stage: from a source record with its enrichments and lookup results to the
 //! writes each sink asks for. Shared by `run`, `plan` and the offline `ferry test`.
 
-use crate::config::{Action, Expr, OnUpdate, Pipeline, Sink, SinkKey};
+use crate::config::{SinkAction as Action, Expr, OnUpdate, Pipeline, Sink, SinkKey};
 use crate::template::{self, TemplateError};
 use minijinja::Value as Jv;
 use serde_json::{Map, Value};

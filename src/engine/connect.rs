@@ -1,0 +1,389 @@
+//! From a loaded project to live connectors: one HTTP client (so rate limits and metrics are
+//! shared), the Zoom source, the Salesforce matcher and writer, tokens kept in the state file.
+
+use super::{FetchError, Matcher, Page, ReadSpec, Source, WriteOp, WriteOutcome, Writer};
+use crate::clock::SharedClock;
+use crate::config::{self, ConnectionKind, Project};
+use crate::connectors::salesforce::{self as sf, SalesforceConnector, SalesforceSettings, SfAuth};
+use crate::connectors::zoom::{self, ReadWindow, ZoomConnector, ZoomSettings};
+use crate::http::{HttpClient, Service};
+use crate::state::Store;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Live connections of a project.
+pub struct Connections {
+    pub http: HttpClient,
+    pub store: Store,
+    pub zoom: ZoomSource,
+    pub salesforce: SalesforceSink,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("ferry.yaml has no {0} connection")]
+    Missing(&'static str),
+    #[error("opening the state file {path}: {message}")]
+    State { path: String, message: String },
+    #[error("connecting to Salesforce: {0}")]
+    Salesforce(String),
+}
+
+/// Opens the state file ferry.yaml names.
+pub fn open_store(project: &Project, clock: &SharedClock) -> Result<Store, ConnectError> {
+    Store::open(&project.config.state)
+        .map(|s| s.with_clock(clock.clone()))
+        .map_err(|e| ConnectError::State {
+            path: project.config.state.display().to_string(),
+            message: e.to_string(),
+        })
+}
+
+/// Builds the Zoom connector of the project's zoom connection (tokens in `store`).
+pub fn zoom_connector(
+    project: &Project,
+    http: &HttpClient,
+    store: &Store,
+) -> Result<ZoomConnector, ConnectError> {
+    let conn = project
+        .config
+        .only_connection(ConnectionKind::Zoom)
+        .and_then(|c| c.as_zoom())
+        .ok_or(ConnectError::Missing("zoom"))?;
+    let auth = match &conn.auth {
+        config::ZoomAuth::ServerToServer {
+            account_id,
+            client_id,
+            client_secret,
+        } => zoom::auth::ZoomAuth::ServerToServer {
+            account_id: account_id.expose().to_string(),
+            client_id: client_id.expose().to_string(),
+            client_secret: zoom::auth::Secret::new(client_secret.expose()),
+        },
+        config::ZoomAuth::OAuth {
+            client_id,
+            client_secret,
+            refresh_token,
+            ..
+        } => zoom::auth::ZoomAuth::OAuth {
+            client_id: client_id.expose().to_string(),
+            client_secret: zoom::auth::Secret::new(client_secret.expose()),
+            refresh_token: refresh_token
+                .as_ref()
+                .map(|t| zoom::auth::Secret::new(t.expose())),
+        },
+    };
+    let settings = ZoomSettings {
+        base_url: conn.base_url.clone(),
+        token_url: conn.token_url.clone(),
+        auth,
+        plan: conn.plan,
+        headroom: conn.headroom,
+        webhook_secret: conn
+            .webhook_secret
+            .as_ref()
+            .map(|s| zoom::auth::Secret::new(s.expose())),
+    };
+    Ok(ZoomConnector::new(
+        settings,
+        http.clone(),
+        Arc::new(StoreTokens(store.clone())),
+    ))
+}
+
+/// The Salesforce settings of the project's salesforce connection.
+pub fn salesforce_settings(project: &Project) -> Result<SalesforceSettings, ConnectError> {
+    let conn = project
+        .config
+        .only_connection(ConnectionKind::Salesforce)
+        .and_then(|c| c.as_salesforce())
+        .ok_or(ConnectError::Missing("salesforce"))?;
+    let login_url = conn.login_url.clone();
+    let auth = match &conn.auth {
+        config::SalesforceAuth::JwtBearer {
+            client_id,
+            username,
+            private_key,
+        } => SfAuth::JwtBearer {
+            login_url,
+            client_id: client_id.expose().to_string(),
+            username: username.clone(),
+            private_key_pem: sf::auth::Secret::new(private_key.expose()),
+        },
+        config::SalesforceAuth::RefreshToken {
+            client_id,
+            client_secret,
+            refresh_token,
+            ..
+        } => SfAuth::RefreshToken {
+            login_url,
+            client_id: client_id.expose().to_string(),
+            client_secret: client_secret
+                .as_ref()
+                .map(|s| sf::auth::Secret::new(s.expose())),
+            refresh_token: sf::auth::Secret::new(
+                refresh_token.as_ref().map(|t| t.expose()).unwrap_or(""),
+            ),
+        },
+        config::SalesforceAuth::ClientCredentials {
+            client_id,
+            client_secret,
+        } => SfAuth::ClientCredentials {
+            login_url,
+            client_id: client_id.expose().to_string(),
+            client_secret: sf::auth::Secret::new(client_secret.expose()),
+        },
+    };
+    let mut s = SalesforceSettings::new(auth);
+    s.api_version = conn.api_version.clone();
+    s.daily_budget = conn.daily_budget;
+    Ok(s)
+}
+
+/// Connects everything the project's pipelines need.
+pub async fn connect(project: &Project, clock: SharedClock) -> Result<Connections, ConnectError> {
+    let store = open_store(project, &clock)?;
+    let http = HttpClient::new(clock);
+    let zoom = zoom_connector(project, &http, &store)?;
+    let settings = salesforce_settings(project)?;
+    let sfc = SalesforceConnector::connect_with_store(
+        settings,
+        http.clone(),
+        Some(Arc::new(StoreTokens(store.clone()))),
+    )
+    .await
+    .map_err(|e| ConnectError::Salesforce(e.to_string()))?;
+    // ferry's Salesforce spending survives restarts, so daily_budget holds across runs.
+    if let Ok(Some(t)) = store.token_get(CALL_LOG) {
+        if let Ok(calls) = serde_json::from_str::<Vec<chrono::DateTime<chrono::Utc>>>(&t.value) {
+            sfc.restore_call_log(calls);
+        }
+    }
+    Ok(Connections {
+        http: http.clone(),
+        store,
+        zoom: ZoomSource { conn: zoom },
+        salesforce: SalesforceSink {
+            conn: Arc::new(sfc),
+            http,
+        },
+    })
+}
+
+const CALL_LOG: &str = "salesforce:call_log";
+
+impl Connections {
+    /// Saves ferry's Salesforce call log (for the rolling daily budget).
+    pub fn save_budget(&self) {
+        let calls = self.salesforce.conn.call_log();
+        if let Ok(text) = serde_json::to_string(&calls) {
+            if let Err(e) = self.store.token_put(CALL_LOG, &text, None) {
+                tracing::warn!("could not save the Salesforce call log: {e}");
+            }
+        }
+    }
+}
+
+/// Zoom and Salesforce refresh tokens, encrypted in the state file.
+pub struct StoreTokens(pub Store);
+
+impl zoom::auth::TokenStore for StoreTokens {
+    fn get(&self, name: &str) -> Result<Option<zoom::auth::Secret>, zoom::auth::TokenStoreError> {
+        self.0
+            .token_get(name)
+            .map(|t| t.map(|t| zoom::auth::Secret::new(t.value)))
+            .map_err(|e| zoom::auth::TokenStoreError(e.to_string()))
+    }
+    fn put(&self, name: &str, value: &zoom::auth::Secret) -> Result<(), zoom::auth::TokenStoreError> {
+        self.0
+            .token_put(name, value.expose(), None)
+            .map_err(|e| zoom::auth::TokenStoreError(e.to_string()))
+    }
+}
+
+impl sf::auth::TokenStore for StoreTokens {
+    fn load_refresh_token(&self, key: &str) -> Result<Option<sf::auth::Secret>, sf::auth::TokenStoreError> {
+        self.0
+            .token_get(key)
+            .map(|t| t.map(|t| sf::auth::Secret::new(t.value)))
+            .map_err(|e| sf::auth::TokenStoreError(e.to_string()))
+    }
+    fn save_refresh_token(&self, key: &str, token: &sf::auth::Secret) -> Result<(), sf::auth::TokenStoreError> {
+        self.0
+            .token_put(key, token.expose(), None)
+            .map_err(|e| sf::auth::TokenStoreError(e.to_string()))
+    }
+}
+
+/// The Zoom connector as the engine's [`Source`].
+#[derive(Clone)]
+pub struct ZoomSource {
+    pub conn: ZoomConnector,
+}
+
+fn stream_name(s: &str) -> &str {
+    s.strip_prefix("zoom.").unwrap_or(s)
+}
+
+#[async_trait::async_trait]
+impl Source for ZoomSource {
+    fn read(
+        &self,
+        stream: &str,
+        params: BTreeMap<String, Value>,
+        window: ReadSpec,
+    ) -> BoxStream<'static, Result<Page, String>> {
+        let w = ReadWindow::checkpoints(
+            window.checkpoints,
+            window.default_since,
+            window.lookback,
+            window.until,
+        );
+        self.conn
+            .read(stream_name(stream), &params, w)
+            .map(|r| {
+                r.map(|p| Page {
+                    partition: p.partition,
+                    records: p.records,
+                    cursor: p.cursor,
+                })
+                .map_err(|e| e.to_string())
+            })
+            .boxed()
+    }
+
+    async fn fetch(&self, stream: &str, params: BTreeMap<String, Value>) -> Result<Value, FetchError> {
+        let name = stream_name(stream);
+        let single = zoom::catalog::catalog()
+            .get(name)
+            .is_some_and(|d| d.selector.trim() == "$");
+        match self.conn.fetch_all(name, &params).await {
+            Ok(list) if single => Ok(list.into_iter().next().unwrap_or(Value::Null)),
+            Ok(list) => Ok(Value::Array(list)),
+            Err(zoom::ZoomError::NotFound { message, .. }) => Err(FetchError::NotFound(message)),
+            Err(e) => Err(FetchError::Failed(e.to_string())),
+        }
+    }
+
+    fn primary_key(&self, stream: &str) -> Option<String> {
+        zoom::catalog::catalog()
+            .get(stream_name(stream))
+            .map(|d| d.primary_key.clone())
+    }
+
+    fn calls(&self) -> u64 {
+        self.conn.http().metrics().requests(Service::Zoom)
+    }
+}
+
+/// The Salesforce connector as the engine's [`Matcher`] and [`Writer`].
+#[derive(Clone)]
+pub struct SalesforceSink {
+    pub conn: Arc<SalesforceConnector>,
+    pub http: HttpClient,
+}
+
+#[async_trait::async_trait]
+impl Matcher for SalesforceSink {
+    async fn match_rule(
+        &self,
+        sobject: &str,
+        select: &[String],
+        wheres: &[Map<String, Value>],
+    ) -> Result<Vec<Vec<Value>>, String> {
+        let ws: Vec<BTreeMap<String, Value>> = wheres
+            .iter()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .collect();
+        self.conn
+            .match_rule(sobject, select, &ws)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait::async_trait]
+impl Writer for SalesforceSink {
+    async fn write(
+        &self,
+        sobject: &str,
+        op: WriteOp,
+        records: Vec<Map<String, Value>>,
+    ) -> Result<Vec<WriteOutcome>, String> {
+        let op = match op {
+            WriteOp::Insert => sf::write::WriteOp::Insert,
+            WriteOp::Update => sf::write::WriteOp::Update,
+            WriteOp::Upsert { external_id_field } => sf::write::WriteOp::Upsert { external_id_field },
+            WriteOp::Publish => sf::write::WriteOp::Publish,
+        };
+        let results = self
+            .conn
+            .write(sobject, op, records)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(results
+            .into_iter()
+            .map(|r| WriteOutcome {
+                id: r.id.clone(),
+                created: r.created,
+                error: (!r.errors.is_empty()).then(|| {
+                    r.errors
+                        .iter()
+                        .map(|e| {
+                            if e.fields.is_empty() {
+                                format!("{}: {}", e.status_code, e.message)
+                            } else {
+                                format!("{}: {} ({})", e.status_code, e.message, e.fields.join(", "))
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                }),
+            })
+            .collect())
+    }
+
+    async fn find(
+        &self,
+        sobject: &str,
+        field: &str,
+        values: &[String],
+        select: &[String],
+    ) -> Result<Vec<Map<String, Value>>, String> {
+        let mut fields: Vec<String> = select.to_vec();
+        for must in ["Id", field] {
+            if !fields.iter().any(|f| f.eq_ignore_ascii_case(must)) {
+                fields.push(must.to_string());
+            }
+        }
+        let mut out = Vec::new();
+        let mut distinct: Vec<&String> = values.iter().filter(|v| !v.is_empty()).collect();
+        distinct.sort();
+        distinct.dedup();
+        for chunk in distinct.chunks(300) {
+            let list = chunk
+                .iter()
+                .map(|v| format!("'{}'", sf::lookup::escape_soql(v)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let soql = format!(
+                "SELECT {} FROM {sobject} WHERE {field} IN ({list})",
+                fields.join(", ")
+            );
+            for r in self.conn.query_all(&soql).await.map_err(|e| e.to_string())? {
+                if let Value::Object(mut m) = r {
+                    m.remove("attributes");
+                    out.push(m);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn calls(&self) -> u64 {
+        self.http.metrics().requests(Service::Salesforce)
+    }
+}

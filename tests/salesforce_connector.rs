@@ -702,3 +702,41 @@ async fn updates_carry_ids_and_report_not_created() {
     );
     assert_eq!(stored["Zoom_Summary__c"], json!("Discussed pricing"));
 }
+
+#[tokio::test]
+async fn an_upsert_that_loses_a_create_race_is_retried_and_updates() {
+    let env = Env::start(|o| o.faults.duplicate_race = true).await;
+    let sf = env.connect().await;
+    let op = WriteOp::Upsert {
+        external_id_field: "Zoom_Meeting_UUID__c".into(),
+    };
+    let r = sf
+        .write("Event", op, vec![event(1), event(2)])
+        .await
+        .unwrap();
+    assert!(r.iter().all(|x| x.is_success() && x.created), "{r:?}");
+    assert_eq!(env.sim.calls().collections, 2);
+    assert_eq!(env.sim.records("Event").len(), 2);
+}
+
+#[tokio::test]
+async fn validation_rule_failures_stay_on_their_record() {
+    let env = Env::start(|o| {
+        o.faults.validation_rule = Some(("Event".into(), "Subject".into(), "CONFIDENTIAL".into()))
+    })
+    .await;
+    let sf = env.connect().await;
+    let mut records = vec![event(1), event(2)];
+    records[1].insert("Subject".into(), json!("CONFIDENTIAL board meeting"));
+    let r = sf.write("Event", WriteOp::Insert, records).await.unwrap();
+    assert!(r[0].is_success());
+    assert_eq!(
+        r[1].errors[0].status_code,
+        "FIELD_CUSTOM_VALIDATION_EXCEPTION"
+    );
+    assert_eq!(
+        env.sim.calls().collections,
+        1,
+        "validation errors are not retried"
+    );
+}

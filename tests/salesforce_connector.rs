@@ -740,3 +740,91 @@ async fn validation_rule_failures_stay_on_their_record() {
         "validation errors are not retried"
     );
 }
+
+#[tokio::test]
+async fn describe_covers_the_objects_ferry_writes() {
+    let env = Env::start(|_| {}).await;
+    let sf = env.connect().await;
+    let expect: &[(&str, &str, &[&str])] = &[
+        (
+            "Event",
+            "00U",
+            &[
+                "Zoom_Meeting_UUID__c",
+                "Zoom_Recording_URL__c",
+                "ActivityDateTime",
+                "EndDateTime",
+                "WhoId",
+                "WhatId",
+            ],
+        ),
+        (
+            "Task",
+            "00T",
+            &[
+                "Zoom_Action_Item_Key__c",
+                "Zoom_Call_Id__c",
+                "CallDurationInSeconds",
+                "ActivityDate",
+                "Status",
+            ],
+        ),
+        (
+            "EventRelation",
+            "0RE",
+            &["EventId", "RelationId", "IsInvitee", "IsParent"],
+        ),
+        ("Contact", "003", &["Email", "AccountId"]),
+        ("Lead", "00Q", &["Email", "Company", "IsConverted"]),
+        ("Account", "001", &["Website_Domain__c", "Name"]),
+        ("User", "005", &["Username", "Email"]),
+        (
+            "Opportunity",
+            "006",
+            &["Last_Zoom_Meeting__c", "Zoom_Summary__c", "StageName"],
+        ),
+        ("Campaign", "701", &["Name", "Status"]),
+        (
+            "CampaignMember",
+            "00v",
+            &[
+                "Zoom_Registrant_Key__c",
+                "CampaignId",
+                "ContactId",
+                "LeadId",
+            ],
+        ),
+        (
+            "Zoom_Meeting_Ended__e",
+            "e00",
+            &["Meeting_UUID__c", "Topic__c"],
+        ),
+    ];
+    for (name, prefix, fields) in expect {
+        let d = sf.describe(name).await.unwrap();
+        assert_eq!(d.key_prefix.as_deref(), Some(*prefix), "{name}");
+        for f in *fields {
+            assert!(d.field(f).is_some(), "{name}.{f}");
+        }
+    }
+    let cm = sf.describe("CampaignMember").await.unwrap();
+    assert!(cm.field("Zoom_Registrant_Key__c").unwrap().external_id);
+    let task = sf.describe("Task").await.unwrap();
+    assert!(task.field("Zoom_Action_Item_Key__c").unwrap().external_id);
+    let status = task.field("Status").unwrap();
+    assert!(
+        status.restricted_picklist
+            && status
+                .picklist_values
+                .iter()
+                .any(|p| p.value == "Completed")
+    );
+    let opp = sf.describe("Opportunity").await.unwrap();
+    assert!(opp.field("StageName").unwrap().required_on_create());
+    assert!(
+        sf.describe("Zoom_Meeting_Ended__e")
+            .await
+            .unwrap()
+            .is_platform_event()
+    );
+}

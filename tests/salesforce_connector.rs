@@ -702,3 +702,129 @@ async fn updates_carry_ids_and_report_not_created() {
     );
     assert_eq!(stored["Zoom_Summary__c"], json!("Discussed pricing"));
 }
+
+#[tokio::test]
+async fn an_upsert_that_loses_a_create_race_is_retried_and_updates() {
+    let env = Env::start(|o| o.faults.duplicate_race = true).await;
+    let sf = env.connect().await;
+    let op = WriteOp::Upsert {
+        external_id_field: "Zoom_Meeting_UUID__c".into(),
+    };
+    let r = sf
+        .write("Event", op, vec![event(1), event(2)])
+        .await
+        .unwrap();
+    assert!(r.iter().all(|x| x.is_success() && x.created), "{r:?}");
+    assert_eq!(env.sim.calls().collections, 2);
+    assert_eq!(env.sim.records("Event").len(), 2);
+}
+
+#[tokio::test]
+async fn validation_rule_failures_stay_on_their_record() {
+    let env = Env::start(|o| {
+        o.faults.validation_rule = Some(("Event".into(), "Subject".into(), "CONFIDENTIAL".into()))
+    })
+    .await;
+    let sf = env.connect().await;
+    let mut records = vec![event(1), event(2)];
+    records[1].insert("Subject".into(), json!("CONFIDENTIAL board meeting"));
+    let r = sf.write("Event", WriteOp::Insert, records).await.unwrap();
+    assert!(r[0].is_success());
+    assert_eq!(
+        r[1].errors[0].status_code,
+        "FIELD_CUSTOM_VALIDATION_EXCEPTION"
+    );
+    assert_eq!(
+        env.sim.calls().collections,
+        1,
+        "validation errors are not retried"
+    );
+}
+
+#[tokio::test]
+async fn describe_covers_the_objects_ferry_writes() {
+    let env = Env::start(|_| {}).await;
+    let sf = env.connect().await;
+    let expect: &[(&str, &str, &[&str])] = &[
+        (
+            "Event",
+            "00U",
+            &[
+                "Zoom_Meeting_UUID__c",
+                "Zoom_Recording_URL__c",
+                "ActivityDateTime",
+                "EndDateTime",
+                "WhoId",
+                "WhatId",
+            ],
+        ),
+        (
+            "Task",
+            "00T",
+            &[
+                "Zoom_Action_Item_Key__c",
+                "Zoom_Call_Id__c",
+                "CallDurationInSeconds",
+                "ActivityDate",
+                "Status",
+            ],
+        ),
+        (
+            "EventRelation",
+            "0RE",
+            &["EventId", "RelationId", "IsInvitee", "IsParent"],
+        ),
+        ("Contact", "003", &["Email", "AccountId"]),
+        ("Lead", "00Q", &["Email", "Company", "IsConverted"]),
+        ("Account", "001", &["Website_Domain__c", "Name"]),
+        ("User", "005", &["Username", "Email"]),
+        (
+            "Opportunity",
+            "006",
+            &["Last_Zoom_Meeting__c", "Zoom_Summary__c", "StageName"],
+        ),
+        ("Campaign", "701", &["Name", "Status"]),
+        (
+            "CampaignMember",
+            "00v",
+            &[
+                "Zoom_Registrant_Key__c",
+                "CampaignId",
+                "ContactId",
+                "LeadId",
+            ],
+        ),
+        (
+            "Zoom_Meeting_Ended__e",
+            "e00",
+            &["Meeting_UUID__c", "Topic__c"],
+        ),
+    ];
+    for (name, prefix, fields) in expect {
+        let d = sf.describe(name).await.unwrap();
+        assert_eq!(d.key_prefix.as_deref(), Some(*prefix), "{name}");
+        for f in *fields {
+            assert!(d.field(f).is_some(), "{name}.{f}");
+        }
+    }
+    let cm = sf.describe("CampaignMember").await.unwrap();
+    assert!(cm.field("Zoom_Registrant_Key__c").unwrap().external_id);
+    let task = sf.describe("Task").await.unwrap();
+    assert!(task.field("Zoom_Action_Item_Key__c").unwrap().external_id);
+    let status = task.field("Status").unwrap();
+    assert!(
+        status.restricted_picklist
+            && status
+                .picklist_values
+                .iter()
+                .any(|p| p.value == "Completed")
+    );
+    let opp = sf.describe("Opportunity").await.unwrap();
+    assert!(opp.field("StageName").unwrap().required_on_create());
+    assert!(
+        sf.describe("Zoom_Meeting_Ended__e")
+            .await
+            .unwrap()
+            .is_platform_event()
+    );
+}

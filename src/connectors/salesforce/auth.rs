@@ -189,7 +189,7 @@ pub async fn fetch_token(
             let claims = JwtClaims {
                 iss: client_id,
                 sub: username,
-                aud: login_url.trim_end_matches('/'),
+                aud: &jwt_audience(login_url),
                 // Salesforce accepts assertions that expire within a few minutes.
                 exp: clock.now().timestamp() + 180,
             };
@@ -247,6 +247,24 @@ pub async fn fetch_token(
         .map(|e| (e.error, e.error_description))
         .unwrap_or_else(|| (format!("HTTP {}", resp.status), String::new()));
     Err(classify_oauth_error(auth, &code, &description))
+}
+
+/// The JWT `aud`: Salesforce wants its login server, not the org's My Domain. Sandboxes
+/// (test.salesforce.com or `*.sandbox.my.salesforce.com`) use the test server; other hosts
+/// (an Experience Cloud site, or a simulator) are their own audience.
+pub fn jwt_audience(login_url: &str) -> String {
+    let trimmed = login_url.trim_end_matches('/');
+    let host = url::Url::parse(trimmed)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .unwrap_or_default();
+    if host == "test.salesforce.com" || host.ends_with(".sandbox.my.salesforce.com") {
+        "https://test.salesforce.com".into()
+    } else if host == "login.salesforce.com" || host.ends_with(".my.salesforce.com") {
+        "https://login.salesforce.com".into()
+    } else {
+        trimmed.to_string()
+    }
 }
 
 fn classify_oauth_error(auth: &SfAuth, code: &str, description: &str) -> SfError {
@@ -438,4 +456,45 @@ pub async fn authorize_interactively(
             })?;
     }
     Ok(tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jwt_audience_is_the_login_server() {
+        assert_eq!(
+            jwt_audience("https://acme.my.salesforce.com/"),
+            "https://login.salesforce.com"
+        );
+        assert_eq!(
+            jwt_audience("https://login.salesforce.com"),
+            "https://login.salesforce.com"
+        );
+        assert_eq!(
+            jwt_audience("https://acme--uat.sandbox.my.salesforce.com"),
+            "https://test.salesforce.com"
+        );
+        assert_eq!(
+            jwt_audience("https://test.salesforce.com"),
+            "https://test.salesforce.com"
+        );
+        assert_eq!(
+            jwt_audience("http://127.0.0.1:4000"),
+            "http://127.0.0.1:4000"
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+        let a = SfAuth::ClientCredentials {
+            login_url: "https://acme.my.salesforce.com".into(),
+            client_id: "id".into(),
+            client_secret: s,
+        };
+        assert!(!format!("{a:?}").contains("hunter2"));
+    }
 }

@@ -13,7 +13,7 @@ mod write;
 
 pub use auth::{
     AuthorizeRequest, MemoryTokenStore, Secret, SfAuth, TokenResponse, TokenStore, TokenStoreError,
-    authorize_interactively, token_key,
+    authorize_interactively, jwt_audience, token_key,
 };
 pub use budget::{Budget, BudgetScope, parse_limit_info};
 pub use lookup::{escape_soql, soql_literal};

@@ -129,8 +129,13 @@ fn parse_result(v: &Value, op: &WriteOp, sobject: &str) -> RecordResult {
     }
 }
 
-fn is_locked(r: &RecordResult) -> bool {
-    r.errors.iter().any(|e| e.status_code == LOCK_ERROR)
+/// Transient per-record failures worth sending again: a row lock, or (for upserts) a lost
+/// race to create the same new key, which matches the winner's record on the next try.
+fn is_retryable(r: &RecordResult, op: &WriteOp) -> bool {
+    r.errors.iter().any(|e| {
+        e.status_code == LOCK_ERROR
+            || (e.status_code == "DUPLICATE_VALUE" && matches!(op, WriteOp::Upsert { .. }))
+    })
 }
 
 impl SalesforceConnector {
@@ -170,7 +175,7 @@ impl SalesforceConnector {
             let answered = self.send_collection(sobject, op, records, &pending).await?;
             let mut locked = Vec::new();
             for (&i, r) in pending.iter().zip(answered) {
-                if is_locked(&r) {
+                if is_retryable(&r, op) {
                     locked.push(i);
                 }
                 results[i] = r;

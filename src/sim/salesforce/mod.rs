@@ -41,6 +41,9 @@ pub struct SfFaults {
     pub lock_row_max: u32,
     /// (object, field, substring) that trips a validation rule (FIELD_CUSTOM_VALIDATION_EXCEPTION).
     pub validation_rule: Option<(String, String, String)>,
+    /// The first upsert of each new external-id value fails once with DUPLICATE_VALUE, as
+    /// when two writers race to create the same key.
+    pub duplicate_race: bool,
     /// The next N data requests answer 503.
     pub http_5xx_next: u32,
     /// Every data request waits this long on the sim's clock.
@@ -197,6 +200,7 @@ impl SimState {
             lock_row_every: self.faults.lock_row_every,
             lock_row_max: self.faults.lock_row_max,
             validation_rule: self.faults.validation_rule.clone(),
+            duplicate_race: self.faults.duplicate_race,
         };
     }
 }

@@ -69,6 +69,9 @@ pub struct WriteFaults {
     /// (object, field, substring): a record whose field contains the substring fails a
     /// validation rule.
     pub validation_rule: Option<(String, String, String)>,
+    /// The first upsert that would create each new external-id value loses a race with a
+    /// concurrent writer and fails with DUPLICATE_VALUE (once per value).
+    pub duplicate_race: bool,
 }
 
 pub struct Org {
@@ -79,6 +82,7 @@ pub struct Org {
     pub write_faults: WriteFaults,
     write_attempts: u64,
     pub lock_failures: u32,
+    raced_keys: std::collections::HashSet<String>,
 }
 
 pub fn format_datetime(t: DateTime<Utc>) -> String {
@@ -100,6 +104,7 @@ impl Org {
             write_faults: WriteFaults::default(),
             write_attempts: 0,
             lock_failures: 0,
+            raced_keys: Default::default(),
         };
         let id = org.new_id("005");
         org.integration_user_id = id.clone();
@@ -623,6 +628,24 @@ impl Org {
     ) -> Result<(String, bool), Result<Vec<String>, Vec<RecErr>>> {
         let hits = self.matching(meta.name, field, value);
         match hits.len() {
+            0 if self.write_faults.duplicate_race
+                && self.raced_keys.insert(format!(
+                    "{}.{}={}",
+                    meta.name,
+                    field.name,
+                    display(value).to_lowercase()
+                )) =>
+            {
+                Err(Err(vec![RecErr::new(
+                    "DUPLICATE_VALUE",
+                    format!(
+                        "duplicate value found: {} duplicates value on record with id: {}",
+                        field.name,
+                        ids::make_id(meta.key_prefix, 0)
+                    ),
+                    &[field.name],
+                )]))
+            }
             0 => {
                 let mut input = body.clone();
                 input.retain(|k, _| !k.eq_ignore_ascii_case(field.name));

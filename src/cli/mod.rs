@@ -203,3 +203,24 @@ pub(crate) fn load_project(g: &Global) -> anyhow::Result<Result<crate::config::P
         }
     }
 }
+
+/// The pipelines a command acts on: one by name, or all.
+pub(crate) fn select_pipelines<'a>(
+    project: &'a crate::config::Project,
+    name: Option<&str>,
+) -> Result<Vec<&'a crate::config::Pipeline>, ()> {
+    match name {
+        None => Ok(project.pipelines.iter().collect()),
+        Some(n) => match project.pipeline(n) {
+            Some(p) => Ok(vec![p]),
+            None => {
+                let names: Vec<&str> = project.pipelines.iter().map(|p| p.name.as_str()).collect();
+                eprintln!(
+                    "error: no pipeline named `{n}`; the pipelines are: {}",
+                    names.join(", ")
+                );
+                Err(())
+            }
+        },
+    }
+}

@@ -1,8 +1,120 @@
-use super::Global;
+use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, Global, LogFormat};
+use crate::engine::report::PipelineReport;
+use crate::engine::{Engine, Mode, RunOptions, connect};
+use std::io::IsTerminal;
+use std::sync::Arc;
 
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {}
+pub struct RunArgs {
+    /// Only this pipeline (default: all, in file order)
+    pub pipeline: Option<String>,
+    /// Print the per-record detail of what was written
+    #[arg(long)]
+    pub detail: bool,
+}
 
-pub async fn run(_g: &Global, _a: &RunArgs) -> anyhow::Result<u8> {
-    super::not_yet("run")
+pub async fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
+    let project = match super::load_project(g)? {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let pipelines = match super::select_pipelines(&project, a.pipeline.as_deref()) {
+        Ok(p) => p,
+        Err(()) => return Ok(EXIT_INVALID),
+    };
+    let clock = crate::clock::system();
+    let conns = match connect::connect(&project, clock.clone()).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_FAILED);
+        }
+    };
+    let settings = serde_json::Value::Object(project.config.settings.clone());
+    let mut failed = false;
+    for p in pipelines {
+        let engine = Engine {
+            store: &conns.store,
+            source: &conns.zoom,
+            matcher: &conns.salesforce,
+            writer: &conns.salesforce,
+            settings: &settings,
+            now: clock.now(),
+        };
+        let mut opts = RunOptions::new(Mode::Run);
+        opts.detail = a.detail;
+        let bar = (std::io::stderr().is_terminal() && g.log_format == LogFormat::Text)
+            .then(|| progress_bar(&p.name));
+        if let Some(b) = &bar {
+            let b = b.clone();
+            opts.progress = Some(Arc::new(move |r: &PipelineReport| {
+                b.set_message(progress_text(r));
+                b.tick();
+            }));
+        }
+        let started = std::time::Instant::now();
+        let _ = conns.store.run_started(&p.name, &opts.run_id, clock.now());
+        let report = engine.run(p, &opts).await;
+        let _ = conns
+            .store
+            .run_finished(&opts.run_id, clock.now(), !report.failed(), &report.to_json()["summary"]);
+        conns.save_budget();
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        failed |= report.failed();
+        if g.log_format == LogFormat::Json {
+            tracing::info!(
+                pipeline = %p.name,
+                records_read = report.records_read,
+                created = report.summary.create,
+                updated = report.summary.update,
+                unchanged = report.summary.unchanged,
+                skipped = report.summary.skip,
+                unmatched = report.summary.unmatched,
+                errors = report.summary.error,
+                zoom_calls = report.summary.api_calls.zoom,
+                salesforce_calls = report.summary.api_calls.salesforce,
+                stopped = report.stopped.as_deref().unwrap_or(""),
+                seconds = started.elapsed().as_secs_f64(),
+                "run finished"
+            );
+        }
+        if a.detail {
+            print!("{}", report.render_text());
+        } else {
+            println!("{}: {} records read", p.name, report.records_read);
+            for (sink, n) in &report.per_sink {
+                println!("  {sink:<14} {n} written");
+            }
+            println!("  {}", report.summary_line());
+            println!("  {}", report.calls_line());
+            if let Some(s) = &report.stopped {
+                println!("  Stopped: {s}");
+            }
+        }
+    }
+    Ok(if failed { EXIT_FAILED } else { EXIT_OK })
+}
+
+fn progress_bar(name: &str) -> indicatif::ProgressBar {
+    let b = indicatif::ProgressBar::new_spinner();
+    b.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {prefix} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    b.set_prefix(name.to_string());
+    b.enable_steady_tick(std::time::Duration::from_millis(120));
+    b
+}
+
+fn progress_text(r: &PipelineReport) -> String {
+    let sinks: Vec<String> = r.per_sink.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    format!(
+        "read {} · written {} · unchanged {} · {}",
+        r.records_read,
+        r.summary.create + r.summary.update,
+        r.summary.unchanged,
+        sinks.join(" · ")
+    )
 }

@@ -80,7 +80,11 @@ pub fn zoom_connector(
         base_url: conn.base_url.clone(),
         token_url: conn.token_url.clone(),
         auth,
-        plan: conn.plan,
+        plan: match conn.plan {
+            config::ZoomPlan::Free => zoom::limits::ZoomPlan::Free,
+            config::ZoomPlan::Pro => zoom::limits::ZoomPlan::Pro,
+            config::ZoomPlan::Business => zoom::limits::ZoomPlan::Business,
+        },
         headroom: conn.headroom,
         webhook_secret: conn
             .webhook_secret
@@ -314,10 +318,10 @@ impl Writer for SalesforceSink {
         records: Vec<Map<String, Value>>,
     ) -> Result<Vec<WriteOutcome>, String> {
         let op = match op {
-            WriteOp::Insert => sf::write::WriteOp::Insert,
-            WriteOp::Update => sf::write::WriteOp::Update,
-            WriteOp::Upsert { external_id_field } => sf::write::WriteOp::Upsert { external_id_field },
-            WriteOp::Publish => sf::write::WriteOp::Publish,
+            WriteOp::Insert => sf::WriteOp::Insert,
+            WriteOp::Update => sf::WriteOp::Update,
+            WriteOp::Upsert { external_id_field } => sf::WriteOp::Upsert { external_id_field },
+            WriteOp::Publish => sf::WriteOp::Publish,
         };
         let results = self
             .conn
@@ -366,7 +370,7 @@ impl Writer for SalesforceSink {
         for chunk in distinct.chunks(300) {
             let list = chunk
                 .iter()
-                .map(|v| format!("'{}'", sf::lookup::escape_soql(v)))
+                .map(|v| format!("'{}'", sf::escape_soql(v)))
                 .collect::<Vec<_>>()
                 .join(", ");
             let soql = format!(

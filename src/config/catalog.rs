@@ -26,4 +26,10 @@ pub trait StreamCatalog: Send + Sync {
     fn kind(&self) -> &str;
     fn stream(&self, name: &str) -> Option<StreamInfo>;
     fn names(&self) -> Vec<String>;
+    /// True when the stream yields one record per request (an `enrich` of it attaches an
+    /// object to the record), false when it yields a list (the enrich attaches a list).
+    fn single_record(&self, stream: &str) -> bool {
+        let _ = stream;
+        false
+    }
 }

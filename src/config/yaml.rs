@@ -1,0 +1,361 @@
+//! Typed YAML parsing with positions, turning serde errors into problems, and recovering
+//! after a bad entry so that one file can report several problems at once.
+
+use super::diagnostic::{Diagnostics, Problem, SourceFile, did_you_mean};
+use serde::de::DeserializeOwned;
+
+/// How many problems one file may report from the parser before we stop re-parsing.
+const MAX_PARSE_PROBLEMS: usize = 20;
+
+fn options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        strict_booleans: true,
+        with_snippet: false,
+    }
+}
+
+/// Parses a file into `T`. On a problem, blanks the offending entry and parses again to find
+/// the next one; returns `None` when the file had any problem.
+pub fn parse<T: DeserializeOwned>(file: &SourceFile, diags: &mut Diagnostics) -> Option<T> {
+    let mut text = file.text.to_string();
+    let mut blanked_keys: Vec<String> = Vec::new();
+    let mut found = 0;
+    loop {
+        match serde_saphyr::from_str_with_options::<T>(&text, options()) {
+            Ok(v) => return if found == 0 { Some(v) } else { None },
+            Err(e) => {
+                let problem = to_problem(file, &e);
+                let suppressed = problem.code == "ferry::missing_key"
+                    && blanked_keys
+                        .iter()
+                        .any(|k| problem.message.contains(&format!("`{k}`")));
+                if !suppressed {
+                    diags.push(problem.clone());
+                }
+                found += 1;
+                if found >= MAX_PARSE_PROBLEMS
+                    || problem.code == "ferry::yaml_syntax"
+                    || problem.code == "ferry::missing_key"
+                {
+                    return None;
+                }
+                let loc = e.location()?;
+                let line = loc.line() as usize;
+                match blank_entry(&text, line) {
+                    Some((next, key)) => {
+                        if let Some(k) = key {
+                            blanked_keys.push(k);
+                        }
+                        if let Some(s) = problem.help.as_deref().and_then(suggested) {
+                            blanked_keys.push(s);
+                        }
+                        text = next;
+                        let empty = text
+                            .lines()
+                            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+                        if empty {
+                            return None;
+                        }
+                    }
+                    None => return None,
+                }
+            }
+        }
+    }
+}
+
+/// The name in a "did you mean `x`?" hint.
+fn suggested(help: &str) -> Option<String> {
+    let rest = help.strip_prefix("did you mean `")?;
+    Some(rest[..rest.find('`')?].to_string())
+}
+
+/// Replaces the mapping entry that starts on `line` (1-based), and every deeper-indented
+/// line under it, with spaces, keeping line numbers. Returns the key that was removed.
+/// Refuses when the region would cut a flow collection in half.
+fn blank_entry(text: &str, line: usize) -> Option<(String, Option<String>)> {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let idx = line.checked_sub(1)?;
+    let first = *lines.get(idx)?;
+    let indent = first.len() - first.trim_start().len();
+    let mut key_start = indent;
+    let mut rest = &first[indent..];
+    while let Some(r) = rest.strip_prefix("- ") {
+        key_start += 2;
+        let trimmed = r.trim_start();
+        key_start += r.len() - trimmed.len();
+        rest = trimmed;
+    }
+    if rest.trim().is_empty() {
+        return None;
+    }
+    let key = rest
+        .split_once(':')
+        .map(|(k, _)| k.trim().trim_matches(['"', '\'']).to_string())
+        .filter(|k| !k.is_empty() && !k.contains(' '));
+    let mut end = idx + 1;
+    while end < lines.len() {
+        let l = lines[end];
+        let t = l.trim_start();
+        if !t.is_empty() && !t.starts_with('#') && l.len() - t.len() <= key_start {
+            break;
+        }
+        end += 1;
+    }
+    let mut region = String::new();
+    region.push_str(&first[key_start..]);
+    for l in &lines[idx + 1..end] {
+        region.push_str(l);
+    }
+    if !balanced(&region) {
+        return None;
+    }
+    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    out[idx] = format!(
+        "{}{}",
+        &first[..key_start],
+        " ".repeat(first.len() - key_start)
+    );
+    for l in out.iter_mut().take(end).skip(idx + 1) {
+        *l = " ".repeat(l.len());
+    }
+    // A list item whose only entry was removed would leave a bare `-`; that is a null item,
+    // which the next parse reports as a type error at the same line; avoid looping on it.
+    if out[idx].trim() == "-" || out[idx].trim().is_empty() && first.trim_start().starts_with('-') {
+        out[idx] = " ".repeat(first.len());
+    }
+    Some((out.join("\n"), key))
+}
+
+fn balanced(s: &str) -> bool {
+    let mut depth: i64 = 0;
+    let mut quote: Option<char> = None;
+    for c in s.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '{' | '[' => depth += 1,
+                '}' | ']' => depth -= 1,
+                _ => {}
+            },
+        }
+    }
+    depth == 0
+}
+
+/// Converts a serde-saphyr error into a problem with our wording and a hint.
+pub fn to_problem(file: &SourceFile, e: &serde_saphyr::Error) -> Problem {
+    let raw = e.without_snippet().to_string();
+    let (code, message, help) = classify(&strip_position(&raw));
+    let (offset, len) = match e.location() {
+        Some(loc) if loc.line() > 0 => {
+            let off = file.offset_of(loc.line() as usize, loc.column() as usize);
+            let rest = &file.text[off..];
+            let token = token_len(rest);
+            (off, token)
+        }
+        _ => (file.text.len(), 0),
+    };
+    let label = match code {
+        "ferry::unknown_key" => "unknown key",
+        "ferry::missing_key" => "in this mapping",
+        "ferry::wrong_type" => "wrong type",
+        "ferry::unknown_value" => "not allowed here",
+        _ => "here",
+    };
+    Problem::at(file, code, offset, len, message)
+        .label(label)
+        .maybe_help(help)
+}
+
+/// Length of the token at the start of `rest`: a key up to `:`, a scalar up to the end of
+/// the line, at least one character.
+fn token_len(rest: &str) -> usize {
+    let line = &rest[..rest.find('\n').unwrap_or(rest.len())];
+    let line = line.trim_end();
+    if let Some(i) = line
+        .find(": ")
+        .or_else(|| line.strip_suffix(':').map(|l| l.len()))
+    {
+        if i > 0 {
+            return i;
+        }
+    }
+    let mut n = 0;
+    for c in line.chars() {
+        if c == '#' && n > 0 {
+            break;
+        }
+        n += c.len_utf8();
+    }
+    line[..n].trim_end().len().max(1).min(line.len().max(1))
+}
+
+fn strip_position(msg: &str) -> String {
+    let msg = msg.trim();
+    let msg = match msg.rfind(" at line ") {
+        Some(i) if msg[i..].contains("column") => &msg[..i],
+        _ => msg,
+    };
+    let msg = msg
+        .strip_prefix("line ")
+        .and_then(|m| m.split_once(": ").map(|(_, r)| r))
+        .unwrap_or(msg);
+    msg.to_string()
+}
+
+/// Our wording for serde-saphyr's messages: (code, message, hint).
+fn classify(message: &str) -> (&'static str, String, Option<String>) {
+    let quoted = |rest: &str| rest.split('`').next().unwrap_or("").to_string();
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let name = quoted(rest);
+        let candidates = expected_list(message);
+        let help = did_you_mean(&name, candidates.iter().map(String::as_str)).or_else(|| {
+            (!candidates.is_empty()).then(|| format!("valid keys here: {}", candidates.join(", ")))
+        });
+        return ("ferry::unknown_key", format!("unknown key `{name}`"), help);
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        let name = quoted(rest);
+        let candidates = expected_list(message);
+        let help = did_you_mean(&name, candidates.iter().map(String::as_str)).or_else(|| {
+            (!candidates.is_empty()).then(|| format!("one of: {}", candidates.join(", ")))
+        });
+        return (
+            "ferry::unknown_value",
+            format!("`{name}` is not one of {}", candidates.join(", ")),
+            help,
+        );
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let name = quoted(rest);
+        return (
+            "ferry::missing_key",
+            format!("missing key `{name}`"),
+            Some(format!("add `{name}:` to this mapping")),
+        );
+    }
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let name = rest.split(',').next().unwrap_or(rest).trim();
+        return (
+            "ferry::duplicate_key",
+            format!("`{name}` is written twice in this mapping"),
+            Some("each key may appear once; remove one of them".into()),
+        );
+    }
+    let expected = [
+        ("expected string scalar", "expected a string"),
+        ("expected sequence start", "expected a list"),
+        ("expected mapping start", "expected a mapping"),
+    ];
+    for (theirs, ours) in expected {
+        if message.starts_with(theirs) {
+            let help = match ours {
+                "expected a list" => Some("write `[a, b]` or one `- item` per line".to_string()),
+                "expected a mapping" => {
+                    Some("write `key: value` entries indented below".to_string())
+                }
+                _ => None,
+            };
+            return ("ferry::wrong_type", ours.to_string(), help);
+        }
+    }
+    if message.starts_with("invalid boolean") {
+        return (
+            "ferry::wrong_type",
+            "expected `true` or `false`".into(),
+            Some("ferry reads only `true` and `false` as booleans (not yes/no/on/off)".into()),
+        );
+    }
+    if message.starts_with("invalid type")
+        || message.starts_with("invalid value")
+        || message.starts_with("expected")
+        || message.starts_with("invalid")
+        || message.contains("cannot deserialize")
+    {
+        return ("ferry::wrong_type", message.to_string(), None);
+    }
+    ("ferry::yaml_syntax", message.to_string(), None)
+}
+
+/// The names after "expected one of" / "expected `a` or `b`" in a serde message.
+fn expected_list(message: &str) -> Vec<String> {
+    let Some(i) = message.find("expected") else {
+        return Vec::new();
+    };
+    let rest = &message[i + "expected".len()..];
+    let rest = rest.trim_start().strip_prefix("one of").unwrap_or(rest);
+    rest.split([',', ' '])
+        .map(|s| s.trim().trim_matches('`'))
+        .filter(|s| !s.is_empty() && *s != "or" && *s != "and")
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Doc {
+        name: String,
+        #[serde(default)]
+        count: u32,
+        #[serde(default)]
+        items: Vec<Item>,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Item {
+        id: String,
+        #[serde(default)]
+        flag: bool,
+    }
+
+    fn run(text: &str) -> Diagnostics {
+        let f = SourceFile::new(Path::new("t.yaml"), "t.yaml".into(), text.into());
+        let mut d = Diagnostics::default();
+        let _ = parse::<Doc>(&f, &mut d);
+        d
+    }
+
+    #[test]
+    fn reports_several_problems_in_one_file() {
+        let d = run("name: a\ncont: 3\nitems:\n  - id: x\n    flag: yes\n  - idd: y\n");
+        let got: Vec<_> = d
+            .problems
+            .iter()
+            .map(|p| (p.line, p.column, p.code))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (2, 1, "ferry::unknown_key"),
+                (5, 11, "ferry::wrong_type"),
+                (6, 5, "ferry::unknown_key"),
+            ],
+            "{d:#?}"
+        );
+        assert_eq!(d.problems[0].help.as_deref(), Some("did you mean `count`?"));
+    }
+
+    #[test]
+    fn a_misspelt_required_key_is_one_problem() {
+        let d = run("nme: a\n");
+        assert_eq!(d.len(), 1, "{d:#?}");
+        assert_eq!(d.problems[0].help.as_deref(), Some("did you mean `name`?"));
+    }
+
+    #[test]
+    fn syntax_errors_stop() {
+        let d = run("name: [a\n");
+        assert_eq!(d.len(), 1);
+        assert!(d.problems[0].line >= 1);
+    }
+}

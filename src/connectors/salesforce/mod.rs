@@ -1,1 +1,706 @@
 //! The Salesforce connector: auth flows, describe, SOQL lookups, Collections/Bulk writes, limits.
+//!
+//! Every call goes through [`crate::http::HttpClient`] to the `instance_url` the token
+//! response named. A call answered 401 `INVALID_SESSION_ID` re-authenticates once and is
+//! sent again. Before each call the connector checks its API budget (ferry's own rolling
+//! 24 h count against `daily_budget`, and the org's allowance from `Sforce-Limit-Info`).
+
+pub mod auth;
+mod budget;
+pub mod csv;
+mod lookup;
+mod write;
+
+pub use auth::{
+    AuthorizeRequest, MemoryTokenStore, Secret, SfAuth, TokenResponse, TokenStore, TokenStoreError,
+    authorize_interactively, jwt_audience, token_key,
+};
+pub use budget::{Budget, BudgetScope, parse_limit_info};
+pub use lookup::{escape_soql, soql_literal};
+pub use write::{RecordError, RecordResult, WriteOp};
+
+use crate::clock::SharedClock;
+use crate::http::{HttpClient, HttpError, Method, Request, Response, Service};
+use budget::BudgetState;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Connector settings (from ferry.yaml's `salesforce:` block).
+#[derive(Clone, Debug)]
+pub struct SalesforceSettings {
+    pub auth: SfAuth,
+    /// e.g. "61.0" (v46+ upsert semantics are assumed).
+    pub api_version: String,
+    /// ferry's own cap on API calls per rolling 24 h.
+    pub daily_budget: Option<u64>,
+    /// Writes of at least this many records go through Bulk API 2.0.
+    pub bulk_threshold: usize,
+    /// The longest SOQL text a lookup query may have; longer batches are split.
+    pub max_soql_chars: usize,
+    /// How often records refused with UNABLE_TO_LOCK_ROW are sent again.
+    pub lock_retries: u32,
+}
+
+impl SalesforceSettings {
+    pub fn new(auth: SfAuth) -> Self {
+        Self {
+            auth,
+            api_version: "61.0".into(),
+            daily_budget: None,
+            bulk_threshold: 2000,
+            max_soql_chars: 100_000,
+            lock_retries: 5,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SfError {
+    #[error("Salesforce authentication failed: {message}")]
+    Auth { message: String },
+    #[error(
+        "Salesforce no longer accepts ferry's stored authorization ({reason}); re-authorize ferry with `ferry auth salesforce`"
+    )]
+    Reauthorize { reason: String },
+    #[error("{}", budget_message(.scope, *.used, *.limit))]
+    BudgetExhausted {
+        scope: BudgetScope,
+        used: u64,
+        limit: u64,
+    },
+    #[error(
+        "Salesforce refused the call because the org's API request limit is exceeded ({message}); resume in a later 24-hour window"
+    )]
+    RequestLimitExceeded { message: String },
+    #[error("Salesforce rejected the request ({code}, HTTP {status}): {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("Salesforce rejected a freshly issued session (INVALID_SESSION_ID)")]
+    SessionInvalid,
+    #[error("Bulk API job {job_id} failed: {message}")]
+    Bulk { job_id: String, message: String },
+    #[error("unexpected answer from Salesforce: {what}")]
+    Malformed { what: String },
+    #[error("Salesforce configuration: {message}")]
+    Config { message: String },
+    #[error(transparent)]
+    Http(#[from] HttpError),
+}
+
+fn budget_message(scope: &BudgetScope, used: u64, limit: u64) -> String {
+    match scope {
+        BudgetScope::Ferry => format!(
+            "Salesforce API budget reached: ferry has made {used} of the {limit} calls its daily_budget allows in the last 24 hours; stopping until the window frees calls"
+        ),
+        BudgetScope::Org => format!(
+            "Salesforce API budget reached: the org has used {used} of its {limit} daily API calls; stopping until the rolling 24-hour window frees calls"
+        ),
+    }
+}
+
+impl SfError {
+    /// The Salesforce error code, when the error carries one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            SfError::Api { code, .. } => Some(code),
+            SfError::RequestLimitExceeded { .. } => Some("REQUEST_LIMIT_EXCEEDED"),
+            _ => None,
+        }
+    }
+}
+
+/// One field of a describe result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldDescribe {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub field_type: String,
+    #[serde(default)]
+    pub label: String,
+    #[serde(default)]
+    pub length: u64,
+    #[serde(default)]
+    pub createable: bool,
+    #[serde(default)]
+    pub updateable: bool,
+    #[serde(default)]
+    pub nillable: bool,
+    #[serde(default)]
+    pub defaulted_on_create: bool,
+    #[serde(default)]
+    pub external_id: bool,
+    #[serde(default)]
+    pub id_lookup: bool,
+    #[serde(default)]
+    pub unique: bool,
+    #[serde(default)]
+    pub picklist_values: Vec<PicklistValue>,
+    #[serde(default)]
+    pub restricted_picklist: bool,
+    #[serde(default)]
+    pub reference_to: Vec<String>,
+    #[serde(default)]
+    pub relationship_name: Option<String>,
+}
+
+impl FieldDescribe {
+    /// Required on create: createable, not nillable, not filled in by the server.
+    pub fn required_on_create(&self) -> bool {
+        self.createable && !self.nillable && !self.defaulted_on_create
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PicklistValue {
+    pub value: String,
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub active: bool,
+    #[serde(default)]
+    pub default_value: bool,
+}
+
+/// An sObject's describe result (the parts ferry uses).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Describe {
+    pub name: String,
+    #[serde(default)]
+    pub label: String,
+    #[serde(default)]
+    pub key_prefix: Option<String>,
+    #[serde(default)]
+    pub createable: bool,
+    #[serde(default)]
+    pub updateable: bool,
+    #[serde(default)]
+    pub queryable: bool,
+    #[serde(default)]
+    pub custom: bool,
+    pub fields: Vec<FieldDescribe>,
+}
+
+impl Describe {
+    /// A field by name, case-insensitively (as Salesforce matches names).
+    pub fn field(&self, name: &str) -> Option<&FieldDescribe> {
+        self.fields
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case(name))
+    }
+    /// Platform events (`__e`) are publish-only.
+    pub fn is_platform_event(&self) -> bool {
+        self.name.ends_with("__e")
+    }
+}
+
+/// What a pipeline does with an object's fields, for `ferry validate --online`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldAction {
+    Insert,
+    Update,
+    Upsert,
+    Publish,
+    Query,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldProblemKind {
+    /// The object itself is missing or describe failed.
+    UnknownObject,
+    UnknownField {
+        suggestion: Option<String>,
+    },
+    NotCreateable,
+    NotUpdateable,
+    NotExternalId,
+    DescribeFailed,
+}
+
+/// One problem with a field a pipeline names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldProblem {
+    pub sobject: String,
+    pub field: String,
+    pub kind: FieldProblemKind,
+    pub message: String,
+}
+
+struct Session {
+    access_token: Secret,
+    instance_url: String,
+    generation: u64,
+}
+
+pub(crate) enum Body {
+    Json(Value),
+    Csv(String),
+}
+
+/// A connected Salesforce org.
+pub struct SalesforceConnector {
+    http: HttpClient,
+    clock: SharedClock,
+    settings: SalesforceSettings,
+    session: tokio::sync::Mutex<Session>,
+    token_store: Option<Arc<dyn TokenStore>>,
+    describes: Mutex<HashMap<String, Arc<Describe>>>,
+    budget: Mutex<BudgetState>,
+}
+
+impl std::fmt::Debug for SalesforceConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SalesforceConnector")
+            .field("api_version", &self.settings.api_version)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Poisoning only means another task panicked; the counters stay meaningful.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SalesforceConnector {
+    /// Authenticates and returns a connector bound to the org's `instance_url`.
+    pub async fn connect(settings: SalesforceSettings, http: HttpClient) -> Result<Self, SfError> {
+        Self::connect_with_store(settings, http, None).await
+    }
+
+    /// As [`connect`](Self::connect), reading a rotated refresh token from `store` (it wins
+    /// over the configured one) and saving any new refresh token Salesforce hands out.
+    pub async fn connect_with_store(
+        settings: SalesforceSettings,
+        http: HttpClient,
+        store: Option<Arc<dyn TokenStore>>,
+    ) -> Result<Self, SfError> {
+        let clock = http.clock().clone();
+        let tokens = Self::login(&http, &clock, &settings.auth, store.as_ref()).await?;
+        Ok(Self {
+            http,
+            clock,
+            settings,
+            session: tokio::sync::Mutex::new(Session {
+                access_token: Secret::new(tokens.access_token),
+                instance_url: tokens.instance_url.trim_end_matches('/').to_string(),
+                generation: 0,
+            }),
+            token_store: store,
+            describes: Mutex::new(HashMap::new()),
+            budget: Mutex::new(BudgetState::default()),
+        })
+    }
+
+    async fn login(
+        http: &HttpClient,
+        clock: &SharedClock,
+        auth: &SfAuth,
+        store: Option<&Arc<dyn TokenStore>>,
+    ) -> Result<TokenResponse, SfError> {
+        let key = match auth {
+            SfAuth::RefreshToken { client_id, .. } => Some(token_key(auth.login_url(), client_id)),
+            _ => None,
+        };
+        let stored = match (store, &key) {
+            (Some(s), Some(k)) => s.load_refresh_token(k).map_err(|e| SfError::Config {
+                message: e.to_string(),
+            })?,
+            _ => None,
+        };
+        let tokens = auth::fetch_token(http, clock, auth, stored.as_ref()).await?;
+        if let (Some(s), Some(k), Some(rt)) = (store, &key, &tokens.refresh_token) {
+            s.save_refresh_token(k, &Secret::new(rt.clone()))
+                .map_err(|e| SfError::Config {
+                    message: e.to_string(),
+                })?;
+        }
+        Ok(tokens)
+    }
+
+    pub fn settings(&self) -> &SalesforceSettings {
+        &self.settings
+    }
+
+    pub async fn instance_url(&self) -> String {
+        self.session.lock().await.instance_url.clone()
+    }
+
+    /// Re-authenticates unless another task already did since `generation`.
+    async fn reauthenticate(&self, generation: u64) -> Result<(), SfError> {
+        let mut s = self.session.lock().await;
+        if s.generation != generation {
+            return Ok(());
+        }
+        tracing::info!("Salesforce session expired; re-authenticating");
+        let tokens = Self::login(
+            &self.http,
+            &self.clock,
+            &self.settings.auth,
+            self.token_store.as_ref(),
+        )
+        .await?;
+        s.access_token = Secret::new(tokens.access_token);
+        s.instance_url = tokens.instance_url.trim_end_matches('/').to_string();
+        s.generation += 1;
+        Ok(())
+    }
+
+    /// The budget as of now.
+    pub fn budget(&self) -> Budget {
+        let now = self.clock.now();
+        let mut b = lock(&self.budget);
+        Budget {
+            used_by_ferry: b.used(now),
+            org_used: b.org_used,
+            org_max: b.org_max,
+            daily_budget: self.settings.daily_budget,
+        }
+    }
+
+    /// Calls ferry made in the rolling 24 h window.
+    pub fn calls_made(&self) -> u64 {
+        lock(&self.budget).used(self.clock.now())
+    }
+
+    /// When ferry's calls in the window were made, for the engine to persist.
+    pub fn call_log(&self) -> Vec<DateTime<Utc>> {
+        lock(&self.budget).calls.iter().copied().collect()
+    }
+
+    /// Restores calls made by earlier runs (from the state store).
+    pub fn restore_call_log(&self, calls: impl IntoIterator<Item = DateTime<Utc>>) {
+        let mut b = lock(&self.budget);
+        b.calls.extend(calls);
+        b.calls.make_contiguous().sort();
+    }
+
+    fn url_for(&self, instance: &str, path: &str) -> String {
+        if path.starts_with("/services/") {
+            format!("{instance}{path}")
+        } else {
+            format!(
+                "{instance}/services/data/v{}{path}",
+                self.settings.api_version
+            )
+        }
+    }
+
+    /// Sends one API call: budget check, bearer token, limit-header bookkeeping, and one
+    /// re-authentication on INVALID_SESSION_ID. `path` is relative to the versioned data
+    /// root, or absolute from `/services/`.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Body>,
+        idempotent: bool,
+    ) -> Result<Response, SfError> {
+        let mut reauthed = false;
+        loop {
+            {
+                let now = self.clock.now();
+                lock(&self.budget).check(now, self.settings.daily_budget)?;
+            }
+            let (token, instance, generation) = {
+                let s = self.session.lock().await;
+                (s.access_token.clone(), s.instance_url.clone(), s.generation)
+            };
+            let mut req = Request::new(
+                Service::Salesforce,
+                method.clone(),
+                self.url_for(&instance, path),
+            )
+            .bearer(token.expose())
+            .idempotent(idempotent);
+            match body {
+                Some(Body::Json(v)) => req = req.json(v),
+                Some(Body::Csv(text)) => {
+                    req.body = Some(bytes::Bytes::from(text.clone()));
+                    req = req.header("Content-Type", "text/csv");
+                }
+                None => {}
+            }
+            let resp = self.http.send(req).await?;
+            {
+                let now = self.clock.now();
+                let mut b = lock(&self.budget);
+                b.record(now);
+                if let Some((used, max)) =
+                    resp.header("sforce-limit-info").and_then(parse_limit_info)
+                {
+                    b.org_used = Some(used);
+                    b.org_max = Some(max);
+                }
+            }
+            if resp.status == 401 {
+                let e = api_error(&resp);
+                if e.code() == Some("INVALID_SESSION_ID") || e.code().is_none() {
+                    if reauthed {
+                        return Err(SfError::SessionInvalid);
+                    }
+                    self.reauthenticate(generation).await?;
+                    reauthed = true;
+                    continue;
+                }
+                return Err(e);
+            }
+            if resp.status == 403 {
+                let e = api_error(&resp);
+                if let SfError::Api { code, message, .. } = &e
+                    && code == "REQUEST_LIMIT_EXCEEDED"
+                {
+                    return Err(SfError::RequestLimitExceeded {
+                        message: message.clone(),
+                    });
+                }
+                return Err(e);
+            }
+            return Ok(resp);
+        }
+    }
+
+    /// An sObject's describe, cached for the connector's life.
+    pub async fn describe(&self, sobject: &str) -> Result<Arc<Describe>, SfError> {
+        let key = sobject.to_ascii_lowercase();
+        if let Some(d) = lock(&self.describes).get(&key) {
+            return Ok(d.clone());
+        }
+        let path = format!("/sobjects/{}/describe", enc(sobject));
+        let resp = self.send(Method::GET, &path, None, true).await?;
+        if resp.status == 404 {
+            return Err(SfError::Api {
+                status: 404,
+                code: "NOT_FOUND".into(),
+                message: format!("this org has no sObject named {sobject}"),
+            });
+        }
+        if !resp.is_success() {
+            return Err(api_error(&resp));
+        }
+        let d: Describe = resp.json().map_err(|_| SfError::Malformed {
+            what: format!("the describe of {sobject}"),
+        })?;
+        let d = Arc::new(d);
+        lock(&self.describes).insert(key, d.clone());
+        Ok(d)
+    }
+
+    /// Forgets a cached describe (after INVALID_FIELD errors, or on reload).
+    pub fn invalidate_describe(&self, sobject: &str) {
+        lock(&self.describes).remove(&sobject.to_ascii_lowercase());
+    }
+
+    /// Checks the fields a pipeline names against describe: each exists, is writable as the
+    /// action needs, and an upsert key is an external id.
+    pub async fn check_fields(
+        &self,
+        sobject: &str,
+        action: FieldAction,
+        fields: &[&str],
+        key: Option<&str>,
+    ) -> Vec<FieldProblem> {
+        let problem = |field: &str, kind: FieldProblemKind, message: String| FieldProblem {
+            sobject: sobject.to_string(),
+            field: field.to_string(),
+            kind,
+            message,
+        };
+        let d = match self.describe(sobject).await {
+            Ok(d) => d,
+            Err(SfError::Api { status: 404, .. }) => {
+                return vec![problem(
+                    "",
+                    FieldProblemKind::UnknownObject,
+                    format!("Salesforce has no object named {sobject}"),
+                )];
+            }
+            Err(e) => {
+                return vec![problem(
+                    "",
+                    FieldProblemKind::DescribeFailed,
+                    format!("cannot describe {sobject}: {e}"),
+                )];
+            }
+        };
+        let mut out = Vec::new();
+        let mut names: Vec<&str> = fields.to_vec();
+        if let Some(k) = key
+            && !names.iter().any(|n| n.eq_ignore_ascii_case(k))
+        {
+            names.push(k);
+        }
+        for name in names {
+            let Some(f) = d.field(name) else {
+                let suggestion = d
+                    .fields
+                    .iter()
+                    .map(|f| {
+                        (
+                            strsim::jaro_winkler(&f.name.to_lowercase(), &name.to_lowercase()),
+                            &f.name,
+                        )
+                    })
+                    .filter(|(s, _)| *s > 0.85)
+                    .max_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal))
+                    .map(|(_, n)| n.clone());
+                let hint = suggestion
+                    .as_ref()
+                    .map(|s| format!("; did you mean {s}?"))
+                    .unwrap_or_default();
+                out.push(problem(
+                    name,
+                    FieldProblemKind::UnknownField { suggestion },
+                    format!("{} has no field {name}{hint}", d.name),
+                ));
+                continue;
+            };
+            let is_key = key.is_some_and(|k| k.eq_ignore_ascii_case(name));
+            let needs_create = matches!(
+                action,
+                FieldAction::Insert | FieldAction::Upsert | FieldAction::Publish
+            );
+            let needs_update =
+                matches!(action, FieldAction::Update | FieldAction::Upsert) && !is_key;
+            if needs_create && !f.createable && !(is_key && f.name == "Id") {
+                out.push(problem(
+                    &f.name,
+                    FieldProblemKind::NotCreateable,
+                    format!(
+                        "{}.{} cannot be set when creating a record (not createable)",
+                        d.name, f.name
+                    ),
+                ));
+            }
+            if needs_update && !f.updateable && !(f.name == "Id" && action == FieldAction::Update) {
+                out.push(problem(
+                    &f.name,
+                    FieldProblemKind::NotUpdateable,
+                    format!(
+                        "{}.{} cannot be changed on an existing record (not updateable)",
+                        d.name, f.name
+                    ),
+                ));
+            }
+            if is_key && action == FieldAction::Upsert && !f.external_id && f.name != "Id" {
+                let why = if f.id_lookup {
+                    " (it is an idLookup field but not a unique external id; matching can return several records)"
+                } else {
+                    ""
+                };
+                out.push(problem(
+                    &f.name,
+                    FieldProblemKind::NotExternalId,
+                    format!(
+                        "{}.{} is not marked External ID, so it cannot be an upsert key{why}",
+                        d.name, f.name
+                    ),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Runs a SOQL query and follows `nextRecordsUrl` to the end. Records lose their
+    /// `attributes` envelope.
+    pub async fn query_all(&self, soql: &str) -> Result<Vec<Value>, SfError> {
+        let mut path = format!("/query?q={}", enc(soql));
+        let mut out = Vec::new();
+        loop {
+            let resp = self.send(Method::GET, &path, None, true).await?;
+            if !resp.is_success() {
+                return Err(api_error(&resp));
+            }
+            let page: QueryPage = resp.json().map_err(|_| SfError::Malformed {
+                what: "a query result page".into(),
+            })?;
+            out.extend(page.records.into_iter().map(strip_attributes));
+            match page.next_records_url {
+                Some(next) if !page.done => path = next,
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct QueryPage {
+    #[serde(default)]
+    done: bool,
+    #[serde(default)]
+    next_records_url: Option<String>,
+    #[serde(default)]
+    records: Vec<Value>,
+}
+
+fn strip_attributes(mut v: Value) -> Value {
+    if let Value::Object(m) = &mut v {
+        m.remove("attributes");
+    }
+    v
+}
+
+/// Percent-encoding for path segments and query values: everything but unreserved
+/// characters, so `/`, `+`, `@` and spaces in external-id values survive.
+const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+pub(crate) fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, COMPONENT).to_string()
+}
+
+/// Turns a top-level REST error (an array of `{message, errorCode, fields}`) into an
+/// [`SfError`]; accepts `statusCode` too, as per-record bodies use it.
+pub(crate) fn api_error(resp: &Response) -> SfError {
+    let first = resp
+        .json::<Value>()
+        .ok()
+        .and_then(|v| match v {
+            Value::Array(mut a) if !a.is_empty() => Some(a.swap_remove(0)),
+            Value::Object(m) => Some(Value::Object(m)),
+            _ => None,
+        })
+        .unwrap_or(Value::Null);
+    let code = first
+        .get("errorCode")
+        .or_else(|| first.get("statusCode"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let message = first
+        .get("message")
+        .and_then(Value::as_str)
+        .map(String::from)
+        .unwrap_or_else(|| format!("HTTP {} with body {:?}", resp.status, snippet(&resp.text())));
+    if code.is_empty() && resp.status == 401 {
+        return SfError::Api {
+            status: 401,
+            code: String::new(),
+            message,
+        };
+    }
+    SfError::Api {
+        status: resp.status,
+        code: if code.is_empty() {
+            format!("HTTP_{}", resp.status)
+        } else {
+            code
+        },
+        message,
+    }
+}
+
+fn snippet(s: &str) -> String {
+    s.chars().take(200).collect()
+}

@@ -1,0 +1,232 @@
+//! Batched lookups: resolving the participants of 1,000 meetings costs one SOQL query per
+//! rule per batch, matches case-insensitively, and orders ambiguous matches newest first.
+
+mod salesforce_common;
+
+use salesforce_common::*;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+
+const CONTACTS: usize = 3000;
+const LEADS: usize = 1000;
+const DOMAINS: usize = 200;
+
+fn contact_email(i: usize) -> String {
+    format!("person{i}@company{}.example", i % DOMAINS)
+}
+
+fn lead_email(i: usize) -> String {
+    format!("lead{i}@prospect{}.example", i % 50)
+}
+
+fn where1(field: &str, v: &str) -> BTreeMap<String, Value> {
+    BTreeMap::from([(field.to_string(), json!(v))])
+}
+
+/// The email of participant `k` of meeting `m`: a Contact, a Lead or nobody known.
+fn participant(m: usize, k: usize) -> String {
+    let n = (m * 8 + k) * 7 % 5000;
+    if n < CONTACTS {
+        contact_email(n)
+    } else if n < CONTACTS + LEADS {
+        lead_email(n - CONTACTS)
+    } else {
+        format!("guest{n}@gmail.com")
+    }
+}
+
+#[tokio::test]
+async fn participants_of_1000_meetings_cost_one_query_per_rule_per_batch() {
+    let env = Env::start(|_| {}).await;
+    // Stored with capitals; Zoom reports lower case. Salesforce's `=` ignores case.
+    let contacts: Vec<Value> = (0..CONTACTS)
+        .map(|i| json!({"LastName": format!("C{i}"), "Email": contact_email(i).replacen('p', "P", 1)}))
+        .collect();
+    let contact_ids = env.sim.seed("Contact", contacts);
+    let leads: Vec<Value> = (0..LEADS)
+        .map(
+            |i| json!({"LastName": format!("L{i}"), "Company": "Prospect", "Email": lead_email(i)}),
+        )
+        .collect();
+    let lead_ids = env.sim.seed("Lead", leads);
+    let accounts: Vec<Value> = (0..DOMAINS)
+        .map(|j| json!({"Name": format!("Company {j}"), "Website_Domain__c": format!("company{j}.example")}))
+        .collect();
+    let account_ids = env.sim.seed("Account", accounts);
+    let contact_by_email: HashMap<String, &String> = (0..CONTACTS)
+        .map(|i| (contact_email(i), &contact_ids[i]))
+        .collect();
+    let lead_by_email: HashMap<String, &String> =
+        (0..LEADS).map(|i| (lead_email(i), &lead_ids[i])).collect();
+
+    let sf = env.connect().await;
+    sf.describe("Contact").await.unwrap();
+    sf.describe("Lead").await.unwrap();
+    sf.describe("Account").await.unwrap();
+    let before = env.sim.calls().query;
+    let select = vec![
+        "Id".to_string(),
+        "Email".to_string(),
+        "AccountId".to_string(),
+    ];
+    let mut batches = 0;
+    let (mut contacts_found, mut leads_found, mut accounts_found) = (0, 0, 0);
+    for batch in (0..1000).collect::<Vec<_>>().chunks(100) {
+        batches += 1;
+        let emails: Vec<String> = batch
+            .iter()
+            .flat_map(|&m| (0..8).map(move |k| participant(m, k)))
+            .collect();
+        let by_email: Vec<_> = emails.iter().map(|e| where1("Email", e)).collect();
+        let hits = sf.match_rule("Contact", &select, &by_email).await.unwrap();
+        assert_eq!(hits.len(), emails.len());
+        for (e, h) in emails.iter().zip(&hits) {
+            match contact_by_email.get(e) {
+                Some(id) => {
+                    assert_eq!(h.len(), 1, "{e}");
+                    assert_eq!(h[0]["Id"].as_str(), Some(id.as_str()));
+                    contacts_found += 1;
+                }
+                None => assert!(h.is_empty(), "{e} matched {h:?}"),
+            }
+        }
+        let lead_hits = sf
+            .match_rule("Lead", &["Id".to_string()], &by_email)
+            .await
+            .unwrap();
+        for (e, h) in emails.iter().zip(&lead_hits) {
+            if let Some(id) = lead_by_email.get(e) {
+                assert_eq!(h[0]["Id"].as_str(), Some(id.as_str()));
+                leads_found += 1;
+            } else {
+                assert!(h.is_empty());
+            }
+        }
+        let domains: Vec<_> = emails
+            .iter()
+            .map(|e| where1("website_domain__c", e.split('@').nth(1).unwrap()))
+            .collect();
+        let account_hits = sf
+            .match_rule("Account", &["Name".to_string()], &domains)
+            .await
+            .unwrap();
+        for (d, h) in domains.iter().zip(&account_hits) {
+            let domain = d["website_domain__c"].as_str().unwrap();
+            if let Some(j) = domain
+                .strip_prefix("company")
+                .and_then(|r| r.strip_suffix(".example"))
+            {
+                let j: usize = j.parse().unwrap();
+                assert_eq!(h[0]["Id"].as_str(), Some(account_ids[j].as_str()));
+                accounts_found += 1;
+            } else {
+                assert!(h.is_empty());
+            }
+        }
+    }
+    assert_eq!(batches, 10);
+    assert!(contacts_found > 3000 && leads_found > 1000 && accounts_found > 3000);
+    assert_eq!(
+        env.sim.calls().query - before,
+        3 * batches,
+        "one query per rule per batch"
+    );
+}
+
+#[tokio::test]
+async fn long_batches_split_by_soql_length_with_the_same_results() {
+    let env = Env::start(|_| {}).await;
+    let contacts: Vec<Value> = (0..500)
+        .map(|i| json!({"LastName": format!("C{i}"), "Email": contact_email(i)}))
+        .collect();
+    env.sim.seed("Contact", contacts);
+    let wheres: Vec<_> = (0..500)
+        .map(|i| where1("Email", &contact_email(i * 3 % 600)))
+        .collect();
+    let sf = env.connect().await;
+    let whole = sf
+        .match_rule("Contact", &["Id".to_string()], &wheres)
+        .await
+        .unwrap();
+    let q1 = env.sim.calls().query;
+    assert_eq!(q1, 1);
+    let mut s = env.settings();
+    s.max_soql_chars = 2_000;
+    let small = env.connect_with(s).await;
+    let split = small
+        .match_rule("Contact", &["Id".to_string()], &wheres)
+        .await
+        .unwrap();
+    let q2 = env.sim.calls().query - q1;
+    assert!(q2 >= 3, "split into {q2} queries");
+    assert_eq!(whole, split);
+    assert_eq!(
+        whole.iter().filter(|h| !h.is_empty()).count(),
+        (0..500).filter(|i| i * 3 % 600 < 500).count()
+    );
+}
+
+#[tokio::test]
+async fn several_varying_fields_escaping_and_ambiguity() {
+    let env = Env::start(|_| {}).await;
+    let acc = env.sim.seed(
+        "Account",
+        vec![json!({"Name": "Acme"}), json!({"Name": "Other"})],
+    );
+    env.sim.seed(
+        "Contact",
+        vec![
+            json!({"FirstName": "Ann", "LastName": "O'Brien", "AccountId": acc[0], "Email": "ann@acme.example",
+                   "LastModifiedDate": "2026-01-01T00:00:00.000+0000"}),
+            json!({"FirstName": "ANN", "LastName": "o'brien", "AccountId": acc[0], "Email": "ann2@acme.example",
+                   "LastModifiedDate": "2026-02-01T00:00:00.000+0000"}),
+            json!({"FirstName": "Bob", "LastName": "Back\\slash", "AccountId": acc[0]}),
+            json!({"FirstName": "Ann", "LastName": "O'Brien", "AccountId": acc[1]}),
+            json!({"FirstName": "Bob", "LastName": "O'Brien", "AccountId": acc[0]}),
+        ],
+    );
+    let sf = env.connect().await;
+    let w = |first: &str, last: &str| {
+        BTreeMap::from([
+            ("FirstName".to_string(), json!(first)),
+            ("LastName".to_string(), json!(last)),
+            ("AccountId".to_string(), json!(acc[0])),
+        ])
+    };
+    let wheres = vec![
+        w("ann", "O'BRIEN"),
+        w("Bob", "Back\\slash"),
+        w("Cy", "Nobody' OR Name != '"),
+    ];
+    let hits = sf
+        .match_rule("Contact", &["Email".to_string()], &wheres)
+        .await
+        .unwrap();
+    assert_eq!(env.sim.calls().query, 1);
+    assert_eq!(hits[0].len(), 2, "{hits:?}");
+    // Ambiguous: the most recently modified comes first.
+    assert_eq!(hits[0][0]["Email"], json!("ann2@acme.example"));
+    assert_eq!(hits[0][1]["Email"], json!("ann@acme.example"));
+    assert!(hits[0][0].get("LastModifiedDate").is_some());
+    assert_eq!(hits[1].len(), 1);
+    assert_eq!(hits[1][0]["LastName"], json!("Back\\slash"));
+    assert!(
+        hits[2].is_empty(),
+        "quotes in values cannot widen the query"
+    );
+}
+
+#[tokio::test]
+async fn unknown_where_field_is_an_error() {
+    let env = Env::start(|_| {}).await;
+    let sf = env.connect().await;
+    let err = sf
+        .match_rule(
+            "Contact",
+            &["Id".to_string()],
+            &[where1("Emial", "x@y.example")],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("INVALID_FIELD"));
+}

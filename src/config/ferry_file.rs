@@ -92,7 +92,11 @@ impl FerryFileResolver<'_> {
                     }
                 }
             } else {
-                let name = inner.trim();
+                // `${NAME:-default}`: the default when NAME is unset, as in a shell.
+                let (name, default) = match inner.split_once(":-") {
+                    Some((n, d)) => (n.trim(), Some(d)),
+                    None => (inner.trim(), None),
+                };
                 let valid =
                     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if !valid {
@@ -114,6 +118,7 @@ impl FerryFileResolver<'_> {
                 } else {
                     match (self.env)(name) {
                         Some(v) => out.push_str(&v),
+                        None if default.is_some() => out.push_str(default.unwrap_or_default()),
                         None => {
                             ok = false;
                             self.diags.push(
@@ -126,7 +131,7 @@ impl FerryFileResolver<'_> {
                                 )
                                 .label("not set")
                                 .help(format!(
-                                    "set {name} in the environment ferry runs in, or use `${{file:PATH}}`"
+                                    "set {name} in the environment ferry runs in, give a default with `${{{name}:-value}}`, or use `${{file:PATH}}`"
                                 )),
                             );
                         }

@@ -25,7 +25,27 @@ use std::path::{Path, PathBuf};
 /// The stream catalogs compiled into this binary; `ferry validate` checks streams against
 /// them. A connector registers its catalog here.
 pub fn builtin_catalogs() -> Vec<Box<dyn StreamCatalog>> {
-    Vec::new()
+    vec![Box::new(Builtin(
+        crate::connectors::zoom::catalog::catalog(),
+    ))]
+}
+
+/// A catalog compiled into the binary.
+struct Builtin(&'static dyn StreamCatalog);
+
+impl StreamCatalog for Builtin {
+    fn kind(&self) -> &str {
+        self.0.kind()
+    }
+    fn stream(&self, name: &str) -> Option<catalog::StreamInfo> {
+        self.0.stream(name)
+    }
+    fn names(&self) -> Vec<String> {
+        self.0.names()
+    }
+    fn single_record(&self, stream: &str) -> bool {
+        self.0.single_record(stream)
+    }
 }
 
 /// How strictly to load.

@@ -63,7 +63,11 @@ fn every_broken_file_exits_2_through_the_binary_and_cites_its_position() {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let needs_catalog = text.lines().next().unwrap_or("").contains("needs the catalog");
+        let needs_catalog = text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .contains("needs the catalog");
         if needs_catalog && !zoom_catalog_registered {
             // Unknown streams are not reported when no catalog for the kind is registered.
             assert_eq!(out.status.code(), Some(0), "{name}: {stderr}");
@@ -75,7 +79,10 @@ fn every_broken_file_exits_2_through_the_binary_and_cites_its_position() {
             let text = std::fs::read_to_string(file).unwrap();
             for pos in expected_positions(&text) {
                 let cited = format!("{}:{pos}]", file.display());
-                assert!(stderr.contains(&cited), "{name}: expected {cited} in\n{stderr}");
+                assert!(
+                    stderr.contains(&cited),
+                    "{name}: expected {cited} in\n{stderr}"
+                );
                 checked += 1;
             }
         }
@@ -86,7 +93,13 @@ fn every_broken_file_exits_2_through_the_binary_and_cites_its_position() {
 #[test]
 fn json_output_lists_problems_for_editors() {
     let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["--config", "tests/broken/ferry.yaml", "validate", "--format", "json"])
+        .args([
+            "--config",
+            "tests/broken/ferry.yaml",
+            "validate",
+            "--format",
+            "json",
+        ])
         .arg("tests/broken/pipelines/many_problems.yaml")
         .output()
         .unwrap();

@@ -59,7 +59,11 @@ pub async fn run(g: &Global, a: &ValidateArgs) -> anyhow::Result<u8> {
             if ok {
                 println!(
                     "ok: {pipelines} {} in {files} {}",
-                    if pipelines == 1 { "pipeline" } else { "pipelines" },
+                    if pipelines == 1 {
+                        "pipeline"
+                    } else {
+                        "pipelines"
+                    },
                     if files == 1 { "file" } else { "files" }
                 );
             }

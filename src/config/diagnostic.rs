@@ -62,7 +62,10 @@ impl SourceFile {
 
     /// The text of a 1-based line, without its newline.
     pub fn line(&self, line: usize) -> &str {
-        self.text.split('\n').nth(line.saturating_sub(1)).unwrap_or("")
+        self.text
+            .split('\n')
+            .nth(line.saturating_sub(1))
+            .unwrap_or("")
     }
 }
 
@@ -137,10 +140,9 @@ impl Diagnostic for Problem {
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         self.source.as_ref()?;
-        Some(Box::new(std::iter::once(LabeledSpan::new_primary_with_span(
-            self.label.clone(),
-            (self.offset, self.len),
-        ))))
+        Some(Box::new(std::iter::once(
+            LabeledSpan::new_primary_with_span(self.label.clone(), (self.offset, self.len)),
+        )))
     }
 }
 
@@ -320,9 +322,8 @@ impl Diagnostics {
     /// Sorts by file, then position, and drops exact duplicates.
     pub fn sort(&mut self) {
         self.problems.sort_by(|a, b| {
-            (&a.file, a.line, a.column, a.severity, &a.message).cmp(&(
-                &b.file, b.line, b.column, b.severity, &b.message,
-            ))
+            (&a.file, a.line, a.column, a.severity, &a.message)
+                .cmp(&(&b.file, b.line, b.column, b.severity, &b.message))
         });
         self.problems.dedup_by(|a, b| {
             a.file == b.file && a.line == b.line && a.column == b.column && a.message == b.message

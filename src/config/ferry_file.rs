@@ -60,7 +60,9 @@ impl FerryFileResolver<'_> {
                         "`${` without a closing `}`",
                     )
                     .label("opened here")
-                    .help("write `${NAME}` for an environment variable or `${file:PATH}` for a file"),
+                    .help(
+                        "write `${NAME}` for an environment variable or `${file:PATH}` for a file",
+                    ),
                 );
                 return None;
             };
@@ -90,11 +92,13 @@ impl FerryFileResolver<'_> {
                     }
                 }
             } else {
-                let name = inner.trim();
-                let valid = !name.is_empty()
-                    && name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_');
+                // `${NAME:-default}`: the default when NAME is unset, as in a shell.
+                let (name, default) = match inner.split_once(":-") {
+                    Some((n, d)) => (n.trim(), Some(d)),
+                    None => (inner.trim(), None),
+                };
+                let valid =
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if !valid {
                     ok = false;
                     self.diags.push(
@@ -103,7 +107,10 @@ impl FerryFileResolver<'_> {
                             "ferry::interpolation",
                             span.0,
                             span.1,
-                            format!("`{}` is not a variable name", &text[start..start + close + 1]),
+                            format!(
+                                "`{}` is not a variable name",
+                                &text[start..start + close + 1]
+                            ),
                         )
                         .label("here")
                         .help("write `${NAME}` (letters, digits, _) or `${file:PATH}`"),
@@ -111,6 +118,7 @@ impl FerryFileResolver<'_> {
                 } else {
                     match (self.env)(name) {
                         Some(v) => out.push_str(&v),
+                        None if default.is_some() => out.push_str(default.unwrap_or_default()),
                         None => {
                             ok = false;
                             self.diags.push(
@@ -123,7 +131,7 @@ impl FerryFileResolver<'_> {
                                 )
                                 .label("not set")
                                 .help(format!(
-                                    "set {name} in the environment ferry runs in, or use `${{file:PATH}}`"
+                                    "set {name} in the environment ferry runs in, give a default with `${{{name}:-value}}`, or use `${{file:PATH}}`"
                                 )),
                             );
                         }
@@ -173,9 +181,14 @@ impl FerryFileResolver<'_> {
                     && url::Url::parse(&u).is_err()
                 {
                     self.diags.push(
-                        Problem::at_pos(self.file, "ferry::bad_url", at.pos, format!("`{u}` is not a URL"))
-                            .label("not a URL")
-                            .help("write an absolute URL like https://api.zoom.us/v2"),
+                        Problem::at_pos(
+                            self.file,
+                            "ferry::bad_url",
+                            at.pos,
+                            format!("`{u}` is not a URL"),
+                        )
+                        .label("not a URL")
+                        .help("write an absolute URL like https://api.zoom.us/v2"),
                     );
                     return None;
                 }
@@ -194,7 +207,10 @@ impl FerryFileResolver<'_> {
                 self.file,
                 "ferry::wrong_kind_option",
                 pos,
-                format!("`{key}` is a {other} option; this connection is `kind: {}`", kind.as_str()),
+                format!(
+                    "`{key}` is a {other} option; this connection is `kind: {}`",
+                    kind.as_str()
+                ),
             )
             .label("not for this kind")
             .help(format!("remove `{key}`, or change `kind`")),
@@ -445,7 +461,10 @@ impl FerryFileResolver<'_> {
                         self.file,
                         "ferry::wrong_auth_option",
                         v.pos,
-                        format!("`{key}` does not apply to auth `type: {}`", a.type_.value.as_str()),
+                        format!(
+                            "`{key}` does not apply to auth `type: {}`",
+                            a.type_.value.as_str()
+                        ),
                     )
                     .label("not used by this auth type")
                     .help(format!("keys for this type: {}", allowed.join(", "))),
@@ -464,8 +483,11 @@ impl FerryFileResolver<'_> {
                 let account_id = self.required(&a.account_id, "account_id", auth.pos, t);
                 let client_id = self.required(&a.client_id, "client_id", auth.pos, t);
                 let client_secret = self.required(&a.client_secret, "client_secret", auth.pos, t);
-                let (account_id, client_id, client_secret) =
-                    (account_id?.clone(), client_id?.clone(), client_secret?.clone());
+                let (account_id, client_id, client_secret) = (
+                    account_id?.clone(),
+                    client_id?.clone(),
+                    client_secret?.clone(),
+                );
                 let account_id = self.interpolate(&account_id).map(Secret::new);
                 let client_id = self.interpolate(&client_id).map(Secret::new);
                 let client_secret = self.secret(&client_secret, "client_secret");
@@ -479,9 +501,16 @@ impl FerryFileResolver<'_> {
             AuthType::Oauth => {
                 let ok = self.unused_auth_keys(
                     a,
-                    &["client_id", "client_secret", "refresh_token", "redirect_uri"],
+                    &[
+                        "client_id",
+                        "client_secret",
+                        "refresh_token",
+                        "redirect_uri",
+                    ],
                 );
-                let client_id = self.required(&a.client_id, "client_id", auth.pos, t).cloned();
+                let client_id = self
+                    .required(&a.client_id, "client_id", auth.pos, t)
+                    .cloned();
                 let client_secret = self
                     .required(&a.client_secret, "client_secret", auth.pos, t)
                     .cloned();
@@ -506,7 +535,10 @@ impl FerryFileResolver<'_> {
                         self.file,
                         "ferry::wrong_auth_type",
                         a.type_.pos,
-                        format!("`{}` is a Salesforce auth type; Zoom uses server_to_server or oauth", other.as_str()),
+                        format!(
+                            "`{}` is a Salesforce auth type; Zoom uses server_to_server or oauth",
+                            other.as_str()
+                        ),
                     )
                     .label("not a Zoom auth type")
                     .help("write `type: server_to_server` (or `oauth`)"),
@@ -521,9 +553,11 @@ impl FerryFileResolver<'_> {
         let t = a.type_.value;
         match t {
             AuthType::JwtBearer => {
-                let ok =
-                    self.unused_auth_keys(a, &["login_url", "client_id", "username", "private_key"]);
-                let client_id = self.required(&a.client_id, "client_id", auth.pos, t).cloned();
+                let ok = self
+                    .unused_auth_keys(a, &["login_url", "client_id", "username", "private_key"]);
+                let client_id = self
+                    .required(&a.client_id, "client_id", auth.pos, t)
+                    .cloned();
                 let username = self.required(&a.username, "username", auth.pos, t).cloned();
                 let private_key = self
                     .required(&a.private_key, "private_key", auth.pos, t)
@@ -541,9 +575,17 @@ impl FerryFileResolver<'_> {
             AuthType::RefreshToken => {
                 let ok = self.unused_auth_keys(
                     a,
-                    &["login_url", "client_id", "client_secret", "refresh_token", "redirect_uri"],
+                    &[
+                        "login_url",
+                        "client_id",
+                        "client_secret",
+                        "refresh_token",
+                        "redirect_uri",
+                    ],
                 );
-                let client_id = self.required(&a.client_id, "client_id", auth.pos, t).cloned();
+                let client_id = self
+                    .required(&a.client_id, "client_id", auth.pos, t)
+                    .cloned();
                 let client_id = self.interpolate(&client_id?).map(Secret::new);
                 let client_secret = match &a.client_secret {
                     Some(s) => Some(self.secret(s, "client_secret")?),
@@ -564,7 +606,9 @@ impl FerryFileResolver<'_> {
             }
             AuthType::ClientCredentials => {
                 let ok = self.unused_auth_keys(a, &["login_url", "client_id", "client_secret"]);
-                let client_id = self.required(&a.client_id, "client_id", auth.pos, t).cloned();
+                let client_id = self
+                    .required(&a.client_id, "client_id", auth.pos, t)
+                    .cloned();
                 let client_secret = self
                     .required(&a.client_secret, "client_secret", auth.pos, t)
                     .cloned();

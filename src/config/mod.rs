@@ -25,11 +25,31 @@ use std::path::{Path, PathBuf};
 /// The stream catalogs compiled into this binary; `ferry validate` checks streams against
 /// them. A connector registers its catalog here.
 pub fn builtin_catalogs() -> Vec<Box<dyn StreamCatalog>> {
-    Vec::new()
+    vec![Box::new(Builtin(
+        crate::connectors::zoom::catalog::catalog(),
+    ))]
+}
+
+/// A catalog compiled into the binary.
+struct Builtin(&'static dyn StreamCatalog);
+
+impl StreamCatalog for Builtin {
+    fn kind(&self) -> &str {
+        self.0.kind()
+    }
+    fn stream(&self, name: &str) -> Option<catalog::StreamInfo> {
+        self.0.stream(name)
+    }
+    fn names(&self) -> Vec<String> {
+        self.0.names()
+    }
+    fn single_record(&self, stream: &str) -> bool {
+        self.0.single_record(stream)
+    }
 }
 
 /// How strictly to load.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct LoadOptions<'a> {
     /// Reads `${NAME}`; default: the process environment.
     pub env: Option<EnvLookup<'a>>,
@@ -38,16 +58,6 @@ pub struct LoadOptions<'a> {
     pub strict_fields: bool,
     /// Load these pipeline files instead of the ones ferry.yaml names (`ferry validate FILE`).
     pub pipelines: Option<&'a [PathBuf]>,
-}
-
-impl Default for LoadOptions<'_> {
-    fn default() -> Self {
-        LoadOptions {
-            env: None,
-            strict_fields: false,
-            pipelines: None,
-        }
-    }
 }
 
 impl LoadOptions<'_> {
@@ -158,9 +168,12 @@ pub fn load_project_with(
                     .collect()
             })
             .unwrap_or_default(),
-        settings: spec
-            .as_ref()
-            .map(|s| s.settings.as_ref().map(|s| s.value.clone()).unwrap_or_default()),
+        settings: spec.as_ref().map(|s| {
+            s.settings
+                .as_ref()
+                .map(|s| s.value.clone())
+                .unwrap_or_default()
+        }),
         known: spec.is_some(),
         catalogs,
         strict_fields: options.strict_fields,
@@ -225,11 +238,7 @@ fn yaml_files_in(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_file()
-                    && p.extension()
-                        .is_some_and(|x| x == "yaml" || x == "yml")
-            })
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
             .collect(),
         Err(_) => Vec::new(),
     };

@@ -19,12 +19,62 @@ const BUILTIN_FUNCTIONS: &[&str] = &["range", "dict", "namespace", "debug", "cyc
 
 /// Filter names offered in "did you mean" hints: minijinja's own and ferry's documented ones.
 const KNOWN_FILTERS: &[&str] = &[
-    "abs", "attr", "batch", "bool", "capitalize", "chain", "count", "d", "default", "dictsort",
-    "e", "escape", "first", "float", "format", "groupby", "indent", "int", "items", "join", "last",
-    "length", "lines", "list", "lower", "map", "max", "min", "pprint", "reject", "rejectattr",
-    "replace", "reverse", "round", "safe", "select", "selectattr", "slice", "sort", "split",
-    "string", "sum", "title", "tojson", "trim", "unique", "upper", "urlencode", "zip",
-    "sf_datetime", "sf_date", "email_domain", "truncate", "minutes", "sha256", "json",
+    "abs",
+    "attr",
+    "batch",
+    "bool",
+    "capitalize",
+    "chain",
+    "count",
+    "d",
+    "default",
+    "dictsort",
+    "e",
+    "escape",
+    "first",
+    "float",
+    "format",
+    "groupby",
+    "indent",
+    "int",
+    "items",
+    "join",
+    "last",
+    "length",
+    "lines",
+    "list",
+    "lower",
+    "map",
+    "max",
+    "min",
+    "pprint",
+    "reject",
+    "rejectattr",
+    "replace",
+    "reverse",
+    "round",
+    "safe",
+    "select",
+    "selectattr",
+    "slice",
+    "sort",
+    "split",
+    "string",
+    "sum",
+    "title",
+    "tojson",
+    "trim",
+    "unique",
+    "upper",
+    "urlencode",
+    "zip",
+    "sf_datetime",
+    "sf_date",
+    "email_domain",
+    "truncate",
+    "minutes",
+    "sha256",
+    "json",
 ];
 
 /// What the rest of ferry.yaml tells a pipeline.
@@ -108,8 +158,14 @@ impl<'a> PipelineResolver<'a> {
         }
     }
 
-    fn problem(&mut self, code: &'static str, pos: Pos, message: impl Into<String>) -> &mut Problem {
-        self.diags.push(Problem::at_pos(self.file, code, pos, message));
+    fn problem(
+        &mut self,
+        code: &'static str,
+        pos: Pos,
+        message: impl Into<String>,
+    ) -> &mut Problem {
+        self.diags
+            .push(Problem::at_pos(self.file, code, pos, message));
         let n = self.diags.problems.len() - 1;
         &mut self.diags.problems[n]
     }
@@ -160,7 +216,7 @@ impl<'a> PipelineResolver<'a> {
                 upto: i,
                 item: false,
             };
-            if let Some(e) = self.expr(v, scope, Some((&spec.vars, &spec.lookups, &spec.sinks))) {
+            if let Some(e) = self.expr(v, scope) {
                 let sample = self.sample_eval(&e.value, scope);
                 self.var_samples.insert(name.value.clone(), sample);
                 vars.push((name.value.clone(), e));
@@ -169,7 +225,7 @@ impl<'a> PipelineResolver<'a> {
         }
         let mut sinks = Vec::new();
         for (i, (name, s)) in spec.sinks.iter().enumerate() {
-            if let Some(s) = self.sink(i, name, s, spec) {
+            if let Some(s) = self.sink(i, name, s) {
                 sinks.push(s);
             }
             self.sink_names.push(name.value.clone());
@@ -177,10 +233,16 @@ impl<'a> PipelineResolver<'a> {
         if spec.sinks.is_empty() {
             let end = self.file.text.len();
             self.diags.push(
-                Problem::at(self.file, "ferry::no_sinks", end, 0, "the pipeline has no `sinks`")
-                    .warning()
-                    .label("nothing is written")
-                    .help("add a `sinks:` section; a pipeline without sinks only reads"),
+                Problem::at(
+                    self.file,
+                    "ferry::no_sinks",
+                    end,
+                    0,
+                    "the pipeline has no `sinks`",
+                )
+                .warning()
+                .label("nothing is written")
+                .help("add a `sinks:` section; a pipeline without sinks only reads"),
             );
         }
         let tests = self.tests(&spec.tests, spec);
@@ -231,7 +293,11 @@ impl<'a> PipelineResolver<'a> {
         }
     }
 
-    fn triggers(&mut self, triggers: &[At<String>], source: Option<&(Source, Option<StreamInfo>)>) -> Vec<String> {
+    fn triggers(
+        &mut self,
+        triggers: &[At<String>],
+        source: Option<&(Source, Option<StreamInfo>)>,
+    ) -> Vec<String> {
         let mut out = Vec::new();
         for t in triggers {
             if !is_known_event(&t.value) {
@@ -259,7 +325,10 @@ impl<'a> PipelineResolver<'a> {
                     ),
                 );
                 p.label = Some("not an event of this stream".into());
-                p.help = Some(format!("events for this stream: {}", info.triggers.join(", ")));
+                p.help = Some(format!(
+                    "events for this stream: {}",
+                    info.triggers.join(", ")
+                ));
                 continue;
             }
             out.push(t.value.clone());
@@ -287,7 +356,11 @@ impl<'a> PipelineResolver<'a> {
                     let p = self.problem(
                         "ferry::wrong_connection_kind",
                         s.pos,
-                        format!("connection `{conn}` is {}, not {}", k.as_str(), kind.as_str()),
+                        format!(
+                            "connection `{conn}` is {}, not {}",
+                            k.as_str(),
+                            kind.as_str()
+                        ),
                     );
                     p.label = Some("wrong kind of connection".into());
                     p.help = Some(match of_kind.as_slice() {
@@ -298,8 +371,12 @@ impl<'a> PipelineResolver<'a> {
                 }
                 None if !self.facts.known => return Some((conn.to_string(), stream.to_string())),
                 None => {
-                    let names: Vec<&str> =
-                        self.facts.connections.iter().map(|(n, _)| n.as_str()).collect();
+                    let names: Vec<&str> = self
+                        .facts
+                        .connections
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect();
                     let help = did_you_mean(conn, names.iter().copied()).unwrap_or_else(|| {
                         if names.is_empty() {
                             "ferry.yaml has no connections".into()
@@ -340,7 +417,10 @@ impl<'a> PipelineResolver<'a> {
                     format!("ferry.yaml has several {} connections", kind.as_str()),
                 );
                 p.label = Some("which one?".into());
-                p.help = Some(format!("write `<connection>.{text}`, one of: {}", many.join(", ")));
+                p.help = Some(format!(
+                    "write `<connection>.{text}`, one of: {}",
+                    many.join(", ")
+                ));
                 None
             }
         }
@@ -409,7 +489,7 @@ impl<'a> PipelineResolver<'a> {
             if stream == "request" && k.value == "record_selector" {
                 self.jsonpath(v);
             }
-            if let Some(e) = self.expr(v, scope, None) {
+            if let Some(e) = self.expr(v, scope) {
                 out.push((k.value.clone(), e));
             }
         }
@@ -433,7 +513,8 @@ impl<'a> PipelineResolver<'a> {
                 "`request` needs a `path` parameter",
             );
             p.label = Some("no path".into());
-            p.help = Some("add `params: { path: \"/users/{{ record.host_id }}/settings\" }`".into());
+            p.help =
+                Some("add `params: { path: \"/users/{{ record.host_id }}/settings\" }`".into());
         }
         out
     }
@@ -514,7 +595,10 @@ impl<'a> PipelineResolver<'a> {
         if let Some(info) = &info
             && !info.incremental
         {
-            for (key, at) in [("since", s.since.as_ref()), ("lookback", s.lookback.as_ref())] {
+            for (key, at) in [
+                ("since", s.since.as_ref()),
+                ("lookback", s.lookback.as_ref()),
+            ] {
                 if let Some(at) = at {
                     let p = self.problem(
                         "ferry::not_incremental",
@@ -526,7 +610,7 @@ impl<'a> PipelineResolver<'a> {
                 }
             }
         }
-        let where_ = s.where_.as_ref().and_then(|w| self.expr(w, scope, None));
+        let where_ = s.where_.as_ref().and_then(|w| self.expr(w, scope));
         let (connection, stream) = resolved?;
         Some((
             Source {
@@ -582,13 +666,16 @@ impl<'a> PipelineResolver<'a> {
             let p = self.problem(
                 "ferry::shadowed_field",
                 name.pos,
-                format!("`{}` is already a field of the source record; this enrich would replace it", name.value),
+                format!(
+                    "`{}` is already a field of the source record; this enrich would replace it",
+                    name.value
+                ),
             );
             p.severity = Severity::Warning;
             p.label = Some("replaces record field".into());
         }
         let params = self.params(&e.params, &stream_name, info.as_ref(), e.stream.pos, scope);
-        let when = e.when.as_ref().and_then(|w| self.expr(w, scope, None));
+        let when = e.when.as_ref().and_then(|w| self.expr(w, scope));
         let (connection, stream) = resolved?;
         Some(Enrich {
             name: name.value.clone(),
@@ -612,7 +699,10 @@ impl<'a> PipelineResolver<'a> {
             let p = self.problem(
                 "ferry::bad_name",
                 name.pos,
-                format!("`{}` cannot be used as a {what} name in templates", name.value),
+                format!(
+                    "`{}` cannot be used as a {what} name in templates",
+                    name.value
+                ),
             );
             p.label = Some("not an identifier".into());
             p.help = Some("use letters, digits and `_`, starting with a letter".into());
@@ -654,7 +744,7 @@ impl<'a> PipelineResolver<'a> {
             upto: i,
             item: false,
         };
-        let for_each = l.for_each.as_ref().and_then(|f| self.expr(f, base, None));
+        let for_each = l.for_each.as_ref().and_then(|f| self.expr(f, base));
         let item_scope = Scope {
             item: for_each.is_some(),
             ..base
@@ -663,7 +753,7 @@ impl<'a> PipelineResolver<'a> {
             Some(f) => first_item(&self.sample_eval(&f.value, base)),
             None => Value::Null,
         };
-        let skip = l.skip.as_ref().and_then(|s| self.expr(s, item_scope, None));
+        let skip = l.skip.as_ref().and_then(|s| self.expr(s, item_scope));
         if l.match_.value.is_empty() {
             let p = self.problem(
                 "ferry::empty_match",
@@ -671,7 +761,8 @@ impl<'a> PipelineResolver<'a> {
                 format!("lookup `{}` has no match rules", name.value),
             );
             p.label = Some("empty".into());
-            p.help = Some("add `- sobject: Contact\n  where: { Email: \"{{ item.email }}\" }`".into());
+            p.help =
+                Some("add `- sobject: Contact\n  where: { Email: \"{{ item.email }}\" }`".into());
         }
         let mut rules = Vec::new();
         let mut fields = Map::new();
@@ -687,7 +778,7 @@ impl<'a> PipelineResolver<'a> {
             }
             let mut where_ = Vec::new();
             for (k, v) in r.where_.iter() {
-                if let Some(e) = self.expr(v, item_scope, None) {
+                if let Some(e) = self.expr(v, item_scope) {
                     where_.push((k.value.clone(), e));
                 }
             }
@@ -745,7 +836,7 @@ impl<'a> PipelineResolver<'a> {
         })
     }
 
-    fn sink(&mut self, i: usize, name: &At<String>, s: &SinkSpec, spec: &PipelineSpec) -> Option<Sink> {
+    fn sink(&mut self, i: usize, name: &At<String>, s: &SinkSpec) -> Option<Sink> {
         self.check_name(name, "sink");
         let before = self.errors();
         let connection = self.salesforce_connection(&s.connection, name.pos);
@@ -763,7 +854,7 @@ impl<'a> PipelineResolver<'a> {
             }
         };
         let mut compile = |this: &mut Self, v: &At<AnyValue>, scope: Scope| {
-            let e = this.expr(v, scope, Some((&spec.vars, &spec.lookups, &spec.sinks)));
+            let e = this.expr(v, scope);
             if let Some(t) = e.as_ref().and_then(|e| e.value.as_template()) {
                 note(referenced(t, "sinks"));
             }
@@ -821,7 +912,10 @@ impl<'a> PipelineResolver<'a> {
                 let p = self.problem(
                     "ferry::publish_sobject",
                     s.sobject.pos,
-                    format!("`publish` writes Platform Events; `{}` is not one", s.sobject.value),
+                    format!(
+                        "`publish` writes Platform Events; `{}` is not one",
+                        s.sobject.value
+                    ),
                 );
                 p.label = Some("not a Platform Event".into());
                 p.help = Some("Platform Event names end in `__e`".into());
@@ -844,7 +938,10 @@ impl<'a> PipelineResolver<'a> {
             let p = self.problem(
                 "ferry::id_not_update",
                 idv.pos,
-                format!("`id` applies to `action: update`; this sink is `{}`", s.action.value.as_str()),
+                format!(
+                    "`id` applies to `action: update`; this sink is `{}`",
+                    s.action.value.as_str()
+                ),
             );
             p.label = Some("not used".into());
             p.help = Some("remove `id`, or change the action to update".into());
@@ -890,7 +987,10 @@ impl<'a> PipelineResolver<'a> {
                     format!("sink `{}` upserts but has no `key`", name.value),
                 );
                 p.label = Some("upsert needs an external-id `key`".into());
-                p.help = Some("add `key: Your_External_Id__c`, a field marked External ID on the object".into());
+                p.help = Some(
+                    "add `key: Your_External_Id__c`, a field marked External ID on the object"
+                        .into(),
+                );
                 None
             }
             (SinkActionSpec::Upsert, Some(k)) => match k.value.as_str() {
@@ -950,7 +1050,8 @@ impl<'a> PipelineResolver<'a> {
             }
             for (k, _) in t.lookups.iter() {
                 if !spec.lookups.iter().any(|(n, _)| n.value == k.value) {
-                    let names: Vec<&str> = spec.lookups.iter().map(|(n, _)| n.value.as_str()).collect();
+                    let names: Vec<&str> =
+                        spec.lookups.iter().map(|(n, _)| n.value.as_str()).collect();
                     let p = self.problem(
                         "ferry::unknown_lookup",
                         k.pos,
@@ -964,7 +1065,8 @@ impl<'a> PipelineResolver<'a> {
             let mut expect = BTreeMap::new();
             for (k, v) in t.expect.iter() {
                 if !spec.sinks.iter().any(|(n, _)| n.value == k.value) {
-                    let names: Vec<&str> = spec.sinks.iter().map(|(n, _)| n.value.as_str()).collect();
+                    let names: Vec<&str> =
+                        spec.sinks.iter().map(|(n, _)| n.value.as_str()).collect();
                     let p = self.problem(
                         "ferry::unknown_sink",
                         k.pos,
@@ -979,7 +1081,11 @@ impl<'a> PipelineResolver<'a> {
             if ok {
                 out.push(PipelineTest {
                     name: t.name.value.clone(),
-                    record: if t.record.is_null() { json!({}) } else { t.record.clone() },
+                    record: if t.record.is_null() {
+                        json!({})
+                    } else {
+                        t.record.clone()
+                    },
                     lookups: t
                         .lookups
                         .iter()
@@ -998,16 +1104,7 @@ impl<'a> PipelineResolver<'a> {
 
     /// Compiles a value: strings with template syntax become templates (checked against the
     /// scope and rendered against the sample context), everything else stays a literal.
-    fn expr(
-        &mut self,
-        v: &At<AnyValue>,
-        scope: Scope,
-        _decl: Option<(
-            &OrderedMap<At<String>, At<AnyValue>>,
-            &OrderedMap<At<String>, LookupSpec>,
-            &OrderedMap<At<String>, SinkSpec>,
-        )>,
-    ) -> Option<LocatedExpr> {
+    fn expr(&mut self, v: &At<AnyValue>, scope: Scope) -> Option<LocatedExpr> {
         let pos = self.pos(v.pos);
         let src = match &v.value {
             Value::String(s) if is_template(s) => s.clone(),
@@ -1084,7 +1181,10 @@ impl<'a> PipelineResolver<'a> {
                 let s = self.anchor(pos, src, i);
                 (s, n)
             }
-            None => (content_offset(self.file, pos), src.lines().next().map_or(1, str::len)),
+            None => (
+                content_offset(self.file, pos),
+                src.lines().next().map_or(1, str::len),
+            ),
         }
     }
 
@@ -1093,8 +1193,14 @@ impl<'a> PipelineResolver<'a> {
             let segs: Vec<&str> = path.split('.').collect();
             let root = segs[0];
             let second = segs.get(1).copied();
-            let two = second.map(|s| format!("{root}.{s}")).unwrap_or_else(|| root.to_string());
-            let report = |this: &mut Self, code: &'static str, msg: String, label: &str, help: Option<String>| {
+            let two = second
+                .map(|s| format!("{root}.{s}"))
+                .unwrap_or_else(|| root.to_string());
+            let report = |this: &mut Self,
+                          code: &'static str,
+                          msg: String,
+                          label: &str,
+                          help: Option<String>| {
                 let (off, len) = this.name_span(pos, src, &two, root);
                 this.diags.push(
                     Problem::at(this.file, code, off, len, msg)
@@ -1107,9 +1213,18 @@ impl<'a> PipelineResolver<'a> {
                     continue;
                 }
                 let help = did_you_mean(root, ROOT_NAMES.iter().copied()).or_else(|| {
-                    Some("templates see: record, lookups, vars, sinks, item, loop, settings, run".into())
+                    Some(
+                        "templates see: record, lookups, vars, sinks, item, loop, settings, run"
+                            .into(),
+                    )
                 });
-                report(self, "ferry::unknown_name", format!("unknown name `{root}`"), "not defined", help);
+                report(
+                    self,
+                    "ferry::unknown_name",
+                    format!("unknown name `{root}`"),
+                    "not defined",
+                    help,
+                );
                 continue;
             }
             match root {
@@ -1131,9 +1246,10 @@ impl<'a> PipelineResolver<'a> {
                     if !self.facts.strict_fields {
                         continue;
                     }
-                    let Some(sample) = &self.record_sample else { continue };
-                    let enrich_visible =
-                        !matches!(scope.stage, Stage::Source | Stage::Enrich);
+                    let Some(sample) = &self.record_sample else {
+                        continue;
+                    };
+                    let enrich_visible = !matches!(scope.stage, Stage::Source | Stage::Enrich);
                     if sample.contains_key(field)
                         || (enrich_visible && self.enrich_names.iter().any(|e| e == field))
                     {
@@ -1145,15 +1261,25 @@ impl<'a> PipelineResolver<'a> {
                     }
                     let help = did_you_mean(field, candidates.iter().copied());
                     let msg = if !enrich_visible && self.enrich_names.iter().any(|e| e == field) {
-                        format!("`record.{field}` is an enrichment; it is not available until every enrich has run")
+                        format!(
+                            "`record.{field}` is an enrichment; it is not available until every enrich has run"
+                        )
                     } else {
                         format!("the stream's records have no field `{field}`")
                     };
-                    report(self, "ferry::unknown_field", msg, "not in the stream's sample record", help);
+                    report(
+                        self,
+                        "ferry::unknown_field",
+                        msg,
+                        "not in the stream's sample record",
+                        help,
+                    );
                 }
                 "settings" => {
                     let Some(key) = second else { continue };
-                    let Some(settings) = &self.facts.settings else { continue };
+                    let Some(settings) = &self.facts.settings else {
+                        continue;
+                    };
                     if !settings.contains_key(key) {
                         let help = did_you_mean(key, settings.keys().map(String::as_str))
                             .or_else(|| Some("add it under `settings:` in ferry.yaml".into()));
@@ -1171,12 +1297,21 @@ impl<'a> PipelineResolver<'a> {
         }
     }
 
-    fn check_section_ref(&mut self, section: &str, name: &str, scope: Scope, two: &str, pos: Pos, src: &str) {
-        let (declared, visible_count, stage_of, singular): (&[String], usize, Stage, &str) = match section {
-            "lookups" => (&self.lookup_names, 0, Stage::Lookup, "lookup"),
-            "vars" => (&self.var_names, 0, Stage::Var, "var"),
-            _ => (&self.sink_names, 0, Stage::Sink, "sink"),
-        };
+    fn check_section_ref(
+        &mut self,
+        section: &str,
+        name: &str,
+        scope: Scope,
+        two: &str,
+        pos: Pos,
+        src: &str,
+    ) {
+        let (declared, visible_count, stage_of, singular): (&[String], usize, Stage, &str) =
+            match section {
+                "lookups" => (&self.lookup_names, 0, Stage::Lookup, "lookup"),
+                "vars" => (&self.var_names, 0, Stage::Var, "var"),
+                _ => (&self.sink_names, 0, Stage::Sink, "sink"),
+            };
         let _ = visible_count;
         let order = |s: Stage| match s {
             Stage::Source => 0,
@@ -1206,7 +1341,7 @@ impl<'a> PipelineResolver<'a> {
                     stage_name(scope.stage)
                 ),
                 "not available at this stage",
-                Some(format!("order per record: source → enrich → lookups → vars → sinks")),
+                Some("order per record: source → enrich → lookups → vars → sinks".to_string()),
             )
         } else if let Some(later) = self.declared_later(section, name) {
             (
@@ -1331,9 +1466,15 @@ impl<'a> PipelineResolver<'a> {
             did_you_mean(&name, BUILTIN_FUNCTIONS.iter().copied())
         };
         self.diags.push(
-            Problem::at(self.file, code, start, len, format!("unknown {what} `{name}`"))
-                .label(format!("no such {what}"))
-                .maybe_help(help),
+            Problem::at(
+                self.file,
+                code,
+                start,
+                len,
+                format!("unknown {what} `{name}`"),
+            )
+            .label(format!("no such {what}"))
+            .maybe_help(help),
         );
     }
 }
@@ -1404,7 +1545,10 @@ fn find_word(hay: &str, needle: &str) -> Option<usize> {
     let mut from = 0;
     while let Some(i) = hay[from..].find(needle) {
         let at = from + i;
-        let before_ok = hay[..at].chars().next_back().is_none_or(|c| !is_ident(c) && c != '.');
+        let before_ok = hay[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !is_ident(c) && c != '.');
         let after_ok = hay[at + needle.len()..]
             .chars()
             .next()

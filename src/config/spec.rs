@@ -164,7 +164,11 @@ impl<'de> Deserialize<'de> for LooseString {
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<LooseString, E> {
                 // 62.0 must stay "62.0", not "62".
                 let s = v.to_string();
-                Ok(LooseString(if s.contains('.') { s } else { format!("{s}.0") }))
+                Ok(LooseString(if s.contains('.') {
+                    s
+                } else {
+                    format!("{s}.0")
+                }))
             }
         }
         d.deserialize_any(V)

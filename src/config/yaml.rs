@@ -39,7 +39,7 @@ pub fn parse<T: DeserializeOwned>(file: &SourceFile, diags: &mut Diagnostics) ->
                 {
                     return None;
                 }
-                let Some(loc) = e.location() else { return None };
+                let loc = e.location()?;
                 let line = loc.line() as usize;
                 match blank_entry(&text, line) {
                     Some((next, key)) => {
@@ -111,14 +111,17 @@ fn blank_entry(text: &str, line: usize) -> Option<(String, Option<String>)> {
         return None;
     }
     let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
-    out[idx] = format!("{}{}", &first[..key_start], " ".repeat(first.len() - key_start));
+    out[idx] = format!(
+        "{}{}",
+        &first[..key_start],
+        " ".repeat(first.len() - key_start)
+    );
     for l in out.iter_mut().take(end).skip(idx + 1) {
         *l = " ".repeat(l.len());
     }
     // A list item whose only entry was removed would leave a bare `-`; that is a null item,
     // which the next parse reports as a type error at the same line; avoid looping on it.
-    if out[idx].trim() == "-" || out[idx].trim().is_empty() && first.trim_start().starts_with('-')
-    {
+    if out[idx].trim() == "-" || out[idx].trim().is_empty() && first.trim_start().starts_with('-') {
         out[idx] = " ".repeat(first.len());
     }
     Some((out.join("\n"), key))
@@ -172,7 +175,10 @@ pub fn to_problem(file: &SourceFile, e: &serde_saphyr::Error) -> Problem {
 fn token_len(rest: &str) -> usize {
     let line = &rest[..rest.find('\n').unwrap_or(rest.len())];
     let line = line.trim_end();
-    if let Some(i) = line.find(": ").or_else(|| line.strip_suffix(':').map(|l| l.len())) {
+    if let Some(i) = line
+        .find(": ")
+        .or_else(|| line.strip_suffix(':').map(|l| l.len()))
+    {
         if i > 0 {
             return i;
         }
@@ -248,7 +254,9 @@ fn classify(message: &str) -> (&'static str, String, Option<String>) {
         if message.starts_with(theirs) {
             let help = match ours {
                 "expected a list" => Some("write `[a, b]` or one `- item` per line".to_string()),
-                "expected a mapping" => Some("write `key: value` entries indented below".to_string()),
+                "expected a mapping" => {
+                    Some("write `key: value` entries indented below".to_string())
+                }
                 _ => None,
             };
             return ("ferry::wrong_type", ours.to_string(), help);

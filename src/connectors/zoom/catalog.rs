@@ -152,6 +152,12 @@ impl StreamCatalog for ZoomCatalog {
     fn names(&self) -> Vec<String> {
         self.streams.keys().cloned().collect()
     }
+
+    fn single_record(&self, stream: &str) -> bool {
+        self.streams
+            .get(stream)
+            .is_some_and(|d| d.selector.trim() == "$")
+    }
 }
 
 #[cfg(test)]

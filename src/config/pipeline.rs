@@ -230,7 +230,8 @@ impl<'a> PipelineResolver<'a> {
             }
             self.sink_names.push(name.value.clone());
         }
-        if spec.sinks.is_empty() {
+        // A pipeline with lookups and no sinks is a report (people not in Salesforce).
+        if spec.sinks.is_empty() && spec.lookups.is_empty() {
             let end = self.file.text.len();
             self.diags.push(
                 Problem::at(
@@ -242,7 +243,7 @@ impl<'a> PipelineResolver<'a> {
                 )
                 .warning()
                 .label("nothing is written")
-                .help("add a `sinks:` section; a pipeline without sinks only reads"),
+                .help("add a `sinks:` section, or `lookups:` to report who is not in Salesforce"),
             );
         }
         let tests = self.tests(&spec.tests, spec);

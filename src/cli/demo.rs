@@ -1,15 +1,243 @@
-use super::Global;
+//! `ferry demo` and `ferry sandbox`: the built-in simulators, end to end or served by hand.
+
+use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, Global};
+use crate::engine::report::PipelineReport;
+use crate::engine::{Engine, Mode, RunOptions, connect};
+use crate::sim::sandbox::{EXAMPLE_PIPELINES, Sandbox, SandboxOptions};
+use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
-pub struct DemoArgs {}
-
-#[derive(Debug, clap::Args)]
-pub struct SandboxArgs {}
-
-pub async fn run(_g: &Global, _a: &DemoArgs) -> anyhow::Result<u8> {
-    super::not_yet("demo")
+pub struct DemoArgs {
+    /// Where to write the demo project (ferry.yaml, pipelines, state); default: a new
+    /// directory under the system's temp directory
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// How many meetings the simulated Zoom account holds
+    #[arg(long, default_value_t = 120)]
+    pub meetings: usize,
 }
 
-pub async fn sandbox(_g: &Global, _a: &SandboxArgs) -> anyhow::Result<u8> {
-    super::not_yet("sandbox")
+#[derive(Debug, clap::Args)]
+pub struct SandboxArgs {
+    /// Where to write a ferry.yaml and the example pipelines that point at the simulators
+    #[arg(long, default_value = "sandbox")]
+    pub dir: PathBuf,
+    /// How many meetings the simulated Zoom account holds
+    #[arg(long, default_value_t = 120)]
+    pub meetings: usize,
+}
+
+fn demo_dir(arg: &Option<PathBuf>) -> PathBuf {
+    arg.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("ferry-demo-{}", std::process::id()))
+    })
+}
+
+pub async fn run(_g: &Global, a: &DemoArgs) -> anyhow::Result<u8> {
+    let clock = crate::clock::system();
+    let mut opts = SandboxOptions::new(clock.clone());
+    opts.scale.meetings = a.meetings;
+    println!("Starting the simulated Zoom account and Salesforce org on 127.0.0.1 …");
+    let sandbox = Sandbox::start(opts).await?;
+    let w = &sandbox.world;
+    let s = &sandbox.seeded;
+    println!(
+        "  Zoom: {} hosts, {} meetings, {} webinars, {} phone calls over the last {} days",
+        w.users.len(),
+        w.meetings.len(),
+        w.webinars.len(),
+        w.calls.len(),
+        w.scale.days
+    );
+    println!(
+        "  Salesforce: {} Users, {} Accounts, {} Contacts, {} Leads, {} open Opportunities, {} Campaigns",
+        s.users, s.accounts, s.contacts, s.leads, s.opportunities, s.campaigns
+    );
+    let dir = demo_dir(&a.dir);
+    let config = sandbox.write_project(&dir, EXAMPLE_PIPELINES)?;
+    println!("  Project: {}", dir.display());
+
+    let owned = crate::config::builtin_catalogs();
+    let catalogs: Vec<&dyn crate::config::StreamCatalog> =
+        owned.iter().map(|c| c.as_ref()).collect();
+    let project = match crate::config::load_project(&config, &catalogs) {
+        Ok(p) => p,
+        Err(d) => {
+            eprint!("{}", d.render());
+            return Ok(EXIT_INVALID);
+        }
+    };
+    let conns = match connect::connect(&project, clock.clone()).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_FAILED);
+        }
+    };
+    let settings = serde_json::Value::Object(project.config.settings.clone());
+
+    // 1. Plan: what the meetings pipeline would write, before anything is written.
+    println!("\n== 1. ferry plan meetings-to-events  (a dry run: nothing is written) ==\n");
+    let Some(meetings) = project.pipeline("meetings-to-events") else {
+        eprintln!("error: the demo project has no meetings-to-events pipeline");
+        return Ok(EXIT_FAILED);
+    };
+    let engine = |now| Engine {
+        store: &conns.store,
+        source: &conns.zoom,
+        matcher: &conns.salesforce,
+        writer: &conns.salesforce,
+        settings: &settings,
+        now,
+    };
+    let plan = engine(clock.now())
+        .run(meetings, &RunOptions::new(Mode::Plan))
+        .await;
+    print_plan_excerpt(&plan, 3);
+
+    // 2. Run every pipeline.
+    println!("\n== 2. ferry run  (every example pipeline) ==\n");
+    let events_before = sandbox.salesforce.records("Event").len();
+    let mut first: Vec<PipelineReport> = Vec::new();
+    for p in &project.pipelines {
+        let report = engine(clock.now()).run(p, &RunOptions::new(Mode::Run)).await;
+        print_run(&report);
+        first.push(report);
+    }
+    conns.save_budget();
+
+    // 3. Run again: nothing new in Zoom, so nothing is written.
+    println!("\n== 3. ferry run again  (nothing new in Zoom) ==\n");
+    let mut second: Vec<PipelineReport> = Vec::new();
+    for p in &project.pipelines {
+        let report = engine(clock.now()).run(p, &RunOptions::new(Mode::Run)).await;
+        print_run(&report);
+        second.push(report);
+    }
+    conns.save_budget();
+
+    // 4. What happened, in a minute.
+    println!("\n== What ferry did ==\n");
+    let sf = &sandbox.salesforce;
+    let created = |o: &str| sf.records(o).len();
+    println!(
+        "  Salesforce now holds {} Events ({} before), {} EventRelations, {} Tasks, {} CampaignMembers.",
+        created("Event"),
+        events_before,
+        created("EventRelation"),
+        created("Task"),
+        created("CampaignMember")
+    );
+    let opp_touched = sf
+        .records("Opportunity")
+        .iter()
+        .filter(|o| o.get("Last_Zoom_Meeting__c").is_some_and(|v| !v.is_null()))
+        .count();
+    println!("  {opp_touched} open Opportunities carry their account's last meeting and summary.");
+    let unmatched: u64 = first.iter().map(|r| r.summary.unmatched).sum();
+    let looked_up: u64 = first.iter().map(|r| r.summary.looked_up).sum();
+    println!(
+        "  People and records looked up: {looked_up}; not in Salesforce: {unmatched} (reported, never guessed)."
+    );
+    let sf_calls: u64 = first.iter().map(|r| r.summary.api_calls.salesforce).sum();
+    let zoom_calls: u64 = first.iter().map(|r| r.summary.api_calls.zoom).sum();
+    let writes: u64 = first
+        .iter()
+        .map(|r| r.summary.create + r.summary.update)
+        .sum();
+    let naive = looked_up + writes;
+    println!(
+        "  First run: {writes} records written with {sf_calls} Salesforce API calls ({zoom_calls} Zoom requests)."
+    );
+    if sf_calls > 0 {
+        println!(
+            "  One query per person and one call per record would have spent about {naive} calls: {:.0}× more.",
+            naive as f64 / sf_calls as f64
+        );
+    }
+    let second_writes: u64 = second
+        .iter()
+        .map(|r| r.summary.create + r.summary.update)
+        .sum();
+    let second_sf: u64 = second.iter().map(|r| r.summary.api_calls.salesforce).sum();
+    println!(
+        "  Second run: {second_writes} records written, {second_sf} Salesforce calls (lookups only; the ledger knew the rest)."
+    );
+    let failed: Vec<&PipelineReport> = first.iter().chain(&second).filter(|r| r.failed()).collect();
+    for r in &failed {
+        println!(
+            "  {} stopped: {}",
+            r.pipeline,
+            r.stopped.as_deref().unwrap_or("")
+        );
+    }
+    println!(
+        "\nTry it yourself: ferry --config {} plan --format markdown",
+        config.display()
+    );
+    println!("(or `ferry sandbox` to keep the simulators running)");
+    Ok(if failed.is_empty() { EXIT_OK } else { EXIT_FAILED })
+}
+
+fn print_plan_excerpt(plan: &PipelineReport, n: usize) {
+    let mut shown = plan.clone();
+    let interesting: Vec<_> = plan
+        .records
+        .iter()
+        .filter(|r| !r.writes.is_empty())
+        .take(n)
+        .cloned()
+        .collect();
+    let more = plan.records.len().saturating_sub(interesting.len());
+    shown.records = interesting;
+    for line in shown.render_text().lines().skip(1) {
+        println!("  {line}");
+    }
+    if more > 0 {
+        println!("  ({more} more meetings in the full plan)");
+    }
+}
+
+fn print_run(r: &PipelineReport) {
+    let written: Vec<String> = r
+        .per_sink
+        .iter()
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect();
+    println!(
+        "  {:<22} read {:>4}   written {:>4} {}   unchanged {:>4}   not in Salesforce {:>3}   calls: Zoom {:>4}, Salesforce {:>3}{}",
+        r.pipeline,
+        r.records_read,
+        r.summary.create + r.summary.update,
+        if written.is_empty() {
+            String::new()
+        } else {
+            format!("({})", written.join(", "))
+        },
+        r.summary.unchanged,
+        r.summary.unmatched,
+        r.summary.api_calls.zoom,
+        r.summary.api_calls.salesforce,
+        r.stopped
+            .as_ref()
+            .map(|s| format!("   STOPPED: {s}"))
+            .unwrap_or_default()
+    );
+}
+
+pub async fn sandbox(_g: &Global, a: &SandboxArgs) -> anyhow::Result<u8> {
+    let clock = crate::clock::system();
+    let mut opts = SandboxOptions::new(clock);
+    opts.scale.meetings = a.meetings;
+    let sandbox = Sandbox::start(opts).await?;
+    let config = sandbox.write_project(&a.dir, EXAMPLE_PIPELINES)?;
+    println!("Zoom simulator:       {}", sandbox.zoom.base_url);
+    println!("Salesforce simulator: {}", sandbox.salesforce.instance_url);
+    println!("Project written to {} (edit its pipelines and try):", a.dir.display());
+    println!("  ferry --config {} validate", config.display());
+    println!("  ferry --config {} plan", config.display());
+    println!("  ferry --config {} run", config.display());
+    println!("Press Ctrl-C to stop.");
+    tokio::signal::ctrl_c().await?;
+    Ok(EXIT_OK)
 }

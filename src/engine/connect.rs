@@ -228,6 +228,9 @@ pub struct ZoomSource {
     pub conn: ZoomConnector,
 }
 
+/// How far back Zoom's report and history endpoints reach (six months, with a day's margin).
+const ZOOM_HISTORY_DAYS: i64 = 179;
+
 fn stream_name(s: &str) -> &str {
     s.strip_prefix("zoom.").unwrap_or(s)
 }
@@ -240,9 +243,18 @@ impl Source for ZoomSource {
         params: BTreeMap<String, Value>,
         window: ReadSpec,
     ) -> BoxStream<'static, Result<Page, String>> {
+        // Zoom serves reports and call history for the last six months only; a start
+        // further back is answered with an error, so reads begin at that horizon.
+        let horizon = window.until - chrono::Duration::days(ZOOM_HISTORY_DAYS);
+        let floor = horizon + window.lookback;
+        let checkpoints = window
+            .checkpoints
+            .into_iter()
+            .map(|(k, v)| (k, v.max(floor)))
+            .collect();
         let w = ReadWindow::checkpoints(
-            window.checkpoints,
-            window.default_since,
+            checkpoints,
+            window.default_since.max(horizon),
             window.lookback,
             window.until,
         );

@@ -43,6 +43,9 @@ pub struct LookupNotes {
     pub unmatched: Vec<String>,
     /// "2 Contact records match pat@contoso.com; took 003…, the most recently modified".
     pub ambiguous: Vec<String>,
+    /// People (or records) looked up, over all lookups; a hand-written integration spends
+    /// one query on each.
+    pub looked_up: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +134,9 @@ async fn resolve_one(
         }
     }
 
+    for pd in &pending {
+        notes[pd.record].looked_up += 1;
+    }
     // Matches per (record, item).
     let mut found: HashMap<(usize, Option<usize>), Value> = HashMap::new();
     match source {

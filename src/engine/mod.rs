@@ -381,6 +381,7 @@ impl Engine<'_> {
                 writes: Vec::new(),
                 unmatched: Vec::new(),
                 ambiguous: Vec::new(),
+                looked_up: 0,
                 skipped: Vec::new(),
                 errors: Vec::new(),
             });
@@ -405,6 +406,7 @@ impl Engine<'_> {
         for (r, n) in reports.iter_mut().zip(&notes) {
             r.unmatched = n.unmatched.clone();
             r.ambiguous = n.ambiguous.clone();
+            r.looked_up = n.looked_up;
         }
         // vars
         for (i, st) in states.iter_mut().enumerate() {

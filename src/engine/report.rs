@@ -64,6 +64,8 @@ pub struct RecordReport {
     pub unmatched: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ambiguous: Vec<String>,
+    #[serde(skip)]
+    pub looked_up: usize,
     pub skipped: Vec<String>,
     pub errors: Vec<String>,
 }
@@ -83,6 +85,9 @@ pub struct Summary {
     pub unmatched: u64,
     pub error: u64,
     pub api_calls: ApiCalls,
+    /// People and records looked up in Salesforce (before batching and caching).
+    #[serde(skip)]
+    pub looked_up: u64,
 }
 
 /// Everything one pipeline's run or plan produced.
@@ -130,6 +135,7 @@ impl PipelineReport {
         }
         self.summary.skip += r.skipped.len() as u64;
         self.summary.unmatched += r.unmatched.len() as u64;
+        self.summary.looked_up += r.looked_up as u64;
         self.summary.error += r.errors.len() as u64;
         if keep_detail {
             self.records.push(r);

@@ -4,3 +4,4 @@
 pub mod salesforce;
 pub mod world;
 pub mod zoom;
+pub mod sandbox;

@@ -411,6 +411,7 @@ fn objects() -> Vec<ObjectMeta> {
         f("IsActive", "boolean"),
         f("StartDate", "date"),
         f("EndDate", "date"),
+        f("Zoom_Webinar_Id__c", "string").len(32).ext_id().unique(),
     ]);
     out.push(obj("Campaign", "Campaign", "701", campaign));
 
@@ -426,7 +427,10 @@ fn objects() -> Vec<ObjectMeta> {
         f("LeadId", "reference")
             .create_only()
             .refs(&["Lead"], "Lead"),
-        f("Status", "picklist").picklist(&["Sent", "Responded", "Registered", "Attended"], false),
+        f("Status", "picklist").picklist(
+            &["Sent", "Responded", "Registered", "Attended", "No Show", "Panelist"],
+            false,
+        ),
         f("HasResponded", "boolean").read_only(),
         f("Zoom_Registrant_Key__c", "string").ext_id().unique(),
     ]);

@@ -78,6 +78,15 @@ fn norm(field_type: Option<&str>, v: &Value) -> String {
                 .unwrap_or_else(|_| format!("s:{}", s.to_lowercase()))
         }
         Value::String(s) => format!("s:{}", s.to_lowercase()),
+        // A number compared with a text field (a Zoom webinar id in a string field) is
+        // compared as the text Salesforce stores.
+        Value::Number(n)
+            if field_type.is_some_and(|t| {
+                !matches!(t, "int" | "double" | "currency" | "percent" | "boolean")
+            }) =>
+        {
+            format!("s:{n}")
+        }
         Value::Number(n) => format!("n:{}", n.as_f64().unwrap_or_default()),
         Value::Bool(b) => format!("b:{b}"),
         other => format!("j:{other}"),

@@ -344,6 +344,7 @@ fn objects() -> Vec<ObjectMeta> {
         f("Company", "string").required(),
         f("Email", "email").lookup(),
         f("Title", "string").len(128),
+        f("Phone", "phone").len(40),
         f("Status", "picklist")
             .picklist(
                 &[

@@ -28,9 +28,8 @@ pub struct SandboxArgs {
 }
 
 fn demo_dir(arg: &Option<PathBuf>) -> PathBuf {
-    arg.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("ferry-demo-{}", std::process::id()))
-    })
+    arg.clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("ferry-demo-{}", std::process::id())))
 }
 
 pub async fn run(_g: &Global, a: &DemoArgs) -> anyhow::Result<u8> {
@@ -100,7 +99,9 @@ pub async fn run(_g: &Global, a: &DemoArgs) -> anyhow::Result<u8> {
     let events_before = sandbox.salesforce.records("Event").len();
     let mut first: Vec<PipelineReport> = Vec::new();
     for p in &project.pipelines {
-        let report = engine(clock.now()).run(p, &RunOptions::new(Mode::Run)).await;
+        let report = engine(clock.now())
+            .run(p, &RunOptions::new(Mode::Run))
+            .await;
         print_run(&report);
         first.push(report);
     }
@@ -110,7 +111,9 @@ pub async fn run(_g: &Global, a: &DemoArgs) -> anyhow::Result<u8> {
     println!("\n== 3. ferry run again  (nothing new in Zoom) ==\n");
     let mut second: Vec<PipelineReport> = Vec::new();
     for p in &project.pipelines {
-        let report = engine(clock.now()).run(p, &RunOptions::new(Mode::Run)).await;
+        let report = engine(clock.now())
+            .run(p, &RunOptions::new(Mode::Run))
+            .await;
         print_run(&report);
         second.push(report);
     }
@@ -176,7 +179,11 @@ pub async fn run(_g: &Global, a: &DemoArgs) -> anyhow::Result<u8> {
         config.display()
     );
     println!("(or `ferry sandbox` to keep the simulators running)");
-    Ok(if failed.is_empty() { EXIT_OK } else { EXIT_FAILED })
+    Ok(if failed.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    })
 }
 
 fn print_plan_excerpt(plan: &PipelineReport, n: usize) {
@@ -199,11 +206,7 @@ fn print_plan_excerpt(plan: &PipelineReport, n: usize) {
 }
 
 fn print_run(r: &PipelineReport) {
-    let written: Vec<String> = r
-        .per_sink
-        .iter()
-        .map(|(s, n)| format!("{s} {n}"))
-        .collect();
+    let written: Vec<String> = r.per_sink.iter().map(|(s, n)| format!("{s} {n}")).collect();
     println!(
         "  {:<22} read {:>4}   written {:>4} {}   unchanged {:>4}   not in Salesforce {:>3}   calls: Zoom {:>4}, Salesforce {:>3}{}",
         r.pipeline,
@@ -233,7 +236,10 @@ pub async fn sandbox(_g: &Global, a: &SandboxArgs) -> anyhow::Result<u8> {
     let config = sandbox.write_project(&a.dir, EXAMPLE_PIPELINES)?;
     println!("Zoom simulator:       {}", sandbox.zoom.base_url);
     println!("Salesforce simulator: {}", sandbox.salesforce.instance_url);
-    println!("Project written to {} (edit its pipelines and try):", a.dir.display());
+    println!(
+        "Project written to {} (edit its pipelines and try):",
+        a.dir.display()
+    );
     println!("  ferry --config {} validate", config.display());
     println!("  ferry --config {} plan", config.display());
     println!("  ferry --config {} run", config.display());

@@ -55,9 +55,12 @@ pub async fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
         let started = std::time::Instant::now();
         let _ = conns.store.run_started(&p.name, &opts.run_id, clock.now());
         let report = engine.run(p, &opts).await;
-        let _ = conns
-            .store
-            .run_finished(&opts.run_id, clock.now(), !report.failed(), &report.to_json()["summary"]);
+        let _ = conns.store.run_finished(
+            &opts.run_id,
+            clock.now(),
+            !report.failed(),
+            &report.to_json()["summary"],
+        );
         conns.save_budget();
         if let Some(b) = bar {
             b.finish_and_clear();

@@ -22,7 +22,10 @@ pub async fn run(g: &Global, a: &TestArgs) -> anyhow::Result<u8> {
             continue;
         }
         for t in &p.tests {
-            if a.filter.as_ref().is_some_and(|f| !t.name.contains(f.as_str())) {
+            if a.filter
+                .as_ref()
+                .is_some_and(|f| !t.name.contains(f.as_str()))
+            {
                 continue;
             }
             let outcome = testing::run_test(p, t, &settings).await;

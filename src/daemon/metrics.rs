@@ -58,7 +58,12 @@ impl DaemonMetrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self, http: &HttpMetrics, inbox_depth: u64, budget: Option<(u64, u64)>) -> String {
+    pub fn render(
+        &self,
+        http: &HttpMetrics,
+        inbox_depth: u64,
+        budget: Option<(u64, u64)>,
+    ) -> String {
         let t = self.with(|t| t.clone());
         let mut o = String::new();
         let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
@@ -97,9 +102,21 @@ impl DaemonMetrics {
                 .collect(),
         );
         for (name, help, map) in [
-            ("ferry_records_skipped_total", "Writes skipped by `when` or an empty `for_each`.", &t.skipped),
-            ("ferry_records_unchanged_total", "Writes not sent because the ledger showed no change.", &t.unchanged),
-            ("ferry_records_dead_lettered_total", "Records rejected and kept as dead letters.", &t.dead_lettered),
+            (
+                "ferry_records_skipped_total",
+                "Writes skipped by `when` or an empty `for_each`.",
+                &t.skipped,
+            ),
+            (
+                "ferry_records_unchanged_total",
+                "Writes not sent because the ledger showed no change.",
+                &t.unchanged,
+            ),
+            (
+                "ferry_records_dead_lettered_total",
+                "Records rejected and kept as dead letters.",
+                &t.dead_lettered,
+            ),
         ] {
             family(
                 name,
@@ -117,7 +134,10 @@ impl DaemonMetrics {
             t.runs
                 .iter()
                 .map(|((p, r), v)| {
-                    (format!("pipeline=\"{}\",outcome=\"{r}\"", esc(p)), v.to_string())
+                    (
+                        format!("pipeline=\"{}\",outcome=\"{r}\"", esc(p)),
+                        v.to_string(),
+                    )
                 })
                 .collect(),
         );

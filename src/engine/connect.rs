@@ -201,7 +201,11 @@ impl zoom::auth::TokenStore for StoreTokens {
             .map(|t| t.map(|t| zoom::auth::Secret::new(t.value)))
             .map_err(|e| zoom::auth::TokenStoreError(e.to_string()))
     }
-    fn put(&self, name: &str, value: &zoom::auth::Secret) -> Result<(), zoom::auth::TokenStoreError> {
+    fn put(
+        &self,
+        name: &str,
+        value: &zoom::auth::Secret,
+    ) -> Result<(), zoom::auth::TokenStoreError> {
         self.0
             .token_put(name, value.expose(), None)
             .map_err(|e| zoom::auth::TokenStoreError(e.to_string()))
@@ -209,13 +213,20 @@ impl zoom::auth::TokenStore for StoreTokens {
 }
 
 impl sf::auth::TokenStore for StoreTokens {
-    fn load_refresh_token(&self, key: &str) -> Result<Option<sf::auth::Secret>, sf::auth::TokenStoreError> {
+    fn load_refresh_token(
+        &self,
+        key: &str,
+    ) -> Result<Option<sf::auth::Secret>, sf::auth::TokenStoreError> {
         self.0
             .token_get(key)
             .map(|t| t.map(|t| sf::auth::Secret::new(t.value)))
             .map_err(|e| sf::auth::TokenStoreError(e.to_string()))
     }
-    fn save_refresh_token(&self, key: &str, token: &sf::auth::Secret) -> Result<(), sf::auth::TokenStoreError> {
+    fn save_refresh_token(
+        &self,
+        key: &str,
+        token: &sf::auth::Secret,
+    ) -> Result<(), sf::auth::TokenStoreError> {
         self.0
             .token_put(key, token.expose(), None)
             .map_err(|e| sf::auth::TokenStoreError(e.to_string()))
@@ -271,7 +282,11 @@ impl Source for ZoomSource {
             .boxed()
     }
 
-    async fn fetch(&self, stream: &str, params: BTreeMap<String, Value>) -> Result<Value, FetchError> {
+    async fn fetch(
+        &self,
+        stream: &str,
+        params: BTreeMap<String, Value>,
+    ) -> Result<Value, FetchError> {
         let name = stream_name(stream);
         let single = zoom::catalog::catalog()
             .get(name)
@@ -352,7 +367,12 @@ impl Writer for SalesforceSink {
                             if e.fields.is_empty() {
                                 format!("{}: {}", e.status_code, e.message)
                             } else {
-                                format!("{}: {} ({})", e.status_code, e.message, e.fields.join(", "))
+                                format!(
+                                    "{}: {} ({})",
+                                    e.status_code,
+                                    e.message,
+                                    e.fields.join(", ")
+                                )
                             }
                         })
                         .collect::<Vec<_>>()
@@ -389,7 +409,12 @@ impl Writer for SalesforceSink {
                 "SELECT {} FROM {sobject} WHERE {field} IN ({list})",
                 fields.join(", ")
             );
-            for r in self.conn.query_all(&soql).await.map_err(|e| e.to_string())? {
+            for r in self
+                .conn
+                .query_all(&soql)
+                .await
+                .map_err(|e| e.to_string())?
+            {
                 if let Value::Object(mut m) = r {
                     m.remove("attributes");
                     out.push(m);

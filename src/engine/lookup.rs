@@ -227,7 +227,9 @@ async fn resolve_one(
                         })?;
                     let mut fresh = Vec::new();
                     for ((k, _), recs) in missing.iter().zip(results) {
-                        let v = Value::Array(recs.into_iter().map(|r| clean(r, &rule.sobject)).collect());
+                        let v = Value::Array(
+                            recs.into_iter().map(|r| clean(r, &rule.sobject)).collect(),
+                        );
                         fresh.push((k.clone(), v.clone()));
                         answers.insert(k.clone(), v);
                     }

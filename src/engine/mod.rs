@@ -7,7 +7,7 @@ pub mod render;
 pub mod report;
 pub mod testing;
 
-use crate::config::{SinkAction as Action, Pipeline};
+use crate::config::{Pipeline, SinkAction as Action};
 use crate::state::{BatchCommit, LedgerState, LedgerWrite, NewDeadLetter, Store};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -60,8 +60,11 @@ pub trait Source: Send + Sync {
         window: ReadSpec,
     ) -> BoxStream<'static, Result<Page, String>>;
     /// A child read for `enrich`: a list for list streams, an object for single-object ones.
-    async fn fetch(&self, stream: &str, params: BTreeMap<String, Value>)
-    -> Result<Value, FetchError>;
+    async fn fetch(
+        &self,
+        stream: &str,
+        params: BTreeMap<String, Value>,
+    ) -> Result<Value, FetchError>;
     /// The stream's primary key field, for reports.
     fn primary_key(&self, stream: &str) -> Option<String>;
     /// Requests spent so far.
@@ -245,7 +248,9 @@ impl Engine<'_> {
                 )
                 .await;
             match (&outcome, &page.cursor) {
-                (Ok(()), Some(c)) if opts.records.is_none() && opts.record.is_none() && opts.limit.is_none() => {
+                (Ok(()), Some(c))
+                    if opts.records.is_none() && opts.record.is_none() && opts.limit.is_none() =>
+                {
                     commit
                         .checkpoints
                         .push((stream.clone(), page.partition.clone(), c.clone()));
@@ -506,11 +511,18 @@ impl Engine<'_> {
                     if !pending.is_empty() {
                         let values: Vec<String> = pending
                             .iter()
-                            .filter_map(|n| intents[*n].1.fields.get(field).map(render::scalar_string))
+                            .filter_map(|n| {
+                                intents[*n].1.fields.get(field).map(render::scalar_string)
+                            })
                             .collect();
                         let found = self
                             .writer
-                            .find(&sink.sobject, field, &values, &["Id".to_string(), field.clone()])
+                            .find(
+                                &sink.sobject,
+                                field,
+                                &values,
+                                &["Id".to_string(), field.clone()],
+                            )
                             .await?;
                         for n in pending {
                             let v = intents[n].1.fields.get(field).map(render::scalar_string);
@@ -538,7 +550,8 @@ impl Engine<'_> {
             let mut diffs: HashMap<usize, BTreeMap<String, (Value, Value)>> = HashMap::new();
             if dry {
                 // What Salesforce has now, to tell create from update and show the diff.
-                let mut lookups_by_id: Vec<String> = to_update.iter().map(|(_, id)| id.clone()).collect();
+                let mut lookups_by_id: Vec<String> =
+                    to_update.iter().map(|(_, id)| id.clone()).collect();
                 lookups_by_id.retain(|s| !s.is_empty());
                 let fields: Vec<String> = sink.fields.iter().map(|f| f.name.clone()).collect();
                 let mut current: HashMap<String, Map<String, Value>> = HashMap::new();
@@ -556,7 +569,10 @@ impl Engine<'_> {
                     }
                 }
                 if let Some(crate::config::SinkKey::ExternalIdField(ext)) = &sink.key {
-                    let vals: Vec<String> = to_create.iter().map(|n| intents[*n].1.key.clone()).collect();
+                    let vals: Vec<String> = to_create
+                        .iter()
+                        .map(|n| intents[*n].1.key.clone())
+                        .collect();
                     if !vals.is_empty() {
                         let mut sel = fields.clone();
                         sel.push("Id".into());
@@ -565,9 +581,14 @@ impl Engine<'_> {
                         for n in &to_create {
                             let key = &intents[*n].1.key;
                             if let Some(r) = found.iter().find(|r| {
-                                r.get(ext).map(render::scalar_string).as_deref() == Some(key.as_str())
+                                r.get(ext).map(render::scalar_string).as_deref()
+                                    == Some(key.as_str())
                             }) {
-                                let id = r.get("Id").and_then(Value::as_str).unwrap_or_default().to_string();
+                                let id = r
+                                    .get("Id")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or_default()
+                                    .to_string();
                                 current.insert(id.clone(), r.clone());
                                 moved.push((*n, id));
                             }
@@ -606,9 +627,11 @@ impl Engine<'_> {
                 }
             } else {
                 let op = match (&sink.action, &sink.key) {
-                    (Action::Upsert, Some(crate::config::SinkKey::ExternalIdField(f))) => WriteOp::Upsert {
-                        external_id_field: f.clone(),
-                    },
+                    (Action::Upsert, Some(crate::config::SinkKey::ExternalIdField(f))) => {
+                        WriteOp::Upsert {
+                            external_id_field: f.clone(),
+                        }
+                    }
                     (Action::Publish, _) => WriteOp::Publish,
                     (Action::Update, _) => WriteOp::Update,
                     _ => WriteOp::Insert,
@@ -624,12 +647,22 @@ impl Engine<'_> {
                             .ledger_mark_pending(&p.name, &sink.name, &marks)
                             .map_err(|e| format!("saving state: {e}"))?;
                     }
-                    let recs: Vec<Map<String, Value>> =
-                        to_create.iter().map(|n| intents[*n].1.fields.clone()).collect();
+                    let recs: Vec<Map<String, Value>> = to_create
+                        .iter()
+                        .map(|n| intents[*n].1.fields.clone())
+                        .collect();
                     match self.writer.write(&sink.sobject, op.clone(), recs).await {
                         Ok(outs) => {
                             for (n, o) in to_create.iter().zip(outs) {
-                                self.record_outcome(commit, sink, &intents[*n].1, *n, o, true, &mut results);
+                                self.record_outcome(
+                                    commit,
+                                    sink,
+                                    &intents[*n].1,
+                                    *n,
+                                    o,
+                                    true,
+                                    &mut results,
+                                );
                             }
                         }
                         Err(e) => stop = Some(e),
@@ -660,7 +693,15 @@ impl Engine<'_> {
                                 if o.id.is_none() {
                                     o.id = Some(id.clone());
                                 }
-                                self.record_outcome(commit, sink, &intents[*n].1, *n, o, false, &mut results);
+                                self.record_outcome(
+                                    commit,
+                                    sink,
+                                    &intents[*n].1,
+                                    *n,
+                                    o,
+                                    false,
+                                    &mut results,
+                                );
                             }
                         }
                         Err(e) => stop = Some(e),
@@ -669,7 +710,8 @@ impl Engine<'_> {
             }
 
             // Report per intent and fill sinks.NAME for later sinks.
-            let mut per_record: BTreeMap<usize, Vec<(WriteIntent, Option<String>, bool)>> = BTreeMap::new();
+            let mut per_record: BTreeMap<usize, Vec<(WriteIntent, Option<String>, bool)>> =
+                BTreeMap::new();
             for (n, (i, w)) in intents.iter().enumerate() {
                 let rep_n = last_of_key.get(&w.key).copied().unwrap_or(n);
                 let Some((id, created, action)) = results.get(&rep_n).cloned() else {
@@ -712,7 +754,10 @@ impl Engine<'_> {
                     reason: None,
                     message: None,
                 });
-                per_record.entry(*i).or_default().push((w.clone(), id, created));
+                per_record
+                    .entry(*i)
+                    .or_default()
+                    .push((w.clone(), id, created));
             }
             for (i, st) in states.iter_mut().enumerate() {
                 let v = per_record
@@ -837,7 +882,9 @@ impl Engine<'_> {
                 }
                 match self.source.fetch(&e.stream, params).await {
                     Ok(v) => set_field(&mut rec, &e.name, v),
-                    Err(FetchError::NotFound(_)) if e.optional => set_field(&mut rec, &e.name, Value::Null),
+                    Err(FetchError::NotFound(_)) if e.optional => {
+                        set_field(&mut rec, &e.name, Value::Null)
+                    }
                     Err(FetchError::NotFound(m)) => {
                         err = Some(format!("enrich.{}: {m}", e.name));
                         break;
@@ -893,7 +940,10 @@ fn record_title(r: &Value) -> String {
     }
 }
 
-fn field_diff(cur: &Map<String, Value>, want: &Map<String, Value>) -> BTreeMap<String, (Value, Value)> {
+fn field_diff(
+    cur: &Map<String, Value>,
+    want: &Map<String, Value>,
+) -> BTreeMap<String, (Value, Value)> {
     let mut d = BTreeMap::new();
     for (k, v) in want {
         let before = cur.get(k).cloned().unwrap_or(Value::Null);
@@ -939,7 +989,8 @@ impl LookupCache for StoreCache<'_> {
             .unwrap_or_default()
     }
     fn put_many(&self, scope: &str, entries: &[(String, Value)], ttl: std::time::Duration) {
-        let exp = self.now + chrono::Duration::from_std(ttl).unwrap_or_else(|_| chrono::Duration::days(1));
+        let exp = self.now
+            + chrono::Duration::from_std(ttl).unwrap_or_else(|_| chrono::Duration::days(1));
         if let Err(e) = self.store.cache_put_many(scope, entries, exp) {
             tracing::warn!("could not cache lookup results: {e}");
         }

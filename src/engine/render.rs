@@ -1,7 +1,7 @@
 //! The render stage: from a source record with its enrichments and lookup results to the
 //! writes each sink asks for. Shared by `run`, `plan` and the offline `ferry test`.
 
-use crate::config::{SinkAction as Action, Expr, OnUpdate, Pipeline, Sink, SinkKey};
+use crate::config::{Expr, OnUpdate, Pipeline, Sink, SinkAction as Action, SinkKey};
 use crate::template::{self, TemplateError};
 use minijinja::Value as Jv;
 use serde_json::{Map, Value};
@@ -15,7 +15,13 @@ pub struct Globals {
 }
 
 impl Globals {
-    pub fn new(settings: &Value, run_id: &str, pipeline: &str, started_at: &str, dry_run: bool) -> Self {
+    pub fn new(
+        settings: &Value,
+        run_id: &str,
+        pipeline: &str,
+        started_at: &str,
+        dry_run: bool,
+    ) -> Self {
         Globals {
             settings: template::from_json(settings),
             run: template::from_json(&serde_json::json!({
@@ -164,7 +170,8 @@ impl WriteIntent {
 fn canonical(v: &Value) -> Value {
     match v {
         Value::Object(m) => {
-            let sorted: BTreeMap<&String, Value> = m.iter().map(|(k, v)| (k, canonical(v))).collect();
+            let sorted: BTreeMap<&String, Value> =
+                m.iter().map(|(k, v)| (k, canonical(v))).collect();
             Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
         }
         Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
@@ -176,15 +183,24 @@ fn canonical(v: &Value) -> Value {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkDecision {
     /// `when` was false (or the sink's for_each was empty).
-    Skipped { reason: String },
+    Skipped {
+        reason: String,
+    },
     Writes(Vec<WriteIntent>),
 }
 
 /// Renders one sink for one record. `sinks.*` of earlier sinks must already be in `st`.
-pub fn render_sink(sink: &Sink, st: &RecordState, g: &Globals) -> Result<SinkDecision, RenderError> {
+pub fn render_sink(
+    sink: &Sink,
+    st: &RecordState,
+    g: &Globals,
+) -> Result<SinkDecision, RenderError> {
     let base = st.context(g, None);
     if let Some(when) = &sink.when {
-        if !when.truthy(&base).map_err(at(format!("sinks.{}.when", sink.name)))? {
+        if !when
+            .truthy(&base)
+            .map_err(at(format!("sinks.{}.when", sink.name)))?
+        {
             return Ok(SinkDecision::Skipped {
                 reason: "`when` is false".into(),
             });
@@ -275,7 +291,10 @@ pub fn scalar_string(v: &Value) -> String {
 pub fn sink_result_value(writes: &[(WriteIntent, Option<String>, bool)], for_each: bool) -> Value {
     let one = |(w, id, created): &(WriteIntent, Option<String>, bool)| {
         let mut m = w.fields.clone();
-        m.insert("Id".into(), id.clone().map(Value::String).unwrap_or(Value::Null));
+        m.insert(
+            "Id".into(),
+            id.clone().map(Value::String).unwrap_or(Value::Null),
+        );
         m.insert("created".into(), Value::Bool(*created));
         Value::Object(m)
     };

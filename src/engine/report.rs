@@ -169,7 +169,10 @@ impl PipelineReport {
                 a.zoom, a.salesforce
             )
         } else {
-            format!("Spent {} Zoom and {} Salesforce API calls.", a.zoom, a.salesforce)
+            format!(
+                "Spent {} Zoom and {} Salesforce API calls.",
+                a.zoom, a.salesforce
+            )
         }
     }
 
@@ -186,7 +189,13 @@ impl PipelineReport {
         let mut out = String::new();
         let _ = writeln!(out, "pipeline {}", self.pipeline);
         for r in &self.records {
-            let _ = writeln!(out, "{} {} {}", noun(&r.source.stream), r.source.key, r.title);
+            let _ = writeln!(
+                out,
+                "{} {} {}",
+                noun(&r.source.stream),
+                r.source.key,
+                r.title
+            );
             // Group repeated writes of one sink (for_each) into one line with a count.
             let mut i = 0;
             while i < r.writes.len() {

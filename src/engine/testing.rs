@@ -64,7 +64,11 @@ pub async fn produce(
             .truthy(&states[0].context(&g, None))
             .map_err(|e| format!("source.where: {e}"))?;
         if !keep {
-            return Ok(p.sinks.iter().map(|s| (s.name.clone(), Vec::new())).collect());
+            return Ok(p
+                .sinks
+                .iter()
+                .map(|s| (s.name.clone(), Vec::new()))
+                .collect());
         }
     }
     let mut notes = vec![LookupNotes::default()];
@@ -92,10 +96,9 @@ pub async fn produce(
             .iter()
             .enumerate()
             .map(|(i, w)| {
-                let fake = w
-                    .id
-                    .clone()
-                    .unwrap_or_else(|| format!("TEST{}{:03}", si, i + 1));
+                let fake =
+                    w.id.clone()
+                        .unwrap_or_else(|| format!("TEST{}{:03}", si, i + 1));
                 (w.clone(), Some(fake), true)
             })
             .collect();

@@ -180,7 +180,11 @@ daemon:
     }
 
     /// Writes ferry.yaml, its secrets and the given pipelines into `dir`.
-    pub fn write_project(&self, dir: &Path, pipelines: &[(&str, &str)]) -> Result<PathBuf, SandboxError> {
+    pub fn write_project(
+        &self,
+        dir: &Path,
+        pipelines: &[(&str, &str)],
+    ) -> Result<PathBuf, SandboxError> {
         let io = |path: &Path| {
             let path = path.display().to_string();
             move |source| SandboxError::Write { path, source }
@@ -188,7 +192,10 @@ daemon:
         std::fs::create_dir_all(dir.join("secrets")).map_err(io(dir))?;
         std::fs::create_dir_all(dir.join("pipelines")).map_err(io(dir))?;
         let files = [
-            ("secrets/zoom_client_secret", self.zoom.client_secret.clone()),
+            (
+                "secrets/zoom_client_secret",
+                self.zoom.client_secret.clone(),
+            ),
             ("secrets/zoom_webhook_secret", WEBHOOK_SECRET.to_string()),
             (
                 "secrets/salesforce_client_secret",

@@ -429,7 +429,14 @@ fn objects() -> Vec<ObjectMeta> {
             .create_only()
             .refs(&["Lead"], "Lead"),
         f("Status", "picklist").picklist(
-            &["Sent", "Responded", "Registered", "Attended", "No Show", "Panelist"],
+            &[
+                "Sent",
+                "Responded",
+                "Registered",
+                "Attended",
+                "No Show",
+                "Panelist",
+            ],
             false,
         ),
         f("HasResponded", "boolean").read_only(),

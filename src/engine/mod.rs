@@ -113,6 +113,9 @@ pub trait Writer: Send + Sync {
     fn calls(&self) -> u64;
 }
 
+/// Called with the report so far after each batch.
+pub type ProgressFn = Arc<dyn Fn(&PipelineReport) + Send + Sync>;
+
 /// Run for real or only plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -135,7 +138,7 @@ pub struct RunOptions {
     /// Set to stop after the batch in flight (SIGTERM in the daemon).
     pub shutdown: Option<Arc<AtomicBool>>,
     /// Called after each committed batch (progress bars, metrics).
-    pub progress: Option<Arc<dyn Fn(&PipelineReport) + Send + Sync>>,
+    pub progress: Option<ProgressFn>,
     /// For webhook triggers: read exactly these records instead of the stream.
     pub records: Option<Vec<Value>>,
 }
@@ -814,9 +817,7 @@ impl Engine<'_> {
                     hash: w.hash(),
                     state: LedgerState::Written,
                 });
-                let action = if create && o.created {
-                    WriteAction::Create
-                } else if create && sink.action == Action::Insert {
+                let action = if create && (o.created || sink.action == Action::Insert) {
                     WriteAction::Create
                 } else {
                     WriteAction::Update

@@ -8,7 +8,7 @@ pub mod report;
 pub mod testing;
 
 use crate::config::{Pipeline, SinkAction as Action};
-use crate::state::{BatchCommit, LedgerState, LedgerWrite, NewDeadLetter, Store};
+use crate::state::{BatchCommit, LedgerEntry, LedgerState, LedgerWrite, NewDeadLetter, Store};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -211,6 +211,7 @@ impl Engine<'_> {
         };
 
         let mut seen = 0usize;
+        let mut planned: HashMap<(String, String), LedgerEntry> = HashMap::new();
         while let Some(page) = pages.next().await {
             let page = match page {
                 Ok(p) => p,
@@ -246,6 +247,7 @@ impl Engine<'_> {
                     records,
                     &mut report,
                     &mut commit,
+                    &mut planned,
                     &mut planned_sf_writes,
                     &mut lookup_queries,
                 )
@@ -345,6 +347,7 @@ impl Engine<'_> {
         records: Vec<Value>,
         report: &mut PipelineReport,
         commit: &mut BatchCommit,
+        planned: &mut HashMap<(String, String), LedgerEntry>,
         planned_sf_writes: &mut u64,
         lookup_queries: &mut u64,
     ) -> Result<(), String> {
@@ -462,10 +465,16 @@ impl Engine<'_> {
                 last_of_key.insert(w.key.clone(), n);
             }
             let keys: Vec<String> = last_of_key.keys().cloned().collect();
-            let ledger = self
+            let mut ledger = self
                 .store
                 .ledger_get_many(&p.name, &sink.name, &keys)
                 .map_err(|e| format!("reading the ledger: {e}"))?;
+            // A plan keeps what it would have written, as the run's ledger would.
+            for k in &keys {
+                if let Some(e) = planned.get(&(sink.name.clone(), k.clone())) {
+                    ledger.insert(k.clone(), e.clone());
+                }
+            }
 
             // Decide per intent.
             let mut to_create: Vec<usize> = Vec::new();
@@ -551,21 +560,32 @@ impl Engine<'_> {
             }
 
             let mut diffs: HashMap<usize, BTreeMap<String, (Value, Value)>> = HashMap::new();
-            if dry {
-                // What Salesforce has now, to tell create from update and show the diff.
-                let mut lookups_by_id: Vec<String> =
-                    to_update.iter().map(|(_, id)| id.clone()).collect();
-                lookups_by_id.retain(|s| !s.is_empty());
+            // Records ferry has not written before may already be in Salesforce as they
+            // should be: read them (one query per sink per batch) so neither a plan nor a run
+            // reports, or makes, a write that changes nothing.
+            let first_sight: std::collections::HashSet<usize> = to_create
+                .iter()
+                .copied()
+                .chain(
+                    to_update
+                        .iter()
+                        .filter(|(n, _)| !ledger.contains_key(&intents[*n].1.key))
+                        .map(|(n, _)| *n),
+                )
+                .collect();
+            {
                 let fields: Vec<String> = sink.fields.iter().map(|f| f.name.clone()).collect();
+                let mut sel = fields.clone();
+                sel.push("Id".into());
+                let mut by_id: Vec<String> = to_update
+                    .iter()
+                    .filter(|(n, _)| dry || first_sight.contains(n))
+                    .map(|(_, id)| id.clone())
+                    .collect();
+                by_id.retain(|s| !s.is_empty());
                 let mut current: HashMap<String, Map<String, Value>> = HashMap::new();
-                if !lookups_by_id.is_empty() {
-                    let mut sel = fields.clone();
-                    sel.push("Id".into());
-                    for r in self
-                        .writer
-                        .find(&sink.sobject, "Id", &lookups_by_id, &sel)
-                        .await?
-                    {
+                if !by_id.is_empty() {
+                    for r in self.writer.find(&sink.sobject, "Id", &by_id, &sel).await? {
                         if let Some(id) = r.get("Id").and_then(Value::as_str) {
                             current.insert(id.to_string(), r.clone());
                         }
@@ -577,8 +597,6 @@ impl Engine<'_> {
                         .map(|n| intents[*n].1.key.clone())
                         .collect();
                     if !vals.is_empty() {
-                        let mut sel = fields.clone();
-                        sel.push("Id".into());
                         let found = self.writer.find(&sink.sobject, ext, &vals, &sel).await?;
                         let mut moved = Vec::new();
                         for n in &to_create {
@@ -611,21 +629,47 @@ impl Engine<'_> {
                             .map(|(k, v)| (k, (Value::Null, v)))
                             .collect(),
                     };
-                    if diff.is_empty() {
+                    if diff.is_empty() && first_sight.contains(&n) && current.contains_key(&id) {
+                        if !dry {
+                            commit.ledger.push(LedgerWrite {
+                                sink: sink.name.clone(),
+                                key: w.key.clone(),
+                                sf_id: Some(id.clone()),
+                                hash: w.hash(),
+                                state: LedgerState::Written,
+                            });
+                        } else {
+                            planned.insert(
+                                (sink.name.clone(), w.key.clone()),
+                                planned_entry(Some(id.clone()), w.hash(), self.now),
+                            );
+                        }
                         results.insert(n, (Some(id), false, WriteAction::Unchanged));
                     } else {
-                        diffs.insert(n, diff);
+                        if dry {
+                            diffs.insert(n, diff);
+                        }
                         still_update.push((n, id));
                     }
                 }
                 to_update = still_update;
+            }
+            if dry {
                 let writes = (to_create.len() + to_update.len()) as u64;
                 *planned_sf_writes += writes.div_ceil(200);
                 for n in &to_create {
-                    let placeholder = format!("(new {} {})", sink.sobject, n + 1);
+                    let placeholder = format!("(new {} {})", sink.sobject, intents[*n].1.key);
+                    planned.insert(
+                        (sink.name.clone(), intents[*n].1.key.clone()),
+                        planned_entry(Some(placeholder.clone()), intents[*n].1.hash(), self.now),
+                    );
                     results.insert(*n, (Some(placeholder), true, WriteAction::Create));
                 }
                 for (n, id) in &to_update {
+                    planned.insert(
+                        (sink.name.clone(), intents[*n].1.key.clone()),
+                        planned_entry(Some(id.clone()), intents[*n].1.hash(), self.now),
+                    );
                     results.insert(*n, (Some(id.clone()), false, WriteAction::Update));
                 }
             } else {
@@ -900,6 +944,15 @@ impl Engine<'_> {
             .collect()
             .await;
         results.into_iter().collect()
+    }
+}
+
+fn planned_entry(sf_id: Option<String>, hash: String, now: DateTime<Utc>) -> LedgerEntry {
+    LedgerEntry {
+        sf_id,
+        hash,
+        state: LedgerState::Written,
+        updated_at: now,
     }
 }
 

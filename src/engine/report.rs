@@ -104,6 +104,10 @@ pub struct PipelineReport {
     /// Set when the run stopped early (an org-wide failure, the budget, a shutdown).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
+    /// (sink, key) already counted as created or updated: a record written twice in one run
+    /// counts once, so a plan's counts and its run's agree.
+    #[serde(skip)]
+    counted: std::collections::HashSet<(String, String)>,
 }
 
 impl PipelineReport {
@@ -116,12 +120,19 @@ impl PipelineReport {
             per_sink: BTreeMap::new(),
             records: Vec::new(),
             stopped: None,
+            counted: Default::default(),
         }
     }
 
     /// Adds a record's outcome to the totals.
     pub fn push(&mut self, r: RecordReport, keep_detail: bool) {
         for w in &r.writes {
+            let first_time = !matches!(w.action, WriteAction::Create | WriteAction::Update)
+                || w.key.is_empty()
+                || self.counted.insert((w.sink.clone(), w.key.clone()));
+            if !first_time {
+                continue;
+            }
             match w.action {
                 WriteAction::Create => self.summary.create += 1,
                 WriteAction::Update => self.summary.update += 1,

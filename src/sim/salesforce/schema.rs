@@ -282,7 +282,7 @@ fn activity_custom_fields() -> Vec<FieldMeta> {
         f("Zoom_Meeting_UUID__c", "string").ext_id().unique(),
         f("Zoom_Action_Item_Key__c", "string").ext_id().unique(),
         f("Zoom_Recording_URL__c", "url"),
-        f("Zoom_Call_Id__c", "string").len(64),
+        f("Zoom_Call_Id__c", "string").len(64).ext_id().unique(),
     ]
 }
 

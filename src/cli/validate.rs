@@ -30,17 +30,31 @@ pub async fn run(g: &Global, a: &ValidateArgs) -> anyhow::Result<u8> {
         ..LoadOptions::validate()
     };
     let result = config::load_project_with(&g.config, &catalogs, options);
-    let (ok, pipelines, files, diags) = match result {
+    let (mut ok, pipelines, files, mut diags, project) = match result {
         Ok(p) => (
             true,
             p.pipelines.len(),
             p.files.len(),
             Diagnostics {
-                problems: p.warnings,
+                problems: p.warnings.clone(),
             },
+            Some(p),
         ),
-        Err(d) => (false, 0, 0, d),
+        Err(d) => (false, 0, 0, d, None),
     };
+    if let (true, Some(project)) = (a.online, &project) {
+        match online::check(project).await {
+            Ok(found) => {
+                ok &= !found.has_errors();
+                diags.extend(found);
+                diags.sort();
+            }
+            Err(e) => {
+                eprintln!("error: --online could not reach Salesforce: {e}");
+                return Ok(super::EXIT_FAILED);
+            }
+        }
+    }
     match a.format {
         ValidateFormat::Json => {
             let doc = serde_json::json!({
@@ -68,11 +82,133 @@ pub async fn run(g: &Global, a: &ValidateArgs) -> anyhow::Result<u8> {
                 );
             }
             if ok && a.online {
-                eprintln!(
-                    "note: --online (checking sink fields against the org's describe) is not available in this build yet; the offline checks passed"
-                );
+                println!("ok: every sink and lookup field exists in the org as its action needs");
             }
         }
     }
     Ok(if ok { EXIT_OK } else { EXIT_INVALID })
+}
+
+/// `--online`: each sink field and lookup field against the org's describe.
+mod online {
+    use crate::config::at::Pos;
+    use crate::config::diagnostic::SourceFile;
+    use crate::config::{Diagnostics, Problem, Project, SinkAction, SinkKey, SourcePos};
+    use crate::connectors::salesforce::{FieldAction, FieldProblemKind, SalesforceConnector};
+    use crate::engine::connect::salesforce_settings;
+    use crate::http::HttpClient;
+    use std::collections::HashMap;
+
+    pub async fn check(project: &Project) -> Result<Diagnostics, String> {
+        let settings = salesforce_settings(project).map_err(|e| e.to_string())?;
+        let sf = SalesforceConnector::connect(settings, HttpClient::new(crate::clock::system()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut files: HashMap<String, Option<SourceFile>> = HashMap::new();
+        let mut diags = Diagnostics::default();
+        for p in &project.pipelines {
+            for sink in &p.sinks {
+                let action = match sink.action {
+                    SinkAction::Insert => FieldAction::Insert,
+                    SinkAction::Update => FieldAction::Update,
+                    SinkAction::Upsert => FieldAction::Upsert,
+                    SinkAction::Publish => FieldAction::Publish,
+                };
+                let names: Vec<&str> = sink.fields.iter().map(|f| f.name.as_str()).collect();
+                let key = match &sink.key {
+                    Some(SinkKey::ExternalIdField(k)) => Some(k.as_str()),
+                    _ => None,
+                };
+                for fp in sf.check_fields(&sink.sobject, action, &names, key).await {
+                    let at = sink
+                        .fields
+                        .iter()
+                        .find(|f| f.name == fp.field)
+                        .map(|f| (f.value.pos.clone(), f.name.clone()))
+                        .unwrap_or((sink.pos.clone(), sink.sobject.clone()));
+                    diags.push(problem(&mut files, &at.0, &at.1, &fp.kind, fp.message));
+                }
+            }
+            for lookup in &p.lookups {
+                for rule in &lookup.rules {
+                    let mut names: Vec<&str> =
+                        rule.where_.iter().map(|(f, _)| f.as_str()).collect();
+                    names.extend(rule.select.iter().map(String::as_str));
+                    for fp in sf
+                        .check_fields(&rule.sobject, FieldAction::Query, &names, None)
+                        .await
+                    {
+                        let at = rule
+                            .where_
+                            .iter()
+                            .find(|(f, _)| *f == fp.field)
+                            .map(|(f, e)| (e.pos.clone(), f.clone()))
+                            .unwrap_or((rule.pos.clone(), fp.field.clone()));
+                        diags.push(problem(&mut files, &at.0, &at.1, &fp.kind, fp.message));
+                    }
+                }
+            }
+        }
+        Ok(diags)
+    }
+
+    /// A diagnostic at the field's key on the line of its value.
+    fn problem(
+        files: &mut HashMap<String, Option<SourceFile>>,
+        pos: &SourcePos,
+        name: &str,
+        kind: &FieldProblemKind,
+        message: String,
+    ) -> Problem {
+        let file = files.entry(pos.file.to_string()).or_insert_with(|| {
+            let path = std::path::Path::new(&*pos.file);
+            std::fs::read_to_string(path)
+                .ok()
+                .map(|text| SourceFile::new(path, pos.file.to_string(), text))
+        });
+        let (label, help) = match kind {
+            FieldProblemKind::UnknownField { suggestion } => (
+                "not a field of this object in the org",
+                suggestion.as_ref().map(|s| format!("did you mean `{s}`?")),
+            ),
+            FieldProblemKind::NotCreateable => (
+                "Salesforce does not let this field be set on create",
+                Some("remove it, or ask the org admin for create access".to_string()),
+            ),
+            FieldProblemKind::NotUpdateable => (
+                "Salesforce does not let this field be updated",
+                Some("use `on_update: keep` to set it on create only".to_string()),
+            ),
+            FieldProblemKind::NotExternalId => (
+                "not an external-id field",
+                Some("an upsert `key` must be a field marked External ID in the org".to_string()),
+            ),
+            FieldProblemKind::UnknownObject => ("no such object in the org", None),
+            FieldProblemKind::DescribeFailed => ("describe failed", None),
+        };
+        match file {
+            Some(f) => {
+                // Point at the field's name where the line has it, else at the value.
+                let line_text = f.line(pos.line).to_string();
+                let column = line_text
+                    .find(&format!("{name}:"))
+                    .map(|i| i + 1)
+                    .unwrap_or(pos.column);
+                let at = Pos {
+                    line: pos.line,
+                    column,
+                    offset: 0,
+                    len: if line_text.contains(&format!("{name}:")) {
+                        name.len()
+                    } else {
+                        0
+                    },
+                };
+                Problem::at_pos(f, "ferry::online_field", at, message)
+                    .label(label)
+                    .maybe_help(help)
+            }
+            None => Problem::without_source(&pos.file, "ferry::online_field", message),
+        }
+    }
 }

@@ -1,8 +1,22 @@
 use super::Global;
 
-#[derive(Debug, clap::Args)]
-pub struct AuthArgs {}
+mod zoom;
 
-pub async fn run(_g: &Global, _a: &AuthArgs) -> anyhow::Result<u8> {
-    super::not_yet("auth")
+#[derive(Debug, clap::Args)]
+pub struct AuthArgs {
+    #[command(subcommand)]
+    pub service: Option<AuthService>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AuthService {
+    /// Authorize a Zoom user-managed app (auth type oauth) and store its refresh token
+    Zoom(zoom::ZoomAuthArgs),
+}
+
+pub async fn run(g: &Global, a: &AuthArgs) -> anyhow::Result<u8> {
+    match &a.service {
+        Some(AuthService::Zoom(z)) => zoom::run(g, z).await,
+        None => super::not_yet("auth"),
+    }
 }

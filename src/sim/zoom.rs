@@ -38,6 +38,8 @@ pub struct Faults {
     pub rate_limit_headers: bool,
     pub token_ttl_secs: i64,
     pub page_token_ttl_secs: i64,
+    /// The authorize endpoint redirects back with `error=access_denied`.
+    pub deny_authorization: bool,
 }
 
 impl Default for Faults {
@@ -53,6 +55,7 @@ impl Default for Faults {
             rate_limit_headers: true,
             token_ttl_secs: 3600,
             page_token_ttl_secs: 900,
+            deny_authorization: false,
         }
     }
 }
@@ -66,6 +69,8 @@ pub struct SimOptions {
 
 pub const CLIENT_ID: &str = "sim-client-id";
 pub const CLIENT_SECRET: &str = "sim-client-secret";
+/// Authorization codes live five minutes, as Zoom's do.
+const AUTH_CODE_TTL_SECS: i64 = 300;
 
 /// One request the simulator served.
 #[derive(Debug, Clone)]
@@ -93,6 +98,13 @@ pub struct SimStats {
     pub tokens_issued: u64,
 }
 
+/// An authorization code: five minutes, single use, bound to its redirect URL.
+struct AuthCode {
+    redirect_uri: String,
+    created: DateTime<Utc>,
+    challenge: Option<String>,
+}
+
 struct PageCursor {
     signature: String,
     offset: usize,
@@ -111,6 +123,7 @@ struct Mutable {
     rng: StdRng,
     access_tokens: BTreeMap<String, DateTime<Utc>>,
     refresh_tokens: BTreeMap<String, bool>,
+    auth_codes: BTreeMap<String, AuthCode>,
     page_tokens: BTreeMap<String, PageCursor>,
     /// (category, epoch second) → count.
     second_counts: BTreeMap<(String, i64), u64>,
@@ -125,6 +138,8 @@ struct Mutable {
 pub struct ZoomSimHandle {
     pub base_url: String,
     pub token_url: String,
+    /// The authorization-code flow's authorize endpoint (redirects back with a code).
+    pub authorize_url: String,
     pub account_id: String,
     pub client_id: String,
     pub client_secret: String,
@@ -153,6 +168,7 @@ impl ZoomSim {
                 faults: opts.faults,
                 access_tokens: BTreeMap::new(),
                 refresh_tokens: BTreeMap::new(),
+                auth_codes: BTreeMap::new(),
                 page_tokens: BTreeMap::new(),
                 second_counts: BTreeMap::new(),
                 day_counts: BTreeMap::new(),
@@ -174,6 +190,7 @@ impl ZoomSim {
         Ok(ZoomSimHandle {
             base_url: format!("http://{addr}/v2"),
             token_url: format!("http://{addr}/oauth/token"),
+            authorize_url: format!("http://{addr}/oauth/authorize"),
             account_id: opts.world.account_id.clone(),
             client_id: CLIENT_ID.into(),
             client_secret: CLIENT_SECRET.into(),
@@ -313,6 +330,9 @@ impl SimState {
                     .collect()
             })
             .unwrap_or_default();
+        if path == "/oauth/authorize" && method == Method::GET {
+            return self.authorize(&query);
+        }
         if path == "/oauth/token" && method == Method::POST {
             for (k, v) in url::form_urlencoded::parse(&body).into_owned() {
                 query.insert(k, v);
@@ -679,6 +699,75 @@ impl SimState {
         None
     }
 
+    /// The user approved at once: redirect back with a code (or `access_denied` when the
+    /// switch says so). A bad client or redirect is shown to the user, not redirected.
+    fn authorize(&self, q: &BTreeMap<String, String>) -> Response {
+        let now = self.clock.now();
+        let query = q.clone();
+        let bad = |msg: &str| {
+            self.log(
+                "GET /oauth/authorize",
+                "/oauth/authorize",
+                query.clone(),
+                400,
+                None,
+                None,
+            );
+            (StatusCode::BAD_REQUEST, msg.to_string()).into_response()
+        };
+        if q.get("client_id").map(String::as_str) != Some(CLIENT_ID) {
+            return bad("Invalid client_id");
+        }
+        if q.get("response_type").map(String::as_str) != Some("code") {
+            return bad("Invalid response_type");
+        }
+        let Some(redirect) = q.get("redirect_uri").and_then(|r| url::Url::parse(r).ok()) else {
+            return bad("Invalid redirect_uri");
+        };
+        let mut m = self.lock();
+        let mut target = redirect.clone();
+        if m.faults.deny_authorization {
+            target
+                .query_pairs_mut()
+                .append_pair("error", "access_denied");
+        } else {
+            let code = random_token(&mut m.rng, "code");
+            let challenge = match q.get("code_challenge_method").map(String::as_str) {
+                None | Some("S256") => q.get("code_challenge").cloned(),
+                Some(_) => {
+                    drop(m);
+                    return bad("Invalid code_challenge_method");
+                }
+            };
+            m.auth_codes.insert(
+                code.clone(),
+                AuthCode {
+                    redirect_uri: redirect.to_string(),
+                    created: now,
+                    challenge,
+                },
+            );
+            target.query_pairs_mut().append_pair("code", &code);
+        }
+        if let Some(state) = q.get("state") {
+            target.query_pairs_mut().append_pair("state", state);
+        }
+        drop(m);
+        self.log(
+            "GET /oauth/authorize",
+            "/oauth/authorize",
+            query,
+            302,
+            None,
+            None,
+        );
+        Response::builder()
+            .status(StatusCode::FOUND)
+            .header("location", target.to_string())
+            .body(Body::empty())
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    }
+
     fn token(&self, headers: &HeaderMap, q: &BTreeMap<String, String>) -> (u16, Value) {
         let basic = headers
             .get("authorization")
@@ -704,6 +793,34 @@ impl SimState {
                     );
                 }
                 json!({"token_type":"bearer","expires_in":ttl,"scope":"meeting:read:admin report:read:admin user:read:admin cloud_recording:read:admin webinar:read:admin phone:read:admin"})
+            }
+            Some("authorization_code") => {
+                let given = q.get("code").cloned().unwrap_or_default();
+                let invalid = (
+                    400,
+                    json!({"reason":"Invalid authorization code","error":"invalid_grant"}),
+                );
+                // Single use: the code is gone whatever the outcome.
+                let Some(code) = m.auth_codes.remove(&given) else {
+                    return invalid;
+                };
+                let fresh = (now - code.created).num_seconds() <= AUTH_CODE_TTL_SECS;
+                let same_redirect = q
+                    .get("redirect_uri")
+                    .and_then(|r| url::Url::parse(r).ok())
+                    .is_some_and(|r| r.to_string() == code.redirect_uri);
+                let verified = match &code.challenge {
+                    None => true,
+                    Some(c) => q.get("code_verifier").is_some_and(|v| {
+                        &crate::connectors::zoom::authorize::pkce_challenge(v) == c
+                    }),
+                };
+                if !fresh || !same_redirect || !verified {
+                    return invalid;
+                }
+                let refresh = random_token(&mut m.rng, "rt");
+                m.refresh_tokens.insert(refresh.clone(), true);
+                json!({"token_type":"bearer","expires_in":ttl,"scope":"meeting:read report:read:admin","refresh_token":refresh})
             }
             Some("refresh_token") => {
                 let given = q.get("refresh_token").cloned().unwrap_or_default();

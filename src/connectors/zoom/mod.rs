@@ -5,6 +5,7 @@
 //! It never needs to know Zoom's paths, paging or error codes: those live in `catalog.yaml`.
 
 pub mod auth;
+pub mod authorize;
 pub mod catalog;
 pub mod limits;
 mod read;
@@ -12,6 +13,7 @@ pub mod store_tokens;
 pub mod webhook;
 
 pub use auth::{MemoryTokenStore, Secret, TokenStore, TokenStoreError, ZoomAuth};
+pub use authorize::{AuthorizeError, AuthorizeSettings, PendingAuthorization};
 pub use catalog::{StreamDef, ZoomCatalog, catalog};
 pub use limits::{ZoomPlan, rate_limits};
 pub use store_tokens::StoreTokens;

@@ -166,6 +166,17 @@ impl ZoomError {
     pub fn is_daily_limit(&self) -> bool {
         matches!(self, ZoomError::Http(HttpError::DailyLimit { .. }))
     }
+    /// The app's token lacks a scope the endpoint needs (code 4711 or 4700): a
+    /// configuration error, fatal for the stream, never retried.
+    pub fn is_missing_scope(&self) -> bool {
+        matches!(
+            self,
+            ZoomError::Api {
+                code: Some(4711 | 4700),
+                ..
+            }
+        )
+    }
 }
 
 /// `optional: true` in an enrich: the API's "not found" becomes None.

@@ -56,6 +56,22 @@ impl Listing {
             return Ok(None);
         }
         let def = self.def;
+        loop {
+            let (records, skipped) = self.fetch_page(conn, def).await?;
+            // After a restart, pages already returned come back empty: go on to new ones.
+            if records.is_empty() && skipped > 0 && !self.finished {
+                continue;
+            }
+            return Ok(Some(records));
+        }
+    }
+
+    /// One API page: its new records and how many were skipped as already returned.
+    async fn fetch_page(
+        &mut self,
+        conn: &ZoomConnector,
+        def: &'static StreamDef,
+    ) -> Result<(Vec<Value>, usize), ZoomError> {
         let body = loop {
             let mut q = self.query.clone();
             if let Some(size) = def.page_size {
@@ -90,11 +106,14 @@ impl Listing {
                 message: format!("selector {}: {e}", self.selector),
             })?;
         let mut records = Vec::with_capacity(found.len());
+        let mut skipped = 0;
         for r in found {
             match r.get(&def.primary_key).map(param_text) {
                 Some(k) if !k.is_empty() => {
                     if self.seen.insert(k) {
                         records.push(r.clone());
+                    } else {
+                        skipped += 1;
                     }
                 }
                 _ => records.push(r.clone()),
@@ -106,7 +125,7 @@ impl Listing {
             .filter(|t| !t.is_empty())
             .map(str::to_string);
         self.finished = self.token.is_none();
-        Ok(Some(records))
+        Ok((records, skipped))
     }
 }
 

@@ -309,10 +309,15 @@ impl Bucket {
     }
 }
 
+/// Closed (counting consecutive failures), open (refusing until `open_until`), then
+/// half-open: one probe goes through; its success closes the circuit, its failure reopens it.
 #[derive(Debug, Default)]
 struct Breaker {
     consecutive: u32,
     open_until: Option<DateTime<Utc>>,
+    /// When the half-open probe was let through. A probe whose caller gave up never
+    /// reports back, so after another cool-down a new probe is allowed.
+    probe_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Default)]
@@ -406,6 +411,29 @@ impl HttpClient {
                     seconds: (until - now).num_seconds().max(1) as u64,
                 });
             }
+            let cool_down = chrono::Duration::from_std(self.breaker.cool_down)
+                .unwrap_or(chrono::Duration::seconds(30));
+            match breaker.probe_since {
+                Some(since) if since + cool_down > now => {
+                    return Err(HttpError::CircuitOpen {
+                        service: service.as_str(),
+                        seconds: (since + cool_down - now).num_seconds().max(1) as u64,
+                    });
+                }
+                _ => breaker.probe_since = Some(now),
+            }
+        }
+        // A daily-limit 429 blocks its category even when no limits are configured for it.
+        if let Some(bucket) = l.buckets.get_mut(&(service, category.to_string())) {
+            if let Some(until) = bucket.blocked_until {
+                if until > now {
+                    return Err(HttpError::DailyLimit {
+                        category: category.to_string(),
+                        until: until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    });
+                }
+                bucket.blocked_until = None;
+            }
         }
         let Some(limits) = l.limits.get(&service) else {
             return Ok(Duration::ZERO);
@@ -474,6 +502,7 @@ impl HttpClient {
         let now = self.clock.now();
         let mut l = self.lock_limiter();
         let b = l.breakers.entry(service).or_default();
+        b.probe_since = None;
         if failed {
             b.consecutive += 1;
             if b.consecutive >= self.breaker.failures {
@@ -590,7 +619,12 @@ impl HttpClient {
                     self.metrics
                         .with(service, &category, |s| s.responses_5xx += 1);
                     self.record_outcome(service, true);
-                    req.idempotent.then(|| self.backoff(attempt))
+                    // A 503 may say when to come back; otherwise back off.
+                    req.idempotent.then(|| {
+                        retry_after(r, now)
+                            .filter(|d| *d <= MAX_RETRY_AFTER_5XX)
+                            .unwrap_or_else(|| self.backoff(attempt))
+                    })
                 }
                 Ok(r) => {
                     self.record_outcome(service, false);
@@ -649,6 +683,10 @@ impl HttpClient {
         cap.mul_f64(jitter)
     }
 }
+
+/// A 5xx's Retry-After longer than this is ignored in favour of backoff (a misconfigured
+/// server should not park a run for hours; the circuit breaker handles long outages).
+const MAX_RETRY_AFTER_5XX: Duration = Duration::from_secs(300);
 
 fn is_daily_limit(r: &Response) -> bool {
     r.header("x-ratelimit-type")

@@ -102,11 +102,11 @@ async fn past_meetings_returns_every_meeting_once_despite_faults() {
     .await;
     let mut seen = Vec::new();
     for p in &pages {
-        // Records of a page are in cursor order.
+        // Records of a page are in cursor order (the meeting's end).
         let starts: Vec<&str> = p
             .records
             .iter()
-            .map(|r| r["start_time"].as_str().unwrap())
+            .map(|r| r["end_time"].as_str().unwrap())
             .collect();
         let mut sorted = starts.clone();
         sorted.sort();
@@ -263,14 +263,17 @@ async fn incremental_read_asks_only_for_the_lookback_window() {
         .into_iter()
         .filter(|r| r.endpoint.contains("/report/users/"))
         .collect();
-    let expected_from = (checkpoint - Duration::hours(2)).date_naive().to_string();
+    // Lookback, plus the 30 h lead for meetings that started before the checkpoint.
+    let expected_from = (checkpoint - Duration::hours(2) - Duration::hours(30))
+        .date_naive()
+        .to_string();
     assert!(!reports.is_empty());
     assert_eq!(reports[0].query.get("from"), Some(&expected_from));
     assert!(reports.iter().all(|r| r.query["from"] >= expected_from));
     // Nothing before checkpoint - lookback comes back.
     for p in &second {
         for r in &p.records {
-            let at = DateTime::parse_from_rfc3339(r["start_time"].as_str().unwrap()).unwrap();
+            let at = DateTime::parse_from_rfc3339(r["end_time"].as_str().unwrap()).unwrap();
             assert!(at >= checkpoint - Duration::hours(2));
         }
     }

@@ -5,6 +5,8 @@ use super::{EXIT_INVALID, EXIT_OK, Global};
 use crate::connectors::salesforce::{AuthorizeRequest, Secret, authorize_interactively};
 use crate::http::HttpClient;
 
+mod zoom;
+
 #[derive(Debug, clap::Args)]
 pub struct AuthArgs {
     #[command(subcommand)]
@@ -15,8 +17,8 @@ pub struct AuthArgs {
 pub enum AuthService {
     /// Authorize ferry with a Salesforce connected app (authorization code + PKCE)
     Salesforce(SalesforceAuthArgs),
-    /// Authorize ferry with a Zoom app
-    Zoom,
+    /// Authorize a Zoom user-managed app (auth type oauth) and store its refresh token
+    Zoom(zoom::ZoomAuthArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -38,10 +40,10 @@ pub struct SalesforceAuthArgs {
     pub print_refresh_token: bool,
 }
 
-pub async fn run(_g: &Global, a: &AuthArgs) -> anyhow::Result<u8> {
+pub async fn run(g: &Global, a: &AuthArgs) -> anyhow::Result<u8> {
     match &a.service {
         AuthService::Salesforce(s) => salesforce(s).await,
-        AuthService::Zoom => super::not_yet("auth zoom"),
+        AuthService::Zoom(z) => zoom::run(g, z).await,
     }
 }
 

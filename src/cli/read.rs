@@ -1,7 +1,7 @@
 use super::{EXIT_INVALID, EXIT_OK, Global};
 use crate::connectors::zoom::{
-    DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, MemoryTokenStore, ReadWindow, Secret, ZoomAuth,
-    ZoomConnector, ZoomPlan, ZoomSettings, catalog,
+    DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, ReadWindow, Secret, StoreTokens, ZoomAuth, ZoomConnector,
+    ZoomPlan, ZoomSettings, catalog,
 };
 use anyhow::Context;
 use futures::StreamExt;
@@ -65,7 +65,14 @@ fn expand(s: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
-fn settings(g: &Global, connection: &str) -> anyhow::Result<ZoomSettings> {
+/// The state file named by ferry.yaml (`state:`, default `.ferry/state.db` beside it).
+pub(super) fn open_state(g: &Global) -> anyhow::Result<crate::state::Store> {
+    let path = super::state::state_path(&g.config)?;
+    crate::state::Store::open(&path)
+        .with_context(|| format!("cannot open the state file {}", path.display()))
+}
+
+pub(super) fn settings(g: &Global, connection: &str) -> anyhow::Result<ZoomSettings> {
     let text = std::fs::read_to_string(&g.config)
         .with_context(|| format!("cannot read {}", g.config.display()))?;
     let file: FerryFile = serde_saphyr::from_str(&text)
@@ -148,12 +155,13 @@ pub async fn run(g: &Global, a: &ReadArgs) -> anyhow::Result<u8> {
             .with_timezone(&chrono::Utc),
         None => now - chrono::Duration::days(30),
     };
-    // Tokens of a one-shot read are not kept.
-    // TODO(state): use the SQLite token store so an oauth read keeps its rotated refresh token.
+    // Tokens go to the state file: an oauth refresh rotates the refresh token, and losing
+    // the new one would need a human to re-authorize.
+    let store = open_state(g)?;
     let conn = ZoomConnector::new(
         cfg,
         crate::http::HttpClient::new(clock),
-        Arc::new(MemoryTokenStore::default()),
+        Arc::new(StoreTokens::new(store)),
     );
     let mut pages = Box::pin(conn.read(stream, &params, ReadWindow::fixed(since, now)));
     let mut printed = 0usize;

@@ -239,8 +239,9 @@ pub struct ZoomSource {
     pub conn: ZoomConnector,
 }
 
-/// How far back Zoom's report and history endpoints reach (six months, with a day's margin).
-const ZOOM_HISTORY_DAYS: i64 = 179;
+/// How far back Zoom's report and history endpoints reach: six months, less a margin for
+/// the windows' lead (a report lists a meeting by its start, the cursor is its end).
+const ZOOM_HISTORY_DAYS: i64 = 177;
 
 fn stream_name(s: &str) -> &str {
     s.strip_prefix("zoom.").unwrap_or(s)

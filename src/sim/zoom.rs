@@ -38,6 +38,29 @@ pub struct Faults {
     pub rate_limit_headers: bool,
     pub token_ttl_secs: i64,
     pub page_token_ttl_secs: i64,
+    /// The authorize endpoint redirects back with `error=access_denied`.
+    pub deny_authorization: bool,
+    /// When not empty, the random HTTP faults above (5xx, reset, malformed, 429 storm) hit
+    /// only these endpoints (patterns as logged, e.g. `GET /report/users/{userId}/meetings`).
+    pub only_endpoints: Vec<String>,
+    /// Scopes the app's tokens lack: endpoints needing one answer 400 code 4711.
+    pub removed_scopes: Vec<String>,
+    /// How long a rotated (spent) refresh token still works; 0 = strictly single use.
+    pub refresh_grace_secs: i64,
+    /// A meeting's AI summary is ready this long after its `created` time (404 3322 before).
+    pub summary_delay_secs: i64,
+    /// The webhook sender delivers every event twice, with the same `x-zm-request-id`.
+    pub webhook_duplicate: bool,
+    /// The webhook sender swaps each pair of consecutive events.
+    pub webhook_reorder: bool,
+    /// A delivery not answered within this long failed (Zoom: 3 s) and is retried.
+    pub webhook_timeout_ms: u64,
+}
+
+impl Faults {
+    fn scoped(&self, endpoint: &str) -> bool {
+        self.only_endpoints.is_empty() || self.only_endpoints.iter().any(|e| e == endpoint)
+    }
 }
 
 impl Default for Faults {
@@ -53,6 +76,14 @@ impl Default for Faults {
             rate_limit_headers: true,
             token_ttl_secs: 3600,
             page_token_ttl_secs: 900,
+            deny_authorization: false,
+            only_endpoints: Vec::new(),
+            removed_scopes: Vec::new(),
+            refresh_grace_secs: 0,
+            summary_delay_secs: 0,
+            webhook_duplicate: false,
+            webhook_reorder: false,
+            webhook_timeout_ms: 3000,
         }
     }
 }
@@ -66,6 +97,8 @@ pub struct SimOptions {
 
 pub const CLIENT_ID: &str = "sim-client-id";
 pub const CLIENT_SECRET: &str = "sim-client-secret";
+/// Authorization codes live five minutes, as Zoom's do.
+const AUTH_CODE_TTL_SECS: i64 = 300;
 
 /// One request the simulator served.
 #[derive(Debug, Clone)]
@@ -93,6 +126,13 @@ pub struct SimStats {
     pub tokens_issued: u64,
 }
 
+/// An authorization code: five minutes, single use, bound to its redirect URL.
+struct AuthCode {
+    redirect_uri: String,
+    created: DateTime<Utc>,
+    challenge: Option<String>,
+}
+
 struct PageCursor {
     signature: String,
     offset: usize,
@@ -110,7 +150,13 @@ struct Mutable {
     faults: Faults,
     rng: StdRng,
     access_tokens: BTreeMap<String, DateTime<Utc>>,
-    refresh_tokens: BTreeMap<String, bool>,
+    /// Refresh token → when it was spent (None: live).
+    refresh_tokens: BTreeMap<String, Option<DateTime<Utc>>>,
+    /// Page tokens still to be refused as expired, whatever their age.
+    expire_page_tokens: u32,
+    /// Meetings deleted after they were listed: detail endpoints answer 3001.
+    deleted_meetings: std::collections::BTreeSet<String>,
+    auth_codes: BTreeMap<String, AuthCode>,
     page_tokens: BTreeMap<String, PageCursor>,
     /// (category, epoch second) → count.
     second_counts: BTreeMap<(String, i64), u64>,
@@ -125,6 +171,8 @@ struct Mutable {
 pub struct ZoomSimHandle {
     pub base_url: String,
     pub token_url: String,
+    /// The authorization-code flow's authorize endpoint (redirects back with a code).
+    pub authorize_url: String,
     pub account_id: String,
     pub client_id: String,
     pub client_secret: String,
@@ -153,6 +201,9 @@ impl ZoomSim {
                 faults: opts.faults,
                 access_tokens: BTreeMap::new(),
                 refresh_tokens: BTreeMap::new(),
+                auth_codes: BTreeMap::new(),
+                expire_page_tokens: 0,
+                deleted_meetings: Default::default(),
                 page_tokens: BTreeMap::new(),
                 second_counts: BTreeMap::new(),
                 day_counts: BTreeMap::new(),
@@ -174,6 +225,7 @@ impl ZoomSim {
         Ok(ZoomSimHandle {
             base_url: format!("http://{addr}/v2"),
             token_url: format!("http://{addr}/oauth/token"),
+            authorize_url: format!("http://{addr}/oauth/authorize"),
             account_id: opts.world.account_id.clone(),
             client_id: CLIENT_ID.into(),
             client_secret: CLIENT_SECRET.into(),
@@ -215,13 +267,23 @@ impl ZoomSimHandle {
     pub fn issue_refresh_token(&self) -> String {
         let mut m = self.lock();
         let t = random_token(&mut m.rng, "rt");
-        m.refresh_tokens.insert(t.clone(), true);
+        m.refresh_tokens.insert(t.clone(), None);
         t
+    }
+    /// The next `n` page tokens presented are refused as expired (a restarted listing).
+    pub fn expire_next_page_tokens(&self, n: u32) {
+        self.lock().expire_page_tokens = n;
+    }
+    /// Deletes a meeting instance after it was listed: reports still show it, but its
+    /// detail, participants, recordings and summary answer 404 code 3001.
+    pub fn delete_meeting(&self, uuid: &str) {
+        self.lock().deleted_meetings.insert(uuid.to_string());
     }
     pub fn world(&self) -> &Arc<World> {
         &self.state.world
     }
     /// Sends a signed webhook the way Zoom does (compact JSON, signature over the exact bytes).
+    /// One attempt, no retries; [`ZoomSimHandle::deliver_webhooks`] behaves like Zoom's sender.
     pub async fn send_webhook(
         &self,
         url: &str,
@@ -229,25 +291,115 @@ impl ZoomSimHandle {
         event: &Value,
     ) -> Result<u16, String> {
         let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
-        let ts = self.state.clock.now().timestamp();
         let request_id = {
             let mut m = self.lock();
             random_token(&mut m.rng, "req")
         };
+        self.post_webhook(url, secret, &body, &request_id).await
+    }
+
+    async fn post_webhook(
+        &self,
+        url: &str,
+        secret: &str,
+        body: &[u8],
+        request_id: &str,
+    ) -> Result<u16, String> {
+        let ts = self.state.clock.now().timestamp();
+        let timeout = std::time::Duration::from_millis(self.lock().faults.webhook_timeout_ms);
         let resp = reqwest::Client::new()
             .post(url)
-            .timeout(std::time::Duration::from_secs(3))
+            .timeout(timeout)
             .header("content-type", "application/json; charset=utf-8")
             .header("user-agent", "Zoom Marketplace/1.0a")
             .header("x-zm-request-timestamp", ts.to_string())
-            .header("x-zm-signature", sign(secret, ts, &body))
+            .header("x-zm-signature", sign(secret, ts, body))
             .header("x-zm-request-id", request_id)
-            .body(body)
+            .body(body.to_vec())
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| {
+                if e.is_timeout() {
+                    "timed out".to_string()
+                } else {
+                    e.to_string()
+                }
+            })?;
         Ok(resp.status().as_u16())
     }
+
+    /// Delivers events as Zoom's sender does: each signed at its send time; a failure
+    /// (HTTP ≥ 500, a timeout after `webhook_timeout_ms`, a refused connection) is retried
+    /// 5, 20 and 60 minutes later on the simulator's clock, and then dropped; any other
+    /// answer (2xx, 3xx, 4xx) ends the delivery. The `webhook_duplicate` switch delivers
+    /// each event twice under one request id; `webhook_reorder` swaps consecutive events.
+    /// Events go one after another (a retry holds back the events behind it).
+    pub async fn deliver_webhooks(
+        &self,
+        url: &str,
+        secret: &str,
+        events: &[Value],
+    ) -> Vec<DeliveryAttempt> {
+        let faults = self.faults();
+        let mut order: Vec<&Value> = events.iter().collect();
+        if faults.webhook_reorder {
+            for pair in order.chunks_mut(2) {
+                pair.reverse();
+            }
+        }
+        let mut log = Vec::new();
+        for event in order {
+            let name = event["event"].as_str().unwrap_or("").to_string();
+            let Ok(body) = serde_json::to_vec(event) else {
+                continue;
+            };
+            let request_id = {
+                let mut m = self.lock();
+                random_token(&mut m.rng, "req")
+            };
+            let copies = if faults.webhook_duplicate { 2 } else { 1 };
+            for _ in 0..copies {
+                for (attempt, delay_min) in [0u64, 5, 20, 60].into_iter().enumerate() {
+                    if delay_min > 0 {
+                        self.state
+                            .clock
+                            .sleep(std::time::Duration::from_secs(delay_min * 60))
+                            .await;
+                    }
+                    let at = self.state.clock.now();
+                    let outcome = self.post_webhook(url, secret, &body, &request_id).await;
+                    let retry = match &outcome {
+                        Ok(status) => *status >= 500,
+                        Err(_) => true,
+                    };
+                    log.push(DeliveryAttempt {
+                        at,
+                        event: name.clone(),
+                        request_id: request_id.clone(),
+                        attempt: attempt as u32 + 1,
+                        outcome,
+                    });
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        log
+    }
+}
+
+/// One webhook delivery attempt of [`ZoomSimHandle::deliver_webhooks`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryAttempt {
+    /// Simulator time of the attempt.
+    pub at: DateTime<Utc>,
+    pub event: String,
+    pub request_id: String,
+    /// 1 for the first try, up to 4.
+    pub attempt: u32,
+    /// The receiver's status, or why there was none (timeout, refused connection).
+    pub outcome: Result<u16, String>,
 }
 
 fn random_token(rng: &mut StdRng, prefix: &str) -> String {
@@ -272,6 +424,36 @@ struct Route {
     category: &'static str,
     /// Daily cap key, when Heavy and Resource-intensive share one.
     phone: bool,
+}
+
+fn basic_ok(headers: &HeaderMap) -> bool {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .is_some_and(|b| b == format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+}
+
+/// The scope an endpoint needs (granular scopes are not modelled).
+fn scope_for(endpoint: &str) -> &'static str {
+    let path = endpoint.split(' ').nth(1).unwrap_or("");
+    if path.starts_with("/report/") {
+        "report:read:admin"
+    } else if path.starts_with("/phone/") {
+        "phone:read:admin"
+    } else if path.contains("recordings") {
+        "cloud_recording:read:admin"
+    } else if path.contains("meeting_summary") {
+        "meeting_summary:read:admin"
+    } else if path.contains("webinar") {
+        "webinar:read:admin"
+    } else if path.starts_with("/users") {
+        "user:read:admin"
+    } else {
+        "meeting:read:admin"
+    }
 }
 
 fn decode_segment(raw: &str) -> Option<String> {
@@ -313,6 +495,25 @@ impl SimState {
                     .collect()
             })
             .unwrap_or_default();
+        if path == "/oauth/authorize" && method == Method::GET {
+            return self.authorize(&query);
+        }
+        if path == "/oauth/revoke" && method == Method::POST {
+            for (k, v) in url::form_urlencoded::parse(&body).into_owned() {
+                query.insert(k, v);
+            }
+            let (status, v) = self.revoke(&headers, &query);
+            return self.finish(
+                "POST /oauth/revoke",
+                &path,
+                query,
+                status,
+                None,
+                None,
+                v,
+                BTreeMap::new(),
+            );
+        }
         if path == "/oauth/token" && method == Method::POST {
             for (k, v) in url::form_urlencoded::parse(&body).into_owned() {
                 query.insert(k, v);
@@ -393,6 +594,24 @@ impl SimState {
                 BTreeMap::new(),
             );
         }
+        let scope = scope_for(endpoint);
+        if self.lock().faults.removed_scopes.iter().any(|s| s == scope) {
+            let (s, v) = error(
+                400,
+                4711,
+                &format!("Invalid access token, does not contain scopes:[{scope}]."),
+            );
+            return self.finish(
+                endpoint,
+                &path,
+                query,
+                s,
+                Some(category),
+                None,
+                v,
+                BTreeMap::new(),
+            );
+        }
         // Rate limits and faults.
         let latency = self.lock().faults.latency_ms;
         if latency > 0 {
@@ -415,7 +634,9 @@ impl SimState {
             let mut m = self.lock();
             let f = m.faults.clone();
             let roll: f64 = m.rng.random();
-            if roll < f.error_5xx {
+            if !f.scoped(endpoint) {
+                Fault::None
+            } else if roll < f.error_5xx {
                 Fault::Error
             } else if roll < f.error_5xx + f.reset {
                 Fault::Reset
@@ -590,10 +811,15 @@ impl SimState {
         let (enforce, emit, storm, roll) = {
             let mut m = self.lock();
             let roll: f64 = m.rng.random();
+            let storm = if m.faults.scoped(route.endpoint) {
+                m.faults.storm_429
+            } else {
+                0.0
+            };
             (
                 m.faults.enforce_rate_limits,
                 m.faults.rate_limit_headers,
-                m.faults.storm_429,
+                storm,
                 roll,
             )
         };
@@ -679,6 +905,101 @@ impl SimState {
         None
     }
 
+    /// The user approved at once: redirect back with a code (or `access_denied` when the
+    /// switch says so). A bad client or redirect is shown to the user, not redirected.
+    fn authorize(&self, q: &BTreeMap<String, String>) -> Response {
+        let now = self.clock.now();
+        let query = q.clone();
+        let bad = |msg: &str| {
+            self.log(
+                "GET /oauth/authorize",
+                "/oauth/authorize",
+                query.clone(),
+                400,
+                None,
+                None,
+            );
+            (StatusCode::BAD_REQUEST, msg.to_string()).into_response()
+        };
+        if q.get("client_id").map(String::as_str) != Some(CLIENT_ID) {
+            return bad("Invalid client_id");
+        }
+        if q.get("response_type").map(String::as_str) != Some("code") {
+            return bad("Invalid response_type");
+        }
+        let Some(redirect) = q.get("redirect_uri").and_then(|r| url::Url::parse(r).ok()) else {
+            return bad("Invalid redirect_uri");
+        };
+        let mut m = self.lock();
+        let mut target = redirect.clone();
+        if m.faults.deny_authorization {
+            target
+                .query_pairs_mut()
+                .append_pair("error", "access_denied");
+        } else {
+            let code = random_token(&mut m.rng, "code");
+            let challenge = match q.get("code_challenge_method").map(String::as_str) {
+                None | Some("S256") => q.get("code_challenge").cloned(),
+                Some(_) => {
+                    drop(m);
+                    return bad("Invalid code_challenge_method");
+                }
+            };
+            m.auth_codes.insert(
+                code.clone(),
+                AuthCode {
+                    redirect_uri: redirect.to_string(),
+                    created: now,
+                    challenge,
+                },
+            );
+            target.query_pairs_mut().append_pair("code", &code);
+        }
+        if let Some(state) = q.get("state") {
+            target.query_pairs_mut().append_pair("state", state);
+        }
+        drop(m);
+        self.log(
+            "GET /oauth/authorize",
+            "/oauth/authorize",
+            query,
+            302,
+            None,
+            None,
+        );
+        Response::builder()
+            .status(StatusCode::FOUND)
+            .header("location", target.to_string())
+            .body(Body::empty())
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    }
+
+    /// `POST /oauth/revoke` with `token=`: a refresh or access token stops working.
+    fn revoke(&self, headers: &HeaderMap, q: &BTreeMap<String, String>) -> (u16, Value) {
+        if !basic_ok(headers) {
+            return (
+                400,
+                json!({"reason":"Invalid client_id or client_secret","error":"invalid_client"}),
+            );
+        }
+        let Some(token) = q.get("token").filter(|t| !t.is_empty()) else {
+            return (
+                400,
+                json!({"reason":"Invalid Token!","error":"invalid_request"}),
+            );
+        };
+        let mut m = self.lock();
+        let known =
+            m.refresh_tokens.remove(token).is_some() | m.access_tokens.remove(token).is_some();
+        if !known {
+            return (
+                400,
+                json!({"reason":"Invalid Token!","error":"invalid_grant"}),
+            );
+        }
+        (200, json!({"status":"success"}))
+    }
+
     fn token(&self, headers: &HeaderMap, q: &BTreeMap<String, String>) -> (u16, Value) {
         let basic = headers
             .get("authorization")
@@ -705,17 +1026,54 @@ impl SimState {
                 }
                 json!({"token_type":"bearer","expires_in":ttl,"scope":"meeting:read:admin report:read:admin user:read:admin cloud_recording:read:admin webinar:read:admin phone:read:admin"})
             }
+            Some("authorization_code") => {
+                let given = q.get("code").cloned().unwrap_or_default();
+                let invalid = (
+                    400,
+                    json!({"reason":"Invalid authorization code","error":"invalid_grant"}),
+                );
+                // Single use: the code is gone whatever the outcome.
+                let Some(code) = m.auth_codes.remove(&given) else {
+                    return invalid;
+                };
+                let fresh = (now - code.created).num_seconds() <= AUTH_CODE_TTL_SECS;
+                let same_redirect = q
+                    .get("redirect_uri")
+                    .and_then(|r| url::Url::parse(r).ok())
+                    .is_some_and(|r| r.to_string() == code.redirect_uri);
+                let verified = match &code.challenge {
+                    None => true,
+                    Some(c) => q.get("code_verifier").is_some_and(|v| {
+                        &crate::connectors::zoom::authorize::pkce_challenge(v) == c
+                    }),
+                };
+                if !fresh || !same_redirect || !verified {
+                    return invalid;
+                }
+                let refresh = random_token(&mut m.rng, "rt");
+                m.refresh_tokens.insert(refresh.clone(), None);
+                json!({"token_type":"bearer","expires_in":ttl,"scope":"meeting:read report:read:admin","refresh_token":refresh})
+            }
             Some("refresh_token") => {
                 let given = q.get("refresh_token").cloned().unwrap_or_default();
-                if m.refresh_tokens.get(&given) != Some(&true) {
+                let grace = m.faults.refresh_grace_secs;
+                let usable = match m.refresh_tokens.get(&given) {
+                    Some(None) => true,
+                    // A rotated token may still work for a grace period.
+                    Some(Some(spent)) => (now - *spent).num_seconds() < grace,
+                    None => false,
+                };
+                if !usable {
                     return (
                         400,
                         json!({"reason":"Invalid Token!","error":"invalid_grant"}),
                     );
                 }
-                m.refresh_tokens.insert(given, false);
+                if m.refresh_tokens.get(&given) == Some(&None) {
+                    m.refresh_tokens.insert(given, Some(now));
+                }
                 let rotated = random_token(&mut m.rng, "rt");
-                m.refresh_tokens.insert(rotated.clone(), true);
+                m.refresh_tokens.insert(rotated.clone(), None);
                 json!({"token_type":"bearer","expires_in":ttl,"scope":"meeting:read report:read:admin","refresh_token":rotated})
             }
             _ => {
@@ -756,6 +1114,10 @@ impl SimState {
         let ttl = m.faults.page_token_ttl_secs;
         let offset = match q.get("next_page_token").filter(|t| !t.is_empty()) {
             None => 0,
+            Some(_) if m.expire_page_tokens > 0 => {
+                m.expire_page_tokens -= 1;
+                return error(400, 300, "The next page token is invalid or expired.");
+            }
             Some(t) => match m.page_tokens.get(t) {
                 Some(c) if c.signature == signature && (now - c.created).num_seconds() <= ttl => {
                     c.offset
@@ -840,7 +1202,12 @@ impl SimState {
     }
 
     fn meeting(&self, id: &str, now: DateTime<Utc>) -> Option<&Meeting> {
-        let ended = self.world.meetings.iter().filter(|m| m.end <= now);
+        let deleted = self.lock().deleted_meetings.clone();
+        let ended = self
+            .world
+            .meetings
+            .iter()
+            .filter(|m| m.end <= now && !deleted.contains(&m.uuid));
         if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
             let n: u64 = id.parse().ok()?;
             ended.filter(|m| m.id == n).max_by_key(|m| m.start)
@@ -980,7 +1347,13 @@ impl SimState {
                     return no_meeting();
                 };
                 match &m.summary {
-                    Some(s) if s.created <= now => (200, summary_json(w, m, s)),
+                    Some(s)
+                        if s.created
+                            + chrono::Duration::seconds(self.lock().faults.summary_delay_secs)
+                            <= now =>
+                    {
+                        (200, summary_json(w, m, s))
+                    }
                     _ => error(404, 3322, "Meeting summary does not exist."),
                 }
             }

@@ -18,6 +18,45 @@ struct CatalogFile {
 #[serde(deny_unknown_fields)]
 pub struct WindowDef {
     pub max_days: i64,
+    /// How far the field the API filters the window on (e.g. a meeting's start date) can
+    /// precede the cursor (its end): a checkpointed read asks for this much more, so a
+    /// meeting that started before the checkpoint and ended after it is still listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead: Option<String>,
+    /// How long after its cursor value a record can first appear in the listing (e.g. a
+    /// recording after processing): cursors stay this far behind now, so the next read
+    /// re-reads that stretch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle: Option<String>,
+}
+
+impl WindowDef {
+    pub fn lead(&self) -> chrono::Duration {
+        self.lead
+            .as_deref()
+            .and_then(parse_span)
+            .unwrap_or_default()
+    }
+    pub fn settle(&self) -> chrono::Duration {
+        self.settle
+            .as_deref()
+            .and_then(parse_span)
+            .unwrap_or_default()
+    }
+}
+
+/// "30h", "2d", "15m", "90s" → a duration.
+pub fn parse_span(s: &str) -> Option<chrono::Duration> {
+    let s = s.trim();
+    let unit = s.chars().last()?;
+    let n: i64 = s[..s.len() - unit.len_utf8()].trim().parse().ok()?;
+    match unit {
+        's' => Some(chrono::Duration::seconds(n)),
+        'm' => Some(chrono::Duration::minutes(n)),
+        'h' => Some(chrono::Duration::hours(n)),
+        'd' => Some(chrono::Duration::days(n)),
+        _ => None,
+    }
 }
 
 /// `user_id: all` fans out over another stream's records.
@@ -201,12 +240,23 @@ mod tests {
                     d.sample.get(cursor).is_some(),
                     "{name}: sample lacks cursor"
                 );
-                assert!(
-                    d.window.is_some(),
-                    "{name}: incremental streams need a window"
-                );
+                let w = d
+                    .window
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{name}: incremental streams need a window"));
+                for span in [&w.lead, &w.settle].into_iter().flatten() {
+                    assert!(parse_span(span).is_some(), "{name}: bad duration {span}");
+                }
             }
         }
+        let pm = c.get("past_meetings").expect("past_meetings");
+        assert_eq!(pm.cursor.as_deref(), Some("end_time"));
+        assert_eq!(
+            pm.window.as_ref().map(WindowDef::lead),
+            Some(chrono::Duration::hours(30))
+        );
+        assert_eq!(parse_span("2d"), Some(chrono::Duration::days(2)));
+        assert_eq!(parse_span("2x"), None);
         let info = c.stream("past_meetings").expect("info");
         assert!(info.incremental && info.single_fetch);
         assert_eq!(info.triggers, vec!["meeting.ended".to_string()]);

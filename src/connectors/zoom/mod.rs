@@ -5,22 +5,27 @@
 //! It never needs to know Zoom's paths, paging or error codes: those live in `catalog.yaml`.
 
 pub mod auth;
+pub mod authorize;
 pub mod catalog;
 pub mod limits;
+mod read;
+pub mod store_tokens;
 pub mod webhook;
 
 pub use auth::{MemoryTokenStore, Secret, TokenStore, TokenStoreError, ZoomAuth};
+pub use authorize::{AuthorizeError, AuthorizeSettings, PendingAuthorization};
 pub use catalog::{StreamDef, ZoomCatalog, catalog};
 pub use limits::{ZoomPlan, rate_limits};
+pub use store_tokens::StoreTokens;
 pub use webhook::{Event, WebhookError, url_validation_response, verify_webhook};
 
 use crate::http::{HttpClient, HttpError, Method, Request, Service};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use futures::Stream;
-use jsonpath_rust::JsonPath;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use read::{Listing, ReadState};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Settings of one Zoom connection.
@@ -40,13 +45,28 @@ pub struct ZoomSettings {
 pub const DEFAULT_BASE_URL: &str = "https://api.zoom.us/v2";
 pub const DEFAULT_TOKEN_URL: &str = "https://zoom.us/oauth/token";
 
-/// A batch of records from one partition, in cursor order.
+/// A batch of records from one partition.
+///
+/// A read yields its partitions one after another; a partition's pages are consecutive and
+/// its last page has `partition_done`. Streams without a cursor yield one page per API page
+/// (possibly empty). Incremental streams yield records in cursor order (ties broken by
+/// primary key) across all pages of a partition, at most a few hundred records per page
+/// (records sharing one cursor value are never split across pages).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {
     /// The partition key (`user_id` for fanned-out streams), "" for unpartitioned streams.
     pub partition: String,
     pub records: Vec<Value>,
-    /// The highest cursor value in this page (incremental streams).
+    /// Incremental streams only (None otherwise): the checkpoint the partition may advance
+    /// to once this page's records and every earlier page's are acknowledged. Exactly:
+    /// every record of this read whose cursor value is before `cursor` is on this page or
+    /// an earlier one, and no later page of the partition carries a smaller `cursor`.
+    /// It is never before the partition's checkpoint (a lookback re-read does not move it
+    /// back), never after the window's `until`, and never after `now - settle` for streams
+    /// whose records can appear late. The last page of a partition whose window completed
+    /// carries the window end (`until`, or `now - settle`), even with no records, so a
+    /// quiet partition still advances. A record whose cursor equals `cursor` may come again
+    /// on the next read; the ledger makes that free. RFC 3339 UTC, whole seconds.
     pub cursor: Option<String>,
     /// No more pages follow for this partition in this read.
     pub partition_done: bool,
@@ -91,7 +111,7 @@ impl ReadWindow {
             until,
         }
     }
-    fn start_for(&self, partition: &str) -> DateTime<Utc> {
+    pub(crate) fn start_for(&self, partition: &str) -> DateTime<Utc> {
         match (self.since)(partition) {
             Some(checkpoint) => checkpoint - self.lookback,
             None => self.default_since,
@@ -145,6 +165,17 @@ impl ZoomError {
     /// The rate-limit daily cap is spent: checkpoint and stop, resume after it resets.
     pub fn is_daily_limit(&self) -> bool {
         matches!(self, ZoomError::Http(HttpError::DailyLimit { .. }))
+    }
+    /// The app's token lacks a scope the endpoint needs (code 4711 or 4700): a
+    /// configuration error, fatal for the stream, never retried.
+    pub fn is_missing_scope(&self) -> bool {
+        matches!(
+            self,
+            ZoomError::Api {
+                code: Some(4711 | 4700),
+                ..
+            }
+        )
     }
 }
 
@@ -241,28 +272,9 @@ impl ZoomConnector {
         params: &BTreeMap<String, Value>,
         window: ReadWindow,
     ) -> impl Stream<Item = Result<Page, ZoomError>> + Send + 'static {
-        let state = ReadState {
-            conn: self.clone(),
-            stream: stream.to_string(),
-            params: params.clone(),
-            window,
-            partitions: None,
-            chunks: VecDeque::new(),
-            current: None,
-            done: false,
-        };
+        let state = ReadState::new(self.clone(), stream, params, window);
         futures::stream::unfold(state, |mut st| async move {
-            if st.done {
-                return None;
-            }
-            match st.step().await {
-                Ok(Some(page)) => Some((Ok(page), st)),
-                Ok(None) => None,
-                Err(e) => {
-                    st.done = true;
-                    Some((Err(e), st))
-                }
-            }
+            st.next().await.map(|page| (page, st))
         })
     }
 
@@ -385,68 +397,24 @@ impl ZoomConnector {
     /// deduplicated by primary key.
     async fn list(
         &self,
-        def: &StreamDef,
+        def: &'static StreamDef,
         path: &str,
         query: &[(String, String)],
         category: &str,
         sel: &str,
     ) -> Result<Vec<Value>, ZoomError> {
-        let bucket = def.bucket(category);
-        let mut restarted = false;
-        'listing: loop {
-            let mut records = Vec::new();
-            let mut seen = BTreeSet::new();
-            let mut token: Option<String> = None;
-            loop {
-                let mut q = query.to_vec();
-                if let Some(size) = def.page_size {
-                    q.push(("page_size".into(), size.to_string()));
-                }
-                if let Some(t) = &token {
-                    q.push(("next_page_token".into(), t.clone()));
-                }
-                let body = match self.get_json(&bucket, path, &q, &def.no_data).await {
-                    Ok(b) => b,
-                    Err(ZoomError::Api {
-                        code: Some(300),
-                        message,
-                        ..
-                    }) if token.is_some() && !restarted && message.contains("page token") => {
-                        restarted = true;
-                        continue 'listing;
-                    }
-                    Err(e) => return Err(e),
-                };
-                let found: Vec<Value> = body
-                    .query(sel)
-                    .map_err(|e| ZoomError::Malformed {
-                        path: path.to_string(),
-                        message: format!("selector {sel}: {e}"),
-                    })?
-                    .into_iter()
-                    .cloned()
-                    .collect();
-                for r in found {
-                    let key = r.get(&def.primary_key).map(param_text);
-                    match key {
-                        Some(k) if !k.is_empty() => {
-                            if seen.insert(k) {
-                                records.push(r);
-                            }
-                        }
-                        _ => records.push(r),
-                    }
-                }
-                token = body
-                    .get("next_page_token")
-                    .and_then(Value::as_str)
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_string);
-                if token.is_none() {
-                    return Ok(records);
-                }
-            }
+        let mut listing = Listing::new(
+            def,
+            path.to_string(),
+            query.to_vec(),
+            category,
+            sel.to_string(),
+        );
+        let mut records = Vec::new();
+        while let Some(page) = listing.next_page(self).await? {
+            records.extend(page);
         }
+        Ok(records)
     }
 
     /// One GET with the bearer token; a 401 code 124 renews the token once.
@@ -539,142 +507,6 @@ impl ZoomConnector {
                     .collect())
             }
         }
-    }
-}
-
-struct ReadState {
-    conn: ZoomConnector,
-    stream: String,
-    params: BTreeMap<String, Value>,
-    window: ReadWindow,
-    partitions: Option<VecDeque<String>>,
-    /// Date windows left in the current partition: (from, to, last).
-    chunks: VecDeque<(NaiveDate, NaiveDate)>,
-    current: Option<String>,
-    done: bool,
-}
-
-impl ReadState {
-    async fn step(&mut self) -> Result<Option<Page>, ZoomError> {
-        let def = self.conn.def(&self.stream)?;
-        for r in &def.required {
-            let partitioned = def.partition.as_ref().is_some_and(|p| &p.param == r);
-            if !partitioned && !self.params.contains_key(r) {
-                return Err(ZoomError::MissingParam {
-                    stream: def.name.clone(),
-                    param: r.clone(),
-                });
-            }
-        }
-        if self.partitions.is_none() {
-            self.partitions = Some(self.conn.partitions(def, &self.params).await?.into());
-        }
-        loop {
-            if self.current.is_none() {
-                let Some(next) = self.partitions.as_mut().and_then(VecDeque::pop_front) else {
-                    return Ok(None);
-                };
-                if def.window.is_some() {
-                    self.chunks = self.windows_for(def, &next);
-                }
-                self.current = Some(next);
-            }
-            let partition = self.current.clone().unwrap_or_default();
-            let mut params = self.params.clone();
-            if let Some(p) = &def.partition {
-                params.insert(p.param.clone(), Value::String(partition.clone()));
-            }
-            if def.window.is_none() {
-                self.current = None;
-                let records = match self.conn.fetch_all(&def.name, &params).await {
-                    Ok(r) => r,
-                    Err(ZoomError::NotFound { .. }) => Vec::new(),
-                    Err(e) => return Err(e),
-                };
-                return Ok(Some(Page {
-                    partition,
-                    records,
-                    cursor: None,
-                    partition_done: true,
-                }));
-            }
-            let Some((from, to)) = self.chunks.pop_front() else {
-                // A window that is empty (since after until) still ends the partition.
-                self.current = None;
-                return Ok(Some(Page {
-                    partition,
-                    records: Vec::new(),
-                    cursor: None,
-                    partition_done: true,
-                }));
-            };
-            params.insert("from".into(), Value::String(from.to_string()));
-            params.insert("to".into(), Value::String(to.to_string()));
-            let last = self.chunks.is_empty();
-            let records = match self.conn.fetch_all(&def.name, &params).await {
-                Ok(r) => r,
-                Err(ZoomError::NotFound { .. }) => {
-                    // The partition has no data (e.g. an unlicensed user): end it.
-                    self.chunks.clear();
-                    self.current = None;
-                    return Ok(Some(Page {
-                        partition,
-                        records: Vec::new(),
-                        cursor: None,
-                        partition_done: true,
-                    }));
-                }
-                Err(e) => return Err(e),
-            };
-            let since = self.window.start_for(&partition);
-            let until = self.window.until;
-            let cursor_field = def.cursor.clone().unwrap_or_default();
-            let mut keyed: Vec<(DateTime<Utc>, String, Value)> = records
-                .into_iter()
-                .filter_map(|r| {
-                    let at = r
-                        .get(&cursor_field)
-                        .and_then(Value::as_str)
-                        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())?
-                        .with_timezone(&Utc);
-                    let key = r.get(&def.primary_key).map(param_text).unwrap_or_default();
-                    (at >= since && at <= until).then_some((at, key, r))
-                })
-                .collect();
-            keyed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-            if last {
-                self.current = None;
-            }
-            if keyed.is_empty() && !last {
-                continue;
-            }
-            let cursor = keyed.last().and_then(|(_, _, r)| {
-                r.get(&cursor_field)
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            });
-            return Ok(Some(Page {
-                partition,
-                records: keyed.into_iter().map(|(_, _, r)| r).collect(),
-                cursor,
-                partition_done: last,
-            }));
-        }
-    }
-
-    /// Date chunks covering [start, until], each at most the stream's window limit.
-    fn windows_for(&self, def: &StreamDef, partition: &str) -> VecDeque<(NaiveDate, NaiveDate)> {
-        let max_days = def.window.as_ref().map(|w| w.max_days.max(1)).unwrap_or(30);
-        let start = self.window.start_for(partition).date_naive();
-        let end = self.window.until.date_naive();
-        let mut out = VecDeque::new();
-        let mut from = start;
-        while from <= end {
-            let to = (from + chrono::Duration::days(max_days - 1)).min(end);
-            out.push_back((from, to));
-            from = to + chrono::Duration::days(1);
-        }
-        out
     }
 }
 

@@ -174,12 +174,6 @@ fn init_logging(g: &Global) {
     };
 }
 
-/// A command that a later capability fills in.
-fn not_yet(what: &str) -> anyhow::Result<u8> {
-    eprintln!("error: `ferry {what}` is not available in this build yet");
-    Ok(EXIT_INVALID)
-}
-
 /// Loads ferry.yaml and its pipelines for a command that runs them; on failure prints every
 /// problem and gives the exit code.
 pub(crate) fn load_project(g: &Global) -> anyhow::Result<Result<crate::config::Project, u8>> {

@@ -114,12 +114,27 @@ mod online {
                     SinkAction::Upsert => FieldAction::Upsert,
                     SinkAction::Publish => FieldAction::Publish,
                 };
-                let names: Vec<&str> = sink.fields.iter().map(|f| f.name.as_str()).collect();
+                // A field kept on update is only ever set on create.
+                let (kept, rest): (Vec<_>, Vec<_>) = sink
+                    .fields
+                    .iter()
+                    .partition(|f| f.on_update == crate::config::OnUpdate::Keep);
+                let names: Vec<&str> = rest.iter().map(|f| f.name.as_str()).collect();
+                let kept: Vec<&str> = kept.iter().map(|f| f.name.as_str()).collect();
                 let key = match &sink.key {
                     Some(SinkKey::ExternalIdField(k)) => Some(k.as_str()),
                     _ => None,
                 };
-                for fp in sf.check_fields(&sink.sobject, action, &names, key).await {
+                let mut found = sf.check_fields(&sink.sobject, action, &names, key).await;
+                if !kept.is_empty() && sink.action != SinkAction::Update {
+                    found.extend(
+                        sf.check_fields(&sink.sobject, FieldAction::Insert, &kept, None)
+                            .await
+                            .into_iter()
+                            .filter(|p| !p.field.is_empty()),
+                    );
+                }
+                for fp in found {
                     let at = sink
                         .fields
                         .iter()

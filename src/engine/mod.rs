@@ -134,6 +134,8 @@ pub struct RunOptions {
     /// Keep per-record detail in the report (plans; runs keep only summaries when false).
     pub detail: bool,
     pub enrich_concurrency: usize,
+    /// Source records gathered before lookups and writes run (pages are combined).
+    pub batch_size: usize,
     pub run_id: String,
     /// Set to stop after the batch in flight (SIGTERM in the daemon).
     pub shutdown: Option<Arc<AtomicBool>>,
@@ -151,6 +153,7 @@ impl RunOptions {
             record: None,
             detail: mode == Mode::Plan,
             enrich_concurrency: 8,
+            batch_size: 1000,
             run_id: format!("{:016x}", rand::random::<u64>()),
             shutdown: None,
             progress: None,
@@ -212,26 +215,52 @@ impl Engine<'_> {
 
         let mut seen = 0usize;
         let mut planned: HashMap<(String, String), LedgerEntry> = HashMap::new();
-        while let Some(page) = pages.next().await {
-            let page = match page {
-                Ok(p) => p,
-                Err(e) => {
-                    report.stopped = Some(format!("reading {stream}: {e}"));
-                    break;
+        let mut ended = false;
+        while !ended {
+            // Gather pages (of any partitions) up to a batch: lookups cost one query per rule
+            // per batch and writes one call per 200 records, so bigger batches cost fewer calls.
+            let mut records: Vec<Value> = Vec::new();
+            let mut cursors: Vec<(String, String)> = Vec::new();
+            while records.len() < opts.batch_size.max(1) {
+                match pages.next().await {
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        report.stopped = Some(format!("reading {stream}: {e}"));
+                        ended = true;
+                        break;
+                    }
+                    Some(Ok(page)) => {
+                        let mut recs = page.records;
+                        if let Some(want) = &opts.record {
+                            let pk = self.source.primary_key(&stream);
+                            recs.retain(|r| record_key(r, pk.as_deref()) == *want);
+                        }
+                        if let Some(limit) = opts.limit {
+                            let room = limit.saturating_sub(seen);
+                            if recs.len() > room {
+                                recs.truncate(room);
+                            }
+                        }
+                        seen += recs.len();
+                        records.extend(recs);
+                        if let Some(c) = page.cursor {
+                            // Pages of a partition arrive in order: the last cursor wins.
+                            cursors.retain(|(part, _)| *part != page.partition);
+                            cursors.push((page.partition, c));
+                        }
+                        if opts.limit.is_some_and(|l| seen >= l) {
+                            ended = true;
+                            break;
+                        }
+                    }
                 }
-            };
-            let mut records = page.records;
-            if let Some(want) = &opts.record {
-                let pk = self.source.primary_key(&stream);
-                records.retain(|r| record_key(r, pk.as_deref()) == *want);
             }
-            if let Some(limit) = opts.limit {
-                let room = limit.saturating_sub(seen);
-                if records.len() > room {
-                    records.truncate(room);
-                }
+            if records.is_empty() && cursors.is_empty() {
+                break;
             }
-            seen += records.len();
             let mut commit = BatchCommit {
                 pipeline: p.name.clone(),
                 ledger: Vec::new(),
@@ -252,15 +281,16 @@ impl Engine<'_> {
                     &mut lookup_queries,
                 )
                 .await;
-            match (&outcome, &page.cursor) {
-                (Ok(()), Some(c))
-                    if opts.records.is_none() && opts.record.is_none() && opts.limit.is_none() =>
-                {
-                    commit
-                        .checkpoints
-                        .push((stream.clone(), page.partition.clone(), c.clone()));
+            // Checkpoints move only past records every sink has acknowledged: a whole
+            // batch, and not for partial reads (--record, --limit, webhook records).
+            if outcome.is_ok()
+                && opts.records.is_none()
+                && opts.record.is_none()
+                && opts.limit.is_none()
+            {
+                for (partition, cursor) in cursors {
+                    commit.checkpoints.push((stream.clone(), partition, cursor));
                 }
-                _ => {}
             }
             if let Err(e) = &outcome {
                 report.stopped = Some(e.clone());
@@ -275,9 +305,6 @@ impl Engine<'_> {
                 cb(&report);
             }
             if report.stopped.is_some() {
-                break;
-            }
-            if opts.limit.is_some_and(|l| seen >= l) {
                 break;
             }
             if opts

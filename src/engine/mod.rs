@@ -215,6 +215,10 @@ impl Engine<'_> {
 
         let mut seen = 0usize;
         let mut planned: HashMap<(String, String), LedgerEntry> = HashMap::new();
+        if !dry && opts.records.is_none() {
+            self.retry_dead_letters(p, &g, opts, &stream, &mut report, &mut planned)
+                .await;
+        }
         let mut ended = false;
         while !ended {
             // Gather pages (of any partitions) up to a batch: lookups cost one query per rule
@@ -336,6 +340,142 @@ impl Engine<'_> {
             out.insert(k.clone(), v);
         }
         Ok(out)
+    }
+
+    /// Dead letters an admin marked for retry (`ferry deadletters retry`): rejected writes
+    /// are sent again as they were rendered; records that failed to render go through the
+    /// stages again. A letter that fails again stays, with the new error.
+    async fn retry_dead_letters(
+        &self,
+        p: &Pipeline,
+        g: &Globals,
+        opts: &RunOptions,
+        stream: &str,
+        report: &mut PipelineReport,
+        planned: &mut HashMap<(String, String), LedgerEntry>,
+    ) {
+        let due = match self.store.deadletters_due(&p.name) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("cannot read dead letters of {}: {e}", p.name);
+                return;
+            }
+        };
+        if due.is_empty() {
+            return;
+        }
+        let (writes, records): (Vec<_>, Vec<_>) = due.into_iter().partition(|d| !d.sink.is_empty());
+        for letter in writes {
+            let Some(sink) = p.sink(&letter.sink) else {
+                let _ = self.store.deadletter_retry_failed(
+                    letter.id,
+                    &format!("the pipeline has no sink `{}` any more", letter.sink),
+                );
+                continue;
+            };
+            let pl = &letter.payload;
+            let fields = |k: &str| {
+                pl.get(k)
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let id = pl.get("id").and_then(Value::as_str).map(str::to_string);
+            let (op, mut rec) = match (&sink.action, &sink.key) {
+                (Action::Upsert, Some(crate::config::SinkKey::ExternalIdField(f))) => (
+                    WriteOp::Upsert {
+                        external_id_field: f.clone(),
+                    },
+                    fields("fields"),
+                ),
+                (Action::Update, _) => (WriteOp::Update, fields("update_fields")),
+                (Action::Publish, _) => (WriteOp::Publish, fields("fields")),
+                _ => (WriteOp::Insert, fields("fields")),
+            };
+            if op == WriteOp::Update {
+                rec.insert(
+                    "Id".into(),
+                    id.clone().map(Value::String).unwrap_or(Value::Null),
+                );
+            }
+            match self.writer.write(&sink.sobject, op, vec![rec]).await {
+                Ok(outs) => match outs.into_iter().next() {
+                    Some(WriteOutcome {
+                        error: None,
+                        id: new_id,
+                        ..
+                    }) => {
+                        let commit = BatchCommit {
+                            pipeline: p.name.clone(),
+                            ledger: vec![LedgerWrite {
+                                sink: sink.name.clone(),
+                                key: letter.key.clone(),
+                                sf_id: new_id.or(id),
+                                hash: pl
+                                    .get("hash")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or("")
+                                    .to_string(),
+                                state: LedgerState::Written,
+                            }],
+                            dead_letters: Vec::new(),
+                            checkpoints: Vec::new(),
+                        };
+                        match self.store.commit_batch(&commit) {
+                            Ok(()) => {
+                                let _ = self.store.deadletters_drop(&[letter.id]);
+                                report.summary.retried += 1;
+                            }
+                            Err(e) => tracing::warn!("saving a retried dead letter: {e}"),
+                        }
+                    }
+                    Some(WriteOutcome { error: Some(e), .. }) => {
+                        let _ = self.store.deadletter_retry_failed(letter.id, &e);
+                    }
+                    None => {}
+                },
+                Err(e) => {
+                    let _ = self.store.deadletter_retry_failed(letter.id, &e);
+                }
+            }
+        }
+        if !records.is_empty() {
+            let recs: Vec<Value> = records.iter().map(|d| d.payload.clone()).collect();
+            let mut commit = BatchCommit {
+                pipeline: p.name.clone(),
+                ledger: Vec::new(),
+                dead_letters: Vec::new(),
+                checkpoints: Vec::new(),
+            };
+            let errors_before = report.summary.error;
+            let (mut a, mut b) = (0, 0);
+            let outcome = self
+                .process_batch(
+                    p,
+                    g,
+                    opts,
+                    stream,
+                    recs,
+                    report,
+                    &mut commit,
+                    planned,
+                    &mut a,
+                    &mut b,
+                )
+                .await;
+            let ok = outcome.is_ok() && report.summary.error == errors_before;
+            if self.store.commit_batch(&commit).is_ok() && ok {
+                let ids: Vec<i64> = records.iter().map(|d| d.id).collect();
+                let _ = self.store.deadletters_drop(&ids);
+                report.summary.retried += ids.len() as u64;
+            } else {
+                for d in &records {
+                    let _ = self
+                        .store
+                        .deadletter_retry_failed(d.id, "failed again; see the newer dead letter");
+                }
+            }
+        }
     }
 
     fn read_spec(&self, p: &Pipeline) -> ReadSpec {
@@ -903,6 +1043,8 @@ impl Engine<'_> {
                         "sobject": w.sobject,
                         "fields": w.fields,
                         "id": w.id,
+                        "update_fields": w.update_fields(),
+                        "hash": w.hash(),
                     }),
                     error: err.clone(),
                 });

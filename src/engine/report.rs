@@ -76,6 +76,10 @@ pub struct ApiCalls {
     pub salesforce: u64,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
     pub create: u64,
@@ -84,6 +88,9 @@ pub struct Summary {
     pub skip: u64,
     pub unmatched: u64,
     pub error: u64,
+    /// Dead letters retried successfully at the start of the run.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub retried: u64,
     pub api_calls: ApiCalls,
     /// People and records looked up in Salesforce (before batching and caching).
     #[serde(skip)]

@@ -1,0 +1,65 @@
+//! `ferry test` runs the pipelines' offline tests and fails with a readable diff when an
+//! expectation is wrong; `ferry validate` on the example project is clean.
+
+use std::path::Path;
+use std::process::Command;
+
+fn ferry(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .current_dir(dir)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("ferry runs");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn the_example_project_validates_and_its_tests_pass() {
+    let (code, out) = ferry(repo(), &["validate"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok: 5 pipelines"), "{out}");
+    let (code, out) = ferry(repo(), &["test"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(" passed, 0 failed"), "{out}");
+}
+
+#[test]
+fn a_wrong_expectation_fails_with_a_readable_diff() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
+    std::fs::create_dir_all(dir.path().join("examples/sandbox/secrets")).expect("mkdir");
+    for f in ["zoom_client_secret", "zoom_webhook_secret", "salesforce_client_secret"] {
+        std::fs::copy(
+            repo().join("examples/sandbox/secrets").join(f),
+            dir.path().join("examples/sandbox/secrets").join(f),
+        )
+        .expect("copy secret");
+    }
+    std::fs::copy(repo().join("ferry.yaml"), dir.path().join("ferry.yaml")).expect("copy");
+    let pipeline = std::fs::read_to_string(repo().join("pipelines/meetings-to-events.yaml"))
+        .expect("read")
+        .replace(
+            r#"event: [ { Subject: "Zoom: Demo","#,
+            r#"event: [ { Subject: "Zoom: Demo call","#,
+        );
+    std::fs::write(dir.path().join("pipelines/meetings.yaml"), pipeline).expect("write");
+    let (code, out) = ferry(dir.path(), &["test"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL  meetings-to-events › an external participant"), "{out}");
+    assert!(out.contains("field `Subject`"), "{out}");
+    assert!(out.contains(r#"expected: "Zoom: Demo call""#), "{out}");
+    assert!(out.contains(r#"produced: "Zoom: Demo""#), "{out}");
+    assert!(out.contains("2 passed, 1 failed"), "{out}");
+}

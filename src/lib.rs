@@ -11,6 +11,7 @@ pub mod connectors;
 pub mod daemon;
 pub mod engine;
 pub mod http;
+pub mod secret;
 pub mod sim;
 pub mod state;
 pub mod template;

@@ -40,7 +40,11 @@ fn a_wrong_expectation_fails_with_a_readable_diff() {
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
     std::fs::create_dir_all(dir.path().join("examples/sandbox/secrets")).expect("mkdir");
-    for f in ["zoom_client_secret", "zoom_webhook_secret", "salesforce_client_secret"] {
+    for f in [
+        "zoom_client_secret",
+        "zoom_webhook_secret",
+        "salesforce_client_secret",
+    ] {
         std::fs::copy(
             repo().join("examples/sandbox/secrets").join(f),
             dir.path().join("examples/sandbox/secrets").join(f),
@@ -57,7 +61,10 @@ fn a_wrong_expectation_fails_with_a_readable_diff() {
     std::fs::write(dir.path().join("pipelines/meetings.yaml"), pipeline).expect("write");
     let (code, out) = ferry(dir.path(), &["test"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("FAIL  meetings-to-events › an external participant"), "{out}");
+    assert!(
+        out.contains("FAIL  meetings-to-events › an external participant"),
+        "{out}"
+    );
     assert!(out.contains("field `Subject`"), "{out}");
     assert!(out.contains(r#"expected: "Zoom: Demo call""#), "{out}");
     assert!(out.contains(r#"produced: "Zoom: Demo""#), "{out}");

@@ -26,31 +26,7 @@ impl fmt::Display for SourcePos {
     }
 }
 
-/// A value that must never be printed: credentials, keys, webhook secrets.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The clear value, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use crate::secret::Secret;
 
 /// A loaded project: ferry.yaml and its pipelines, ready to run.
 #[derive(Debug, Clone)]
@@ -558,7 +534,7 @@ mod tests {
     #[test]
     fn secrets_never_print() {
         let s = Secret::new("hunter2");
-        assert_eq!(format!("{s:?} {s}"), "*** ***");
+        assert_eq!(format!("{s:?} {s}"), "Secret(***) ***");
         assert_eq!(s.expose(), "hunter2");
     }
 

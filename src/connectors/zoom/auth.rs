@@ -4,27 +4,9 @@
 use crate::http::{HttpClient, Method, Request, Service};
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use std::fmt;
 use std::sync::Arc;
 
-/// A secret string: never printed.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use crate::secret::Secret;
 
 /// How ferry authenticates to Zoom.
 #[derive(Debug, Clone)]

@@ -1651,7 +1651,7 @@ fn call_json(w: &World, c: &crate::sim::world::Call) -> Value {
     let ((caller_name, caller_number), (callee_name, callee_number)) = parties(w, c);
     json!({"id": c.id, "call_id": c.call_id, "direction": c.direction, "international": false,
         "start_time": iso(c.start), "answer_time": c.answer.map(iso).unwrap_or_default(), "end_time": iso(c.end),
-        "duration": c.talk_time(), "connect_type": "external", "call_type": "general", "call_result": c.result,
+        "duration": c.talk_time(), "connect_type": "external", "call_type": "general", "call_result": c.result, "result": c.result,
         "caller_name": caller_name, "caller_email": caller_email,
         "caller_did_number": if inbound { caller_number.clone() } else { String::new() },
         "caller_ext_number": if inbound { String::new() } else { caller_number.clone() },

@@ -194,6 +194,19 @@ async fn a_plan_writes_nothing_moves_no_checkpoint_and_predicts_the_run() {
             "the plan of {name} predicts its run"
         );
         assert_eq!(plan.per_sink, run.per_sink, "per sink, {name}");
+        // The plan fills the lookup cache, so the run after it may spend fewer queries.
+        assert!(
+            plan.summary.api_calls.salesforce >= run.summary.api_calls.salesforce,
+            "the plan of {name} does not understate the run's Salesforce calls ({} < {})",
+            plan.summary.api_calls.salesforce,
+            run.summary.api_calls.salesforce
+        );
+        // Equal reads, give or take a token renewal on the test's fast clock.
+        let (pz, rz) = (plan.summary.api_calls.zoom, run.summary.api_calls.zoom);
+        assert!(
+            pz.abs_diff(rz) <= 2.max(rz / 50),
+            "the plan of {name} says how many Zoom calls the run spends ({pz} vs {rz})"
+        );
         // After the run, a plan finds nothing to do.
         let again = env.run_one(name, Mode::Plan).await;
         assert_eq!(writes(&[again]), 0, "{name} has nothing left to do");

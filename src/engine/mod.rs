@@ -321,11 +321,11 @@ impl Engine<'_> {
             }
         }
         report.summary.api_calls.zoom = self.source.calls() - zoom_before;
-        report.summary.api_calls.salesforce = if dry {
-            lookup_queries + planned_sf_writes
-        } else {
-            self.writer.calls() - sf_before
-        };
+        // A plan spends the run's reads (lookups, checks of existing records) for real and
+        // counts the writes it would make, 200 records a call.
+        report.summary.api_calls.salesforce =
+            self.writer.calls() - sf_before + if dry { planned_sf_writes } else { 0 };
+        let _ = lookup_queries;
         report
     }
 

@@ -19,7 +19,7 @@ pub const MEETINGS: &str = include_str!("../../pipelines/meetings-to-events.yaml
 pub const HOSTS: &str = include_str!("../../pipelines/zoom-hosts-report.yaml");
 
 pub fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-03-20T12:00:00Z")
+    DateTime::parse_from_rfc3339("2026-09-15T12:00:00Z")
         .unwrap()
         .with_timezone(&Utc)
 }

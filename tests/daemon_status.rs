@@ -12,14 +12,11 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// One sample line of the text format: `name{labels} value`.
 fn parse_sample(line: &str) -> Result<(String, BTreeMap<String, String>, f64), String> {
-    let name_end = line
-        .find(|c: char| c == '{' || c == ' ')
-        .ok_or("no value")?;
+    let name_end = line.find(['{', ' ']).ok_or("no value")?;
     let name = &line[..name_end];
-    let name_ok = name
-        .chars()
-        .enumerate()
-        .all(|(i, c)| c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit()));
+    let name_ok = name.chars().enumerate().all(|(i, c)| {
+        c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+    });
     if name.is_empty() || !name_ok {
         return Err(format!("bad metric name `{name}`"));
     }
@@ -110,7 +107,12 @@ fn the_sample_parser_refuses_what_prometheus_would() {
 async fn metrics_are_prometheus_text() {
     let env = Env::new(20, EXAMPLE_PIPELINES).await;
     let h = env.start().await;
-    let names: Vec<String> = h.project().pipelines.iter().map(|p| p.name.clone()).collect();
+    let names: Vec<String> = h
+        .project()
+        .pipelines
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
     wait(&h, "every pipeline's first run", |s| {
         names.iter().all(|n| runs(s, n) >= 1) && idle(s)
     })
@@ -129,11 +131,21 @@ async fn metrics_are_prometheus_text() {
         samples
             .iter()
             .find(|(n, l, _)| {
-                n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
             })
             .map(|(_, _, v)| *v)
     };
-    assert!(find("ferry_records_read_total", &[("pipeline", "meetings-to-events")]).unwrap() > 0.0);
+    assert!(
+        find(
+            "ferry_records_read_total",
+            &[("pipeline", "meetings-to-events")]
+        )
+        .unwrap()
+            > 0.0
+    );
     assert!(
         find(
             "ferry_records_written_total",
@@ -145,12 +157,26 @@ async fn metrics_are_prometheus_text() {
     );
     assert!(find("ferry_api_requests_total", &[("service", "zoom")]).unwrap() > 0.0);
     assert!(find("ferry_api_requests_total", &[("service", "salesforce")]).unwrap() > 0.0);
-    assert!(find("ferry_runs_total", &[("pipeline", "zoom-hosts-report"), ("outcome", "ok")]).unwrap() >= 1.0);
+    assert!(
+        find(
+            "ferry_runs_total",
+            &[("pipeline", "zoom-hosts-report"), ("outcome", "ok")]
+        )
+        .unwrap()
+            >= 1.0
+    );
     assert_eq!(find("ferry_inbox_depth", &[]), Some(0.0));
     let used = find("ferry_salesforce_budget_used", &[]).unwrap();
     assert!(used > 0.0);
     assert_eq!(find("ferry_salesforce_budget_limit", &[]), Some(5000.0));
-    assert!(find("ferry_run_duration_seconds_count", &[("pipeline", "meetings-to-events")]).unwrap() >= 1.0);
+    assert!(
+        find(
+            "ferry_run_duration_seconds_count",
+            &[("pipeline", "meetings-to-events")]
+        )
+        .unwrap()
+            >= 1.0
+    );
     assert!(h.shutdown().await.clean);
 }
 
@@ -165,7 +191,12 @@ async fn the_status_page_renders_in_headless_chromium() {
     }
     let env = Env::new(20, EXAMPLE_PIPELINES).await;
     let h = env.start().await;
-    let names: Vec<String> = h.project().pipelines.iter().map(|p| p.name.clone()).collect();
+    let names: Vec<String> = h
+        .project()
+        .pipelines
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
     assert_eq!(names.len(), EXAMPLE_PIPELINES.len());
     wait(&h, "every pipeline's first run", |s| {
         names.iter().all(|n| runs(s, n) >= 1) && idle(s)
@@ -209,11 +240,17 @@ async fn the_status_page_renders_in_headless_chromium() {
     assert!(dom.contains("<h1>ferry daemon</h1>"), "{dom}");
     assert!(dom.contains("id=\"pipelines\""), "{dom}");
     for n in &names {
-        assert!(dom.contains(&format!("<strong>{n}</strong>")), "{n} missing from\n{dom}");
+        assert!(
+            dom.contains(&format!("<strong>{n}</strong>")),
+            "{n} missing from\n{dom}"
+        );
     }
     // Last result and next run are shown (a run's summary and a date).
     assert!(dom.contains("created"), "{dom}");
-    assert!(dom.contains("2026-09-15T12:15:00Z"), "the next 15m run: {dom}");
+    assert!(
+        dom.contains("2026-09-15T12:15:00Z"),
+        "the next 15m run: {dom}"
+    );
     assert!(!dom.contains("Files in error"));
     assert!(h.shutdown().await.clean);
 }

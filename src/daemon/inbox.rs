@@ -82,7 +82,7 @@ async fn process(shared: &Arc<Shared>, ev: &InboxEvent) -> Result<(), ProcessErr
     let targets: Vec<_> = project
         .pipelines
         .iter()
-        .filter(|p| p.triggers.iter().any(|t| *t == ev.event))
+        .filter(|p| p.triggers.contains(&ev.event))
         .map(|p| (p.name.clone(), p.source.stream.clone()))
         .collect();
     if targets.is_empty() {
@@ -134,6 +134,11 @@ async fn process(shared: &Arc<Shared>, ev: &InboxEvent) -> Result<(), ProcessErr
             continue;
         };
         if let Some(why) = report.stopped {
+            if shared.shutdown().is_triggered() {
+                // Left pending, not counted as a failure: the next start processes it again
+                // (the ledger keeps that from writing twice).
+                return Err(ProcessError::Stopping);
+            }
             return Err(ProcessError::Run {
                 pipeline,
                 message: why,

@@ -206,6 +206,8 @@ pub(crate) struct Shared {
     pub(crate) schedule_wake: Notify,
     runs_in_flight: AtomicUsize,
     runs_idle: Notify,
+    /// Scheduled runs, to abort what is left when a shutdown's grace period passes.
+    pub(crate) spawned: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl Shared {
@@ -410,6 +412,7 @@ impl Daemon {
             schedule_wake: Notify::new(),
             runs_in_flight: AtomicUsize::new(0),
             runs_idle: Notify::new(),
+            spawned: Mutex::new(Vec::new()),
         });
         shared.update_status(|s| {
             for p in &shared.project().pipelines {
@@ -541,6 +544,14 @@ impl DaemonHandle {
             tracing::warn!("shutdown grace period passed; stopping what is left");
             for t in &tasks {
                 t.abort();
+            }
+            for r in shared
+                .spawned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drain(..)
+            {
+                r.abort();
             }
         }
         shared.conns.save_budget();

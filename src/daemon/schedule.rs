@@ -89,12 +89,15 @@ pub(crate) async fn run_scheduler(shared: Arc<Shared>) {
                 entry.at = next_run(schedule, Some(now), now);
                 let s = shared.clone();
                 let name = p.name.clone();
-                running.insert(
-                    p.name.clone(),
-                    tokio::spawn(async move {
-                        s.run_pipeline(&name, None, Trigger::Schedule).await;
-                    }),
-                );
+                let task = tokio::spawn(async move {
+                    s.run_pipeline(&name, None, Trigger::Schedule).await;
+                });
+                {
+                    let mut spawned = shared.spawned.lock().unwrap_or_else(|e| e.into_inner());
+                    spawned.retain(|h| !h.is_finished());
+                    spawned.push(task.abort_handle());
+                }
+                running.insert(p.name.clone(), task);
             }
         }
         shared.update_status(|s| {

@@ -207,3 +207,37 @@ async fn events_stored_before_a_restart_are_processed_after_it() {
     assert_eq!(h.store().inbox_depth().unwrap(), 0);
     assert!(h.shutdown().await.clean);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_request_id_the_content_identifies_a_delivery_and_a_full_inbox_refuses() {
+    let pipeline = meetings_webhook_only();
+    let env = Env::new(20, &[("meetings-to-events.yaml", &pipeline)]).await;
+    let m = env.meetings_with_a_contact()[0].clone();
+    let event = meeting_ended(&m, env.world(), env.clock.now());
+
+    // A full inbox answers 500 (Zoom retries later) and stores nothing.
+    let mut o = env.options();
+    o.inbox_capacity = 0;
+    let h = env.start_with(o).await;
+    let ts = env.clock.now().timestamp();
+    let (status, _) = post_signed(&h.webhook_url(), WEBHOOK_SECRET, ts, &event, None).await;
+    assert_eq!(status, 500);
+    assert_eq!(env.inbox_rows(), 0);
+    assert!(h.shutdown().await.clean);
+
+    let h = env.start().await;
+    let (status, _) = post_signed(&h.webhook_url(), WEBHOOK_SECRET, ts, &event, None).await;
+    assert_eq!(status, 200);
+    let (status, body) = post_signed(&h.webhook_url(), WEBHOOK_SECRET, ts, &event, None).await;
+    assert_eq!((status, body.as_str()), (200, "duplicate"));
+    assert_eq!(env.inbox_rows(), 1);
+    wait(&h, "the event's run", |s| {
+        s.webhooks_processed >= 1 && runs(s, P) >= 1 && idle(s)
+    })
+    .await;
+    assert_eq!(
+        env.sf_where("Event", "Zoom_Meeting_UUID__c", &m.uuid).len(),
+        1
+    );
+    assert!(h.shutdown().await.clean);
+}

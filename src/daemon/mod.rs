@@ -426,7 +426,11 @@ impl Daemon {
         };
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(server::serve(shared.clone(), listener)));
-        tasks.push(tokio::spawn(schedule::run_scheduler(shared.clone())));
+        let last_starts = schedule::last_starts(&shared);
+        tasks.push(tokio::spawn(schedule::run_scheduler(
+            shared.clone(),
+            last_starts,
+        )));
         tasks.push(tokio::spawn(inbox::run_processor(shared.clone())));
         if let Some(w) = watcher {
             tasks.push(tokio::spawn(w.run(shared.clone())));

@@ -31,6 +31,21 @@ pub fn next_run(
     }
 }
 
+/// When each pipeline last started, from the state file: interval schedules continue from
+/// there, so a restart does not run everything at once. Read before anything else can run.
+pub(crate) fn last_starts(shared: &Shared) -> BTreeMap<String, DateTime<Utc>> {
+    match shared.conns.store.last_runs() {
+        Ok(rows) => rows
+            .into_iter()
+            .map(|r| (r.pipeline, r.started_at))
+            .collect(),
+        Err(e) => {
+            tracing::warn!("could not read the run history: {e}");
+            BTreeMap::new()
+        }
+    }
+}
+
 /// A schedule's identity, to notice when a reload changed it.
 fn fingerprint(s: &Schedule) -> String {
     match s {
@@ -48,18 +63,10 @@ struct Due {
 /// Starts each scheduled pipeline when it is due, on the project version of that moment. A
 /// pipeline whose run is still going is not started again: the next due time counts from the
 /// start of the run that happens, so a slow run delays, never doubles, the next one.
-pub(crate) async fn run_scheduler(shared: Arc<Shared>) {
-    // Interval schedules continue from the last start recorded in the state file, so a
-    // restart does not run everything at once.
-    let mut last_start: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
-    match shared.conns.store.last_runs() {
-        Ok(rows) => {
-            for r in rows {
-                last_start.insert(r.pipeline, r.started_at);
-            }
-        }
-        Err(e) => tracing::warn!("could not read the run history: {e}"),
-    }
+pub(crate) async fn run_scheduler(
+    shared: Arc<Shared>,
+    mut last_start: BTreeMap<String, DateTime<Utc>>,
+) {
     let mut due: BTreeMap<String, Due> = BTreeMap::new();
     let mut running: BTreeMap<String, tokio::task::JoinHandle<()>> = BTreeMap::new();
     loop {

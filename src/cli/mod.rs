@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod auth;
+mod daemon;
 mod deadletters;
 mod demo;
 mod plan;
@@ -88,6 +89,8 @@ pub enum Command {
     Deadletters(deadletters::DeadlettersArgs),
     /// Authorization-code flows that store a refresh token
     Auth(auth::AuthArgs),
+    /// Run on schedules and webhooks, reload changed files, serve /healthz, /metrics and a status page
+    Daemon(daemon::DaemonArgs),
     /// Run the example pipelines end to end against the built-in simulators
     Demo(demo::DemoArgs),
     /// Serve the Zoom and Salesforce simulators for trying pipelines by hand
@@ -143,6 +146,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::State(a) => state::run(g, a).await,
         Command::Deadletters(a) => deadletters::run(g, a).await,
         Command::Auth(a) => auth::run(g, a).await,
+        Command::Daemon(a) => daemon::run(g, a).await,
         Command::Demo(a) => demo::run(g, a).await,
         Command::Sandbox(a) => demo::sandbox(g, a).await,
         Command::Schema(a) => schema::run(g, a).await,

@@ -1,8 +1,11 @@
-//! When each pipeline runs next. Pure functions over the clock's time, so tests can step
-//! through a day of schedules without waiting.
+//! When each pipeline runs next, and the scheduler that starts the runs. The due times are
+//! computed on the injected clock, so tests step through a day of schedules without waiting.
 
+use super::{Shared, Trigger};
 use crate::config::Schedule;
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The first run time strictly after `after`. An interval counts from the last start; a cron
 /// expression is evaluated in UTC.
@@ -25,6 +28,103 @@ pub fn next_run(
             .after(&after)
             .next()
             .unwrap_or(after + chrono::Duration::days(365)),
+    }
+}
+
+/// When each pipeline last started, from the state file: interval schedules continue from
+/// there, so a restart does not run everything at once. Read before anything else can run.
+pub(crate) fn last_starts(shared: &Shared) -> BTreeMap<String, DateTime<Utc>> {
+    match shared.conns.store.last_runs() {
+        Ok(rows) => rows
+            .into_iter()
+            .map(|r| (r.pipeline, r.started_at))
+            .collect(),
+        Err(e) => {
+            tracing::warn!("could not read the run history: {e}");
+            BTreeMap::new()
+        }
+    }
+}
+
+/// A schedule's identity, to notice when a reload changed it.
+fn fingerprint(s: &Schedule) -> String {
+    match s {
+        Schedule::Interval(d) => format!("every {}s", d.as_secs()),
+        Schedule::Cron(c) => format!("cron {c}"),
+    }
+}
+
+/// Per pipeline: the schedule it was computed for, and when it is due.
+struct Due {
+    fingerprint: String,
+    at: DateTime<Utc>,
+}
+
+/// Starts each scheduled pipeline when it is due, on the project version of that moment. A
+/// pipeline whose run is still going is not started again: the next due time counts from the
+/// start of the run that happens, so a slow run delays, never doubles, the next one.
+pub(crate) async fn run_scheduler(
+    shared: Arc<Shared>,
+    mut last_start: BTreeMap<String, DateTime<Utc>>,
+) {
+    let mut due: BTreeMap<String, Due> = BTreeMap::new();
+    let mut running: BTreeMap<String, tokio::task::JoinHandle<()>> = BTreeMap::new();
+    loop {
+        if shared.shutdown().is_triggered() {
+            break;
+        }
+        running.retain(|_, h| !h.is_finished());
+        let project = shared.project();
+        let now = shared.clock.now();
+        due.retain(|name, _| project.pipeline(name).is_some_and(|p| p.schedule.is_some()));
+        for p in &project.pipelines {
+            let Some(schedule) = &p.schedule else {
+                continue;
+            };
+            let fp = fingerprint(schedule);
+            let entry = due.entry(p.name.clone()).or_insert_with(|| Due {
+                fingerprint: fp.clone(),
+                at: next_run(schedule, last_start.get(&p.name).copied(), now),
+            });
+            if entry.fingerprint != fp {
+                // A reload changed the schedule: the new one applies from now on.
+                entry.fingerprint = fp;
+                entry.at = next_run(schedule, last_start.get(&p.name).copied(), now);
+            }
+            if now >= entry.at && !running.contains_key(&p.name) {
+                last_start.insert(p.name.clone(), now);
+                entry.at = next_run(schedule, Some(now), now);
+                let s = shared.clone();
+                let name = p.name.clone();
+                let task = tokio::spawn(async move {
+                    s.run_pipeline(&name, None, Trigger::Schedule).await;
+                });
+                {
+                    let mut spawned = shared.spawned.lock().unwrap_or_else(|e| e.into_inner());
+                    spawned.retain(|h| !h.is_finished());
+                    spawned.push(task.abort_handle());
+                }
+                running.insert(p.name.clone(), task);
+            }
+        }
+        shared.update_status(|s| {
+            for (name, d) in &due {
+                s.pipelines.entry(name.clone()).or_default().next_run = Some(d.at);
+            }
+            for (name, ps) in s.pipelines.iter_mut() {
+                if !due.contains_key(name) {
+                    ps.next_run = None;
+                }
+            }
+            s.scheduler_passes += 1;
+        });
+        // Look at the clock again after a tick of real time, or sooner when woken.
+        let wake = shared.schedule_wake.notified();
+        tokio::select! {
+            _ = wake => {}
+            _ = tokio::time::sleep(shared.options.tick) => {}
+            _ = shared.shutdown().wait() => {}
+        }
     }
 }
 

@@ -1,0 +1,158 @@
+//! The daemon's HTTP server: the Zoom webhook receiver, `/healthz`, `/metrics` and the status
+//! page. It stops accepting connections when the daemon shuts down.
+
+use super::{Shared, inbox, status};
+use crate::connectors::zoom::{WebhookError, url_validation_response, verify_webhook};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::sync::Arc;
+
+pub(crate) async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
+    let app = axum::Router::new()
+        .route("/", get(status_page))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/zoom/webhook", post(zoom_webhook))
+        .with_state(shared.clone());
+    let stop = shared.clone();
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.shutdown().wait().await })
+        .await;
+    if let Err(e) = result {
+        tracing::error!("the HTTP server stopped: {e}");
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Verifies the signature over the raw body and the timestamp window, stores the event in
+/// the inbox, and answers 200 before any processing. 401 for a delivery that does not
+/// verify (nothing stored); 500 when the inbox cannot take it (Zoom retries).
+async fn zoom_webhook(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let project = shared.project();
+    let secret = project
+        .config
+        .connections
+        .iter()
+        .find_map(|c| c.as_zoom().and_then(|z| z.webhook_secret.clone()));
+    let Some(secret) = secret else {
+        tracing::error!("a webhook arrived but the zoom connection has no webhook_secret");
+        shared.metrics.record_webhook("rejected");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "webhooks are not configured (no webhook_secret)",
+        );
+    };
+    let hs: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.to_string(), v.to_string())))
+        .collect();
+    let event = match verify_webhook(
+        secret.expose(),
+        &hs,
+        &body,
+        shared.clock.now(),
+        shared.options.webhook_window,
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            let status = match e {
+                WebhookError::BadBody(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            tracing::warn!("refused a webhook delivery: {e}");
+            shared.metrics.record_webhook("rejected");
+            return text(status, &e.to_string());
+        }
+    };
+    if event.event == "endpoint.url_validation" {
+        let Some(plain) = event.payload["plainToken"].as_str() else {
+            shared.metrics.record_webhook("rejected");
+            return text(StatusCode::BAD_REQUEST, "no plainToken");
+        };
+        shared.metrics.record_webhook("validation");
+        return axum::Json(url_validation_response(secret.expose(), plain)).into_response();
+    }
+    let request_id = headers.get("x-zm-request-id").and_then(|v| v.to_str().ok());
+    let id = inbox::delivery_id(request_id, &event.body);
+    let store = &shared.conns.store;
+    match store.inbox_depth() {
+        Ok(n) if n >= shared.options.inbox_capacity => {
+            tracing::error!(depth = n, "the webhook inbox is full; refusing a delivery");
+            shared.metrics.record_webhook("refused");
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "inbox full");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!("cannot read the webhook inbox: {e}");
+            shared.metrics.record_webhook("refused");
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "inbox unavailable");
+        }
+    }
+    match store.inbox_put(&id, &event.event, &event.body, shared.clock.now()) {
+        Ok(true) => {
+            tracing::info!(event = %event.event, "webhook stored");
+            shared.metrics.record_webhook("accepted");
+            shared.inbox_wake.notify_one();
+            text(StatusCode::OK, "stored")
+        }
+        Ok(false) => {
+            tracing::debug!(event = %event.event, "duplicate webhook delivery");
+            shared.metrics.record_webhook("duplicate");
+            text(StatusCode::OK, "duplicate")
+        }
+        Err(e) => {
+            tracing::error!("cannot store a webhook event: {e}");
+            shared.metrics.record_webhook("refused");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "cannot store the event")
+        }
+    }
+}
+
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    axum::Json(status::health_json(&shared)).into_response()
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let depth = shared.conns.store.inbox_depth().unwrap_or(0);
+    let b = shared.conns.salesforce.conn.budget();
+    let budget = b
+        .daily_budget
+        .or(b.org_max)
+        .map(|limit| (b.used_by_ferry, limit));
+    let body = shared
+        .metrics
+        .render(shared.conns.http.metrics(), depth, budget);
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn status_page(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        status::render_html(&shared),
+    )
+        .into_response()
+}

@@ -1,0 +1,194 @@
+//! `/healthz` (JSON) and the status page (server-rendered HTML, no scripts): pipelines, last
+//! and next run, last result, checkpoints, dead letters, files in error.
+
+use super::Shared;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::json;
+use std::fmt::Write as _;
+
+/// `{"status": "ok", "files_in_error": [...], ...}`. The daemon answers while it runs; a file
+/// in error means the previous version of the project is still the one running.
+pub(crate) fn health_json(shared: &Shared) -> serde_json::Value {
+    let st = shared.status();
+    let mut files: Vec<&str> = st.files_in_error.iter().map(|p| p.file.as_str()).collect();
+    files.dedup();
+    json!({
+        "status": "ok",
+        "files_in_error": files,
+        "problems": st.files_in_error,
+        "pipelines": shared.project().pipelines.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
+        "inbox_depth": shared.conns.store.inbox_depth().ok(),
+        "shutting_down": shared.shutdown().is_triggered(),
+    })
+}
+
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn when(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+        .unwrap_or_else(|| "—".into())
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}\
+table{border-collapse:collapse;margin-bottom:1.5rem}\
+th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top}\
+th{background:#f3f3f3}.ok{color:#176d2c}.bad{color:#a31515}code{font-size:.9em}";
+
+pub(crate) fn render_html(shared: &Shared) -> String {
+    let st = shared.status();
+    let project = shared.project();
+    let store = &shared.conns.store;
+    let checkpoints = store.checkpoints(None).unwrap_or_default();
+    let dead = store.deadletter_counts().unwrap_or_default();
+    let depth = store.inbox_depth().unwrap_or(0);
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>ferry daemon</title><style>{STYLE}</style></head><body>\n\
+         <h1>ferry daemon</h1>\n<p>Now: {} · webhook inbox: {depth} pending · \
+         <a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">healthz</a></p>\n",
+        when(Some(shared.clock.now()))
+    );
+    if !st.files_in_error.is_empty() {
+        o.push_str(
+            "<h2 class=\"bad\">Files in error</h2>\n<p>The previous version keeps running until these are fixed.</p>\n\
+             <table id=\"files-in-error\"><tr><th>File</th><th>Line</th><th>Problem</th></tr>\n",
+        );
+        for p in &st.files_in_error {
+            let _ = writeln!(
+                o,
+                "<tr><td><code>{}</code></td><td>{}:{}</td><td>{}</td></tr>",
+                esc(&p.file),
+                p.line,
+                p.column,
+                esc(&p.message)
+            );
+        }
+        o.push_str("</table>\n");
+    }
+    o.push_str(
+        "<h2>Pipelines</h2>\n<table id=\"pipelines\"><tr><th>Pipeline</th><th>Schedule</th>\
+         <th>Triggers</th><th>Last run</th><th>Result</th><th>Next run</th>\
+         <th>Checkpoints</th><th>Dead letters</th></tr>\n",
+    );
+    for p in &project.pipelines {
+        let ps = st.pipelines.get(&p.name).cloned().unwrap_or_default();
+        let schedule = match &p.schedule {
+            Some(crate::config::Schedule::Interval(d)) => format!("every {}", human(*d)),
+            Some(crate::config::Schedule::Cron(c)) => format!("cron {c}"),
+            None => "—".into(),
+        };
+        let result = if ps.running {
+            "<span>running</span>".to_string()
+        } else {
+            match &ps.last_report {
+                None => "—".into(),
+                Some(r) => {
+                    let s = &r.summary;
+                    let line = format!(
+                        "read {}, created {}, updated {}, unchanged {}, errors {}",
+                        r.records_read, s.create, s.update, s.unchanged, s.error
+                    );
+                    match &r.stopped {
+                        Some(why) => format!(
+                            "<span class=\"bad\">stopped: {}</span><br>{}",
+                            esc(why),
+                            esc(&line)
+                        ),
+                        None => format!("<span class=\"ok\">ok</span><br>{}", esc(&line)),
+                    }
+                }
+            }
+        };
+        let cps: Vec<String> = checkpoints
+            .iter()
+            .filter(|c| c.pipeline == p.name)
+            .map(|c| {
+                let part = if c.partition.is_empty() {
+                    String::new()
+                } else {
+                    format!("{} ", c.partition)
+                };
+                format!("<code>{}{}</code>", esc(&part), esc(&c.cursor))
+            })
+            .collect();
+        let dl = dead
+            .iter()
+            .find(|d| d.pipeline == p.name)
+            .map(|d| d.count)
+            .unwrap_or(0);
+        let _ = writeln!(
+            o,
+            "<tr><td><strong>{}</strong><br><small>{}</small></td><td>{}</td><td>{}</td>\
+             <td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&p.name),
+            esc(&p.file.display().to_string()),
+            esc(&schedule),
+            esc(&p.triggers.join(", ")),
+            when(ps.last_started),
+            ps.last_trigger
+                .map(|t| format!(
+                    " ({})",
+                    serde_json::to_value(t)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                ))
+                .unwrap_or_default(),
+            result,
+            when(ps.next_run),
+            if cps.is_empty() {
+                "—".into()
+            } else {
+                cps.join("<br>")
+            },
+            dl
+        );
+    }
+    o.push_str("</table>\n</body></html>\n");
+    o
+}
+
+fn human(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s % 86_400 == 0 {
+        format!("{}d", s / 86_400)
+    } else if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_is_escaped_and_durations_read_well() {
+        assert_eq!(
+            esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+        assert_eq!(human(std::time::Duration::from_secs(900)), "15m");
+        assert_eq!(human(std::time::Duration::from_secs(86_400)), "1d");
+        assert_eq!(human(std::time::Duration::from_secs(7200)), "2h");
+        assert_eq!(human(std::time::Duration::from_secs(90)), "90s");
+    }
+}

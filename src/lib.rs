@@ -1,4 +1,7 @@
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 //! ferry: a declarative sync engine that keeps Salesforce in step with Zoom.
 //!
 //! The binary's commands live in [`cli`]; everything else is the library that tests and

@@ -431,3 +431,41 @@ async fn request_stream_reaches_any_path_with_a_selector() {
             .all(|e| e.as_str().unwrap().ends_with("@acme.com"))
     );
 }
+
+#[tokio::test]
+async fn windows_fit_a_calendar_month_across_february() {
+    // A world in early spring, read from the start of the year: a 30-day window starting
+    // on 31 January would reach 1 March, which Zoom refuses.
+    let scale = Scale {
+        end: DateTime::parse_from_rfc3339("2026-03-20T00:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc),
+        days: 80,
+        ..Scale::default()
+    };
+    let world = Arc::new(World::generate(11, scale));
+    let (sim, conn, clock) = setup(world.clone(), Faults::default(), ZoomPlan::Pro, 0.8).await;
+    let since = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .expect("time")
+        .with_timezone(&Utc);
+    let pages: Vec<Page> = conn
+        .read(
+            "past_meetings",
+            &all_users(),
+            ReadWindow::fixed(since, clock.now()),
+        )
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("every window is accepted");
+    let n: usize = pages.iter().map(|p| p.records.len()).sum();
+    assert!(n > 0);
+    let refused: Vec<_> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 400)
+        .map(|r| r.query)
+        .collect();
+    assert!(refused.is_empty(), "windows refused: {refused:?}");
+}

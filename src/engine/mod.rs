@@ -311,10 +311,12 @@ impl Engine<'_> {
             if report.stopped.is_some() {
                 break;
             }
-            if opts
-                .shutdown
-                .as_ref()
-                .is_some_and(|s| s.load(Ordering::SeqCst))
+            // A shutdown after the last batch has nothing left to stop.
+            if !ended
+                && opts
+                    .shutdown
+                    .as_ref()
+                    .is_some_and(|s| s.load(Ordering::SeqCst))
             {
                 report.stopped = Some("shutting down; the next run continues here".into());
                 break;

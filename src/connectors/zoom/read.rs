@@ -324,7 +324,14 @@ impl ReadState {
         let mut from = request_from.date_naive();
         let end = until.date_naive();
         while from <= end {
-            let to = (from + chrono::Duration::days(max_days - 1)).min(end);
+            // Zoom counts "one month" on the calendar: from 31 January the window may reach
+            // 28 February, not 1 March.
+            let month = from
+                .checked_add_months(chrono::Months::new(1))
+                .unwrap_or(from + chrono::Duration::days(27));
+            let to = (from + chrono::Duration::days(max_days - 1))
+                .min(month)
+                .min(end);
             chunks.push_back((from, to));
             from = to + chrono::Duration::days(1);
         }

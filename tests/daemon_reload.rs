@@ -47,7 +47,11 @@ async fn edits_apply_to_the_next_run_and_broken_files_keep_the_old_version() {
     wait(&h, "the reload", |s| s.reloads >= 1).await;
     let r = h.run_now(P).await.unwrap();
     assert!(r.stopped.is_none(), "{r:?}");
-    assert_eq!(r.summary.update as usize, before.len(), "{r:?}");
+    assert_eq!(
+        r.per_sink.get("event").copied().unwrap_or(0) as usize,
+        before.len(),
+        "{r:?}"
+    );
     let after = subjects(&env);
     assert_eq!(after.len(), before.len(), "updated, not duplicated");
     assert!(after.iter().all(|s| s.starts_with("Call: ")), "{after:?}");

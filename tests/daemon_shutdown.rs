@@ -111,6 +111,8 @@ async fn a_shutdown_mid_run_loses_nothing_after_a_restart() {
     // The same world, stopped after the first committed batch.
     let env = Env::new(MEETING_COUNT, &[("meetings-to-events.yaml", MEETINGS)]).await;
     let mut o = env.options();
+    // Small batches, so the run has several and the stop lands between two of them.
+    o.batch_size = Some(10);
     let stop = o.shutdown.clone();
     let batches = Arc::new(AtomicUsize::new(0));
     let b2 = batches.clone();

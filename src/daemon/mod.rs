@@ -55,6 +55,8 @@ pub struct DaemonOptions {
     pub shutdown: ShutdownSignal,
     /// Called after each committed batch of every run (progress, tests).
     pub on_batch: Option<BatchHook>,
+    /// Source records per batch (None: the engine's default).
+    pub batch_size: Option<usize>,
 }
 
 /// A callback after each committed batch: the pipeline and its report so far.
@@ -73,6 +75,7 @@ impl DaemonOptions {
             watch: true,
             shutdown: ShutdownSignal::new(),
             on_batch: None,
+            batch_size: None,
         }
     }
 }
@@ -272,6 +275,9 @@ impl Shared {
         let mut opts = RunOptions::new(Mode::Run);
         opts.shutdown = Some(self.shutdown().flag());
         opts.records = records;
+        if let Some(n) = self.options.batch_size {
+            opts.batch_size = n;
+        }
         if let Some(hook) = &self.options.on_batch {
             let hook = hook.clone();
             let name = name.to_string();

@@ -306,6 +306,12 @@ impl Source for ZoomSource {
             .map(|d| d.primary_key.clone())
     }
 
+    fn cursor_field(&self, stream: &str) -> Option<String> {
+        zoom::catalog::catalog()
+            .get(stream_name(stream))
+            .and_then(|d| d.cursor.clone())
+    }
+
     fn calls(&self) -> u64 {
         self.conn.http().metrics().requests(Service::Zoom)
     }

@@ -67,6 +67,10 @@ pub trait Source: Send + Sync {
     ) -> Result<Value, FetchError>;
     /// The stream's primary key field, for reports.
     fn primary_key(&self, stream: &str) -> Option<String>;
+    /// The stream's cursor field, if it has one.
+    fn cursor_field(&self, _stream: &str) -> Option<String> {
+        None
+    }
     /// Requests spent so far.
     fn calls(&self) -> u64;
 }
@@ -522,6 +526,15 @@ impl Engine<'_> {
     ) -> Result<(), String> {
         let dry = opts.mode == Mode::Plan;
         let pk = self.source.primary_key(stream);
+        // A batch holds pages of several partitions: put its records in cursor order, so that
+        // where two records write one Salesforce record the later one wins.
+        let mut records = records;
+        if let Some(cf) = self.source.cursor_field(stream) {
+            records.sort_by(|a, b| {
+                let k = |r: &Value| r.get(&cf).map(render::scalar_string).unwrap_or_default();
+                k(a).cmp(&k(b))
+            });
+        }
         // where
         let mut kept = Vec::new();
         let mut where_errors: HashMap<usize, String> = HashMap::new();

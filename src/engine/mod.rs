@@ -134,6 +134,9 @@ pub struct RunOptions {
     /// Keep per-record detail in the report (plans; runs keep only summaries when false).
     pub detail: bool,
     pub enrich_concurrency: usize,
+    /// Source records gathered, across pages and partitions, into one batch before lookups
+    /// and writes (a page bigger than this is one batch of its own).
+    pub batch_records: usize,
     pub run_id: String,
     /// Set to stop after the batch in flight (SIGTERM in the daemon).
     pub shutdown: Option<Arc<AtomicBool>>,
@@ -151,6 +154,7 @@ impl RunOptions {
             record: None,
             detail: mode == Mode::Plan,
             enrich_concurrency: 8,
+            batch_records: DEFAULT_BATCH_RECORDS,
             run_id: format!("{:016x}", rand::random::<u64>()),
             shutdown: None,
             progress: None,
@@ -158,6 +162,10 @@ impl RunOptions {
         }
     }
 }
+
+/// Records per batch by default: Salesforce's Bulk API threshold, so a backfill's bigger
+/// sinks go through one Bulk job a batch while incremental runs stay small anyway.
+pub const DEFAULT_BATCH_RECORDS: usize = 2_000;
 
 /// What the engine needs around it.
 pub struct Engine<'a> {
@@ -211,26 +219,65 @@ impl Engine<'_> {
         };
 
         let mut seen = 0usize;
-        while let Some(page) = pages.next().await {
-            let page = match page {
-                Ok(p) => p,
-                Err(e) => {
-                    report.stopped = Some(format!("reading {stream}: {e}"));
+        let target = opts.batch_records.max(1);
+        let mut ended = false;
+        // A page read ahead that belongs to the next partition.
+        let mut carry: Option<Page> = None;
+        while !ended {
+            // Gather a partition's pages until the batch is full: lookups cost a query per
+            // rule per batch and writes a call per 200 records (one Bulk job from 2,000), so
+            // a page at a time would spend several times the calls. Partitions are not mixed:
+            // within one, "a later record wins" is a later record in cursor order.
+            let mut records: Vec<Value> = Vec::new();
+            let mut cursors: Vec<(String, String)> = Vec::new();
+            let mut partition: Option<String> = None;
+            loop {
+                let page = match carry.take() {
+                    Some(p) => p,
+                    None => match pages.next().await {
+                        None => {
+                            ended = true;
+                            break;
+                        }
+                        Some(Err(e)) => {
+                            report.stopped = Some(format!("reading {stream}: {e}"));
+                            ended = true;
+                            break;
+                        }
+                        Some(Ok(p)) => p,
+                    },
+                };
+                if partition.as_ref().is_some_and(|q| *q != page.partition) {
+                    carry = Some(page);
                     break;
                 }
-            };
-            let mut records = page.records;
-            if let Some(want) = &opts.record {
-                let pk = self.source.primary_key(&stream);
-                records.retain(|r| record_key(r, pk.as_deref()) == *want);
-            }
-            if let Some(limit) = opts.limit {
-                let room = limit.saturating_sub(seen);
-                if records.len() > room {
-                    records.truncate(room);
+                partition = Some(page.partition.clone());
+                let mut page_records = page.records;
+                if let Some(want) = &opts.record {
+                    let pk = self.source.primary_key(&stream);
+                    page_records.retain(|r| record_key(r, pk.as_deref()) == *want);
+                }
+                if let Some(limit) = opts.limit {
+                    let room = limit.saturating_sub(seen);
+                    if page_records.len() > room {
+                        page_records.truncate(room);
+                    }
+                }
+                seen += page_records.len();
+                records.extend(page_records);
+                if let Some(c) = page.cursor {
+                    cursors.push((page.partition, c));
+                }
+                if records.len() >= target || opts.limit.is_some_and(|l| seen >= l) {
+                    break;
                 }
             }
-            seen += records.len();
+            if records.is_empty() && cursors.is_empty() {
+                if opts.limit.is_some_and(|l| seen >= l) {
+                    break;
+                }
+                continue;
+            }
             let mut commit = BatchCommit {
                 pipeline: p.name.clone(),
                 ledger: Vec::new(),
@@ -250,15 +297,15 @@ impl Engine<'_> {
                     &mut lookup_queries,
                 )
                 .await;
-            match (&outcome, &page.cursor) {
-                (Ok(()), Some(c))
-                    if opts.records.is_none() && opts.record.is_none() && opts.limit.is_none() =>
-                {
-                    commit
-                        .checkpoints
-                        .push((stream.clone(), page.partition.clone(), c.clone()));
+            // Every page of the batch moves the partition's checkpoint, in read order.
+            if outcome.is_ok()
+                && opts.records.is_none()
+                && opts.record.is_none()
+                && opts.limit.is_none()
+            {
+                for (partition, c) in cursors {
+                    commit.checkpoints.push((stream.clone(), partition, c));
                 }
-                _ => {}
             }
             if let Err(e) = &outcome {
                 report.stopped = Some(e.clone());

@@ -5,6 +5,8 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// What the kernel and ferry's own log say about one `ferry run`.
@@ -13,7 +15,7 @@ pub struct ChildRun {
     pub wall: Duration,
     pub user_cpu: Duration,
     pub system_cpu: Duration,
-    /// Peak resident set size (the kernel's ru_maxrss), in KiB.
+    /// Peak resident set size (VmHWM, sampled every 5 ms until exit), in KiB.
     pub peak_rss_kib: u64,
     pub exit_code: i32,
     pub log: RunLog,
@@ -117,7 +119,28 @@ pub fn run_ferry(
         lines
     });
     let pid = child.id() as libc::pid_t;
-    let (status, usage) = wait_with_usage(pid)?;
+    // The kernel's ru_maxrss would also count the spawning process's memory (the child
+    // shares it until exec), so the peak is read from the child's own VmHWM while it runs.
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0u64;
+            while !done.load(Ordering::SeqCst) {
+                match vm_hwm_kib(pid) {
+                    Some(kib) => peak = peak.max(kib),
+                    None if peak > 0 => break,
+                    None => {}
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    let waited = wait_with_usage(pid);
+    done.store(true, Ordering::SeqCst);
+    let peak_rss_kib = sampler.join().unwrap_or(0);
+    let (status, usage) = waited?;
     let wall = started.elapsed();
     // The child is reaped: `child` must not be waited on again (dropping it does not).
     drop(child);
@@ -146,10 +169,21 @@ pub fn run_ferry(
         wall,
         user_cpu: tv(usage.ru_utime),
         system_cpu: tv(usage.ru_stime),
-        peak_rss_kib: usage.ru_maxrss.max(0) as u64,
+        peak_rss_kib,
         exit_code,
         log,
     })
+}
+
+/// The peak resident set size of a live process, from /proc.
+fn vm_hwm_kib(pid: libc::pid_t) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn wait_with_usage(pid: libc::pid_t) -> Result<(i32, libc::rusage), BenchError> {

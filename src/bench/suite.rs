@@ -401,13 +401,15 @@ pub fn render_markdown(rep: &SuiteReport, command: &str) -> String {
     o
 }
 
-/// The category with the most requests, and its achieved rate as a share of the published.
+/// The binding category (the highest share of its published rate, among categories with a
+/// steady stream of requests) and that share.
 pub fn binding_share(r: &RunFigures) -> (f64, String) {
     r.zoom
         .per_category
         .iter()
-        .max_by_key(|(_, c)| c.requests)
+        .filter(|(_, c)| c.requests >= 10)
         .map(|(name, c)| (c.share_of_published(), name.clone()))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
         .unwrap_or((0.0, "none".into()))
 }
 

@@ -49,8 +49,9 @@ pub struct Setup {
 }
 
 /// A Pro account (at most 9 licensed users: 8 here) whose reps hold about four external
-/// meetings a working day each, so a bigger backfill reaches further back; about 8
-/// participants a meeting; 40% recorded and 30% summarized (the world's shares).
+/// meetings a day each, so a bigger backfill reaches further back, up to the 170 days that
+/// Zoom's reports still cover (six months), beyond which the meetings only get denser; about
+/// 8 participants a meeting; 40% recorded and 30% summarized (the world's shares).
 pub fn scale_for(meetings: usize, end: DateTime<Utc>) -> Scale {
     Scale {
         users: 8,
@@ -61,7 +62,7 @@ pub fn scale_for(meetings: usize, end: DateTime<Utc>) -> Scale {
         webinars: 0,
         registrants_per_webinar: 0,
         calls: 0,
-        days: ((meetings as i64) / 32).max(30),
+        days: ((meetings as i64) / 32).clamp(30, 170),
         end,
     }
 }
@@ -275,6 +276,12 @@ impl Bench {
         })
         .await
         .map_err(|e| BenchError::Child(e.to_string()))??;
+        if run.exit_code != 0 || !run.log.stopped.is_empty() {
+            return Err(BenchError::Child(format!(
+                "ferry run exited with {} ({})",
+                run.exit_code, run.log.stopped
+            )));
+        }
         let (calls1, writes1) = self.snapshot();
         let by_kind = sub_calls(&calls1, &calls0);
         Ok(RunFigures {

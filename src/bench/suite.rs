@@ -377,7 +377,7 @@ pub fn render_markdown(rep: &SuiteReport, command: &str) -> String {
     );
     let _ = writeln!(
         o,
-        "| Zoom at ≥ 80% of the allowed rate ({share_cat}, the busiest category) | {:.1}% | {} |",
+        "| Zoom at ≥ 80% of the allowed rate ({share_cat}, the binding category) | {:.1}% | {} |",
         share * 100.0,
         yes(share >= 0.8)
     );

@@ -1,6 +1,6 @@
 //! The floor: the fewest Salesforce calls that could do what a backfill did. Each sObject's
 //! writes at 200 records a call (sObject Collections), plus each lookup rule's distinct keys
-//! at as many a query as the SOQL length limit ferry observes allows (100,000 characters).
+//! at as many a query as ferry's query length limit allows (60,000 URL-encoded characters).
 //! It assumes one client that sees the whole backfill at once; describes and token requests
 //! are left out.
 
@@ -9,8 +9,9 @@ use crate::sim::world::{Attendee, CrmRole, INTERNAL_DOMAIN, World};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Characters of one SOQL text ferry allows itself, less the SELECT ... WHERE around the list.
-const SOQL_ROOM: usize = 100_000 - 300;
+/// Encoded characters of one lookup query ferry allows itself, less the SELECT ... WHERE
+/// around the list.
+const SOQL_ROOM: usize = 60_000 - 400;
 
 #[derive(Debug, Clone, Default)]
 pub struct Floor {
@@ -30,8 +31,11 @@ fn queries_for(keys: &BTreeSet<String>) -> u64 {
     if keys.is_empty() {
         return 0;
     }
-    // 'value' plus ", " per key
-    let chars: usize = keys.iter().map(|k| k.len() + 4).sum();
+    // 'value' plus ", " per key, percent-encoded as in the GET /query URL
+    let chars: usize = keys
+        .iter()
+        .map(|k| crate::connectors::salesforce::enc(&format!("'{k}', ")).len())
+        .sum();
     chars.div_ceil(SOQL_ROOM).max(1) as u64
 }
 

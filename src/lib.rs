@@ -8,6 +8,7 @@
 //! benchmarks drive. Data flows config → engine (read → enrich → lookup → render → write)
 //! → connectors, with the state store underneath; see `docs/architecture.md`.
 
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

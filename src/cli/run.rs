@@ -1,6 +1,7 @@
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, Global, LogFormat};
 use crate::engine::report::PipelineReport;
 use crate::engine::{Engine, Mode, RunOptions, connect};
+use crate::http::Service;
 use std::io::IsTerminal;
 use std::sync::Arc;
 
@@ -53,6 +54,10 @@ pub async fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
             }));
         }
         let started = std::time::Instant::now();
+        let http_before = (
+            conns.http.metrics().total(Service::Zoom),
+            conns.http.metrics().total(Service::Salesforce),
+        );
         let _ = conns.store.run_started(&p.name, &opts.run_id, clock.now());
         let report = engine.run(p, &opts).await;
         let _ = conns.store.run_finished(
@@ -67,6 +72,8 @@ pub async fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
         }
         failed |= report.failed();
         if g.log_format == LogFormat::Json {
+            let zoom_http = conns.http.metrics().total(Service::Zoom);
+            let sf_http = conns.http.metrics().total(Service::Salesforce);
             tracing::info!(
                 pipeline = %p.name,
                 records_read = report.records_read,
@@ -78,6 +85,9 @@ pub async fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
                 errors = report.summary.error,
                 zoom_calls = report.summary.api_calls.zoom,
                 salesforce_calls = report.summary.api_calls.salesforce,
+                zoom_429 = zoom_http.responses_429.saturating_sub(http_before.0.responses_429),
+                zoom_wait_ms = zoom_http.wait_ms.saturating_sub(http_before.0.wait_ms),
+                salesforce_429 = sf_http.responses_429.saturating_sub(http_before.1.responses_429),
                 stopped = report.stopped.as_deref().unwrap_or(""),
                 seconds = started.elapsed().as_secs_f64(),
                 "run finished"

@@ -152,6 +152,18 @@ pub async fn connect(project: &Project, clock: SharedClock) -> Result<Connection
     let store = open_store(project, &clock)?;
     let http = HttpClient::new(clock);
     let zoom = zoom_connector(project, &http, &store)?;
+    if std::env::var_os(UNPACED_ENV).is_some_and(|v| v == "1") {
+        // Only for simulators whose limits are lifted (the benchmarks' CPU and memory runs):
+        // ferry keeps its concurrency and still honours 429s, but stops pacing to the plan.
+        tracing::warn!("{UNPACED_ENV}=1: Zoom requests are not paced to the plan's limits");
+        http.set_rate_limits(
+            Service::Zoom,
+            crate::http::RateLimits {
+                max_concurrency: 8,
+                ..Default::default()
+            },
+        );
+    }
     let settings = salesforce_settings(project)?;
     let sfc = SalesforceConnector::connect_with_store(
         settings,
@@ -178,6 +190,10 @@ pub async fn connect(project: &Project, clock: SharedClock) -> Result<Connection
 }
 
 const CALL_LOG: &str = "salesforce:call_log";
+
+/// Set to `1` to stop pacing Zoom requests to the plan's published limits. For simulators
+/// only: a real account answers the excess with 429s.
+pub const UNPACED_ENV: &str = "FERRY_ZOOM_UNPACED";
 
 impl Connections {
     /// Saves ferry's Salesforce call log (for the rolling daily budget).

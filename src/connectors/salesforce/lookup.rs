@@ -251,17 +251,19 @@ impl SalesforceConnector {
         if varying.is_empty() {
             queries.push(wrap(&[]));
         } else {
-            let overhead = wrap(&[]).len() + 8;
-            let sep = if varying.len() == 1 { 2 } else { 4 };
+            // Measured as sent: percent-encoded in the GET /query URL.
+            let overhead = super::enc(&wrap(&[])).len() + 8;
+            let sep = super::enc(if varying.len() == 1 { ", " } else { " OR " }).len();
             let mut chunk: Vec<String> = Vec::new();
             let mut len = overhead;
             for t in terms {
-                if !chunk.is_empty() && len + t.len() + sep > limit {
+                let t_len = super::enc(&t).len();
+                if !chunk.is_empty() && len + t_len + sep > limit {
                     queries.push(wrap(&chunk));
                     chunk.clear();
                     len = overhead;
                 }
-                if overhead + t.len() > limit {
+                if overhead + t_len > limit {
                     return Err(SfError::Config {
                         message: format!(
                             "a single lookup value makes the {} query longer than {limit} characters",
@@ -269,7 +271,7 @@ impl SalesforceConnector {
                         ),
                     });
                 }
-                len += t.len() + sep;
+                len += t_len + sep;
                 chunk.push(t);
             }
             if !chunk.is_empty() {

@@ -38,7 +38,9 @@ pub struct SalesforceSettings {
     pub daily_budget: Option<u64>,
     /// Writes of at least this many records go through Bulk API 2.0.
     pub bulk_threshold: usize,
-    /// The longest SOQL text a lookup query may have; longer batches are split.
+    /// The longest lookup query, in characters of its URL-encoded form (it travels in the
+    /// GET /query URL, which the HTTP stack cannot send beyond 65,534); longer batches are
+    /// split.
     pub max_soql_chars: usize,
     /// How often records refused with UNABLE_TO_LOCK_ROW are sent again.
     pub lock_retries: u32,
@@ -51,7 +53,7 @@ impl SalesforceSettings {
             api_version: "61.0".into(),
             daily_budget: None,
             bulk_threshold: 2000,
-            max_soql_chars: 100_000,
+            max_soql_chars: 60_000,
             lock_retries: 5,
         }
     }

@@ -1,0 +1,50 @@
+//! `cargo bench --bench sync`: the reference meetings pipeline against the simulators, by the
+//! real `ferry run` binary, beside a hand-written baseline. See docs/benchmarks.md.
+//!
+//! Sizes can be changed for a quick look:
+//! `FERRY_BENCH_MEETINGS=300 FERRY_BENCH_LIFTED=500,1000 cargo bench --bench sync`.
+
+use ferry::bench::suite::{self, SuiteOptions};
+use std::path::PathBuf;
+
+fn env_usize(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+fn main() {
+    // `cargo bench` passes --bench; any other argument is a filter we do not use.
+    let ferry = PathBuf::from(env!("CARGO_BIN_EXE_ferry"));
+    let dir = std::env::temp_dir().join(format!("ferry-bench-{}", std::process::id()));
+    let mut opts = SuiteOptions::new(ferry, dir.clone());
+    if let Some(n) = env_usize("FERRY_BENCH_MEETINGS") {
+        opts.limited_meetings = n;
+    }
+    if let Ok(v) = std::env::var("FERRY_BENCH_LIFTED") {
+        opts.unlimited_meetings = v.split(',').filter_map(|s| s.trim().parse().ok()).collect();
+    }
+    if let Some(n) = env_usize("FERRY_BENCH_RENDER") {
+        opts.render_records = n;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let command = "cargo bench --bench sync";
+    match runtime.block_on(suite::run(&opts)) {
+        Ok(report) => {
+            println!("{}", suite::render_markdown(&report, command));
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("(projects and state files kept in {})", dir.display());
+            std::process::exit(1);
+        }
+    }
+}

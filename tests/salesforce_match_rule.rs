@@ -230,3 +230,29 @@ async fn unknown_where_field_is_an_error() {
         .unwrap_err();
     assert_eq!(err.code(), Some("INVALID_FIELD"));
 }
+
+/// A backfill batch can hold thousands of distinct emails: the query is split before its
+/// URL-encoded form grows past what a GET can carry, and every email still finds its record.
+#[tokio::test]
+async fn thousands_of_long_emails_split_by_their_encoded_length() {
+    let env = Env::start(|_| {}).await;
+    let email = |i: usize| {
+        format!(
+            "first.last.{i}@a-rather-long-company-name-{}.example",
+            i % 97
+        )
+    };
+    let contacts: Vec<_> = (0..3_000)
+        .map(|i| json!({"LastName": format!("C{i}"), "Email": email(i)}))
+        .collect();
+    env.sim.seed("Contact", contacts);
+    let wheres: Vec<_> = (0..3_000).map(|i| where1("Email", &email(i))).collect();
+    let sf = env.connect().await;
+    let found = sf
+        .match_rule("Contact", &["Id".to_string()], &wheres)
+        .await
+        .unwrap();
+    assert!(found.iter().all(|h| h.len() == 1));
+    let queries = env.sim.calls().query;
+    assert!((3..=6).contains(&queries), "{queries} queries");
+}

@@ -157,7 +157,7 @@ impl RunOptions {
             record: None,
             detail: mode == Mode::Plan,
             enrich_concurrency: 8,
-            batch_size: 1000,
+            batch_size: 500,
             run_id: format!("{:016x}", rand::random::<u64>()),
             shutdown: None,
             progress: None,

@@ -286,7 +286,7 @@ async fn resolve_one(
             }
             None => found.get(&(i, None)).cloned().unwrap_or(Value::Null),
         };
-        st.lookups.insert(name.clone(), value);
+        st.set_lookup(name, value);
     }
     for pd in &pending {
         if !found.contains_key(&(pd.record, pd.item)) && !pd.display.is_empty() {

@@ -616,7 +616,7 @@ impl Engine<'_> {
         for sink in &p.sinks {
             let mut intents: Vec<(usize, WriteIntent)> = Vec::new();
             let mut has_for_each: Vec<bool> = vec![sink.for_each.is_some(); states.len()];
-            for (i, st) in states.iter().enumerate() {
+            for (i, st) in states.iter_mut().enumerate() {
                 if failed[i].is_some() {
                     continue;
                 }
@@ -993,7 +993,7 @@ impl Engine<'_> {
                     .get(&i)
                     .map(|ws| render::sink_result_value(ws, has_for_each[i]))
                     .unwrap_or(Value::Null);
-                st.sinks.insert(sink.name.clone(), v);
+                st.set_sink(&sink.name, v);
             }
             if stop.is_some() {
                 break;

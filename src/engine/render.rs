@@ -35,17 +35,49 @@ impl Globals {
 }
 
 /// Everything known about one source record as it moves through the stages.
+///
+/// Each value is kept twice: as JSON (for writes and reports) and as a template value, made
+/// once when it is set, so that building a context for every `for_each` item costs no
+/// conversions (the render path's hot spot).
 #[derive(Debug, Clone)]
 pub struct RecordState {
     /// The source record plus each `enrich` result under its name.
     pub record: Value,
     pub record_jv: Jv,
-    /// `lookups.NAME` values, in declaration order.
-    pub lookups: BTreeMap<String, Value>,
-    /// `vars.NAME` values, in declaration order.
-    pub vars: BTreeMap<String, Value>,
-    /// `sinks.NAME`: what earlier sinks wrote for this record.
-    pub sinks: BTreeMap<String, Value>,
+    lookups: Stage,
+    vars: Stage,
+    sinks: Stage,
+}
+
+/// One context name's entries (`lookups.NAME`, `vars.NAME`, `sinks.NAME`).
+#[derive(Debug, Clone, Default)]
+struct Stage {
+    json: BTreeMap<String, Value>,
+    values: BTreeMap<String, Jv>,
+    /// The map as one template value, rebuilt on the first read after a change.
+    joined: Option<Jv>,
+}
+
+impl Stage {
+    fn set(&mut self, name: &str, v: Value) {
+        self.values
+            .insert(name.to_string(), template::from_json(&v));
+        self.json.insert(name.to_string(), v);
+        self.joined = None;
+    }
+    fn value(&mut self) -> Jv {
+        if let Some(j) = &self.joined {
+            return j.clone();
+        }
+        let j = Jv::from(self.values.clone());
+        self.joined = Some(j.clone());
+        j
+    }
+    fn peek(&self) -> Jv {
+        self.joined
+            .clone()
+            .unwrap_or_else(|| Jv::from(self.values.clone()))
+    }
 }
 
 impl RecordState {
@@ -54,26 +86,45 @@ impl RecordState {
         RecordState {
             record,
             record_jv,
-            lookups: BTreeMap::new(),
-            vars: BTreeMap::new(),
-            sinks: BTreeMap::new(),
+            lookups: Stage::default(),
+            vars: Stage::default(),
+            sinks: Stage::default(),
         }
+    }
+
+    pub fn lookups(&self) -> &BTreeMap<String, Value> {
+        &self.lookups.json
+    }
+    pub fn vars(&self) -> &BTreeMap<String, Value> {
+        &self.vars.json
+    }
+    pub fn sinks(&self) -> &BTreeMap<String, Value> {
+        &self.sinks.json
+    }
+    pub fn set_lookup(&mut self, name: &str, v: Value) {
+        self.lookups.set(name, v);
+    }
+    pub fn set_var(&mut self, name: &str, v: Value) {
+        self.vars.set(name, v);
+    }
+    pub fn set_sink(&mut self, name: &str, v: Value) {
+        self.sinks.set(name, v);
+    }
+
+    /// Joins the stages now, so the contexts built next share one value each.
+    pub fn prepare(&mut self) {
+        self.lookups.value();
+        self.vars.value();
+        self.sinks.value();
     }
 
     /// The template context at this point of the stages.
     pub fn context(&self, g: &Globals, item: Option<(&Value, Jv)>) -> Jv {
-        let map = |m: &BTreeMap<String, Value>| {
-            Jv::from(
-                m.iter()
-                    .map(|(k, v)| (k.clone(), template::from_json(v)))
-                    .collect::<BTreeMap<_, _>>(),
-            )
-        };
         let mut ctx: BTreeMap<&str, Jv> = BTreeMap::new();
         ctx.insert("record", self.record_jv.clone());
-        ctx.insert("lookups", map(&self.lookups));
-        ctx.insert("vars", map(&self.vars));
-        ctx.insert("sinks", map(&self.sinks));
+        ctx.insert("lookups", self.lookups.peek());
+        ctx.insert("vars", self.vars.peek());
+        ctx.insert("sinks", self.sinks.peek());
         ctx.insert("settings", g.settings.clone());
         ctx.insert("run", g.run.clone());
         if let Some((item, lp)) = item {
@@ -121,9 +172,10 @@ pub fn items(expr: &Expr, ctx: &Jv, place: &str) -> Result<Vec<Value>, RenderErr
 /// Evaluates `vars` in order; each may use the ones above it.
 pub fn eval_vars(p: &Pipeline, st: &mut RecordState, g: &Globals) -> Result<(), RenderError> {
     for (name, expr) in &p.vars {
+        st.prepare();
         let ctx = st.context(g, None);
         let v = expr.eval(&ctx).map_err(at(format!("vars.{name}")))?;
-        st.vars.insert(name.clone(), v);
+        st.set_var(name, v);
     }
     Ok(())
 }
@@ -192,9 +244,11 @@ pub enum SinkDecision {
 /// Renders one sink for one record. `sinks.*` of earlier sinks must already be in `st`.
 pub fn render_sink(
     sink: &Sink,
-    st: &RecordState,
+    st: &mut RecordState,
     g: &Globals,
 ) -> Result<SinkDecision, RenderError> {
+    st.prepare();
+    let st = &*st;
     let base = st.context(g, None);
     if let Some(when) = &sink.when {
         if !when

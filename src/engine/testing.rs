@@ -102,8 +102,8 @@ pub async fn produce(
                 (w.clone(), Some(fake), true)
             })
             .collect();
-        st.sinks.insert(
-            sink.name.clone(),
+        st.set_sink(
+            &sink.name,
             render::sink_result_value(&results, sink.for_each.is_some()),
         );
         out.push((

@@ -222,3 +222,34 @@ pub(crate) fn select_pipelines<'a>(
         },
     }
 }
+
+/// Loads the project, checks the pipeline name and connects: what `plan` and `run` need.
+pub(crate) async fn open_project(
+    g: &Global,
+    pipeline: Option<&str>,
+) -> anyhow::Result<
+    Result<
+        (
+            crate::config::Project,
+            crate::engine::connect::Connections,
+            crate::clock::SharedClock,
+        ),
+        u8,
+    >,
+> {
+    let project = match load_project(g)? {
+        Ok(p) => p,
+        Err(code) => return Ok(Err(code)),
+    };
+    if select_pipelines(&project, pipeline).is_err() {
+        return Ok(Err(EXIT_INVALID));
+    }
+    let clock = crate::clock::system();
+    match crate::engine::connect::connect(&project, clock.clone()).await {
+        Ok(conns) => Ok(Ok((project, conns, clock))),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(Err(EXIT_FAILED))
+        }
+    }
+}

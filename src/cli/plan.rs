@@ -1,5 +1,5 @@
-use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, Global, OutputFormat};
-use crate::engine::{self, Engine, Mode, RunOptions, connect};
+use super::{EXIT_FAILED, EXIT_OK, Global, OutputFormat};
+use crate::engine::{Engine, Mode, RunOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
@@ -17,22 +17,11 @@ pub struct PlanArgs {
 }
 
 pub async fn run(g: &Global, a: &PlanArgs) -> anyhow::Result<u8> {
-    let project = match super::load_project(g)? {
-        Ok(p) => p,
+    let (project, conns, clock) = match super::open_project(g, a.pipeline.as_deref()).await? {
+        Ok(x) => x,
         Err(code) => return Ok(code),
     };
-    let pipelines = match super::select_pipelines(&project, a.pipeline.as_deref()) {
-        Ok(p) => p,
-        Err(()) => return Ok(EXIT_INVALID),
-    };
-    let clock = crate::clock::system();
-    let conns = match connect::connect(&project, clock.clone()).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(EXIT_FAILED);
-        }
-    };
+    let pipelines = super::select_pipelines(&project, a.pipeline.as_deref()).unwrap_or_default();
     let settings = serde_json::Value::Object(project.config.settings.clone());
     let engine = Engine {
         store: &conns.store,
@@ -64,6 +53,5 @@ pub async fn run(g: &Global, a: &PlanArgs) -> anyhow::Result<u8> {
         };
         println!("{}", serde_json::to_string_pretty(&doc)?);
     }
-    let _ = engine::report::WriteAction::Create;
     Ok(if failed { EXIT_FAILED } else { EXIT_OK })
 }

@@ -1,6 +1,6 @@
-use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, Global, LogFormat};
+use super::{EXIT_FAILED, EXIT_OK, Global, LogFormat};
 use crate::engine::report::PipelineReport;
-use crate::engine::{Engine, Mode, RunOptions, connect};
+use crate::engine::{Engine, Mode, RunOptions};
 use crate::http::Service;
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -15,22 +15,11 @@ pub struct RunArgs {
 }
 
 pub async fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
-    let project = match super::load_project(g)? {
-        Ok(p) => p,
+    let (project, conns, clock) = match super::open_project(g, a.pipeline.as_deref()).await? {
+        Ok(x) => x,
         Err(code) => return Ok(code),
     };
-    let pipelines = match super::select_pipelines(&project, a.pipeline.as_deref()) {
-        Ok(p) => p,
-        Err(()) => return Ok(EXIT_INVALID),
-    };
-    let clock = crate::clock::system();
-    let conns = match connect::connect(&project, clock.clone()).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(EXIT_FAILED);
-        }
-    };
+    let pipelines = super::select_pipelines(&project, a.pipeline.as_deref()).unwrap_or_default();
     let settings = serde_json::Value::Object(project.config.settings.clone());
     let mut failed = false;
     for p in pipelines {

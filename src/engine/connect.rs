@@ -61,7 +61,7 @@ pub fn zoom_connector(
         } => zoom::auth::ZoomAuth::ServerToServer {
             account_id: account_id.expose().to_string(),
             client_id: client_id.expose().to_string(),
-            client_secret: zoom::auth::Secret::new(client_secret.expose()),
+            client_secret: client_secret.clone(),
         },
         config::ZoomAuth::OAuth {
             client_id,
@@ -70,10 +70,8 @@ pub fn zoom_connector(
             ..
         } => zoom::auth::ZoomAuth::OAuth {
             client_id: client_id.expose().to_string(),
-            client_secret: zoom::auth::Secret::new(client_secret.expose()),
-            refresh_token: refresh_token
-                .as_ref()
-                .map(|t| zoom::auth::Secret::new(t.expose())),
+            client_secret: client_secret.clone(),
+            refresh_token: refresh_token.as_ref().cloned(),
         },
     };
     let settings = ZoomSettings {
@@ -86,10 +84,7 @@ pub fn zoom_connector(
             config::ZoomPlan::Business => zoom::limits::ZoomPlan::Business,
         },
         headroom: conn.headroom,
-        webhook_secret: conn
-            .webhook_secret
-            .as_ref()
-            .map(|s| zoom::auth::Secret::new(s.expose())),
+        webhook_secret: conn.webhook_secret.as_ref().cloned(),
     };
     Ok(ZoomConnector::new(
         settings,
@@ -115,7 +110,7 @@ pub fn salesforce_settings(project: &Project) -> Result<SalesforceSettings, Conn
             login_url,
             client_id: client_id.expose().to_string(),
             username: username.clone(),
-            private_key_pem: sf::auth::Secret::new(private_key.expose()),
+            private_key_pem: private_key.clone(),
         },
         config::SalesforceAuth::RefreshToken {
             client_id,
@@ -125,9 +120,7 @@ pub fn salesforce_settings(project: &Project) -> Result<SalesforceSettings, Conn
         } => SfAuth::RefreshToken {
             login_url,
             client_id: client_id.expose().to_string(),
-            client_secret: client_secret
-                .as_ref()
-                .map(|s| sf::auth::Secret::new(s.expose())),
+            client_secret: client_secret.as_ref().cloned(),
             refresh_token: sf::auth::Secret::new(
                 refresh_token.as_ref().map(|t| t.expose()).unwrap_or(""),
             ),
@@ -138,7 +131,7 @@ pub fn salesforce_settings(project: &Project) -> Result<SalesforceSettings, Conn
         } => SfAuth::ClientCredentials {
             login_url,
             client_id: client_id.expose().to_string(),
-            client_secret: sf::auth::Secret::new(client_secret.expose()),
+            client_secret: client_secret.clone(),
         },
     };
     let mut s = SalesforceSettings::new(auth);

@@ -93,6 +93,10 @@ async fn resolve_one(
     queries: &mut u64,
 ) -> Result<(), LookupError> {
     let name = &lookup.name;
+    // One template value per stage for every item's context below, not one per item.
+    for st in states.iter_mut() {
+        st.prepare();
+    }
     // Per record: the items (for_each) and which were skipped.
     let mut items: Vec<Vec<Value>> = vec![Vec::new(); states.len()];
     let mut skipped: Vec<Vec<Value>> = vec![Vec::new(); states.len()];

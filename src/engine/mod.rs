@@ -187,7 +187,6 @@ impl Engine<'_> {
         let zoom_before = self.source.calls();
         let sf_before = self.writer.calls();
         let mut planned_sf_writes = 0u64;
-        let mut lookup_queries = 0u64;
         let g = Globals::new(
             self.settings,
             &opts.run_id,
@@ -286,7 +285,6 @@ impl Engine<'_> {
                     &mut commit,
                     &mut planned,
                     &mut planned_sf_writes,
-                    &mut lookup_queries,
                 )
                 .await;
             // Checkpoints move only past records every sink has acknowledged: a whole
@@ -331,7 +329,6 @@ impl Engine<'_> {
         // counts the writes it would make, 200 records a call.
         report.summary.api_calls.salesforce =
             self.writer.calls() - sf_before + if dry { planned_sf_writes } else { 0 };
-        let _ = lookup_queries;
         report
     }
 
@@ -454,7 +451,8 @@ impl Engine<'_> {
                 checkpoints: Vec::new(),
             };
             let errors_before = report.summary.error;
-            let (mut a, mut b) = (0, 0);
+            // Only plans count planned writes; a retry is a run.
+            let mut planned_writes = 0;
             let outcome = self
                 .process_batch(
                     p,
@@ -465,8 +463,7 @@ impl Engine<'_> {
                     report,
                     &mut commit,
                     planned,
-                    &mut a,
-                    &mut b,
+                    &mut planned_writes,
                 )
                 .await;
             let ok = outcome.is_ok() && report.summary.error == errors_before;
@@ -522,7 +519,6 @@ impl Engine<'_> {
         commit: &mut BatchCommit,
         planned: &mut HashMap<(String, String), LedgerEntry>,
         planned_sf_writes: &mut u64,
-        lookup_queries: &mut u64,
     ) -> Result<(), String> {
         let dry = opts.mode == Mode::Plan;
         let pk = self.source.primary_key(stream);
@@ -593,7 +589,7 @@ impl Engine<'_> {
             cache: Some(&cache),
             pipeline: &p.name,
         };
-        lookup::resolve(p, &mut states, g, &source, &mut notes, lookup_queries)
+        lookup::resolve(p, &mut states, g, &source, &mut notes, &mut 0)
             .await
             .map_err(|e| e.to_string())?;
         for (r, n) in reports.iter_mut().zip(&notes) {
@@ -1222,9 +1218,13 @@ struct StoreCache<'a> {
 
 impl LookupCache for StoreCache<'_> {
     fn get_many(&self, scope: &str, keys: &[String]) -> HashMap<String, Value> {
+        // An unreadable cache costs queries, not correctness: ask Salesforce instead.
         self.store
             .cache_get_many(scope, keys, self.now)
-            .unwrap_or_default()
+            .unwrap_or_else(|e| {
+                tracing::warn!("lookup cache unreadable, querying Salesforce: {e}");
+                HashMap::new()
+            })
     }
     fn put_many(&self, scope: &str, entries: &[(String, Value)], ttl: std::time::Duration) {
         let exp = self.now

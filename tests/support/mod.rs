@@ -71,20 +71,15 @@ impl Env {
 
     /// Runs (or plans) every pipeline once, in file order.
     pub async fn run_all(&self, mode: Mode) -> Vec<PipelineReport> {
-        let project = self.project();
-        let conns = self.connect(&project).await;
-        let settings = Value::Object(project.config.settings.clone());
+        let names: Vec<String> = self
+            .project()
+            .pipelines
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
         let mut out = Vec::new();
-        for p in &project.pipelines {
-            let engine = Engine {
-                store: &conns.store,
-                source: &conns.zoom,
-                matcher: &conns.salesforce,
-                writer: &conns.salesforce,
-                settings: &settings,
-                now: self.clock.now(),
-            };
-            out.push(engine.run(p, &RunOptions::new(mode)).await);
+        for name in &names {
+            out.push(self.run_one(name, mode).await);
         }
         out
     }

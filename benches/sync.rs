@@ -2,7 +2,8 @@
 //! real `ferry run` binary, beside a hand-written baseline. See docs/benchmarks.md.
 //!
 //! Sizes can be changed for a quick look:
-//! `FERRY_BENCH_MEETINGS=300 FERRY_BENCH_LIFTED=500,1000 cargo bench --bench sync`.
+//! `FERRY_BENCH_MEETINGS=300 FERRY_BENCH_LIFTED=500,1000 cargo bench --bench sync`;
+//! `FERRY_BENCH_ONLY=render cargo bench --bench sync` measures the render throughput alone.
 
 use ferry::bench::suite::{self, SuiteOptions};
 use std::path::PathBuf;
@@ -36,6 +37,28 @@ fn main() {
         }
     };
     let command = "cargo bench --bench sync";
+    // `FERRY_BENCH_ONLY=render`: the offline render throughput alone (seconds, not minutes).
+    if std::env::var("FERRY_BENCH_ONLY").as_deref() == Ok("render") {
+        match runtime.block_on(suite::render_only(&opts)) {
+            Ok(r) => {
+                let (direct, slow) = ferry::template::evaluation_counts();
+                println!(
+                    "render: {} records in {:.2} s = {:.0} records/s ({} sink records; \
+                     template evaluations: {direct} direct, {slow} by minijinja)",
+                    r.records,
+                    r.elapsed.as_secs_f64(),
+                    r.per_second(),
+                    r.sink_records
+                )
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     match runtime.block_on(suite::run(&opts)) {
         Ok(report) => {
             println!("{}", suite::render_markdown(&report, command));

@@ -2,18 +2,26 @@
 //! `vars` of the reference pipeline with zero, one Contact, one Lead, one Account-only match.
 
 use ferry::template::{OMIT_MARKER, Template, TemplateKind, from_json, is_omit};
-use minijinja::Value;
 use serde_json::{Value as J, json};
 
-fn ctx(v: J) -> Value {
-    from_json(&v)
+/// A context of root names as JSON: templates take the direct path where they can.
+fn ctx(v: J) -> J {
+    v
 }
 
-fn eval(src: &str, c: &Value) -> J {
-    Template::compile(src)
-        .unwrap_or_else(|e| panic!("{src}: {e}"))
-        .eval(c)
-        .unwrap_or_else(|e| panic!("{src}: {e}"))
+/// Evaluates both ways (directly over JSON, and by minijinja over the converted context)
+/// and insists they agree before returning the value.
+fn eval(src: &str, c: &J) -> J {
+    let t = Template::compile(src).unwrap_or_else(|e| panic!("{src}: {e}"));
+    let direct = t.eval(c).unwrap_or_else(|e| panic!("{src}: {e}"));
+    let slow = t
+        .eval(&from_json(c))
+        .unwrap_or_else(|e| panic!("{src}: {e}"));
+    assert_eq!(
+        direct, slow,
+        "{src}: direct and minijinja evaluation differ"
+    );
+    direct
 }
 
 #[test]
@@ -255,7 +263,7 @@ fn eval_value_results_chain_like_missing_values() {
     let c = ctx(json!({ "record": {} }));
     let v = Template::compile("{{ none }}")
         .unwrap()
-        .eval_value(&c)
+        .eval_value(&from_json(&c))
         .unwrap();
     let next =
         Template::compile("{{ vars.what.Id }}|{{ 'x' in vars.what }}|{{ vars.what | length }}")

@@ -152,6 +152,18 @@ pub async fn run(opts: &SuiteOptions) -> Result<SuiteReport, BenchError> {
     })
 }
 
+/// The render throughput alone, over the world of the rate-limited backfill's size.
+pub async fn render_only(opts: &SuiteOptions) -> Result<RenderFigures, BenchError> {
+    let setup = Setup {
+        meetings: opts.limited_meetings,
+        rate_limited: false,
+        latency_ms: 0,
+        seed: opts.seed,
+    };
+    let bench = Bench::start(setup, &opts.dir.join("render")).await?;
+    render_figures(&bench, opts.render_records)
+}
+
 /// Render throughput over the bench world's meetings, through the project's pipeline.
 pub fn render_figures(bench: &Bench, n: usize) -> Result<RenderFigures, BenchError> {
     let owned = crate::config::builtin_catalogs();

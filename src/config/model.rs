@@ -184,7 +184,10 @@ pub enum Expr {
 
 impl Expr {
     /// A literal stays as written; a template is evaluated (typed for `{{ expr }}`).
-    pub fn eval(&self, ctx: &minijinja::Value) -> Result<serde_json::Value, TemplateError> {
+    pub fn eval(
+        &self,
+        ctx: &dyn crate::template::Scope,
+    ) -> Result<serde_json::Value, TemplateError> {
         match self {
             Expr::Literal(v) => Ok(v.clone()),
             Expr::Template(t) => t.eval(ctx),
@@ -192,7 +195,7 @@ impl Expr {
     }
 
     /// Evaluates as a condition. A literal is true unless false, null, 0 or empty.
-    pub fn truthy(&self, ctx: &minijinja::Value) -> Result<bool, TemplateError> {
+    pub fn truthy(&self, ctx: &dyn crate::template::Scope) -> Result<bool, TemplateError> {
         match self {
             Expr::Literal(v) => Ok(json_truthy(v)),
             Expr::Template(t) => t.truthy(ctx),

@@ -64,7 +64,6 @@ struct Pending {
     record: usize,
     /// Position within the for_each items, or None for a lookup without for_each.
     item: Option<usize>,
-    ctx: minijinja::Value,
     display: String,
 }
 
@@ -93,48 +92,39 @@ async fn resolve_one(
     queries: &mut u64,
 ) -> Result<(), LookupError> {
     let name = &lookup.name;
-    // One template value per stage for every item's context below, not one per item.
-    for st in states.iter_mut() {
-        st.prepare();
-    }
     // Per record: the items (for_each) and which were skipped.
     let mut items: Vec<Vec<Value>> = vec![Vec::new(); states.len()];
-    let mut skipped: Vec<Vec<Value>> = vec![Vec::new(); states.len()];
+    let mut skipped: Vec<Vec<usize>> = vec![Vec::new(); states.len()];
+    if let Some(fe) = &lookup.for_each {
+        for (i, st) in states.iter().enumerate() {
+            items[i] = render::items(fe, &st.scope(g, None), &format!("lookups.{name}.for_each"))?;
+        }
+    }
+    let states_ro: &[RecordState] = states;
+    let scope_of = |record: usize, item: Option<usize>| {
+        let n = items[record].len();
+        states_ro[record].scope(g, item.map(|j| (&items[record][j], j, n)))
+    };
     let mut pending: Vec<Pending> = Vec::new();
-    for (i, st) in states.iter().enumerate() {
-        let base = st.context(g, None);
-        match &lookup.for_each {
-            Some(fe) => {
-                let list = render::items(fe, &base, &format!("lookups.{name}.for_each"))?;
-                let n = list.len();
-                for (j, item) in list.iter().enumerate() {
-                    let ctx = st.context(g, Some((item, render::loop_value(j, n))));
-                    if is_skipped(lookup, &ctx)? {
-                        skipped[i].push(item.clone());
-                        continue;
-                    }
-                    let display = display_key(lookup, &ctx)?;
-                    pending.push(Pending {
-                        record: i,
-                        item: Some(j),
-                        ctx,
-                        display,
-                    });
+    for i in 0..states_ro.len() {
+        let positions: Vec<Option<usize>> = match &lookup.for_each {
+            Some(_) => (0..items[i].len()).map(Some).collect(),
+            None => vec![None],
+        };
+        for item in positions {
+            let ctx = scope_of(i, item);
+            if is_skipped(lookup, &ctx)? {
+                if let Some(j) = item {
+                    skipped[i].push(j);
                 }
-                items[i] = list;
+                continue;
             }
-            None => {
-                if is_skipped(lookup, &base)? {
-                    continue;
-                }
-                let display = display_key(lookup, &base)?;
-                pending.push(Pending {
-                    record: i,
-                    item: None,
-                    ctx: base,
-                    display,
-                });
-            }
+            let display = display_key(lookup, &ctx)?;
+            pending.push(Pending {
+                record: i,
+                item,
+                display,
+            });
         }
     }
 
@@ -187,9 +177,11 @@ async fn resolve_one(
                     let mut w = Map::new();
                     let mut blank = false;
                     for (field, expr) in &rule.where_ {
-                        let v = expr.eval(&pd.ctx).map_err(|error| RenderError {
-                            place: format!("lookups.{name}.match[{ri}].where.{field}"),
-                            error,
+                        let v = expr.eval(&scope_of(pd.record, pd.item)).map_err(|error| {
+                            RenderError {
+                                place: format!("lookups.{name}.match[{ri}].where.{field}"),
+                                error,
+                            }
                         })?;
                         if v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty()) {
                             blank = true;
@@ -263,35 +255,6 @@ async fn resolve_one(
         }
     }
 
-    // Shape the results as templates see them.
-    for (i, st) in states.iter_mut().enumerate() {
-        let value = match &lookup.for_each {
-            Some(_) => {
-                let mut matched = Vec::new();
-                let mut unmatched = Vec::new();
-                for (j, item) in items[i].iter().enumerate() {
-                    if skipped[i].contains(item) {
-                        continue;
-                    }
-                    match found.get(&(i, Some(j))) {
-                        Some(Value::Object(m)) => {
-                            let mut m = m.clone();
-                            m.insert("item".into(), item.clone());
-                            matched.push(Value::Object(m));
-                        }
-                        _ => unmatched.push(item.clone()),
-                    }
-                }
-                serde_json::json!({
-                    "matched": matched,
-                    "unmatched": unmatched,
-                    "skipped": skipped[i],
-                })
-            }
-            None => found.get(&(i, None)).cloned().unwrap_or(Value::Null),
-        };
-        st.set_lookup(name, value);
-    }
     for pd in &pending {
         if !found.contains_key(&(pd.record, pd.item)) && !pd.display.is_empty() {
             let n = &mut notes[pd.record];
@@ -300,10 +263,40 @@ async fn resolve_one(
             }
         }
     }
+    // Shape the results as templates see them (moving, not copying, items and matches).
+    for (i, st) in states.iter_mut().enumerate() {
+        let value = match &lookup.for_each {
+            Some(_) => {
+                let mut matched = Vec::new();
+                let mut unmatched = Vec::new();
+                let mut skipped_items = Vec::new();
+                for (j, item) in std::mem::take(&mut items[i]).into_iter().enumerate() {
+                    if skipped[i].contains(&j) {
+                        skipped_items.push(item);
+                        continue;
+                    }
+                    match found.remove(&(i, Some(j))) {
+                        Some(Value::Object(mut m)) => {
+                            m.insert("item".into(), item);
+                            matched.push(Value::Object(m));
+                        }
+                        _ => unmatched.push(item),
+                    }
+                }
+                let mut m = Map::new();
+                m.insert("matched".into(), Value::Array(matched));
+                m.insert("unmatched".into(), Value::Array(unmatched));
+                m.insert("skipped".into(), Value::Array(skipped_items));
+                Value::Object(m)
+            }
+            None => found.remove(&(i, None)).unwrap_or(Value::Null),
+        };
+        st.set_lookup(name, value);
+    }
     Ok(())
 }
 
-fn is_skipped(lookup: &Lookup, ctx: &minijinja::Value) -> Result<bool, RenderError> {
+fn is_skipped(lookup: &Lookup, ctx: &dyn crate::template::Scope) -> Result<bool, RenderError> {
     match &lookup.skip {
         Some(s) => s.truthy(ctx).map_err(|error| RenderError {
             place: format!("lookups.{}.skip", lookup.name),
@@ -314,7 +307,7 @@ fn is_skipped(lookup: &Lookup, ctx: &minijinja::Value) -> Result<bool, RenderErr
 }
 
 /// The value people are known by in reports: the first rule's first `where` value.
-fn display_key(lookup: &Lookup, ctx: &minijinja::Value) -> Result<String, RenderError> {
+fn display_key(lookup: &Lookup, ctx: &dyn crate::template::Scope) -> Result<String, RenderError> {
     let Some((field, expr)) = lookup.rules.first().and_then(|r| r.where_.first()) else {
         return Ok(String::new());
     };

@@ -333,8 +333,10 @@ impl Engine<'_> {
     }
 
     fn source_params(&self, p: &Pipeline, g: &Globals) -> Result<BTreeMap<String, Value>, String> {
-        let st = RecordState::new(Value::Null);
-        let ctx = st.context(g, None);
+        let ctx = render::RecordOnly {
+            record: &Value::Null,
+            g,
+        };
         let mut out = BTreeMap::new();
         for (k, e) in &p.source.params {
             let v = e
@@ -535,17 +537,16 @@ impl Engine<'_> {
         let mut kept = Vec::new();
         let mut where_errors: HashMap<usize, String> = HashMap::new();
         for r in records {
-            let st = RecordState::new(r);
             match &p.source.where_ {
-                Some(w) => match w.truthy(&st.context(g, None)) {
-                    Ok(true) => kept.push(st.record),
+                Some(w) => match w.truthy(&render::RecordOnly { record: &r, g }) {
+                    Ok(true) => kept.push(r),
                     Ok(false) => {}
                     Err(e) => {
                         where_errors.insert(kept.len(), format!("source.where: {e}"));
-                        kept.push(st.record);
+                        kept.push(r);
                     }
                 },
-                None => kept.push(st.record),
+                None => kept.push(r),
             }
         }
         report.records_read += kept.len() as u64;
@@ -1078,8 +1079,7 @@ impl Engine<'_> {
             let mut rec = rec;
             let mut err: Option<String> = None;
             for e in &p.enrich {
-                let st = RecordState::new(rec.clone());
-                let ctx = st.context(g, None);
+                let ctx = render::RecordOnly { record: &rec, g };
                 if let Some(w) = &e.when {
                     match w.truthy(&ctx) {
                         Ok(true) => {}

@@ -6,12 +6,16 @@ use crate::template::{self, TemplateError};
 use minijinja::Value as Jv;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 /// What templates see besides the record: `settings` and `run`.
 #[derive(Debug, Clone)]
 pub struct Globals {
-    pub settings: Jv,
-    pub run: Jv,
+    pub settings: Value,
+    pub run: Value,
+    /// The same as template values, made once for the rare template minijinja evaluates.
+    settings_jv: Jv,
+    run_jv: Jv,
 }
 
 impl Globals {
@@ -22,84 +26,93 @@ impl Globals {
         started_at: &str,
         dry_run: bool,
     ) -> Self {
+        let run = serde_json::json!({
+            "id": run_id,
+            "pipeline": pipeline,
+            "started_at": started_at,
+            "dry_run": dry_run,
+        });
         Globals {
-            settings: template::from_json(settings),
-            run: template::from_json(&serde_json::json!({
-                "id": run_id,
-                "pipeline": pipeline,
-                "started_at": started_at,
-                "dry_run": dry_run,
-            })),
+            settings_jv: template::from_json(settings),
+            run_jv: template::from_json(&run),
+            settings: settings.clone(),
+            run,
         }
     }
 }
 
 /// Everything known about one source record as it moves through the stages.
 ///
-/// Each value is kept twice: as JSON (for writes and reports) and as a template value, made
-/// once when it is set, so that building a context for every `for_each` item costs no
-/// conversions (the render path's hot spot).
-#[derive(Debug, Clone)]
+/// Values are kept as JSON, which templates read directly (see [`template::Scope`]); the
+/// template-value form minijinja needs is made only when a template falls back to it, once
+/// per stage until the stage changes.
+#[derive(Debug)]
 pub struct RecordState {
     /// The source record plus each `enrich` result under its name.
     pub record: Value,
-    pub record_jv: Jv,
+    record_jv: OnceLock<Jv>,
     lookups: Stage,
     vars: Stage,
     sinks: Stage,
 }
 
-/// One context name's entries (`lookups.NAME`, `vars.NAME`, `sinks.NAME`).
-#[derive(Debug, Clone, Default)]
+/// One context name's entries (`lookups.NAME`, `vars.NAME`, `sinks.NAME`) as one JSON
+/// object.
+#[derive(Debug)]
 struct Stage {
-    json: BTreeMap<String, Value>,
-    values: BTreeMap<String, Jv>,
-    /// The map as one template value, rebuilt on the first read after a change.
-    joined: Option<Jv>,
+    json: Value,
+    jv: OnceLock<Jv>,
+}
+
+impl Default for Stage {
+    fn default() -> Self {
+        Stage {
+            json: Value::Object(Map::new()),
+            jv: OnceLock::new(),
+        }
+    }
 }
 
 impl Stage {
     fn set(&mut self, name: &str, v: Value) {
-        self.values
-            .insert(name.to_string(), template::from_json(&v));
-        self.json.insert(name.to_string(), v);
-        self.joined = None;
-    }
-    fn value(&mut self) -> Jv {
-        if let Some(j) = &self.joined {
-            return j.clone();
+        if let Value::Object(m) = &mut self.json {
+            m.insert(name.to_string(), v);
         }
-        let j = Jv::from(self.values.clone());
-        self.joined = Some(j.clone());
-        j
+        self.jv = OnceLock::new();
     }
-    fn peek(&self) -> Jv {
-        self.joined
+    fn value(&self) -> Jv {
+        self.jv
+            .get_or_init(|| template::from_json(&self.json))
             .clone()
-            .unwrap_or_else(|| Jv::from(self.values.clone()))
+    }
+    fn map(&self) -> &Map<String, Value> {
+        static EMPTY: OnceLock<Map<String, Value>> = OnceLock::new();
+        match &self.json {
+            Value::Object(m) => m,
+            _ => EMPTY.get_or_init(Map::new),
+        }
     }
 }
 
 impl RecordState {
     pub fn new(record: Value) -> Self {
-        let record_jv = template::from_json(&record);
         RecordState {
             record,
-            record_jv,
+            record_jv: OnceLock::new(),
             lookups: Stage::default(),
             vars: Stage::default(),
             sinks: Stage::default(),
         }
     }
 
-    pub fn lookups(&self) -> &BTreeMap<String, Value> {
-        &self.lookups.json
+    pub fn lookups(&self) -> &Map<String, Value> {
+        self.lookups.map()
     }
-    pub fn vars(&self) -> &BTreeMap<String, Value> {
-        &self.vars.json
+    pub fn vars(&self) -> &Map<String, Value> {
+        self.vars.map()
     }
-    pub fn sinks(&self) -> &BTreeMap<String, Value> {
-        &self.sinks.json
+    pub fn sinks(&self) -> &Map<String, Value> {
+        self.sinks.map()
     }
     pub fn set_lookup(&mut self, name: &str, v: Value) {
         self.lookups.set(name, v);
@@ -111,26 +124,90 @@ impl RecordState {
         self.sinks.set(name, v);
     }
 
-    /// Joins the stages now, so the contexts built next share one value each.
-    pub fn prepare(&mut self) {
-        self.lookups.value();
-        self.vars.value();
-        self.sinks.value();
+    /// The template scope at this point of the stages, with a `for_each` item and its
+    /// position when there is one.
+    pub fn scope<'a>(&'a self, g: &'a Globals, item: Option<(&'a Value, usize, usize)>) -> Ctx<'a> {
+        Ctx { st: self, g, item }
+    }
+}
+
+/// The names a template sees for one record (and item): `record`, `lookups`, `vars`,
+/// `sinks`, `settings`, `run`, `item`, `loop`.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    st: &'a RecordState,
+    g: &'a Globals,
+    item: Option<(&'a Value, usize, usize)>,
+}
+
+impl template::Scope for Ctx<'_> {
+    fn root(&self, name: &str) -> Option<&Value> {
+        let v = match name {
+            "record" => &self.st.record,
+            "lookups" => &self.st.lookups.json,
+            "vars" => &self.st.vars.json,
+            "sinks" => &self.st.sinks.json,
+            "settings" => &self.g.settings,
+            "run" => &self.g.run,
+            "item" => self.item?.0,
+            _ => return None,
+        };
+        (!v.is_null()).then_some(v)
     }
 
-    /// The template context at this point of the stages.
-    pub fn context(&self, g: &Globals, item: Option<(&Value, Jv)>) -> Jv {
+    fn loop_position(&self) -> Option<(usize, usize)> {
+        self.item.map(|(_, i, n)| (i, n))
+    }
+
+    fn to_value(&self) -> Jv {
+        let st = self.st;
         let mut ctx: BTreeMap<&str, Jv> = BTreeMap::new();
-        ctx.insert("record", self.record_jv.clone());
-        ctx.insert("lookups", self.lookups.peek());
-        ctx.insert("vars", self.vars.peek());
-        ctx.insert("sinks", self.sinks.peek());
-        ctx.insert("settings", g.settings.clone());
-        ctx.insert("run", g.run.clone());
-        if let Some((item, lp)) = item {
+        ctx.insert(
+            "record",
+            st.record_jv
+                .get_or_init(|| template::from_json(&st.record))
+                .clone(),
+        );
+        ctx.insert("lookups", st.lookups.value());
+        ctx.insert("vars", st.vars.value());
+        ctx.insert("sinks", st.sinks.value());
+        ctx.insert("settings", self.g.settings_jv.clone());
+        ctx.insert("run", self.g.run_jv.clone());
+        if let Some((item, i, n)) = self.item {
             ctx.insert("item", template::from_json(item));
-            ctx.insert("loop", lp);
+            ctx.insert("loop", loop_value(i, n));
         }
+        Jv::from(ctx)
+    }
+}
+
+/// The scope before lookups: only the record (and `settings`, `run`), borrowed.
+#[derive(Clone, Copy)]
+pub struct RecordOnly<'a> {
+    pub record: &'a Value,
+    pub g: &'a Globals,
+}
+
+impl template::Scope for RecordOnly<'_> {
+    fn root(&self, name: &str) -> Option<&Value> {
+        let v = match name {
+            "record" => self.record,
+            "settings" => &self.g.settings,
+            "run" => &self.g.run,
+            _ => return None,
+        };
+        (!v.is_null()).then_some(v)
+    }
+
+    fn to_value(&self) -> Jv {
+        let empty = || Jv::from(BTreeMap::<String, Jv>::new());
+        let mut ctx: BTreeMap<&str, Jv> = BTreeMap::new();
+        ctx.insert("record", template::from_json(self.record));
+        ctx.insert("lookups", empty());
+        ctx.insert("vars", empty());
+        ctx.insert("sinks", empty());
+        ctx.insert("settings", self.g.settings_jv.clone());
+        ctx.insert("run", self.g.run_jv.clone());
         Jv::from(ctx)
     }
 }
@@ -161,7 +238,11 @@ pub fn loop_value(index0: usize, length: usize) -> Jv {
 
 /// Evaluates a `for_each` expression to its items. Null means no items; a single value is
 /// one item.
-pub fn items(expr: &Expr, ctx: &Jv, place: &str) -> Result<Vec<Value>, RenderError> {
+pub fn items(
+    expr: &Expr,
+    ctx: &dyn template::Scope,
+    place: &str,
+) -> Result<Vec<Value>, RenderError> {
     match expr.eval(ctx).map_err(at(place))? {
         Value::Null => Ok(Vec::new()),
         Value::Array(a) => Ok(a),
@@ -172,9 +253,9 @@ pub fn items(expr: &Expr, ctx: &Jv, place: &str) -> Result<Vec<Value>, RenderErr
 /// Evaluates `vars` in order; each may use the ones above it.
 pub fn eval_vars(p: &Pipeline, st: &mut RecordState, g: &Globals) -> Result<(), RenderError> {
     for (name, expr) in &p.vars {
-        st.prepare();
-        let ctx = st.context(g, None);
-        let v = expr.eval(&ctx).map_err(at(format!("vars.{name}")))?;
+        let v = expr
+            .eval(&st.scope(g, None))
+            .map_err(at(format!("vars.{name}")))?;
         st.set_var(name, v);
     }
     Ok(())
@@ -247,9 +328,8 @@ pub fn render_sink(
     st: &mut RecordState,
     g: &Globals,
 ) -> Result<SinkDecision, RenderError> {
-    st.prepare();
     let st = &*st;
-    let base = st.context(g, None);
+    let base = st.scope(g, None);
     if let Some(when) = &sink.when {
         if !when
             .truthy(&base)
@@ -272,7 +352,7 @@ pub fn render_sink(
             }
             let n = list.len();
             for (i, item) in list.iter().enumerate() {
-                let ctx = st.context(g, Some((item, loop_value(i, n))));
+                let ctx = st.scope(g, Some((item, i, n)));
                 out.push(render_one(sink, &ctx, i)?);
             }
         }
@@ -280,7 +360,11 @@ pub fn render_sink(
     Ok(SinkDecision::Writes(out))
 }
 
-fn render_one(sink: &Sink, ctx: &Jv, item_index: usize) -> Result<WriteIntent, RenderError> {
+fn render_one(
+    sink: &Sink,
+    ctx: &dyn template::Scope,
+    item_index: usize,
+) -> Result<WriteIntent, RenderError> {
     let mut fields = Map::new();
     let mut keep = Vec::new();
     for f in &sink.fields {
@@ -342,9 +426,12 @@ pub fn scalar_string(v: &Value) -> String {
 }
 
 /// What `sinks.NAME` holds for later sinks: the written fields plus `Id` and `created`.
-pub fn sink_result_value(writes: &[(WriteIntent, Option<String>, bool)], for_each: bool) -> Value {
-    let one = |(w, id, created): &(WriteIntent, Option<String>, bool)| {
-        let mut m = w.fields.clone();
+pub fn sink_result_value<W: std::borrow::Borrow<WriteIntent>>(
+    writes: &[(W, Option<String>, bool)],
+    for_each: bool,
+) -> Value {
+    let one = |(w, id, created): &(W, Option<String>, bool)| {
+        let mut m = w.borrow().fields.clone();
         m.insert(
             "Id".into(),
             id.clone().map(Value::String).unwrap_or(Value::Null),

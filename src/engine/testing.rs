@@ -57,11 +57,26 @@ pub async fn produce(
     t: &PipelineTest,
     settings: &Value,
 ) -> Result<Vec<(String, Vec<Map<String, Value>>)>, String> {
-    let g = Globals::new(settings, "test", &p.name, "2026-01-01T00:00:00Z", true);
-    let mut states = vec![RecordState::new(t.record.clone())];
+    let g = test_globals(p, settings);
+    produce_with(p, t.record.clone(), &t.lookups, &g).await
+}
+
+/// The `settings` and `run` a test sees.
+pub fn test_globals(p: &Pipeline, settings: &Value) -> Globals {
+    Globals::new(settings, "test", &p.name, "2026-01-01T00:00:00Z", true)
+}
+
+/// [`produce`] for one record with canned lookup results, under the given globals.
+pub async fn produce_with(
+    p: &Pipeline,
+    record: Value,
+    canned: &Map<String, Value>,
+    g: &Globals,
+) -> Result<Vec<(String, Vec<Map<String, Value>>)>, String> {
+    let mut states = vec![RecordState::new(record)];
     if let Some(w) = &p.source.where_ {
         let keep = w
-            .truthy(&states[0].context(&g, None))
+            .truthy(&states[0].scope(g, None))
             .map_err(|e| format!("source.where: {e}"))?;
         if !keep {
             return Ok(p
@@ -76,18 +91,18 @@ pub async fn produce(
     lookup::resolve(
         p,
         &mut states,
-        &g,
-        &LookupSource::Canned(&t.lookups),
+        g,
+        &LookupSource::Canned(canned),
         &mut notes,
         &mut queries,
     )
     .await
     .map_err(|e| e.to_string())?;
     let st = &mut states[0];
-    render::eval_vars(p, st, &g).map_err(|e| e.to_string())?;
+    render::eval_vars(p, st, g).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for (si, sink) in p.sinks.iter().enumerate() {
-        let decision = render::render_sink(sink, st, &g).map_err(|e| e.to_string())?;
+        let decision = render::render_sink(sink, st, g).map_err(|e| e.to_string())?;
         let writes = match decision {
             SinkDecision::Skipped { .. } => Vec::new(),
             SinkDecision::Writes(w) => w,
@@ -99,7 +114,7 @@ pub async fn produce(
                 let fake =
                     w.id.clone()
                         .unwrap_or_else(|| format!("TEST{}{:03}", si, i + 1));
-                (w.clone(), Some(fake), true)
+                (w, Some(fake), true)
             })
             .collect();
         st.set_sink(

@@ -9,6 +9,29 @@ use minijinja::{Environment, UndefinedBehavior, Value};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+mod native;
+pub use native::{Scope, roots};
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+static CROSS_CHECK: AtomicBool = AtomicBool::new(false);
+static DIRECT: AtomicU64 = AtomicU64::new(0);
+static BY_MINIJINJA: AtomicU64 = AtomicU64::new(0);
+
+/// Tests: evaluate every template both ways (directly and by minijinja) and turn any
+/// difference into an error naming both results.
+pub fn cross_check(on: bool) {
+    CROSS_CHECK.store(on, Ordering::Relaxed);
+}
+
+/// Evaluations so far in this process: (answered directly, answered by minijinja).
+pub fn evaluation_counts() -> (u64, u64) {
+    (
+        DIRECT.load(Ordering::Relaxed),
+        BY_MINIJINJA.load(Ordering::Relaxed),
+    )
+}
+
 /// The marker value `{{ omit }}` evaluates to: the field is left out of the write.
 pub const OMIT_MARKER: &str = "\u{0}ferry-omit\u{0}";
 
@@ -85,8 +108,9 @@ pub struct Template {
     /// wrapped form can be mapped back.
     expr_offset: usize,
     wrapper_offset: usize,
-    /// For the common `{{ a.b.c }}`: the path, looked up directly without running the VM.
-    path: Option<Arc<[Arc<str>]>>,
+    /// The same template for direct evaluation over JSON, when every part of it is covered
+    /// (see [`native`]); minijinja answers the rest.
+    native: Option<Arc<native::Program>>,
 }
 
 impl std::fmt::Debug for Template {
@@ -364,17 +388,23 @@ mod filters {
                 &owned
             }
         };
+        Ok(match truncate_text(s, length, &end) {
+            std::borrow::Cow::Borrowed(b) if b.len() == s.len() && v.as_str().is_some() => {
+                v.clone()
+            }
+            other => Value::from(other.into_owned()),
+        })
+    }
+
+    /// At most `length` characters of `s`, `end` appended within the limit.
+    pub fn truncate_text<'s>(s: &'s str, length: usize, end: &str) -> std::borrow::Cow<'s, str> {
         // Fast path: short text (byte length bounds the character count) is returned as is.
         if s.len() <= length || s.chars().count() <= length {
-            return Ok(if v.as_str().is_some() {
-                v.clone()
-            } else {
-                Value::from(s.to_string())
-            });
+            return std::borrow::Cow::Borrowed(s);
         }
         let end_len = end.chars().count();
         if end_len >= length {
-            return Ok(Value::from(cut_chars(&end, length)));
+            return std::borrow::Cow::Owned(cut_chars(end, length).to_string());
         }
         let mut kept = cut_chars(s, length - end_len);
         if !end.is_empty() {
@@ -382,8 +412,8 @@ mod filters {
         }
         let mut out = String::with_capacity(kept.len() + end.len());
         out.push_str(kept);
-        out.push_str(&end);
-        Ok(Value::from(out))
+        out.push_str(end);
+        std::borrow::Cow::Owned(out)
     }
 
     /// The longest prefix of at most `n` characters that does not end inside a cluster a
@@ -583,11 +613,11 @@ impl Template {
                 .map(|r| shift(r, expr_offset, wrapper_offset, source.len()));
             err
         })?;
-        let path = match kind {
-            TemplateKind::Expression => single_expression(source)
-                .and_then(|r| simple_path(&source[r]))
-                .map(|p| p.into_iter().map(Arc::from).collect()),
-            TemplateKind::Text => None,
+        let native = match kind {
+            TemplateKind::Expression => {
+                single_expression(source).and_then(|r| native::Program::expression(&source[r]))
+            }
+            TemplateKind::Text => native::Program::text(source),
         };
         Ok(Template {
             env: Arc::new(env),
@@ -595,7 +625,7 @@ impl Template {
             kind,
             expr_offset,
             wrapper_offset,
-            path,
+            native: native.map(Arc::new),
         })
     }
 
@@ -607,25 +637,48 @@ impl Template {
         self.kind
     }
 
+    /// True when the template is evaluated directly over JSON (no minijinja run), where
+    /// the values allow.
+    pub fn is_native(&self) -> bool {
+        self.native.is_some()
+    }
+
     /// Evaluates to a typed JSON value: the expression's value for a single expression,
     /// a string otherwise. Undefined becomes null; `{{ omit }}` becomes [`OMIT_MARKER`].
-    pub fn eval(&self, ctx: &Value) -> Result<serde_json::Value, TemplateError> {
-        let v = self.eval_value(ctx)?;
+    pub fn eval(&self, ctx: &dyn Scope) -> Result<serde_json::Value, TemplateError> {
+        if let (Some(p), true) = (&self.native, ctx.native()) {
+            if let Ok(v) = p.eval(ctx) {
+                DIRECT.fetch_add(1, Ordering::Relaxed);
+                if CROSS_CHECK.load(Ordering::Relaxed) {
+                    let slow = self.eval_minijinja(ctx);
+                    if slow.as_ref().ok() != Some(&v) {
+                        return Err(TemplateError {
+                            message: format!(
+                                "`{}`: direct evaluation gave {v}, minijinja {slow:?}",
+                                self.source
+                            ),
+                            range: None,
+                            line: None,
+                            kind: TemplateErrorKind::Other,
+                        });
+                    }
+                }
+                return Ok(v);
+            }
+        }
+        BY_MINIJINJA.fetch_add(1, Ordering::Relaxed);
+        self.eval_minijinja(ctx)
+    }
+
+    /// Evaluates with minijinja only (tests compare it with [`Template::eval`]).
+    pub fn eval_minijinja(&self, ctx: &dyn Scope) -> Result<serde_json::Value, TemplateError> {
+        let v = self.eval_value(&ctx.to_value())?;
         Ok(to_json(&v))
     }
 
     /// Evaluates to a minijinja value (used where the result feeds another template).
     /// A null result is returned as undefined, so it chains like any missing value.
     pub fn eval_value(&self, ctx: &Value) -> Result<Value, TemplateError> {
-        if let Some(path) = &self.path {
-            // Only when the root is in the context: globals like `omit` take the VM path.
-            if let Ok(root) = ctx.get_attr(&path[0]) {
-                if !root.is_undefined() {
-                    let v = lookup_path(&root, path[1..].iter().map(|s| &**s));
-                    return Ok(if v.is_none() { Value::UNDEFINED } else { v });
-                }
-            }
-        }
         let t = self.env.get_template(NAME).map_err(TemplateError::from)?;
         match self.kind {
             TemplateKind::Text => {
@@ -647,12 +700,12 @@ impl Template {
     }
 
     /// Evaluates and reads the result as a condition (`when`, `skip`, `where`).
-    pub fn truthy(&self, ctx: &Value) -> Result<bool, TemplateError> {
-        let v = self.eval_value(ctx)?;
+    pub fn truthy(&self, ctx: &dyn Scope) -> Result<bool, TemplateError> {
+        let v = self.eval(ctx)?;
         Ok(match self.kind {
-            TemplateKind::Expression => v.is_true(),
+            TemplateKind::Expression => crate::config::json_truthy(&v),
             TemplateKind::Text => {
-                let s = v.to_string();
+                let s = v.as_str().unwrap_or_default();
                 let s = s.trim();
                 !(s.is_empty()
                     || s.eq_ignore_ascii_case("false")
@@ -694,30 +747,6 @@ fn shift(
     }
     let f = |x: usize| (x.saturating_sub(wrapper_offset) + expr_offset).min(len);
     f(r.start)..f(r.end)
-}
-
-/// `a.b.c` made of plain names (no calls, filters, indexes or operators), as segments.
-fn simple_path(expr: &str) -> Option<Vec<&str>> {
-    let expr = expr.trim();
-    let segs: Vec<&str> = expr.split('.').collect();
-    let ident = |s: &str| {
-        let mut cs = s.chars();
-        matches!(cs.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-            && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
-    };
-    if !segs.iter().all(|s| ident(s)) {
-        return None;
-    }
-    // Literals and tests spelled as names are not context lookups.
-    if segs.len() == 1
-        && matches!(
-            segs[0],
-            "none" | "None" | "true" | "True" | "false" | "False" | "omit" | "loop"
-        )
-    {
-        return None;
-    }
-    Some(segs)
 }
 
 /// Follows a dotted path the way templates do: a missing or null step gives undefined, and

@@ -1,0 +1,1170 @@
+//! A direct evaluator for the templates pipelines are made of, working on the JSON the
+//! engine already holds: no conversion of the record into template values, no VM state per
+//! evaluation.
+//!
+//! It covers the common part of the language (paths, literals, `and`/`or`/`not`,
+//! comparisons, `in`, `~`, `+ - *`, conditional expressions, slices, `{% if %}` blocks,
+//! ferry's filters and the list filters pipelines use). A template using anything else is
+//! compiled to no program; and while evaluating, any case whose answer is not certain
+//! (mixed types in a comparison, a `none` printed into text, a filter error...) answers
+//! [`Fallback`]. Either way the caller evaluates the template with minijinja instead, so
+//! the two can never disagree: this module only answers where its answer is minijinja's.
+//! `tests/template_native.rs` compares both over every shipped template.
+
+use super::{OMIT_MARKER, filters};
+use minijinja::machinery::ast;
+use minijinja::value::ValueKind;
+use serde_json::{Map, Value as Json};
+use std::borrow::Cow;
+
+/// This case is left to minijinja.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fallback;
+
+type R<T> = Result<T, Fallback>;
+
+/// What a template reads its names from. Implemented by the engine's per-record scope, by a
+/// JSON object of root names, and by a minijinja value (which takes the minijinja path).
+pub trait Scope {
+    /// The value of a root name (`record`, `lookups`, `item`...); None when absent.
+    fn root(&self, name: &str) -> Option<&Json>;
+    /// `loop.index0` and `loop.length` inside a `for_each`, when the scope has no `loop`
+    /// value of its own.
+    fn loop_position(&self) -> Option<(usize, usize)> {
+        None
+    }
+    /// The whole context as a template value, for minijinja.
+    fn to_value(&self) -> minijinja::Value;
+    /// False when [`Scope::root`] cannot answer (the scope is only a template value).
+    fn native(&self) -> bool {
+        true
+    }
+}
+
+impl Scope for minijinja::Value {
+    fn root(&self, _: &str) -> Option<&Json> {
+        None
+    }
+    fn to_value(&self) -> minijinja::Value {
+        self.clone()
+    }
+    fn native(&self) -> bool {
+        false
+    }
+}
+
+/// A JSON object whose keys are the root names.
+impl Scope for Json {
+    fn root(&self, name: &str) -> Option<&Json> {
+        self.get(name).filter(|v| !v.is_null())
+    }
+    fn to_value(&self) -> minijinja::Value {
+        super::from_json(self)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cmp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    In,
+    NotIn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arith {
+    Add,
+    Sub,
+    Mul,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TestKind {
+    None,
+    Defined,
+    Undefined,
+}
+
+#[derive(Debug, Clone)]
+enum SelTest {
+    Truthy,
+    Eq(Node),
+    Ne(Node),
+    In(Node),
+    Defined,
+    Undefined,
+    None,
+}
+
+#[derive(Debug, Clone)]
+enum Filter {
+    SfDatetime,
+    SfDate(Option<Node>),
+    EmailDomain,
+    Truncate {
+        length: Option<Node>,
+        end: Option<Node>,
+    },
+    Unique {
+        attribute: Option<String>,
+        case_sensitive: bool,
+    },
+    Length,
+    First,
+    Last,
+    List,
+    Join(Option<Node>),
+    MapAttr(String),
+    Select {
+        attr: String,
+        test: SelTest,
+        reject: bool,
+    },
+    Lower,
+    Upper,
+    Trim,
+    Default(Box<Node>),
+}
+
+#[derive(Debug, Clone)]
+enum Node {
+    Const(Json),
+    NoneLit,
+    Omit,
+    Root(&'static str),
+    Attr(Box<Node>, Box<str>),
+    Item(Box<Node>, Box<Node>),
+    Slice(Box<Node>, Option<Box<Node>>, Option<Box<Node>>),
+    List(Vec<Node>),
+    Not(Box<Node>),
+    Neg(Box<Node>),
+    And(Box<Node>, Box<Node>),
+    Or(Box<Node>, Box<Node>),
+    Compare(Box<Node>, Vec<(Cmp, Node)>),
+    Arith(Arith, Box<Node>, Box<Node>),
+    Concat(Box<Node>, Box<Node>),
+    If(Box<Node>, Box<Node>, Option<Box<Node>>),
+    Filter(Box<Node>, Box<Filter>),
+    Test(Box<Node>, TestKind, bool),
+}
+
+#[derive(Debug, Clone)]
+enum Stmt {
+    Raw(String),
+    Emit(Node),
+    If(Node, Vec<Stmt>, Vec<Stmt>),
+}
+
+/// A template compiled for direct evaluation.
+#[derive(Debug, Clone)]
+pub struct Program(Prog);
+
+#[derive(Debug, Clone)]
+enum Prog {
+    Expression(Node),
+    Text(Vec<Stmt>),
+}
+
+const ROOTS: &[&str] = &[
+    "record", "lookups", "vars", "sinks", "item", "loop", "settings", "run",
+];
+
+impl Program {
+    /// The program for a single expression, if every part of it is covered.
+    pub fn expression(source: &str) -> Option<Program> {
+        let expr = minijinja::machinery::parse_expr(source).ok()?;
+        Some(Program(Prog::Expression(node(&expr).ok()?)))
+    }
+
+    /// The program for text with placeholders and `if` blocks, if every part is covered.
+    pub fn text(source: &str) -> Option<Program> {
+        let syntax = minijinja::syntax::SyntaxConfig::default();
+        let ast::Stmt::Template(t) = minijinja::machinery::parse(source, "t", syntax).ok()? else {
+            return None;
+        };
+        Some(Program(Prog::Text(stmts(&t.children).ok()?)))
+    }
+
+    /// The value of an expression program, or the text of a text program (with `omit` handled
+    /// as [`super::Template::eval`] does).
+    pub fn eval(&self, scope: &dyn Scope) -> R<Json> {
+        match &self.0 {
+            Prog::Expression(n) => Ok(eval(n, scope)?.into_json()),
+            Prog::Text(body) => {
+                let mut out = String::new();
+                render(body, scope, &mut out)?;
+                if out.contains(OMIT_MARKER) {
+                    if out.trim() == OMIT_MARKER {
+                        return Ok(Json::String(OMIT_MARKER.into()));
+                    }
+                    out = out.replace(OMIT_MARKER, "");
+                }
+                Ok(Json::String(out))
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// From minijinja's syntax tree to ours.
+
+fn stmts(list: &[ast::Stmt<'_>]) -> R<Vec<Stmt>> {
+    let mut out = Vec::with_capacity(list.len());
+    for s in list {
+        out.push(match s {
+            ast::Stmt::EmitRaw(r) => Stmt::Raw(r.raw.to_string()),
+            ast::Stmt::EmitExpr(e) => Stmt::Emit(node(&e.expr)?),
+            ast::Stmt::IfCond(c) => {
+                Stmt::If(node(&c.expr)?, stmts(&c.true_body)?, stmts(&c.false_body)?)
+            }
+            _ => return Err(Fallback),
+        });
+    }
+    Ok(out)
+}
+
+fn boxed(e: &ast::Expr<'_>) -> R<Box<Node>> {
+    node(e).map(Box::new)
+}
+
+fn constant(v: &minijinja::Value) -> R<Node> {
+    Ok(match v.kind() {
+        ValueKind::None => Node::NoneLit,
+        ValueKind::Bool => Node::Const(Json::Bool(v.is_true())),
+        ValueKind::String => Node::Const(Json::String(v.as_str().ok_or(Fallback)?.into())),
+        ValueKind::Number => match v.as_i64() {
+            Some(i) if v.is_integer() => Node::Const(Json::from(i)),
+            _ => {
+                let f = f64::try_from(v.clone()).map_err(|_| Fallback)?;
+                Node::Const(
+                    serde_json::Number::from_f64(f)
+                        .map(Json::Number)
+                        .ok_or(Fallback)?,
+                )
+            }
+        },
+        ValueKind::Seq => {
+            let mut items = Vec::new();
+            for x in v.try_iter().map_err(|_| Fallback)? {
+                items.push(constant(&x)?);
+            }
+            Node::List(items)
+        }
+        _ => return Err(Fallback),
+    })
+}
+
+fn node(e: &ast::Expr<'_>) -> R<Node> {
+    Ok(match e {
+        ast::Expr::Var(v) => match v.id {
+            "omit" => Node::Omit,
+            id => Node::Root(ROOTS.iter().find(|r| **r == id).copied().ok_or(Fallback)?),
+        },
+        ast::Expr::Const(c) => constant(&c.value)?,
+        ast::Expr::GetAttr(a) => Node::Attr(boxed(&a.expr)?, a.name.into()),
+        ast::Expr::GetItem(i) => Node::Item(boxed(&i.expr)?, boxed(&i.subscript_expr)?),
+        ast::Expr::Slice(s) => {
+            if s.step.is_some() {
+                return Err(Fallback);
+            }
+            Node::Slice(
+                boxed(&s.expr)?,
+                s.start.as_ref().map(boxed).transpose()?,
+                s.stop.as_ref().map(boxed).transpose()?,
+            )
+        }
+        ast::Expr::List(l) => Node::List(l.items.iter().map(node).collect::<R<_>>()?),
+        ast::Expr::UnaryOp(u) => match u.op {
+            ast::UnaryOpKind::Not => Node::Not(boxed(&u.expr)?),
+            ast::UnaryOpKind::Neg => Node::Neg(boxed(&u.expr)?),
+        },
+        ast::Expr::BinOp(b) => {
+            let (l, r) = (boxed(&b.left)?, boxed(&b.right)?);
+            use ast::BinOpKind as K;
+            match b.op {
+                K::ScAnd => Node::And(l, r),
+                K::ScOr => Node::Or(l, r),
+                K::Add => Node::Arith(Arith::Add, l, r),
+                K::Sub => Node::Arith(Arith::Sub, l, r),
+                K::Mul => Node::Arith(Arith::Mul, l, r),
+                K::Concat => Node::Concat(l, r),
+                K::Eq => Node::Compare(l, vec![(Cmp::Eq, *r)]),
+                K::Ne => Node::Compare(l, vec![(Cmp::Ne, *r)]),
+                K::Lt => Node::Compare(l, vec![(Cmp::Lt, *r)]),
+                K::Lte => Node::Compare(l, vec![(Cmp::Le, *r)]),
+                K::Gt => Node::Compare(l, vec![(Cmp::Gt, *r)]),
+                K::Gte => Node::Compare(l, vec![(Cmp::Ge, *r)]),
+                K::In => Node::Compare(l, vec![(Cmp::In, *r)]),
+                _ => return Err(Fallback),
+            }
+        }
+        ast::Expr::Compare(c) => {
+            let mut ops = Vec::with_capacity(c.ops.len());
+            for op in &c.ops {
+                use ast::CompareOpKind as K;
+                let k = match op.op {
+                    K::Eq => Cmp::Eq,
+                    K::Ne => Cmp::Ne,
+                    K::Lt => Cmp::Lt,
+                    K::Lte => Cmp::Le,
+                    K::Gt => Cmp::Gt,
+                    K::Gte => Cmp::Ge,
+                    K::In => Cmp::In,
+                    K::NotIn => Cmp::NotIn,
+                };
+                ops.push((k, node(&op.expr)?));
+            }
+            Node::Compare(boxed(&c.expr)?, ops)
+        }
+        ast::Expr::IfExpr(i) => Node::If(
+            boxed(&i.test_expr)?,
+            boxed(&i.true_expr)?,
+            i.false_expr.as_ref().map(boxed).transpose()?,
+        ),
+        ast::Expr::Test(t) => {
+            if !t.args.is_empty() {
+                return Err(Fallback);
+            }
+            let (kind, negated) = match t.name {
+                "none" => (TestKind::None, false),
+                "defined" => (TestKind::Defined, false),
+                "undefined" => (TestKind::Undefined, false),
+                _ => return Err(Fallback),
+            };
+            Node::Test(boxed(&t.expr)?, kind, negated)
+        }
+        ast::Expr::Filter(f) => {
+            let input = boxed(f.expr.as_ref().ok_or(Fallback)?)?;
+            Node::Filter(input, Box::new(filter(f.name, &f.args)?))
+        }
+        _ => return Err(Fallback),
+    })
+}
+
+/// Positional and keyword arguments of a call.
+type Args<'a, 'b> = (Vec<&'b ast::Expr<'a>>, Vec<(&'a str, &'b ast::Expr<'a>)>);
+
+/// Splits call arguments into positional ones and keyword ones; splats are not covered.
+fn args<'a, 'b>(list: &'b [ast::CallArg<'a>]) -> R<Args<'a, 'b>> {
+    let mut pos = Vec::new();
+    let mut kw = Vec::new();
+    for a in list {
+        match a {
+            ast::CallArg::Pos(e) if kw.is_empty() => pos.push(e),
+            ast::CallArg::Kwarg(k, e) => kw.push((*k, e)),
+            _ => return Err(Fallback),
+        }
+    }
+    Ok((pos, kw))
+}
+
+fn const_str(e: &ast::Expr<'_>) -> R<String> {
+    match e {
+        ast::Expr::Const(c) => c.value.as_str().map(str::to_string).ok_or(Fallback),
+        _ => Err(Fallback),
+    }
+}
+
+fn filter(name: &str, list: &[ast::CallArg<'_>]) -> R<Filter> {
+    let (pos, kw) = args(list)?;
+    let none = pos.is_empty() && kw.is_empty();
+    Ok(match name {
+        "sf_datetime" if none => Filter::SfDatetime,
+        "sf_date" if kw.is_empty() && pos.len() <= 1 => {
+            Filter::SfDate(pos.first().map(|e| node(e)).transpose()?)
+        }
+        "email_domain" if none => Filter::EmailDomain,
+        "truncate" if pos.len() <= 1 && kw.iter().all(|(k, _)| *k == "end") => Filter::Truncate {
+            length: pos.first().map(|e| node(e)).transpose()?,
+            end: kw.first().map(|(_, e)| node(e)).transpose()?,
+        },
+        "unique" if pos.is_empty() => {
+            let mut attribute = None;
+            let mut case_sensitive = false;
+            for (k, e) in kw {
+                match k {
+                    "attribute" => attribute = Some(const_str(e)?),
+                    "case_sensitive" => match e {
+                        ast::Expr::Const(c) if c.value.kind() == ValueKind::Bool => {
+                            case_sensitive = c.value.is_true()
+                        }
+                        _ => return Err(Fallback),
+                    },
+                    _ => return Err(Fallback),
+                }
+            }
+            Filter::Unique {
+                attribute,
+                case_sensitive,
+            }
+        }
+        "length" | "count" if none => Filter::Length,
+        "first" if none => Filter::First,
+        "last" if none => Filter::Last,
+        "list" if none => Filter::List,
+        "join" if kw.is_empty() && pos.len() <= 1 => {
+            Filter::Join(pos.first().map(|e| node(e)).transpose()?)
+        }
+        "map" if pos.is_empty() && kw.len() == 1 && kw[0].0 == "attribute" => {
+            Filter::MapAttr(const_str(kw[0].1)?)
+        }
+        "selectattr" | "rejectattr" if kw.is_empty() && !pos.is_empty() && pos.len() <= 3 => {
+            let attr = const_str(pos[0])?;
+            let test = match (pos.get(1).map(|e| const_str(e)).transpose()?, pos.get(2)) {
+                (None, None) => SelTest::Truthy,
+                (Some(t), arg) => match (t.as_str(), arg) {
+                    ("eq" | "equalto" | "==", Some(a)) => SelTest::Eq(node(a)?),
+                    ("ne" | "!=", Some(a)) => SelTest::Ne(node(a)?),
+                    ("in", Some(a)) => SelTest::In(node(a)?),
+                    ("defined", None) => SelTest::Defined,
+                    ("undefined", None) => SelTest::Undefined,
+                    ("none", None) => SelTest::None,
+                    _ => return Err(Fallback),
+                },
+                (None, Some(_)) => return Err(Fallback),
+            };
+            Filter::Select {
+                attr,
+                test,
+                reject: name == "rejectattr",
+            }
+        }
+        "lower" if none => Filter::Lower,
+        "upper" if none => Filter::Upper,
+        "trim" if none => Filter::Trim,
+        "default" | "d" if kw.is_empty() && pos.len() == 1 => {
+            Filter::Default(Box::new(node(pos[0])?))
+        }
+        _ => return Err(Fallback),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Values while evaluating.
+
+/// A value as minijinja would hold it. JSON null is undefined, as [`super::from_json`]
+/// makes it.
+#[derive(Debug, Clone)]
+enum V<'a> {
+    Undef,
+    None,
+    Omit,
+    /// Borrowed from the scope or the program; never JSON null.
+    R(&'a Json),
+    /// Made while evaluating; never JSON null.
+    O(Json),
+    /// A list made while evaluating.
+    Seq(Vec<V<'a>>),
+    /// `loop` inside a `for_each`: index0 and length.
+    Loop(usize, usize),
+}
+
+fn of(j: &Json) -> V<'_> {
+    if j.is_null() { V::Undef } else { V::R(j) }
+}
+
+fn owned<'a>(j: Json) -> V<'a> {
+    if j.is_null() { V::Undef } else { V::O(j) }
+}
+
+fn text<'a>(s: impl Into<String>) -> V<'a> {
+    V::O(Json::String(s.into()))
+}
+
+#[derive(Clone, Copy)]
+enum Num {
+    I(i64),
+    F(f64),
+}
+
+impl<'a> V<'a> {
+    fn json(&self) -> Option<&Json> {
+        match self {
+            V::R(j) => Some(j),
+            V::O(j) => Some(j),
+            _ => None,
+        }
+    }
+
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            V::Omit => Some(OMIT_MARKER),
+            _ => self.json().and_then(Json::as_str),
+        }
+    }
+
+    fn num(&self) -> Option<Num> {
+        let n = match self.json()? {
+            Json::Number(n) => n,
+            _ => return None,
+        };
+        if let Some(i) = n.as_i64() {
+            Some(Num::I(i))
+        } else if n.is_u64() {
+            None
+        } else {
+            n.as_f64().map(Num::F)
+        }
+    }
+
+    fn is_undef_or_none(&self) -> bool {
+        matches!(self, V::Undef | V::None)
+    }
+
+    fn truthy(&self) -> bool {
+        match self {
+            V::Undef | V::None => false,
+            V::Omit | V::Loop(..) => true,
+            V::Seq(s) => !s.is_empty(),
+            V::R(j) => crate::config::json_truthy(j),
+            V::O(j) => crate::config::json_truthy(j),
+        }
+    }
+
+    fn is_seq(&self) -> bool {
+        matches!(self, V::Seq(_)) || matches!(self.json(), Some(Json::Array(_)))
+    }
+
+    /// The items of a list; None for anything else.
+    fn items(self) -> Option<Vec<V<'a>>> {
+        match self {
+            V::Seq(s) => Some(s),
+            V::R(Json::Array(a)) => Some(a.iter().map(of).collect()),
+            V::O(Json::Array(a)) => Some(a.into_iter().map(owned).collect()),
+            _ => None,
+        }
+    }
+
+    /// The items of a list, or none for undefined (which iterates as empty).
+    fn items_or_empty(self) -> R<Vec<V<'a>>> {
+        match self {
+            V::Undef => Ok(Vec::new()),
+            other => other.items().ok_or(Fallback),
+        }
+    }
+
+    /// Attribute access: maps give their key (missing: undefined), undefined chains.
+    fn attr(self, name: &str) -> R<V<'a>> {
+        match self {
+            V::Undef => Ok(V::Undef),
+            V::R(Json::Object(m)) => Ok(m.get(name).map_or(V::Undef, of)),
+            V::O(Json::Object(mut m)) => Ok(m.remove(name).map_or(V::Undef, owned)),
+            V::Loop(i, n) => Ok(match name {
+                "index" => V::O(Json::from(i + 1)),
+                "index0" => V::O(Json::from(i)),
+                "first" => V::O(Json::Bool(i == 0)),
+                "last" => V::O(Json::Bool(i + 1 == n)),
+                "length" => V::O(Json::from(n)),
+                "revindex" => V::O(Json::from(n - i)),
+                "revindex0" => V::O(Json::from(n - i - 1)),
+                _ => return Err(Fallback),
+            }),
+            _ => Err(Fallback),
+        }
+    }
+
+    fn into_json(self) -> Json {
+        match self {
+            V::Undef | V::None => Json::Null,
+            V::Omit => Json::String(OMIT_MARKER.into()),
+            V::R(j) => j.clone(),
+            V::O(j) => j,
+            V::Seq(s) => Json::Array(s.into_iter().map(V::into_json).collect()),
+            V::Loop(i, n) => serde_json::json!({
+                "index": i + 1, "index0": i, "first": i == 0, "last": i + 1 == n, "length": n,
+                "revindex": n - i, "revindex0": n - i - 1,
+            }),
+        }
+    }
+
+    /// As minijinja prints the value (`~`, `join`); None where that is not covered.
+    fn display(&self) -> R<Cow<'_, str>> {
+        Ok(match self {
+            V::Undef => Cow::Borrowed(""),
+            V::None => Cow::Borrowed("none"),
+            V::Omit => Cow::Borrowed(OMIT_MARKER),
+            _ => match self.json().ok_or(Fallback)? {
+                Json::String(s) => Cow::Borrowed(s.as_str()),
+                // minijinja prints booleans as Python does; text output is lower case
+                Json::Bool(b) => Cow::Borrowed(if *b { "True" } else { "False" }),
+                Json::Number(_) => match self.num().ok_or(Fallback)? {
+                    Num::I(i) => Cow::Owned(i.to_string()),
+                    Num::F(f) => Cow::Owned(float_text(f)),
+                },
+                _ => return Err(Fallback),
+            },
+        })
+    }
+
+    /// As text output prints the value: nothing for null, like [`super::text_formatter`].
+    fn print(&self, out: &mut String) -> R<()> {
+        match self.json() {
+            _ if self.is_undef_or_none() => {}
+            Some(Json::Bool(b)) => out.push_str(if *b { "true" } else { "false" }),
+            _ => out.push_str(&self.display()?),
+        }
+        Ok(())
+    }
+}
+
+fn float_text(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f < 0.0 { "-inf" } else { "inf" }.into();
+    }
+    let mut s = f.to_string();
+    if !s.contains('.') {
+        s.push_str(".0");
+    }
+    s
+}
+
+/// Equality as minijinja decides it, where that is plain.
+fn equal(a: &V<'_>, b: &V<'_>) -> R<bool> {
+    match (a, b) {
+        (V::Undef, V::Undef) | (V::None, V::None) => return Ok(true),
+        (V::Undef | V::None, _) | (_, V::Undef | V::None) => {
+            // undefined against a value is unequal; undefined against none is left alone
+            if a.is_undef_or_none() && b.is_undef_or_none() {
+                return Err(Fallback);
+            }
+            return Ok(false);
+        }
+        _ => {}
+    }
+    if let (Some(x), Some(y)) = (a.as_str(), b.as_str()) {
+        return Ok(x == y);
+    }
+    if let (Some(x), Some(y)) = (a.num(), b.num()) {
+        return Ok(match (x, y) {
+            (Num::I(x), Num::I(y)) => x == y,
+            (Num::I(x), Num::F(y)) => (x as f64) == y,
+            (Num::F(x), Num::I(y)) => x == (y as f64),
+            (Num::F(x), Num::F(y)) => x == y,
+        });
+    }
+    match (a.json(), b.json()) {
+        (Some(Json::Bool(x)), Some(Json::Bool(y))) => Ok(x == y),
+        (Some(Json::String(_)), Some(Json::Bool(_)))
+        | (Some(Json::Bool(_)), Some(Json::String(_))) => Ok(false),
+        (Some(Json::String(_)), Some(Json::Number(_)))
+        | (Some(Json::Number(_)), Some(Json::String(_))) => Ok(false),
+        _ => Err(Fallback),
+    }
+}
+
+fn order(a: &V<'_>, b: &V<'_>) -> R<std::cmp::Ordering> {
+    if let (Some(x), Some(y)) = (a.as_str(), b.as_str()) {
+        return Ok(x.cmp(y));
+    }
+    match (a.num(), b.num()) {
+        (Some(Num::I(x)), Some(Num::I(y))) => Ok(x.cmp(&y)),
+        (Some(x), Some(y)) => {
+            let f = |n: Num| match n {
+                Num::I(i) => i as f64,
+                Num::F(f) => f,
+            };
+            f(x).partial_cmp(&f(y)).ok_or(Fallback)
+        }
+        _ => Err(Fallback),
+    }
+}
+
+fn contains(container: &V<'_>, x: &V<'_>) -> R<bool> {
+    if let Some(hay) = container.as_str() {
+        return x.as_str().map(|n| hay.contains(n)).ok_or(Fallback);
+    }
+    match container {
+        V::Seq(items) => {
+            for it in items {
+                if equal(it, x)? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        }
+        _ => match container.json() {
+            Some(Json::Array(items)) => {
+                for it in items {
+                    if equal(&of(it), x)? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+            Some(Json::Object(m)) => x.as_str().map(|k| m.contains_key(k)).ok_or(Fallback),
+            _ => Err(Fallback),
+        },
+    }
+}
+
+fn arith<'a>(op: Arith, a: &V<'a>, b: &V<'a>) -> R<V<'a>> {
+    match (a.num(), b.num()) {
+        (Some(Num::I(x)), Some(Num::I(y))) => {
+            let r = match op {
+                Arith::Add => x.checked_add(y),
+                Arith::Sub => x.checked_sub(y),
+                Arith::Mul => x.checked_mul(y),
+            };
+            r.map(|i| V::O(Json::from(i))).ok_or(Fallback)
+        }
+        (Some(x), Some(y)) => {
+            let f = |n: Num| match n {
+                Num::I(i) => i as f64,
+                Num::F(f) => f,
+            };
+            let r = match op {
+                Arith::Add => f(x) + f(y),
+                Arith::Sub => f(x) - f(y),
+                Arith::Mul => f(x) * f(y),
+            };
+            serde_json::Number::from_f64(r)
+                .map(|n| V::O(Json::Number(n)))
+                .ok_or(Fallback)
+        }
+        _ => match (op, a.as_str(), b.as_str()) {
+            (Arith::Add, Some(x), Some(y)) if !matches!(a, V::Omit) && !matches!(b, V::Omit) => {
+                Ok(text(format!("{x}{y}")))
+            }
+            _ => Err(Fallback),
+        },
+    }
+}
+
+fn index(len: usize, i: i64) -> Option<usize> {
+    if i < 0 {
+        let back = usize::try_from(i.unsigned_abs()).ok()?;
+        len.checked_sub(back)
+    } else {
+        usize::try_from(i).ok().filter(|&i| i < len)
+    }
+}
+
+/// Python's clamped slice bounds.
+fn bounds(len: usize, start: Option<i64>, stop: Option<i64>) -> (usize, usize) {
+    let clamp = |i: i64| -> usize {
+        if i < 0 {
+            len.saturating_sub(usize::try_from(i.unsigned_abs()).unwrap_or(usize::MAX))
+        } else {
+            usize::try_from(i).unwrap_or(usize::MAX).min(len)
+        }
+    };
+    let s = start.map_or(0, clamp);
+    let e = stop.map_or(len, clamp);
+    (s, e.max(s))
+}
+
+fn int_arg(v: &V<'_>) -> R<Option<i64>> {
+    match v {
+        V::Undef | V::None => Ok(None),
+        _ => match v.num() {
+            Some(Num::I(i)) => Ok(Some(i)),
+            _ => Err(Fallback),
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Evaluation.
+
+fn eval<'a>(n: &'a Node, s: &'a dyn Scope) -> R<V<'a>> {
+    Ok(match n {
+        Node::Const(j) => of(j),
+        Node::NoneLit => V::None,
+        Node::Omit => V::Omit,
+        Node::Root(name) => match s.root(name) {
+            Some(j) => of(j),
+            None if *name == "loop" => match s.loop_position() {
+                Some((i, len)) => V::Loop(i, len),
+                None => V::Undef,
+            },
+            None => V::Undef,
+        },
+        Node::Attr(base, name) => eval(base, s)?.attr(name)?,
+        Node::Item(base, sub) => {
+            let b = eval(base, s)?;
+            let k = eval(sub, s)?;
+            if let Some(key) = k.as_str() {
+                if matches!(k, V::Omit) {
+                    return Err(Fallback);
+                }
+                let key = key.to_string();
+                return b.attr(&key);
+            }
+            let Some(Num::I(i)) = k.num() else {
+                return Err(Fallback);
+            };
+            match b {
+                V::Undef => V::Undef,
+                other => {
+                    let items = other.items().ok_or(Fallback)?;
+                    let len = items.len();
+                    match index(len, i) {
+                        Some(ix) => items.into_iter().nth(ix).unwrap_or(V::Undef),
+                        None => V::Undef,
+                    }
+                }
+            }
+        }
+        Node::Slice(base, start, stop) => {
+            let b = eval(base, s)?;
+            let start = match start {
+                Some(e) => int_arg(&eval(e, s)?)?,
+                None => None,
+            };
+            let stop = match stop {
+                Some(e) => int_arg(&eval(e, s)?)?,
+                None => None,
+            };
+            if matches!(b, V::Omit) {
+                return Err(Fallback);
+            }
+            if let Some(st) = b.as_str() {
+                let chars: Vec<char> = st.chars().collect();
+                let (a, e) = bounds(chars.len(), start, stop);
+                return Ok(text(chars[a..e].iter().collect::<String>()));
+            }
+            let items = b.items().ok_or(Fallback)?;
+            let (a, e) = bounds(items.len(), start, stop);
+            V::Seq(items.into_iter().skip(a).take(e - a).collect())
+        }
+        Node::List(items) => V::Seq(items.iter().map(|i| eval(i, s)).collect::<R<_>>()?),
+        Node::Not(x) => V::O(Json::Bool(!eval(x, s)?.truthy())),
+        Node::Neg(x) => match eval(x, s)?.num() {
+            Some(Num::I(i)) => V::O(Json::from(i.checked_neg().ok_or(Fallback)?)),
+            Some(Num::F(f)) => V::O(
+                serde_json::Number::from_f64(-f)
+                    .map(Json::Number)
+                    .ok_or(Fallback)?,
+            ),
+            None => return Err(Fallback),
+        },
+        Node::And(a, b) => {
+            let l = eval(a, s)?;
+            if l.truthy() { eval(b, s)? } else { l }
+        }
+        Node::Or(a, b) => {
+            let l = eval(a, s)?;
+            if l.truthy() { l } else { eval(b, s)? }
+        }
+        Node::Compare(first, ops) => {
+            let mut left = eval(first, s)?;
+            for (op, e) in ops {
+                let right = eval(e, s)?;
+                let ok = match op {
+                    Cmp::Eq => equal(&left, &right)?,
+                    Cmp::Ne => !equal(&left, &right)?,
+                    Cmp::Lt => order(&left, &right)?.is_lt(),
+                    Cmp::Le => order(&left, &right)?.is_le(),
+                    Cmp::Gt => order(&left, &right)?.is_gt(),
+                    Cmp::Ge => order(&left, &right)?.is_ge(),
+                    Cmp::In => contains(&right, &left)?,
+                    Cmp::NotIn => !contains(&right, &left)?,
+                };
+                if !ok {
+                    return Ok(V::O(Json::Bool(false)));
+                }
+                if ops.len() > 1 {
+                    // chained comparisons are rare; their exact rules are minijinja's
+                    return Err(Fallback);
+                }
+                left = right;
+            }
+            V::O(Json::Bool(true))
+        }
+        Node::Arith(op, a, b) => arith(*op, &eval(a, s)?, &eval(b, s)?)?,
+        Node::Concat(a, b) => {
+            let (l, r) = (eval(a, s)?, eval(b, s)?);
+            let mut out = l.display()?.into_owned();
+            out.push_str(&r.display()?);
+            text(out)
+        }
+        Node::If(c, t, f) => {
+            if eval(c, s)?.truthy() {
+                eval(t, s)?
+            } else {
+                match f {
+                    Some(f) => eval(f, s)?,
+                    None => V::Undef,
+                }
+            }
+        }
+        Node::Test(x, kind, negated) => {
+            let v = eval(x, s)?;
+            let r = match kind {
+                TestKind::None => v.is_undef_or_none(),
+                TestKind::Defined => !matches!(v, V::Undef),
+                TestKind::Undefined => matches!(v, V::Undef),
+            };
+            V::O(Json::Bool(r != *negated))
+        }
+        Node::Filter(x, f) => apply(f, eval(x, s)?, s)?,
+    })
+}
+
+/// Calls one of ferry's filters (written for minijinja values) on a scalar.
+fn call_scalar<'a>(
+    v: &V<'a>,
+    f: impl FnOnce(&minijinja::Value) -> Result<minijinja::Value, minijinja::Error>,
+) -> R<V<'a>> {
+    let mv = match v {
+        V::Undef => minijinja::Value::UNDEFINED,
+        V::None => minijinja::Value::from(()),
+        V::Omit => return Err(Fallback),
+        _ => match v.json().ok_or(Fallback)? {
+            Json::String(s) => minijinja::Value::from(s.as_str()),
+            j @ Json::Number(_) => super::from_json(j),
+            _ => return Err(Fallback),
+        },
+    };
+    let out = f(&mv).map_err(|_| Fallback)?;
+    Ok(match out.kind() {
+        ValueKind::None => V::None,
+        ValueKind::Undefined => V::Undef,
+        ValueKind::String => text(out.as_str().ok_or(Fallback)?),
+        _ => return Err(Fallback),
+    })
+}
+
+/// Follows a dotted attribute path inside an item, as `selectattr`/`map` do.
+fn path<'a>(item: &V<'a>, attr: &str) -> R<V<'a>> {
+    let mut cur = item.clone();
+    for part in attr.split('.') {
+        if part.parse::<usize>().is_ok() {
+            return Err(Fallback);
+        }
+        cur = match cur {
+            V::Undef => return Err(Fallback),
+            other => other.attr(part)?,
+        };
+    }
+    Ok(cur)
+}
+
+/// ferry's `unique`: the key an item is compared by.
+fn unique_key(v: &V<'_>, case_sensitive: bool) -> R<String> {
+    if let Some(s) = v.as_str() {
+        return Ok(if case_sensitive {
+            format!("s{s}")
+        } else {
+            format!("s{}", s.to_lowercase())
+        });
+    }
+    match v.json() {
+        Some(Json::Bool(b)) => Ok(format!("b{b}")),
+        Some(Json::Number(n)) if n.is_i64() => Ok(format!("n{n}")),
+        _ => Err(Fallback),
+    }
+}
+
+fn apply<'a>(f: &'a Filter, v: V<'a>, s: &'a dyn Scope) -> R<V<'a>> {
+    Ok(match f {
+        Filter::SfDatetime => call_scalar(&v, filters::sf_datetime)?,
+        Filter::EmailDomain => call_scalar(&v, |x| Ok(filters::email_domain(x)))?,
+        Filter::SfDate(offset) => {
+            let o = match offset {
+                Some(e) => Some(eval(e, s)?),
+                None => None,
+            };
+            let o = match &o {
+                Some(x) => Some(x.as_str().ok_or(Fallback)?.to_string()),
+                None => None,
+            };
+            call_scalar(&v, |x| filters::sf_date(x, o.as_deref()))?
+        }
+        Filter::Truncate { length, end } => {
+            let length = match length {
+                Some(e) => match eval(e, s)?.num() {
+                    Some(Num::I(i)) if i >= 0 => usize::try_from(i).map_err(|_| Fallback)?,
+                    _ => return Err(Fallback),
+                },
+                None => 255,
+            };
+            let end = match end {
+                Some(e) => eval(e, s)?.as_str().ok_or(Fallback)?.to_string(),
+                None => String::new(),
+            };
+            match &v {
+                V::Undef | V::None => V::None,
+                V::Omit => return Err(Fallback),
+                _ => {
+                    let st = v.as_str().ok_or(Fallback)?;
+                    match filters::truncate_text(st, length, &end) {
+                        Cow::Borrowed(b) if b.len() == st.len() => v,
+                        other => text(other.into_owned()),
+                    }
+                }
+            }
+        }
+        Filter::Unique {
+            attribute,
+            case_sensitive,
+        } => {
+            if matches!(v, V::Undef | V::None) {
+                return Ok(V::Seq(Vec::new()));
+            }
+            let items = v.items().ok_or(Fallback)?;
+            let mut seen = std::collections::HashSet::new();
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                let compared = match attribute {
+                    Some(a) => {
+                        let mut cur = item.clone();
+                        for seg in a.split('.') {
+                            if seg.parse::<usize>().is_ok() {
+                                return Err(Fallback);
+                            }
+                            cur = match cur {
+                                V::Undef => V::Undef,
+                                V::R(Json::Object(_)) | V::O(Json::Object(_)) => cur.attr(seg)?,
+                                _ => return Err(Fallback),
+                            };
+                        }
+                        if cur.is_undef_or_none() {
+                            out.push(item);
+                            continue;
+                        }
+                        cur
+                    }
+                    None => item.clone(),
+                };
+                if seen.insert(unique_key(&compared, *case_sensitive)?) {
+                    out.push(item);
+                }
+            }
+            V::Seq(out)
+        }
+        Filter::Length => match &v {
+            V::Undef | V::None => V::O(Json::from(0)),
+            V::Seq(x) => V::O(Json::from(x.len())),
+            _ => match v.json().ok_or(Fallback)? {
+                Json::Array(a) => V::O(Json::from(a.len())),
+                Json::Object(m) => V::O(Json::from(m.len())),
+                Json::String(st) => V::O(Json::from(st.chars().count())),
+                _ => return Err(Fallback),
+            },
+        },
+        Filter::First | Filter::Last => match v {
+            V::Undef | V::None => V::Undef,
+            other => {
+                let items = other.items().ok_or(Fallback)?;
+                let pick = if matches!(f, Filter::First) {
+                    items.into_iter().next()
+                } else {
+                    items.into_iter().last()
+                };
+                pick.unwrap_or(V::Undef)
+            }
+        },
+        Filter::List => match v {
+            V::Undef => V::Seq(Vec::new()),
+            other if other.is_seq() => V::Seq(other.items().ok_or(Fallback)?),
+            _ => return Err(Fallback),
+        },
+        Filter::Join(sep) => {
+            let sep = match sep {
+                Some(e) => {
+                    let x = eval(e, s)?;
+                    if matches!(x, V::Omit) {
+                        return Err(Fallback);
+                    }
+                    x.as_str().ok_or(Fallback)?.to_string()
+                }
+                None => String::new(),
+            };
+            if v.as_str().is_some() {
+                return Err(Fallback);
+            }
+            let items = v.items_or_empty()?;
+            let mut out = String::new();
+            for (i, it) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(&sep);
+                }
+                out.push_str(&it.display()?);
+            }
+            text(out)
+        }
+        Filter::MapAttr(attr) => {
+            let items = v.items_or_empty()?;
+            let mut out = Vec::with_capacity(items.len());
+            for it in &items {
+                out.push(path(it, attr)?);
+            }
+            V::Seq(out)
+        }
+        Filter::Select { attr, test, reject } => {
+            let arg = match test {
+                SelTest::Eq(e) | SelTest::Ne(e) | SelTest::In(e) => Some(eval(e, s)?),
+                _ => None,
+            };
+            let items = v.items_or_empty()?;
+            let mut out = Vec::new();
+            for it in items {
+                let tv = path(&it, attr)?;
+                let passed = match (test, &arg) {
+                    (SelTest::Truthy, _) => tv.truthy(),
+                    (SelTest::Eq(_), Some(a)) => equal(&tv, a)?,
+                    (SelTest::Ne(_), Some(a)) => !equal(&tv, a)?,
+                    (SelTest::In(_), Some(a)) => contains(a, &tv)?,
+                    (SelTest::Defined, _) => !matches!(tv, V::Undef),
+                    (SelTest::Undefined, _) => matches!(tv, V::Undef),
+                    (SelTest::None, _) => matches!(tv, V::None),
+                    _ => return Err(Fallback),
+                };
+                if passed != *reject {
+                    out.push(it);
+                }
+            }
+            V::Seq(out)
+        }
+        Filter::Lower | Filter::Upper | Filter::Trim => {
+            if matches!(v, V::Omit) {
+                return Err(Fallback);
+            }
+            let st = v.as_str().ok_or(Fallback)?;
+            text(match f {
+                Filter::Lower => st.to_lowercase(),
+                Filter::Upper => st.to_uppercase(),
+                _ => st.trim().to_string(),
+            })
+        }
+        Filter::Default(d) => match v {
+            V::Undef => eval(d, s)?,
+            other => other,
+        },
+    })
+}
+
+fn render(body: &[Stmt], s: &dyn Scope, out: &mut String) -> R<()> {
+    for st in body {
+        match st {
+            Stmt::Raw(t) => out.push_str(t),
+            Stmt::Emit(n) => eval(n, s)?.print(out)?,
+            Stmt::If(c, t, f) => {
+                if eval(c, s)?.truthy() {
+                    render(t, s, out)?;
+                } else {
+                    render(f, s, out)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A JSON object map of root names, for scopes built by hand.
+pub fn roots(pairs: impl IntoIterator<Item = (&'static str, Json)>) -> Json {
+    Json::Object(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect::<Map<_, _>>(),
+    )
+}

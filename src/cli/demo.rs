@@ -234,7 +234,21 @@ pub async fn sandbox(_g: &Global, a: &SandboxArgs) -> anyhow::Result<u8> {
     opts.scale.meetings = a.meetings;
     let sandbox = Sandbox::start(opts).await?;
     let config = sandbox.write_project(&a.dir, EXAMPLE_PIPELINES)?;
-    println!("Zoom simulator:       {}", sandbox.zoom.base_url);
+    let z = &sandbox.zoom;
+    println!("Zoom simulator:       {}", z.base_url);
+    println!("  token URL:          {}", z.token_url);
+    println!("  account_id:         {}", z.account_id);
+    println!("  client_id:          {}", z.client_id);
+    println!("  client_secret:      {}", z.client_secret);
+    let w = &sandbox.world;
+    println!(
+        "  world:              {} users, {} meetings, {} webinars, {} phone calls over {} days",
+        w.users.len(),
+        w.meetings.len(),
+        w.webinars.len(),
+        w.calls.len(),
+        w.scale.days
+    );
     println!("Salesforce simulator: {}", sandbox.salesforce.instance_url);
     println!(
         "Project written to {} (edit its pipelines and try):",

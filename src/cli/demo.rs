@@ -301,7 +301,11 @@ fn print_zoom_requests(zoom: &crate::sim::zoom::ZoomSimHandle) {
     // endpoint → (requests, 429s, other errors)
     let mut by_endpoint: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
     for r in &log {
-        let category = r.category.clone().unwrap_or_else(|| "oauth".into());
+        let category = match &r.category {
+            Some(c) => c.clone(),
+            None if r.endpoint.contains("/oauth/") => "oauth".into(),
+            None => "(no such endpoint: 404)".into(),
+        };
         for e in [
             by_category.entry(category).or_default(),
             by_endpoint.entry(r.endpoint.clone()).or_default(),

@@ -1116,8 +1116,18 @@ impl SimState {
         let signature = format!("{key}:{sig_q:?}");
         let mut m = self.lock();
         let ttl = m.faults.page_token_ttl_secs;
+        // The deprecated `page_number` (Singer's tap-zoom pages with it) still works.
+        let page_number = q
+            .get("page_number")
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n >= 1);
+        if let (Some(n), Some(o)) = (page_number, extra.as_object_mut()) {
+            if o.contains_key("page_number") {
+                o.insert("page_number".into(), json!(n));
+            }
+        }
         let offset = match q.get("next_page_token").filter(|t| !t.is_empty()) {
-            None => 0,
+            None => page_number.map_or(0, |n| (n - 1).saturating_mul(size)),
             Some(_) if m.expire_page_tokens > 0 => {
                 m.expire_page_tokens -= 1;
                 return error(400, 300, "The next page token is invalid or expired.");
@@ -1130,7 +1140,7 @@ impl SimState {
             },
         };
         let total = items.len();
-        let end = (offset + size).min(total);
+        let end = offset.saturating_add(size).min(total);
         let next = if end < total {
             let t = random_token(&mut m.rng, "");
             m.page_tokens.insert(

@@ -399,3 +399,25 @@ async fn peer_endpoints_keep_zoom_categories_scopes_plans_and_page_limits() {
     let (s, body, _) = free.get(&format!("/report/meetings/{id}")).await;
     assert_eq!((s, code(&body)), (400, 200));
 }
+
+#[tokio::test]
+async fn singer_tap_zoom_pages_by_the_deprecated_page_number() {
+    // tap-zoom asks for page_size=1000, takes the page_size the server returns, and asks for
+    // page_number 2, 3, … while it is below page_count.
+    let world = Arc::new(World::generate(7, Scale::default()));
+    let p = start(world.clone(), ZoomPlan::Pro, Faults::default()).await;
+    let (s, first, _) = p.get("/users?page_size=3&page_number=1").await;
+    assert_eq!((s, first["page_count"].as_u64()), (200, Some(3)));
+    let mut ids = BTreeSet::new();
+    for n in 1..=3 {
+        let (s, body, _) = p.get(&format!("/users?page_size=3&page_number={n}")).await;
+        assert_eq!((s, body["page_number"].as_u64()), (200, Some(n)));
+        for u in body["users"].as_array().unwrap() {
+            assert!(ids.insert(u["id"].as_str().unwrap().to_string()), "{u}");
+        }
+    }
+    assert_eq!(ids.len(), world.users.len());
+    // Past the last page: empty, not an error.
+    let (s, body, _) = p.get("/users?page_size=3&page_number=9").await;
+    assert_eq!((s, body["users"].as_array().map(Vec::len)), (200, Some(0)));
+}

@@ -81,6 +81,13 @@ async fn sim_responses_match_zoom_openapi_schemas() {
         .find(|m| m.recording.is_some() && m.in_reports() && m.uuid.starts_with('/'))
         .unwrap();
     let mu = encode_path_value(&m.uuid);
+    // A scheduled (not instant) meeting recent enough that its ID has not expired.
+    let listed = world
+        .meetings
+        .iter()
+        .rev()
+        .find(|x| x.meeting_type == 2)
+        .unwrap();
     let wb = &world.webinars[0];
     let end = world.scale.end.date_naive();
     let from = end - chrono::Duration::days(25);
@@ -131,6 +138,69 @@ async fn sim_responses_match_zoom_openapi_schemas() {
         ),
         ("/phone/recordings", format!("/phone/recordings?{window}")),
         ("/phone/voice_mails", format!("/phone/voice_mails?{window}")),
+        // What peer connectors read (Airbyte source-zoom, the Singer and Meltano taps).
+        (
+            "/users/{userId}/meetings",
+            format!("/users/{}/meetings", m_host(&world, listed)),
+        ),
+        ("/meetings/{meetingId}", format!("/meetings/{}", listed.id)),
+        (
+            "/meetings/{meetingId}/polls",
+            format!("/meetings/{}/polls", listed.id),
+        ),
+        (
+            "/meetings/{meetingId}/registrants/questions",
+            format!("/meetings/{}/registrants/questions", listed.id),
+        ),
+        (
+            "/past_meetings/{meetingId}/polls",
+            format!("/past_meetings/{mu}/polls"),
+        ),
+        (
+            "/past_meetings/{meetingId}/instances",
+            format!("/past_meetings/{}/instances", m.id),
+        ),
+        (
+            "/report/meetings/{meetingId}",
+            format!("/report/meetings/{mu}"),
+        ),
+        (
+            "/report/meetings/{meetingId}/participants",
+            format!("/report/meetings/{mu}/participants"),
+        ),
+        ("/webinars/{webinarId}", format!("/webinars/{}", wb.id)),
+        (
+            "/webinars/{webinarId}/polls",
+            format!("/webinars/{}/polls", wb.id),
+        ),
+        (
+            "/webinars/{webinarId}/registrants/questions",
+            format!("/webinars/{}/registrants/questions", wb.id),
+        ),
+        (
+            "/webinars/{webinarId}/tracking_sources",
+            format!("/webinars/{}/tracking_sources", wb.id),
+        ),
+        (
+            "/past_webinars/{webinarId}/polls",
+            format!("/past_webinars/{}/polls", encode_path_value(&wb.uuid)),
+        ),
+        (
+            "/past_webinars/{webinarId}/qa",
+            format!("/past_webinars/{}/qa", encode_path_value(&wb.uuid)),
+        ),
+        (
+            "/report/webinars/{webinarId}",
+            format!("/report/webinars/{}", encode_path_value(&wb.uuid)),
+        ),
+        (
+            "/report/webinars/{webinarId}/participants",
+            format!(
+                "/report/webinars/{}/participants",
+                encode_path_value(&wb.uuid)
+            ),
+        ),
+        ("/phone/users", "/phone/users".to_string()),
     ];
     let mut problems = Vec::new();
     for (spec_path, path) in cases {
@@ -142,6 +212,7 @@ async fn sim_responses_match_zoom_openapi_schemas() {
             .unwrap();
         assert_eq!(resp.status().as_u16(), 200, "{path}");
         let body: Value = resp.json().await.unwrap();
+        assert!(schemas[spec_path].is_object(), "no schema for {spec_path}");
         check(&schemas[spec_path], &body, spec_path, &mut problems);
     }
     assert!(problems.is_empty(), "{problems:#?}");

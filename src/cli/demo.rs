@@ -25,6 +25,10 @@ pub struct SandboxArgs {
     /// How many meetings the simulated Zoom account holds
     #[arg(long, default_value_t = 120)]
     pub meetings: usize,
+    /// Delay added to every Zoom API answer, as a network would (a client that waits for
+    /// each answer then stays nearer the per-second limits' intent)
+    #[arg(long, default_value_t = 0)]
+    pub zoom_latency_ms: u64,
 }
 
 fn demo_dir(arg: &Option<PathBuf>) -> PathBuf {
@@ -232,9 +236,24 @@ pub async fn sandbox(_g: &Global, a: &SandboxArgs) -> anyhow::Result<u8> {
     let clock = crate::clock::system();
     let mut opts = SandboxOptions::new(clock);
     opts.scale.meetings = a.meetings;
+    opts.zoom_faults.latency_ms = a.zoom_latency_ms;
     let sandbox = Sandbox::start(opts).await?;
     let config = sandbox.write_project(&a.dir, EXAMPLE_PIPELINES)?;
-    println!("Zoom simulator:       {}", sandbox.zoom.base_url);
+    let z = &sandbox.zoom;
+    println!("Zoom simulator:       {}", z.base_url);
+    println!("  token URL:          {}", z.token_url);
+    println!("  account_id:         {}", z.account_id);
+    println!("  client_id:          {}", z.client_id);
+    println!("  client_secret:      {}", z.client_secret);
+    let w = &sandbox.world;
+    println!(
+        "  world:              {} users, {} meetings, {} webinars, {} phone calls over {} days",
+        w.users.len(),
+        w.meetings.len(),
+        w.webinars.len(),
+        w.calls.len(),
+        w.scale.days
+    );
     println!("Salesforce simulator: {}", sandbox.salesforce.instance_url);
     println!(
         "Project written to {} (edit its pipelines and try):",
@@ -243,7 +262,74 @@ pub async fn sandbox(_g: &Global, a: &SandboxArgs) -> anyhow::Result<u8> {
     println!("  ferry --config {} validate", config.display());
     println!("  ferry --config {} plan", config.display());
     println!("  ferry --config {} run", config.display());
-    println!("Press Ctrl-C to stop.");
-    tokio::signal::ctrl_c().await?;
+    println!("Press Ctrl-C to stop (a summary of the Zoom requests served follows).");
+    stopped().await?;
+    print_zoom_requests(&sandbox.zoom);
     Ok(EXIT_OK)
+}
+
+/// Ctrl-C, or SIGTERM where there is one (a script stopping a background sandbox).
+async fn stopped() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}
+
+/// What the Zoom simulator served: by rate-limit category and by endpoint, with the
+/// 429s and tokens, so a peer connector's run can be set beside ferry's.
+fn print_zoom_requests(zoom: &crate::sim::zoom::ZoomSimHandle) {
+    use std::collections::BTreeMap;
+    let log = zoom.requests();
+    let stats = zoom.stats();
+    println!(
+        "\nZoom simulator served {} requests ({} answered 429, {} tokens issued).",
+        log.len(),
+        stats.responses_429,
+        stats.tokens_issued
+    );
+    // category → (requests, 429s, other errors)
+    let mut by_category: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    // endpoint → (requests, 429s, other errors)
+    let mut by_endpoint: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    for r in &log {
+        let category = match &r.category {
+            Some(c) => c.clone(),
+            None if r.endpoint.contains("/oauth/") => "oauth".into(),
+            None => "(no such endpoint: 404)".into(),
+        };
+        for e in [
+            by_category.entry(category).or_default(),
+            by_endpoint.entry(r.endpoint.clone()).or_default(),
+        ] {
+            e.0 += 1;
+            if r.status == 429 {
+                e.1 += 1;
+            } else if r.status >= 400 {
+                e.2 += 1;
+            }
+        }
+    }
+    println!(
+        "  {:<52} {:>8} {:>6} {:>6}",
+        "category", "requests", "429", "4xx/5xx"
+    );
+    for (k, (n, limited, failed)) in &by_category {
+        println!("  {k:<52} {n:>8} {limited:>6} {failed:>6}");
+    }
+    println!(
+        "  {:<52} {:>8} {:>6} {:>6}",
+        "endpoint", "requests", "429", "4xx/5xx"
+    );
+    for (k, (n, limited, failed)) in &by_endpoint {
+        println!("  {k:<52} {n:>8} {limited:>6} {failed:>6}");
+    }
 }

@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+mod peer;
+
 /// Fault switches; all off by default. Probabilities are drawn from a RNG seeded by `seed`.
 #[derive(Debug, Clone)]
 pub struct Faults {
@@ -449,6 +451,8 @@ fn scope_for(endpoint: &str) -> &'static str {
         "meeting_summary:read:admin"
     } else if path.contains("webinar") {
         "webinar:read:admin"
+    } else if path.starts_with("/users/") && path.ends_with("/meetings") {
+        "meeting:read:admin"
     } else if path.starts_with("/users") {
         "user:read:admin"
     } else {
@@ -1112,8 +1116,18 @@ impl SimState {
         let signature = format!("{key}:{sig_q:?}");
         let mut m = self.lock();
         let ttl = m.faults.page_token_ttl_secs;
+        // The deprecated `page_number` (Singer's tap-zoom pages with it) still works.
+        let page_number = q
+            .get("page_number")
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n >= 1);
+        if let (Some(n), Some(o)) = (page_number, extra.as_object_mut()) {
+            if o.contains_key("page_number") {
+                o.insert("page_number".into(), json!(n));
+            }
+        }
         let offset = match q.get("next_page_token").filter(|t| !t.is_empty()) {
-            None => 0,
+            None => page_number.map_or(0, |n| (n - 1).saturating_mul(size)),
             Some(_) if m.expire_page_tokens > 0 => {
                 m.expire_page_tokens -= 1;
                 return error(400, 300, "The next page token is invalid or expired.");
@@ -1126,7 +1140,7 @@ impl SimState {
             },
         };
         let total = items.len();
-        let end = (offset + size).min(total);
+        let end = offset.saturating_add(size).min(total);
         let next = if end < total {
             let t = random_token(&mut m.rng, "");
             m.page_tokens.insert(
@@ -1439,6 +1453,11 @@ impl SimState {
                     .filter(|c| {
                         c.end <= now && c.start.date_naive() >= from && c.start.date_naive() <= to
                     })
+                    .filter(|c| match q.get("recording_status").map(String::as_str) {
+                        Some("recorded") => c.recording.is_some(),
+                        Some("non_recorded") => c.recording.is_none(),
+                        _ => true,
+                    })
                     .map(|c| call_json(w, c))
                     .collect();
                 self.page(
@@ -1496,7 +1515,7 @@ impl SimState {
                     now,
                 )
             }
-            _ => error(404, 404, "Not found"),
+            _ => self.serve_peer(endpoint, ids, q, now),
         }
     }
 }
@@ -1553,7 +1572,7 @@ fn route<'a>(seg: &[&'a str]) -> Option<(Route, Vec<&'a str>)> {
         ["phone", "call_history"] => (p("GET /phone/call_history", "heavy"), vec![]),
         ["phone", "recordings"] => (p("GET /phone/recordings", "medium"), vec![]),
         ["phone", "voice_mails"] => (p("GET /phone/voice_mails", "medium"), vec![]),
-        _ => return None,
+        _ => return peer::route(seg),
     })
 }
 
@@ -1666,5 +1685,6 @@ fn call_json(w: &World, c: &crate::sim::world::Call) -> Value {
         "voicemail_id": c.voicemail.as_ref().map(|v| v.id.clone()).unwrap_or_default(),
         "talk_time": c.talk_time(), "hold_time": 0, "wait_time": 0, "department": "", "cost_center": "",
         "site_id": "", "group_id": "", "caller_country_iso_code": "US", "callee_country_iso_code": "US",
-        "caller_country_code": "1", "callee_country_code": "1", "external_email": p.email})
+        "caller_country_code": "1", "callee_country_code": "1", "external_email": p.email,
+        "recording_status": if c.recording.is_some() { "recorded" } else { "non_recorded" }})
 }

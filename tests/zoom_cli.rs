@@ -50,15 +50,21 @@ async fn read_prints_json_lines() {
     std::fs::write(
         &cfg,
         format!(
-            "connections:\n  zoom:\n    kind: zoom\n    auth:\n      type: server_to_server\n      account_id: {}\n      client_id: {}\n      client_secret: ${{SIM_SECRET}}\n    base_url: {}\n    token_url: {}\n    plan: pro\n    headroom: 0.8\n",
+            "connections:\n  zoom:\n    kind: zoom\n    auth:\n      type: server_to_server\n      account_id: {}\n      client_id: {}\n      client_secret: ${{file:zoom_secret}}\n    base_url: {}\n    token_url: {}\n    plan: pro\n    headroom: 0.8\n",
             sim.account_id, sim.client_id, sim.base_url, sim.token_url
         ),
+    )
+    .unwrap();
+    // A secret in a file, as `ferry sandbox` writes them: `read` resolves ferry.yaml as
+    // every other command does.
+    std::fs::write(
+        dir.path().join("zoom_secret"),
+        ferry::sim::zoom::CLIENT_SECRET,
     )
     .unwrap();
     let since = (chrono::Utc::now() - chrono::Duration::days(20)).to_rfc3339();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .env("SIM_SECRET", ferry::sim::zoom::CLIENT_SECRET)
             .args([
                 "--config",
                 cfg.to_str().unwrap(),

@@ -167,17 +167,9 @@ fi
 
 # --- 2. ferry over the same world -----------------------------------------------------------
 start_sandbox "$work/sandbox-ferry.out" 0
-# `ferry read` takes ${NAME} secrets: the sandbox's file secrets, given as variables.
-sed -e 's|\${file:secrets/zoom_client_secret}|${FERRY_PEER_ZOOM_SECRET}|' \
-    -e 's|\${file:secrets/zoom_webhook_secret}|${FERRY_PEER_UNUSED}|' \
-    -e 's|\${file:secrets/salesforce_client_secret}|${FERRY_PEER_UNUSED}|' \
-    "$work/sandbox/ferry.yaml" >"$work/sandbox/ferry-read.yaml"
-export FERRY_PEER_ZOOM_SECRET
-FERRY_PEER_ZOOM_SECRET=$(cat "$work/sandbox/secrets/zoom_client_secret")
-export FERRY_PEER_UNUSED=unused
 days=$(sed -n 's/.* over \([0-9]*\) days.*/\1/p' "$work/sandbox-ferry.out" | head -1)
 since=$(date -u -d "$((days + 1)) days ago" +%Y-%m-%dT00:00:00Z)
-read_stream() { "$ferry" read --config "$work/sandbox/ferry-read.yaml" "$@"; }
+read_stream() { "$ferry" read --config "$work/sandbox/ferry.yaml" "$@"; }
 f0=$(date +%s.%N)
 read_stream zoom.users >"$work/ferry-users.jsonl"
 read_stream zoom.webinars --param user_id=all >"$work/ferry-webinars.jsonl"

@@ -1,11 +1,7 @@
 use super::{EXIT_INVALID, EXIT_OK, Global};
-use crate::connectors::zoom::{
-    DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, ReadWindow, Secret, StoreTokens, ZoomAuth, ZoomConnector,
-    ZoomPlan, ZoomSettings, catalog,
-};
+use crate::connectors::zoom::{ReadWindow, StoreTokens, ZoomConnector, ZoomSettings, catalog};
 use anyhow::Context;
 use futures::StreamExt;
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -24,47 +20,6 @@ pub struct ReadArgs {
     pub limit: Option<usize>,
 }
 
-// TODO(config): swap this private reader for the typed ferry.yaml loader in `crate::config`
-// once it lands (connections.<name> of kind zoom → ZoomSettings).
-#[derive(Debug, Deserialize)]
-struct FerryFile {
-    #[serde(default)]
-    connections: BTreeMap<String, Connection>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Connection {
-    kind: String,
-    #[serde(default)]
-    auth: BTreeMap<String, String>,
-    base_url: Option<String>,
-    token_url: Option<String>,
-    plan: Option<String>,
-    headroom: Option<f64>,
-    webhook_secret: Option<String>,
-}
-
-/// `${NAME}` → the environment variable's value.
-fn expand(s: &str) -> anyhow::Result<String> {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find("${") {
-        out.push_str(&rest[..i]);
-        let end = rest[i..]
-            .find('}')
-            .map(|e| i + e)
-            .context("unterminated ${ in ferry.yaml")?;
-        let name = &rest[i + 2..end];
-        out.push_str(
-            &std::env::var(name)
-                .with_context(|| format!("environment variable {name} is not set"))?,
-        );
-        rest = &rest[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 /// The state file named by ferry.yaml (`state:`, default `.ferry/state.db` beside it).
 pub(super) fn open_state(g: &Global) -> anyhow::Result<crate::state::Store> {
     let path = super::state::state_path(&g.config)?;
@@ -72,57 +27,29 @@ pub(super) fn open_state(g: &Global) -> anyhow::Result<crate::state::Store> {
         .with_context(|| format!("cannot open the state file {}", path.display()))
 }
 
+/// The Zoom connection `connection` of ferry.yaml, resolved as every command resolves it
+/// (`${NAME}`, `${NAME:-default}`, `${file:PATH}`); pipelines are not loaded.
 pub(super) fn settings(g: &Global, connection: &str) -> anyhow::Result<ZoomSettings> {
-    let text = std::fs::read_to_string(&g.config)
-        .with_context(|| format!("cannot read {}", g.config.display()))?;
-    let file: FerryFile = serde_saphyr::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", g.config.display()))?;
-    let c = file
-        .connections
-        .get(connection)
+    let owned = crate::config::builtin_catalogs();
+    let catalogs: Vec<&dyn crate::config::StreamCatalog> =
+        owned.iter().map(|c| c.as_ref()).collect();
+    let no_pipelines: &[std::path::PathBuf] = &[];
+    let project = crate::config::load_project_with(
+        &g.config,
+        &catalogs,
+        crate::config::LoadOptions {
+            pipelines: Some(no_pipelines),
+            ..Default::default()
+        },
+    )
+    .map_err(|d| anyhow::anyhow!("{}", d.render()))?;
+    let c = project
+        .connection(connection)
         .with_context(|| format!("ferry.yaml has no connection `{connection}`"))?;
-    anyhow::ensure!(
-        c.kind == "zoom",
-        "connection `{connection}` is not of kind zoom"
-    );
-    let get = |k: &str| -> anyhow::Result<String> {
-        expand(
-            c.auth
-                .get(k)
-                .with_context(|| format!("connections.{connection}.auth.{k} is missing"))?,
-        )
-    };
-    let auth = match c.auth.get("type").map(String::as_str) {
-        Some("server_to_server") | None => ZoomAuth::ServerToServer {
-            account_id: get("account_id")?,
-            client_id: get("client_id")?,
-            client_secret: Secret::new(get("client_secret")?),
-        },
-        Some("oauth") => ZoomAuth::OAuth {
-            client_id: get("client_id")?,
-            client_secret: Secret::new(get("client_secret")?),
-            refresh_token: get("refresh_token").ok().map(Secret::new),
-        },
-        Some(other) => anyhow::bail!("unknown Zoom auth type `{other}`"),
-    };
-    Ok(ZoomSettings {
-        base_url: expand(c.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL))?,
-        token_url: expand(c.token_url.as_deref().unwrap_or(DEFAULT_TOKEN_URL))?,
-        auth,
-        plan: c
-            .plan
-            .as_deref()
-            .unwrap_or("pro")
-            .parse::<ZoomPlan>()
-            .map_err(anyhow::Error::msg)?,
-        headroom: c.headroom.unwrap_or(0.8),
-        webhook_secret: c
-            .webhook_secret
-            .as_deref()
-            .map(expand)
-            .transpose()?
-            .map(Secret::new),
-    })
+    let z = c
+        .as_zoom()
+        .with_context(|| format!("connection `{connection}` is not of kind zoom"))?;
+    Ok(crate::engine::connect::zoom_settings(z))
 }
 
 pub async fn run(g: &Global, a: &ReadArgs) -> anyhow::Result<u8> {

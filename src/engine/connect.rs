@@ -53,6 +53,15 @@ pub fn zoom_connector(
         .only_connection(ConnectionKind::Zoom)
         .and_then(|c| c.as_zoom())
         .ok_or(ConnectError::Missing("zoom"))?;
+    Ok(ZoomConnector::new(
+        zoom_settings(conn),
+        http.clone(),
+        Arc::new(StoreTokens(store.clone())),
+    ))
+}
+
+/// The connector's settings for a Zoom connection of ferry.yaml.
+pub fn zoom_settings(conn: &config::ZoomConnection) -> ZoomSettings {
     let auth = match &conn.auth {
         config::ZoomAuth::ServerToServer {
             account_id,
@@ -74,7 +83,7 @@ pub fn zoom_connector(
             refresh_token: refresh_token.as_ref().cloned(),
         },
     };
-    let settings = ZoomSettings {
+    ZoomSettings {
         base_url: conn.base_url.clone(),
         token_url: conn.token_url.clone(),
         auth,
@@ -85,12 +94,7 @@ pub fn zoom_connector(
         },
         headroom: conn.headroom,
         webhook_secret: conn.webhook_secret.as_ref().cloned(),
-    };
-    Ok(ZoomConnector::new(
-        settings,
-        http.clone(),
-        Arc::new(StoreTokens(store.clone())),
-    ))
+    }
 }
 
 /// The Salesforce settings of the project's salesforce connection.

@@ -8,6 +8,11 @@
 use ferry::bench::suite::{self, SuiteOptions};
 use std::path::PathBuf;
 
+// The same allocator as the `ferry` binary, so that the render figure measured in this
+// process is the one ferry gets.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env_usize(name: &str) -> Option<usize> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }

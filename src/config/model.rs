@@ -194,6 +194,21 @@ impl Expr {
         }
     }
 
+    /// Evaluates a `for_each`: null gives no items, a list its items, any other value one.
+    pub fn eval_items<'a>(
+        &'a self,
+        ctx: &'a dyn crate::template::Scope,
+    ) -> Result<Vec<std::borrow::Cow<'a, serde_json::Value>>, TemplateError> {
+        match self {
+            Expr::Literal(serde_json::Value::Array(a)) => {
+                Ok(a.iter().map(std::borrow::Cow::Borrowed).collect())
+            }
+            Expr::Literal(serde_json::Value::Null) => Ok(Vec::new()),
+            Expr::Literal(v) => Ok(vec![std::borrow::Cow::Borrowed(v)]),
+            Expr::Template(t) => t.eval_items(ctx),
+        }
+    }
+
     /// Evaluates as a condition. A literal is true unless false, null, 0 or empty.
     pub fn truthy(&self, ctx: &dyn crate::template::Scope) -> Result<bool, TemplateError> {
         match self {

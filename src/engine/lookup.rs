@@ -97,7 +97,11 @@ async fn resolve_one(
     let mut skipped: Vec<Vec<usize>> = vec![Vec::new(); states.len()];
     if let Some(fe) = &lookup.for_each {
         for (i, st) in states.iter().enumerate() {
-            items[i] = render::items(fe, &st.scope(g, None), &format!("lookups.{name}.for_each"))?;
+            let scope = st.scope(g, None);
+            items[i] = render::items(fe, &scope, || format!("lookups.{name}.for_each"))?
+                .into_iter()
+                .map(std::borrow::Cow::into_owned)
+                .collect();
         }
     }
     let states_ro: &[RecordState] = states;

@@ -220,9 +220,11 @@ pub struct RenderError {
     pub error: TemplateError,
 }
 
-fn at(place: impl Into<String>) -> impl FnOnce(TemplateError) -> RenderError {
-    let place = place.into();
-    move |error| RenderError { place, error }
+fn at(place: impl FnOnce() -> String) -> impl FnOnce(TemplateError) -> RenderError {
+    move |error| RenderError {
+        place: place(),
+        error,
+    }
 }
 
 /// The `loop` object inside a `for_each`.
@@ -236,18 +238,14 @@ pub fn loop_value(index0: usize, length: usize) -> Jv {
     }))
 }
 
-/// Evaluates a `for_each` expression to its items. Null means no items; a single value is
-/// one item.
-pub fn items(
-    expr: &Expr,
-    ctx: &dyn template::Scope,
-    place: &str,
-) -> Result<Vec<Value>, RenderError> {
-    match expr.eval(ctx).map_err(at(place))? {
-        Value::Null => Ok(Vec::new()),
-        Value::Array(a) => Ok(a),
-        other => Ok(vec![other]),
-    }
+/// Evaluates a `for_each` expression to its items (borrowed from the scope where they can
+/// be). Null means no items; a single value is one item.
+pub fn items<'a>(
+    expr: &'a Expr,
+    ctx: &'a dyn template::Scope,
+    place: impl FnOnce() -> String,
+) -> Result<Vec<std::borrow::Cow<'a, Value>>, RenderError> {
+    expr.eval_items(ctx).map_err(at(place))
 }
 
 /// Evaluates `vars` in order; each may use the ones above it.
@@ -255,7 +253,7 @@ pub fn eval_vars(p: &Pipeline, st: &mut RecordState, g: &Globals) -> Result<(), 
     for (name, expr) in &p.vars {
         let v = expr
             .eval(&st.scope(g, None))
-            .map_err(at(format!("vars.{name}")))?;
+            .map_err(at(|| format!("vars.{name}")))?;
         st.set_var(name, v);
     }
     Ok(())
@@ -333,7 +331,7 @@ pub fn render_sink(
     if let Some(when) = &sink.when {
         if !when
             .truthy(&base)
-            .map_err(at(format!("sinks.{}.when", sink.name)))?
+            .map_err(at(|| format!("sinks.{}.when", sink.name)))?
         {
             return Ok(SinkDecision::Skipped {
                 reason: "`when` is false".into(),
@@ -344,7 +342,7 @@ pub fn render_sink(
     match &sink.for_each {
         None => out.push(render_one(sink, &base, 0)?),
         Some(fe) => {
-            let list = items(fe, &base, &format!("sinks.{}.for_each", sink.name))?;
+            let list = items(fe, &base, || format!("sinks.{}.for_each", sink.name))?;
             if list.is_empty() {
                 return Ok(SinkDecision::Skipped {
                     reason: "`for_each` has no items".into(),
@@ -371,7 +369,7 @@ fn render_one(
         let v = f
             .value
             .eval(ctx)
-            .map_err(at(format!("sinks.{}.fields.{}", sink.name, f.name)))?;
+            .map_err(at(|| format!("sinks.{}.fields.{}", sink.name, f.name)))?;
         if template::is_omit(&v) {
             continue;
         }
@@ -383,7 +381,7 @@ fn render_one(
     let render_str = |e: &Expr, what: &str| -> Result<String, RenderError> {
         let v = e
             .eval(ctx)
-            .map_err(at(format!("sinks.{}.{what}", sink.name)))?;
+            .map_err(at(|| format!("sinks.{}.{what}", sink.name)))?;
         Ok(scalar_string(&v))
     };
     let id = match &sink.id {

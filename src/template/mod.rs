@@ -344,7 +344,7 @@ mod filters {
             .map_or(Value::from(()), Value::from)
     }
 
-    fn domain_of(s: &str) -> Option<String> {
+    pub(super) fn domain_of(s: &str) -> Option<String> {
         let s = s.trim();
         let (local, domain) = s.rsplit_once('@')?;
         let domain = domain.strip_suffix('.').unwrap_or(domain);
@@ -670,6 +670,42 @@ impl Template {
         self.eval_minijinja(ctx)
     }
 
+    /// Evaluates a `for_each`: null gives no items, a list its items, any other value is
+    /// one item. Items are borrowed from the scope where the direct path allows.
+    pub fn eval_items<'a>(
+        &'a self,
+        ctx: &'a dyn Scope,
+    ) -> Result<Vec<std::borrow::Cow<'a, serde_json::Value>>, TemplateError> {
+        if let (Some(p), true) = (&self.native, ctx.native()) {
+            if let Ok(items) = p.items(ctx) {
+                DIRECT.fetch_add(1, Ordering::Relaxed);
+                if CROSS_CHECK.load(Ordering::Relaxed) {
+                    let slow = self.eval_minijinja(ctx).map(items_of);
+                    let same = slow.as_ref().is_ok_and(|s| {
+                        s.len() == items.len() && s.iter().zip(&items).all(|(a, b)| a == &**b)
+                    });
+                    if !same {
+                        return Err(TemplateError {
+                            message: format!(
+                                "`{}`: direct items {items:?}, minijinja {slow:?}",
+                                self.source
+                            ),
+                            range: None,
+                            line: None,
+                            kind: TemplateErrorKind::Other,
+                        });
+                    }
+                }
+                return Ok(items);
+            }
+        }
+        BY_MINIJINJA.fetch_add(1, Ordering::Relaxed);
+        Ok(items_of(self.eval_minijinja(ctx)?)
+            .into_iter()
+            .map(std::borrow::Cow::Owned)
+            .collect())
+    }
+
     /// Evaluates with minijinja only (tests compare it with [`Template::eval`]).
     pub fn eval_minijinja(&self, ctx: &dyn Scope) -> Result<serde_json::Value, TemplateError> {
         let v = self.eval_value(&ctx.to_value())?;
@@ -818,6 +854,15 @@ pub fn from_json(v: &serde_json::Value) -> Value {
         J::String(s) => Value::from(s.as_str()),
         J::Array(items) => Value::from(items.iter().map(from_json).collect::<Vec<_>>()),
         J::Object(map) => Value::from_pairs(map.iter().map(|(k, v)| (k.as_str(), from_json(v)))),
+    }
+}
+
+/// A `for_each` value as items: null is none, a list its items, anything else one item.
+pub fn items_of(v: serde_json::Value) -> Vec<serde_json::Value> {
+    match v {
+        serde_json::Value::Null => Vec::new(),
+        serde_json::Value::Array(a) => a,
+        other => vec![other],
     }
 }
 

@@ -209,6 +209,27 @@ impl Program {
     }
 }
 
+impl Program {
+    /// The items of a `for_each` expression, borrowed from the scope where they are in it:
+    /// null gives none, a list its items, any other value is one item.
+    pub fn items<'a>(&'a self, scope: &'a dyn Scope) -> R<Vec<Cow<'a, Json>>> {
+        let Prog::Expression(n) = &self.0 else {
+            return Err(Fallback);
+        };
+        let item = |v: V<'a>| match v {
+            V::R(j) => Cow::Borrowed(j),
+            other => Cow::Owned(other.into_json()),
+        };
+        Ok(match eval(n, scope)? {
+            V::Undef | V::None => Vec::new(),
+            V::Seq(items) => items.into_iter().map(item).collect(),
+            V::R(Json::Array(a)) => a.iter().map(Cow::Borrowed).collect(),
+            V::O(Json::Array(a)) => a.into_iter().map(Cow::Owned).collect(),
+            other => vec![item(other)],
+        })
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // From minijinja's syntax tree to ours.
 
@@ -965,8 +986,25 @@ fn unique_key(v: &V<'_>, case_sensitive: bool) -> R<String> {
 
 fn apply<'a>(f: &'a Filter, v: V<'a>, s: &'a dyn Scope) -> R<V<'a>> {
     Ok(match f {
-        Filter::SfDatetime => call_scalar(&v, filters::sf_datetime)?,
-        Filter::EmailDomain => call_scalar(&v, |x| Ok(filters::email_domain(x)))?,
+        Filter::SfDatetime => match v.as_str().filter(|_| !matches!(v, V::Omit)) {
+            // The common case, an RFC 3339 time, without the detour through template values.
+            Some(st) => match chrono::DateTime::parse_from_rfc3339(st.trim()) {
+                Ok(t) if (1000..=9999).contains(&chrono::Datelike::year(&t.naive_utc())) => text(
+                    t.with_timezone(&chrono::Utc)
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                ),
+                _ => call_scalar(&v, filters::sf_datetime)?,
+            },
+            None => call_scalar(&v, filters::sf_datetime)?,
+        },
+        Filter::EmailDomain => match (&v, v.as_str()) {
+            (V::Omit, _) => return Err(Fallback),
+            (_, Some(st)) => match filters::domain_of(st) {
+                Some(d) => text(d),
+                None => V::None,
+            },
+            _ => call_scalar(&v, |x| Ok(filters::email_domain(x)))?,
+        },
         Filter::SfDate(offset) => {
             let o = match offset {
                 Some(e) => Some(eval(e, s)?),

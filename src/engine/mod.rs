@@ -338,6 +338,7 @@ impl Engine<'_> {
                 }
             }
         }
+        report.finish();
         report.summary.api_calls.zoom = self.source.calls() - zoom_before;
         // A plan spends the run's reads (lookups, checks of existing records) for real and
         // counts the writes it would make, 200 records a call.
@@ -737,6 +738,7 @@ impl Engine<'_> {
         }
         // vars
         for (i, st) in states.iter_mut().enumerate() {
+            yield_every_few(i).await;
             if failed[i].is_none() {
                 if let Err(e) = render::eval_vars(p, st, g) {
                     failed[i] = Some(e.to_string());
@@ -751,6 +753,7 @@ impl Engine<'_> {
             let mut intents: Vec<(usize, WriteIntent)> = Vec::new();
             let mut has_for_each: Vec<bool> = vec![sink.for_each.is_some(); states.len()];
             for (i, st) in states.iter_mut().enumerate() {
+                yield_every_few(i).await;
                 if failed[i].is_some() {
                     continue;
                 }
@@ -1273,6 +1276,14 @@ enum Fed {
 enum Step {
     Enrich(Box<Value>, Option<String>),
     Ready(Fed),
+}
+
+/// Rendering a batch is CPU work between awaits: every few records, let the reading side
+/// (polled by the same task) send the Zoom requests whose turn has come.
+async fn yield_every_few(i: usize) {
+    if i % 16 == 15 {
+        tokio::task::yield_now().await;
+    }
 }
 
 fn planned_entry(sf_id: Option<String>, hash: String, now: DateTime<Utc>) -> LedgerEntry {

@@ -206,6 +206,10 @@ pub struct CategoryLimit {
     pub per_second: f64,
     /// Requests per UTC day, when the service has a daily cap.
     pub per_day: Option<u64>,
+    /// Requests that may go at once after an idle spell (None: one second's worth). A
+    /// service that counts requests per second sees at most `burst + per_second` in any one
+    /// second, so a burst of `published - per_second` never passes the published limit.
+    pub burst: Option<f64>,
 }
 
 /// Per-category budgets of one service; the connector builds it from the plan's table.
@@ -225,8 +229,17 @@ impl RateLimits {
             CategoryLimit {
                 per_second,
                 per_day,
+                burst: None,
             },
         );
+        self
+    }
+
+    /// Sets the burst of a category added before (see [`CategoryLimit::burst`]).
+    pub fn burst(mut self, name: &str, burst: f64) -> Self {
+        if let Some(c) = self.categories.get_mut(name) {
+            c.burst = Some(burst);
+        }
         self
     }
 }
@@ -266,8 +279,12 @@ struct Bucket {
 impl Bucket {
     fn new(limit: &CategoryLimit, now: DateTime<Utc>) -> Self {
         let rate = limit.per_second.max(0.001);
-        // A one-second burst at most, never less than one request.
-        let capacity = rate.max(1.0);
+        // A one-second burst unless the limit says otherwise, never less than one request.
+        let capacity = limit
+            .burst
+            .filter(|b| b.is_finite())
+            .unwrap_or(rate)
+            .max(1.0);
         Self {
             rate,
             capacity,
@@ -544,6 +561,7 @@ impl HttpClient {
             .unwrap_or(CategoryLimit {
                 per_second: 1000.0,
                 per_day: None,
+                burst: None,
             });
         l.buckets
             .entry((service, category.to_string()))
@@ -768,6 +786,7 @@ mod tests {
             &CategoryLimit {
                 per_second: 8.0,
                 per_day: None,
+                burst: None,
             },
             t0,
         );
@@ -779,6 +798,36 @@ mod tests {
         assert!((w.as_secs_f64() - 0.125).abs() < 1e-9, "{w:?}");
         b.drain_for(t0, Duration::from_secs(2));
         assert!(b.reserve(t0) >= Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_set_burst_bounds_any_one_second_window() {
+        let t0 = at("2026-03-01T00:00:00Z");
+        let limit = CategoryLimit {
+            per_second: 16.0,
+            per_day: None,
+            burst: Some(4.0),
+        };
+        let mut b = Bucket::new(&limit, t0);
+        // Callers that always want more: each sends at its reserved instant.
+        let mut sends = Vec::new();
+        let mut now = t0;
+        for _ in 0..200 {
+            let wait = b.reserve(now);
+            let at = now + chrono::Duration::from_std(wait).expect("wait");
+            sends.push(at);
+            // The next caller asks a moment later (callers queue, the clock moves on).
+            now += chrono::Duration::milliseconds(3);
+        }
+        for (i, start) in sends.iter().enumerate() {
+            let end = *start + chrono::Duration::seconds(1);
+            let n = sends[i..].iter().take_while(|t| **t < end).count();
+            assert!(n <= 20, "{n} sends in the second from {start}");
+        }
+        // A long idle spell refills only up to the burst.
+        let later = now + chrono::Duration::seconds(60);
+        let at_once = (0..10).take_while(|_| b.reserve(later).is_zero()).count();
+        assert_eq!(at_once, 4);
     }
 
     #[tokio::test]

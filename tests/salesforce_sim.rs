@@ -530,3 +530,48 @@ async fn record_ids_have_prefixes_and_checksums() {
     assert_eq!(ids::to18(&id[..15]), *id);
     assert_eq!(ids::to18("001D000000IqhSL"), "001D000000IqhSLIAZ");
 }
+
+#[tokio::test]
+async fn an_event_relation_is_refused_twice_whether_seeded_or_created() {
+    let env = Env::start(|_| {}).await;
+    let api = Api::login(&env).await;
+    let contacts = env.sim.seed(
+        "Contact",
+        vec![json!({"LastName": "A"}), json!({"LastName": "B"})],
+    );
+    let event = env.sim.seed(
+        "Event",
+        vec![json!({
+            "Subject": "Call",
+            "StartDateTime": "2026-03-01T10:00:00.000+0000",
+            "EndDateTime": "2026-03-01T10:30:00.000+0000",
+        })],
+    );
+    // One relation seeded (not through the API), one created through it.
+    env.sim.seed(
+        "EventRelation",
+        vec![json!({"EventId": event[0], "RelationId": contacts[0]})],
+    );
+    let second = json!({"EventId": event[0], "RelationId": contacts[1]});
+    let (s, _, _) = api
+        .call(M::POST, "/sobjects/EventRelation", Some(second.clone()))
+        .await;
+    assert_eq!(s, 201);
+    for (rel, as_15) in [(&contacts[0], false), (&contacts[1], true)] {
+        // Ids match by their first 15 characters too.
+        let id = if as_15 { &rel[..15] } else { rel.as_str() };
+        let (s, _, b) = api
+            .call(
+                M::POST,
+                "/sobjects/EventRelation",
+                Some(json!({"EventId": event[0], "RelationId": id})),
+            )
+            .await;
+        assert_eq!(
+            (s, b[0]["errorCode"].as_str()),
+            (400, Some("DUPLICATE_VALUE")),
+            "{b}"
+        );
+    }
+    assert_eq!(env.sim.records("EventRelation").len(), 2);
+}

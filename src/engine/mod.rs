@@ -10,8 +10,8 @@ pub mod testing;
 use crate::config::{Pipeline, SinkAction as Action};
 use crate::state::{BatchCommit, LedgerEntry, LedgerState, LedgerWrite, NewDeadLetter, Store};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::{SinkExt, StreamExt};
 use lookup::{LookupCache, LookupNotes, LookupSource, Matcher};
 use render::{Globals, RecordState, SinkDecision, WriteIntent};
 use report::{PipelineReport, RecordReport, SourceRef, WriteAction, WriteReport};
@@ -203,7 +203,7 @@ impl Engine<'_> {
             }
         };
 
-        let mut pages: BoxStream<'static, Result<Page, String>> = match &opts.records {
+        let pages: BoxStream<'static, Result<Page, String>> = match &opts.records {
             Some(recs) => futures::stream::iter(vec![Ok(Page {
                 partition: String::new(),
                 records: recs.clone(),
@@ -216,114 +216,129 @@ impl Engine<'_> {
             }
         };
 
-        let mut seen = 0usize;
         let mut planned: HashMap<(String, String), LedgerEntry> = HashMap::new();
         if !dry && opts.records.is_none() {
             self.retry_dead_letters(p, &g, opts, &stream, &mut report, &mut planned)
                 .await;
         }
-        let mut ended = false;
-        while !ended {
-            // Gather pages (of any partitions) up to a batch: lookups cost one query per rule
-            // per batch and writes one call per 200 records, so bigger batches cost fewer calls.
-            let mut records: Vec<Value> = Vec::new();
-            let mut cursors: Vec<(String, String)> = Vec::new();
-            while records.len() < opts.batch_size.max(1) {
-                match pages.next().await {
-                    None => {
-                        ended = true;
-                        break;
-                    }
-                    Some(Err(e)) => {
-                        report.stopped = Some(format!("reading {stream}: {e}"));
-                        ended = true;
-                        break;
-                    }
-                    Some(Ok(page)) => {
-                        let mut recs = page.records;
-                        if let Some(want) = &opts.record {
-                            let pk = self.source.primary_key(&stream);
-                            recs.retain(|r| record_key(r, pk.as_deref()) == *want);
+        // Reading and enriching run ahead of lookups and writes by at most one batch, so
+        // Zoom is not left idle while a batch is looked up and written, and memory stays
+        // bounded. Nothing read ahead is committed: checkpoints move only with a batch.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Fed>(opts.batch_size.max(1));
+        let feed = self.feed(p, &g, opts, pages, tx);
+        let batches = async {
+            let mut ended = false;
+            while !ended {
+                // Gather records (of any partitions) up to a batch: lookups cost one query
+                // per rule per batch and writes one call per 200 records, so bigger batches
+                // cost fewer calls.
+                let mut records: Vec<(Value, Option<String>)> = Vec::new();
+                let mut cursors: Vec<(String, String)> = Vec::new();
+                let mut halt: Option<String> = None;
+                while records.len() < opts.batch_size.max(1) {
+                    match rx.recv().await {
+                        None => {
+                            ended = true;
+                            break;
                         }
-                        if let Some(limit) = opts.limit {
-                            let room = limit.saturating_sub(seen);
-                            if recs.len() > room {
-                                recs.truncate(room);
-                            }
-                        }
-                        seen += recs.len();
-                        records.extend(recs);
-                        if let Some(c) = page.cursor {
+                        Some(Fed::Record(r, err)) => records.push((r, err)),
+                        Some(Fed::PageEnd { partition, cursor }) => {
                             // Pages of a partition arrive in order: the last cursor wins.
-                            cursors.retain(|(part, _)| *part != page.partition);
-                            cursors.push((page.partition, c));
+                            // Every record of the page came before its end: it is in this
+                            // batch or an earlier one.
+                            cursors.retain(|(part, _)| *part != partition);
+                            cursors.push((partition, cursor));
                         }
-                        if opts.limit.is_some_and(|l| seen >= l) {
+                        Some(Fed::ReadFailed(e)) => {
+                            report.stopped = Some(format!("reading {stream}: {e}"));
+                            ended = true;
+                            break;
+                        }
+                        Some(Fed::EnrichFailed(e)) => {
+                            halt = Some(e);
                             ended = true;
                             break;
                         }
                     }
                 }
-            }
-            if records.is_empty() && cursors.is_empty() {
-                break;
-            }
-            let mut commit = BatchCommit {
-                pipeline: p.name.clone(),
-                ledger: Vec::new(),
-                dead_letters: Vec::new(),
-                checkpoints: Vec::new(),
-            };
-            let outcome = self
-                .process_batch(
-                    p,
-                    &g,
-                    opts,
-                    &stream,
-                    records,
-                    &mut report,
-                    &mut commit,
-                    &mut planned,
-                    &mut planned_sf_writes,
-                )
-                .await;
-            // Checkpoints move only past records every sink has acknowledged: a whole
-            // batch, and not for partial reads (--record, --limit, webhook records).
-            if outcome.is_ok()
-                && opts.records.is_none()
-                && opts.record.is_none()
-                && opts.limit.is_none()
-            {
-                for (partition, cursor) in cursors {
-                    commit.checkpoints.push((stream.clone(), partition, cursor));
+                if records.is_empty() && cursors.is_empty() && halt.is_none() {
+                    break;
+                }
+                let mut commit = BatchCommit {
+                    pipeline: p.name.clone(),
+                    ledger: Vec::new(),
+                    dead_letters: Vec::new(),
+                    checkpoints: Vec::new(),
+                };
+                let mut outcome = self
+                    .process_records(
+                        p,
+                        &g,
+                        opts,
+                        &stream,
+                        records,
+                        &mut report,
+                        &mut commit,
+                        &mut planned,
+                        &mut planned_sf_writes,
+                    )
+                    .await;
+                // Checkpoints move only past records every sink has acknowledged: a whole
+                // batch, and not for partial reads (--record, --limit, webhook records).
+                if outcome.is_ok()
+                    && opts.records.is_none()
+                    && opts.record.is_none()
+                    && opts.limit.is_none()
+                {
+                    for (partition, cursor) in cursors {
+                        commit.checkpoints.push((stream.clone(), partition, cursor));
+                    }
+                }
+                // A record that could not be enriched stops the run after the records
+                // before it are written.
+                if let (Ok(()), Some(e)) = (&outcome, halt) {
+                    outcome = Err(e);
+                }
+                if let Err(e) = &outcome {
+                    report.stopped = Some(e.clone());
+                }
+                // The ledger rows of what was written and the checkpoint commit together.
+                if !dry {
+                    if let Err(e) = self.store.commit_batch(&commit) {
+                        report.stopped = Some(format!("saving state: {e}"));
+                    }
+                }
+                if let Some(cb) = &opts.progress {
+                    cb(&report);
+                }
+                if report.stopped.is_some() {
+                    break;
+                }
+                // A shutdown after the last batch has nothing left to stop.
+                if !ended
+                    && opts
+                        .shutdown
+                        .as_ref()
+                        .is_some_and(|s| s.load(Ordering::SeqCst))
+                {
+                    report.stopped = Some("shutting down; the next run continues here".into());
+                    break;
                 }
             }
-            if let Err(e) = &outcome {
-                report.stopped = Some(e.clone());
-            }
-            // The ledger rows of what was written and the checkpoint commit together.
-            if !dry {
-                if let Err(e) = self.store.commit_batch(&commit) {
-                    report.stopped = Some(format!("saving state: {e}"));
+        };
+        // The batches decide when the run ends; whatever was read ahead is then dropped.
+        {
+            tokio::pin!(feed);
+            tokio::pin!(batches);
+            let mut fed = false;
+            loop {
+                tokio::select! {
+                    () = &mut batches => break,
+                    () = &mut feed, if !fed => fed = true,
                 }
-            }
-            if let Some(cb) = &opts.progress {
-                cb(&report);
-            }
-            if report.stopped.is_some() {
-                break;
-            }
-            // A shutdown after the last batch has nothing left to stop.
-            if !ended
-                && opts
-                    .shutdown
-                    .as_ref()
-                    .is_some_and(|s| s.load(Ordering::SeqCst))
-            {
-                report.stopped = Some("shutting down; the next run continues here".into());
-                break;
             }
         }
+        report.finish();
         report.summary.api_calls.zoom = self.source.calls() - zoom_before;
         // A plan spends the run's reads (lookups, checks of existing records) for real and
         // counts the writes it would make, 200 records a call.
@@ -509,6 +524,108 @@ impl Engine<'_> {
         }
     }
 
+    /// The reading side of a run: pages in source order, filtered (`--record`, `--limit`,
+    /// `where`) and enriched `enrich_concurrency` records at a time, continuously across
+    /// pages and batches, into `tx`. Stops after a failure or when `tx` is closed.
+    async fn feed(
+        &self,
+        p: &Pipeline,
+        g: &Globals,
+        opts: &RunOptions,
+        pages: BoxStream<'static, Result<Page, String>>,
+        tx: tokio::sync::mpsc::Sender<Fed>,
+    ) {
+        let pk = self.source.primary_key(&p.source.stream);
+        let concurrency = opts.enrich_concurrency.max(1);
+        let (mut step_tx, step_rx) = futures::channel::mpsc::channel::<Step>(concurrency);
+        let read = async move {
+            let mut pages = pages;
+            let mut seen = 0usize;
+            while let Some(page) = pages.next().await {
+                let mut out: Vec<Step> = Vec::new();
+                let done = match page {
+                    Err(e) => {
+                        out.push(Step::Ready(Fed::ReadFailed(e)));
+                        true
+                    }
+                    Ok(page) => {
+                        let mut recs = page.records;
+                        if let Some(want) = &opts.record {
+                            recs.retain(|r| record_key(r, pk.as_deref()) == *want);
+                        }
+                        if let Some(limit) = opts.limit {
+                            recs.truncate(limit.saturating_sub(seen));
+                        }
+                        seen += recs.len();
+                        out.extend(recs.into_iter().filter_map(|r| {
+                            self.sift(p, g, r)
+                                .map(|(r, err)| Step::Enrich(Box::new(r), err))
+                        }));
+                        if let Some(cursor) = page.cursor {
+                            out.push(Step::Ready(Fed::PageEnd {
+                                partition: page.partition,
+                                cursor,
+                            }));
+                        }
+                        opts.limit.is_some_and(|l| seen >= l)
+                    }
+                };
+                for step in out {
+                    if step_tx.send(step).await.is_err() {
+                        return;
+                    }
+                }
+                if done {
+                    break;
+                }
+            }
+        };
+        let enrich = async {
+            let fed = step_rx
+                .map(|step| async move {
+                    match step {
+                        Step::Ready(f) => f,
+                        Step::Enrich(rec, where_err) => match self.enrich_one(p, g, *rec).await {
+                            Ok((rec, err)) => Fed::Record(rec, where_err.or(err)),
+                            Err(e) => Fed::EnrichFailed(e),
+                        },
+                    }
+                })
+                .buffered(concurrency);
+            tokio::pin!(fed);
+            while let Some(f) = fed.next().await {
+                let last = matches!(f, Fed::ReadFailed(_) | Fed::EnrichFailed(_));
+                if tx.send(f).await.is_err() || last {
+                    break;
+                }
+            }
+        };
+        // Reading stops when enrichment does (a failure, or the batches are done).
+        tokio::pin!(read);
+        tokio::pin!(enrich);
+        let mut read_done = false;
+        loop {
+            tokio::select! {
+                () = &mut enrich => break,
+                () = &mut read, if !read_done => read_done = true,
+            }
+        }
+    }
+
+    /// `where`: None drops the record; an error keeps it, to be reported.
+    fn sift(&self, p: &Pipeline, g: &Globals, r: Value) -> Option<(Value, Option<String>)> {
+        let Some(w) = &p.source.where_ else {
+            return Some((r, None));
+        };
+        match w.truthy(&render::RecordOnly { record: &r, g }) {
+            Ok(true) => Some((r, None)),
+            Ok(false) => None,
+            Err(e) => Some((r, Some(format!("source.where: {e}")))),
+        }
+    }
+
+    /// Source records outside a run's read (retried dead letters): where, enrich, then the
+    /// rest of the stages.
     #[allow(clippy::too_many_arguments)]
     async fn process_batch(
         &self,
@@ -522,45 +639,67 @@ impl Engine<'_> {
         planned: &mut HashMap<(String, String), LedgerEntry>,
         planned_sf_writes: &mut u64,
     ) -> Result<(), String> {
+        let kept: Vec<(Value, Option<String>)> = records
+            .into_iter()
+            .filter_map(|r| self.sift(p, g, r))
+            .collect();
+        let enriched: Vec<Result<(Value, Option<String>), String>> =
+            futures::stream::iter(kept.into_iter().map(|(rec, where_err)| async move {
+                let (rec, err) = self.enrich_one(p, g, rec).await?;
+                Ok((rec, where_err.or(err)))
+            }))
+            .buffered(opts.enrich_concurrency.max(1))
+            .collect()
+            .await;
+        let enriched = enriched.into_iter().collect::<Result<Vec<_>, String>>()?;
+        self.process_records(
+            p,
+            g,
+            opts,
+            stream,
+            enriched,
+            report,
+            commit,
+            planned,
+            planned_sf_writes,
+        )
+        .await
+    }
+
+    /// Lookups, vars, sinks and writes of a batch of enriched records (each with the error
+    /// that keeps it from being written, if any).
+    #[allow(clippy::too_many_arguments)]
+    async fn process_records(
+        &self,
+        p: &Pipeline,
+        g: &Globals,
+        opts: &RunOptions,
+        stream: &str,
+        records: Vec<(Value, Option<String>)>,
+        report: &mut PipelineReport,
+        commit: &mut BatchCommit,
+        planned: &mut HashMap<(String, String), LedgerEntry>,
+        planned_sf_writes: &mut u64,
+    ) -> Result<(), String> {
         let dry = opts.mode == Mode::Plan;
         let pk = self.source.primary_key(stream);
         // A batch holds pages of several partitions: put its records in cursor order, so that
         // where two records write one Salesforce record the later one wins.
-        let mut records = records;
+        let mut enriched = records;
         if let Some(cf) = self.source.cursor_field(stream) {
-            records.sort_by(|a, b| {
+            enriched.sort_by(|(a, _), (b, _)| {
                 let k = |r: &Value| r.get(&cf).map(render::scalar_string).unwrap_or_default();
                 k(a).cmp(&k(b))
             });
         }
-        // where
-        let mut kept = Vec::new();
-        let mut where_errors: HashMap<usize, String> = HashMap::new();
-        for r in records {
-            match &p.source.where_ {
-                Some(w) => match w.truthy(&render::RecordOnly { record: &r, g }) {
-                    Ok(true) => kept.push(r),
-                    Ok(false) => {}
-                    Err(e) => {
-                        where_errors.insert(kept.len(), format!("source.where: {e}"));
-                        kept.push(r);
-                    }
-                },
-                None => kept.push(r),
-            }
-        }
-        report.records_read += kept.len() as u64;
-        if kept.is_empty() {
+        report.records_read += enriched.len() as u64;
+        if enriched.is_empty() {
             return Ok(());
         }
-
-        // enrich, concurrently within the budget the HTTP layer enforces
-        let enriched = self.enrich(p, g, kept, opts.enrich_concurrency).await?;
         let mut reports: Vec<RecordReport> = Vec::new();
         let mut states: Vec<RecordState> = Vec::new();
         let mut failed: Vec<Option<String>> = Vec::new();
-        for (n, (rec, err)) in enriched.into_iter().enumerate() {
-            let err = where_errors.remove(&n).or(err);
+        for (rec, err) in enriched {
             let key = record_key(&rec, pk.as_deref());
             reports.push(RecordReport {
                 source: SourceRef {
@@ -600,6 +739,7 @@ impl Engine<'_> {
         }
         // vars
         for (i, st) in states.iter_mut().enumerate() {
+            yield_every_few(i).await;
             if failed[i].is_none() {
                 if let Err(e) = render::eval_vars(p, st, g) {
                     failed[i] = Some(e.to_string());
@@ -614,6 +754,7 @@ impl Engine<'_> {
             let mut intents: Vec<(usize, WriteIntent)> = Vec::new();
             let mut has_for_each: Vec<bool> = vec![sink.for_each.is_some(); states.len()];
             for (i, st) in states.iter_mut().enumerate() {
+                yield_every_few(i).await;
                 if failed[i].is_some() {
                     continue;
                 }
@@ -1065,65 +1206,83 @@ impl Engine<'_> {
         }
     }
 
-    async fn enrich(
+    /// One record's `enrich` reads, in order. `Err` is a failure that would fail every
+    /// record (the run stops); a missing child read of one record is that record's error.
+    async fn enrich_one(
         &self,
         p: &Pipeline,
         g: &Globals,
-        records: Vec<Value>,
-        concurrency: usize,
-    ) -> Result<Vec<(Value, Option<String>)>, String> {
-        if p.enrich.is_empty() {
-            return Ok(records.into_iter().map(|r| (r, None)).collect());
-        }
-        let jobs = records.into_iter().map(|rec| async move {
-            let mut rec = rec;
-            let mut err: Option<String> = None;
-            for e in &p.enrich {
-                let ctx = render::RecordOnly { record: &rec, g };
-                if let Some(w) = &e.when {
-                    match w.truthy(&ctx) {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            set_field(&mut rec, &e.name, Value::Null);
-                            continue;
-                        }
-                        Err(x) => {
-                            err = Some(format!("enrich.{}.when: {x}", e.name));
-                            break;
-                        }
+        rec: Value,
+    ) -> Result<(Value, Option<String>), String> {
+        let mut rec = rec;
+        let mut err: Option<String> = None;
+        for e in &p.enrich {
+            let ctx = render::RecordOnly { record: &rec, g };
+            if let Some(w) = &e.when {
+                match w.truthy(&ctx) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        set_field(&mut rec, &e.name, Value::Null);
+                        continue;
                     }
-                }
-                let mut params = BTreeMap::new();
-                for (k, ex) in &e.params {
-                    match ex.eval(&ctx) {
-                        Ok(v) => {
-                            params.insert(k.clone(), v);
-                        }
-                        Err(x) => err = Some(format!("enrich.{}.params.{k}: {x}", e.name)),
-                    }
-                }
-                if err.is_some() {
-                    break;
-                }
-                match self.source.fetch(&e.stream, params).await {
-                    Ok(v) => set_field(&mut rec, &e.name, v),
-                    Err(FetchError::NotFound(_)) if e.optional => {
-                        set_field(&mut rec, &e.name, Value::Null)
-                    }
-                    Err(FetchError::NotFound(m)) => {
-                        err = Some(format!("enrich.{}: {m}", e.name));
+                    Err(x) => {
+                        err = Some(format!("enrich.{}.when: {x}", e.name));
                         break;
                     }
-                    Err(FetchError::Failed(m)) => return Err(format!("enrich.{}: {m}", e.name)),
                 }
             }
-            Ok((rec, err))
-        });
-        let results: Vec<Result<(Value, Option<String>), String>> = futures::stream::iter(jobs)
-            .buffered(concurrency.max(1))
-            .collect()
-            .await;
-        results.into_iter().collect()
+            let mut params = BTreeMap::new();
+            for (k, ex) in &e.params {
+                match ex.eval(&ctx) {
+                    Ok(v) => {
+                        params.insert(k.clone(), v);
+                    }
+                    Err(x) => err = Some(format!("enrich.{}.params.{k}: {x}", e.name)),
+                }
+            }
+            if err.is_some() {
+                break;
+            }
+            match self.source.fetch(&e.stream, params).await {
+                Ok(v) => set_field(&mut rec, &e.name, v),
+                Err(FetchError::NotFound(_)) if e.optional => {
+                    set_field(&mut rec, &e.name, Value::Null)
+                }
+                Err(FetchError::NotFound(m)) => {
+                    err = Some(format!("enrich.{}: {m}", e.name));
+                    break;
+                }
+                Err(FetchError::Failed(m)) => return Err(format!("enrich.{}: {m}", e.name)),
+            }
+        }
+        Ok((rec, err))
+    }
+}
+
+/// What the reading side of a run hands to the batches, in source order.
+enum Fed {
+    /// An enriched record, with the error that keeps it from being written, if any.
+    Record(Value, Option<String>),
+    /// The end of a page: once every record before it is committed, the partition may
+    /// advance to `cursor`.
+    PageEnd { partition: String, cursor: String },
+    /// Reading the source failed: no more records.
+    ReadFailed(String),
+    /// An enrichment failed in a way that would fail every record: no more records.
+    EnrichFailed(String),
+}
+
+/// A record waiting for its enrichment, or something to pass on as it is.
+enum Step {
+    Enrich(Box<Value>, Option<String>),
+    Ready(Fed),
+}
+
+/// Rendering a batch is CPU work between awaits: every few records, let the reading side
+/// (polled by the same task) send the Zoom requests whose turn has come.
+async fn yield_every_few(i: usize) {
+    if i % 16 == 15 {
+        tokio::task::yield_now().await;
     }
 }
 

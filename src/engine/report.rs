@@ -97,6 +97,14 @@ pub struct Summary {
     pub looked_up: u64,
 }
 
+/// A (sink, key) pair as 64 bits, the same in every process.
+fn fingerprint(sink: &str, key: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (sink, key).hash(&mut h);
+    h.finish()
+}
+
 /// Everything one pipeline's run or plan produced.
 #[derive(Debug, Clone, Serialize)]
 pub struct PipelineReport {
@@ -112,9 +120,11 @@ pub struct PipelineReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
     /// (sink, key) already counted as created or updated: a record written twice in one run
-    /// counts once, so a plan's counts and its run's agree.
+    /// counts once, so a plan's counts and its run's agree. Kept as 64-bit fingerprints
+    /// (a backfill writes hundreds of thousands of records; a collision is about as likely
+    /// as one in 10^7 at a million) and dropped when the run ends.
     #[serde(skip)]
-    counted: std::collections::HashSet<(String, String)>,
+    counted: std::collections::HashSet<u64>,
 }
 
 impl PipelineReport {
@@ -136,7 +146,7 @@ impl PipelineReport {
         for w in &r.writes {
             let first_time = !matches!(w.action, WriteAction::Create | WriteAction::Update)
                 || w.key.is_empty()
-                || self.counted.insert((w.sink.clone(), w.key.clone()));
+                || self.counted.insert(fingerprint(&w.sink, &w.key));
             if !first_time {
                 continue;
             }
@@ -158,6 +168,11 @@ impl PipelineReport {
         if keep_detail {
             self.records.push(r);
         }
+    }
+
+    /// The run is over: what was only needed to count its writes once goes.
+    pub fn finish(&mut self) {
+        self.counted = Default::default();
     }
 
     pub fn failed(&self) -> bool {

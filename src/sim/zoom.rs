@@ -15,7 +15,7 @@ use chrono::{DateTime, Months, NaiveDate, SecondsFormat, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 mod peer;
@@ -143,6 +143,10 @@ struct PageCursor {
 
 struct SimState {
     world: Arc<World>,
+    /// The world's meetings by UUID and by numeric id (a recurring id has several), so a
+    /// detail request does not scan every meeting.
+    meetings_by_uuid: HashMap<String, usize>,
+    meetings_by_id: HashMap<u64, Vec<usize>>,
     clock: SharedClock,
     plan: ZoomPlan,
     inner: Mutex<Mutable>,
@@ -194,8 +198,16 @@ impl ZoomSim {
     pub async fn start(opts: SimOptions) -> std::io::Result<ZoomSimHandle> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let mut meetings_by_uuid = HashMap::new();
+        let mut meetings_by_id: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (i, m) in opts.world.meetings.iter().enumerate() {
+            meetings_by_uuid.entry(m.uuid.clone()).or_insert(i);
+            meetings_by_id.entry(m.id).or_default().push(i);
+        }
         let state = Arc::new(SimState {
             world: opts.world.clone(),
+            meetings_by_uuid,
+            meetings_by_id,
             clock: opts.clock,
             plan: opts.plan,
             inner: Mutex::new(Mutable {
@@ -1216,17 +1228,20 @@ impl SimState {
     }
 
     fn meeting(&self, id: &str, now: DateTime<Utc>) -> Option<&Meeting> {
-        let deleted = self.lock().deleted_meetings.clone();
-        let ended = self
-            .world
-            .meetings
-            .iter()
-            .filter(|m| m.end <= now && !deleted.contains(&m.uuid));
+        let w = &self.world;
         if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
             let n: u64 = id.parse().ok()?;
-            ended.filter(|m| m.id == n).max_by_key(|m| m.start)
+            let inner = self.lock();
+            self.meetings_by_id
+                .get(&n)?
+                .iter()
+                .filter_map(|&i| w.meetings.get(i))
+                .filter(|m| m.end <= now && !inner.deleted_meetings.contains(&m.uuid))
+                .max_by_key(|m| m.start)
         } else {
-            ended.into_iter().find(|m| m.uuid == id)
+            w.meetings
+                .get(*self.meetings_by_uuid.get(id)?)
+                .filter(|m| m.end <= now && !self.lock().deleted_meetings.contains(&m.uuid))
         }
     }
 

@@ -78,7 +78,11 @@ pub fn rate_limits(plan: ZoomPlan, headroom: f64) -> RateLimits {
     };
     for b in BUCKETS {
         let (qps, day) = published(plan, b);
-        limits = limits.category(b, qps * h, day.map(|d| (d as f64 * h) as u64));
+        // Zoom counts requests per second: after an idle spell, a burst of what the headroom
+        // leaves, plus a second of pacing, stays within the published limit.
+        limits = limits
+            .category(b, qps * h, day.map(|d| (d as f64 * h) as u64))
+            .burst(b, qps - qps * h);
     }
     // Heavy and resource-intensive share one daily cap (separately for Phone).
     for (b, key) in [
@@ -92,4 +96,31 @@ pub fn rate_limits(plan: ZoomPlan, headroom: f64) -> RateLimits {
         }
     }
     limits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_and_a_second_of_pacing_stay_within_the_published_limit() {
+        for plan in [ZoomPlan::Free, ZoomPlan::Pro, ZoomPlan::Business] {
+            for h in [0.5, 0.8, 0.9, 1.0] {
+                let limits = rate_limits(plan, h);
+                for b in BUCKETS {
+                    let c = &limits.categories[*b];
+                    let (published_qps, _) = published(plan, b);
+                    let burst = c.burst.unwrap_or(c.per_second).max(1.0);
+                    assert!(
+                        burst + c.per_second <= published_qps.max(1.0) + 1.0 + 1e-9,
+                        "{plan:?} {b} at {h}: burst {burst} + {} per second",
+                        c.per_second
+                    );
+                    if published_qps * (1.0 - h) >= 1.0 {
+                        assert!(burst + c.per_second <= published_qps + 1e-9);
+                    }
+                }
+            }
+        }
+    }
 }

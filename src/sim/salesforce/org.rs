@@ -7,7 +7,8 @@ use super::schema::{FieldMeta, ObjectMeta, Schema};
 use super::soql::parse_datetime;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Map, Value, json};
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 
 /// A per-record error, in the `statusCode` shape Collections and SaveResults use.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +75,9 @@ pub struct WriteFaults {
     pub duplicate_race: bool,
 }
 
+/// (EventId, RelationId) as 15-character ids → the EventRelation's Id.
+type RelationIndex = HashMap<(String, String), String>;
+
 pub struct Org {
     pub schema: Schema,
     pub records: Records,
@@ -83,6 +87,10 @@ pub struct Org {
     write_attempts: u64,
     pub lock_failures: u32,
     raced_keys: std::collections::HashSet<String>,
+    /// EventRelations by (EventId, RelationId) as 15-character ids, for the duplicate check
+    /// (a scan per create is quadratic in a backfill), with the number of rows it was made
+    /// from: rebuilt when that differs (rows changed other than by `insert`).
+    relations: RefCell<(usize, RelationIndex)>,
 }
 
 pub fn format_datetime(t: DateTime<Utc>) -> String {
@@ -105,6 +113,7 @@ impl Org {
             write_attempts: 0,
             lock_failures: 0,
             raced_keys: Default::default(),
+            relations: RefCell::new((usize::MAX, HashMap::new())),
         };
         let id = org.new_id("005");
         org.integration_user_id = id.clone();
@@ -511,14 +520,8 @@ impl Org {
             "EventRelation" if creating => {
                 let event = get_str(rec, "EventId").unwrap_or_default();
                 let relation = get_str(rec, "RelationId").unwrap_or_default();
-                let dup = self.records.get("EventRelation").and_then(|rows| {
-                    rows.iter().find(|r| {
-                        get_str(r, "EventId").is_some_and(|e| ids::same_id(&e, &event))
-                            && get_str(r, "RelationId").is_some_and(|x| ids::same_id(&x, &relation))
-                    })
-                });
-                if let Some(d) = dup {
-                    let other = get_str(d, "Id").unwrap_or_default();
+                let dup = self.relation(&event, &relation);
+                if let Some(other) = dup {
                     return Err(vec![RecErr::new(
                         "DUPLICATE_VALUE",
                         format!(
@@ -573,11 +576,44 @@ impl Org {
         Ok(())
     }
 
+    /// The Id of the EventRelation between these two records, if there is one.
+    fn relation(&self, event: &str, relation: &str) -> Option<String> {
+        let rows = self.records.get("EventRelation");
+        let mut index = self.relations.borrow_mut();
+        if index.0 != rows.map_or(0, Vec::len) {
+            let mut map = HashMap::new();
+            for r in rows.into_iter().flatten() {
+                if let Some(k) = relation_key(r) {
+                    let id = r.get("Id").and_then(Value::as_str).unwrap_or_default();
+                    map.entry(k).or_insert_with(|| id.to_string());
+                }
+            }
+            *index = (rows.map_or(0, Vec::len), map);
+        }
+        if !valid_id(event) || !valid_id(relation) {
+            return None;
+        }
+        index
+            .1
+            .get(&(id15(event).to_string(), id15(relation).to_string()))
+            .cloned()
+    }
+
     pub fn insert(&mut self, meta: &ObjectMeta, mut rec: Map<String, Value>) -> String {
         let id = self.new_id(meta.key_prefix);
         let mut ordered = Map::new();
         ordered.insert("Id".into(), json!(id));
         ordered.append(&mut rec);
+        if meta.name == "EventRelation" {
+            let rows = self.records.get("EventRelation").map_or(0, Vec::len);
+            let index = self.relations.get_mut();
+            if index.0 == rows {
+                if let Some(k) = relation_key(&ordered) {
+                    index.1.entry(k).or_insert_with(|| id.clone());
+                }
+                index.0 += 1;
+            }
+        }
         self.records
             .entry(meta.name.to_string())
             .or_default()
@@ -701,10 +737,35 @@ fn valid_email(s: &str) -> bool {
         && !s.chars().any(char::is_whitespace)
 }
 
+fn valid_id(s: &str) -> bool {
+    s.len() == 15 || s.len() == 18
+}
+
+fn id15(s: &str) -> &str {
+    s.get(..15).unwrap_or(s)
+}
+
+/// An EventRelation's (EventId, RelationId) as 15-character ids, when both are ids.
+fn relation_key(r: &Map<String, Value>) -> Option<(String, String)> {
+    let e = r.get("EventId").and_then(Value::as_str)?;
+    let x = r.get("RelationId").and_then(Value::as_str)?;
+    (valid_id(e) && valid_id(x)).then(|| (id15(e).to_string(), id15(x).to_string()))
+}
+
+/// Case-insensitive equality; without allocating for ASCII text (most of it), since
+/// uniqueness checks and upserts compare a value with every record of the object.
+fn same_text(x: &str, y: &str) -> bool {
+    if x.is_ascii() && y.is_ascii() {
+        x.eq_ignore_ascii_case(y)
+    } else {
+        x.to_lowercase() == y.to_lowercase()
+    }
+}
+
 pub fn values_equal(f: &FieldMeta, a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::String(x), Value::String(y)) if f.is_id_like() => ids::same_id(x, y),
-        (Value::String(x), Value::String(y)) => x.to_lowercase() == y.to_lowercase(),
+        (Value::String(x), Value::String(y)) => same_text(x, y),
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
         (Value::String(x), Value::Number(y)) | (Value::Number(y), Value::String(x)) => {
             x.parse::<f64>().ok() == y.as_f64()

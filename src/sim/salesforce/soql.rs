@@ -6,6 +6,8 @@ use super::schema::{FieldMeta, ObjectMeta};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Map, Value};
 use std::cmp::Ordering;
+use std::collections::HashSet;
+use std::sync::OnceLock;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Literal {
@@ -31,10 +33,68 @@ pub enum CmpOp {
 #[derive(Debug, Clone)]
 pub enum Cond {
     Cmp(String, CmpOp, Literal),
-    In(String, Vec<Literal>, bool),
+    In(String, InList, bool),
     And(Box<Cond>, Box<Cond>),
     Or(Box<Cond>, Box<Cond>),
     Not(Box<Cond>),
+}
+
+/// The literals of an `IN (...)`, with their strings as sets made on first use, so a
+/// long list costs one lookup per record instead of one comparison per literal.
+#[derive(Debug, Clone)]
+pub struct InList {
+    pub items: Vec<Literal>,
+    /// Lowercased: text equality is case-insensitive.
+    text: OnceLock<HashSet<String>>,
+    /// As written, and by their first 15 characters (15- or 18-character ids).
+    ids: OnceLock<(HashSet<String>, HashSet<String>)>,
+}
+
+impl InList {
+    pub fn new(items: Vec<Literal>) -> Self {
+        InList {
+            items,
+            text: OnceLock::new(),
+            ids: OnceLock::new(),
+        }
+    }
+
+    fn strings(&self) -> impl Iterator<Item = &String> {
+        self.items.iter().filter_map(|l| match l {
+            Literal::Str(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    /// Whether a stored value equals one of the literals, as `compare` decides.
+    fn contains(&self, meta: &FieldMeta, v: &Value) -> bool {
+        match v {
+            Value::String(s) if meta.is_id_like() => {
+                let (exact, by15) = self.ids.get_or_init(|| {
+                    let exact = self.strings().cloned().collect();
+                    let by15 = self
+                        .strings()
+                        .filter(|l| l.len() == 15 || l.len() == 18)
+                        .map(|l| id15(l).to_string())
+                        .collect();
+                    (exact, by15)
+                });
+                exact.contains(s) || ((s.len() == 15 || s.len() == 18) && by15.contains(id15(s)))
+            }
+            Value::String(s) if !matches!(meta.ftype, "date" | "datetime") => self
+                .text
+                .get_or_init(|| self.strings().map(|l| l.to_lowercase()).collect())
+                .contains(&s.to_lowercase()),
+            _ => self
+                .items
+                .iter()
+                .any(|l| compare(meta, v, l) == Some(Ordering::Equal)),
+        }
+    }
+}
+
+fn id15(s: &str) -> &str {
+    s.get(..15).unwrap_or(s)
 }
 
 #[derive(Debug, Clone)]
@@ -243,10 +303,10 @@ impl Parser {
         let field = self.ident()?;
         if self.keyword("NOT") {
             self.expect_kw("IN")?;
-            return Ok(Cond::In(field, self.list()?, true));
+            return Ok(Cond::In(field, InList::new(self.list()?), true));
         }
         if self.keyword("IN") {
-            return Ok(Cond::In(field, self.list()?, false));
+            return Ok(Cond::In(field, InList::new(self.list()?), false));
         }
         if self.keyword("LIKE") {
             return Ok(Cond::Cmp(field, CmpOp::Like, self.literal()?));
@@ -391,10 +451,7 @@ impl Cond {
                     return false;
                 };
                 let v = rec.get(meta.name).unwrap_or(&Value::Null);
-                let hit = list
-                    .iter()
-                    .any(|l| compare(meta, v, l) == Some(Ordering::Equal));
-                hit != *negated
+                list.contains(meta, v) != *negated
             }
             Cond::Cmp(f, op, lit) => {
                 let Some(meta) = obj.field(f) else {

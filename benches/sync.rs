@@ -8,11 +8,6 @@
 use ferry::bench::suite::{self, SuiteOptions};
 use std::path::PathBuf;
 
-// The same allocator as the `ferry` binary, so that the render figure measured in this
-// process is the one ferry gets.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn env_usize(name: &str) -> Option<usize> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
@@ -45,17 +40,17 @@ fn main() {
     // `FERRY_BENCH_ONLY=render`: the offline render throughput alone (seconds, not minutes).
     if std::env::var("FERRY_BENCH_ONLY").as_deref() == Ok("render") {
         match runtime.block_on(suite::render_only(&opts)) {
-            Ok(r) => {
-                let (direct, slow) = ferry::template::evaluation_counts();
-                println!(
-                    "render: {} records in {:.2} s = {:.0} records/s ({} sink records; \
-                     template evaluations: {direct} direct, {slow} by minijinja)",
-                    r.records,
-                    r.elapsed.as_secs_f64(),
-                    r.per_second(),
-                    r.sink_records
-                )
-            }
+            Ok(r) => println!(
+                "render: {} meetings in {:.2} s = {:.0} meetings/s ({} sink records, {:.0}/s; \
+                 template evaluations: {} direct, {} by minijinja)",
+                r.records,
+                r.elapsed.as_secs_f64(),
+                r.per_second(),
+                r.sink_records,
+                r.sink_records_per_second(),
+                r.direct,
+                r.by_minijinja
+            ),
             Err(e) => {
                 eprintln!("error: {e}");
                 std::process::exit(1);

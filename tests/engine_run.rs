@@ -201,10 +201,12 @@ async fn a_plan_writes_nothing_moves_no_checkpoint_and_predicts_the_run() {
             plan.summary.api_calls.salesforce,
             run.summary.api_calls.salesforce
         );
-        // Equal reads, give or take a token renewal on the test's fast clock.
+        // Equal reads, give or take a token renewal or a request retried after a 429 on the
+        // test's fast clock (reading ahead keeps more requests in flight, so a second's limit
+        // is met at slightly different moments in the two).
         let (pz, rz) = (plan.summary.api_calls.zoom, run.summary.api_calls.zoom);
         assert!(
-            pz.abs_diff(rz) <= 2.max(rz / 50),
+            pz.abs_diff(rz) <= 4.max(rz / 20),
             "the plan of {name} says how many Zoom calls the run spends ({pz} vs {rz})"
         );
         // After the run, a plan finds nothing to do.

@@ -161,6 +161,8 @@ const CORPUS: &[&str] = &[
     "{{ record.l | join(', ') }}",
     "{{ record.l | unique }}",
     "{{ record.l | unique(attribute='x') }}",
+    "{{ record.l | unique(case_sensitive=true) }}",
+    "{{ [record.a, record.b, 'A', 'a'] | unique }}",
     "{{ record.l | map(attribute='x') | join('/') }}",
     "{{ record.l | selectattr('x') | list }}",
     "{{ record.l | selectattr('x', 'eq', 'a') | list }}",

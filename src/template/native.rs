@@ -484,6 +484,16 @@ enum V<'a> {
     Loop(usize, usize),
 }
 
+/// A key of a JSON object. Records and lookup results are small objects, where comparing
+/// the keys in order beats hashing the name.
+fn get<'m>(m: &'m Map<String, Json>, name: &str) -> Option<&'m Json> {
+    if m.len() <= 16 {
+        m.iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v)
+    } else {
+        m.get(name)
+    }
+}
+
 fn of(j: &Json) -> V<'_> {
     if j.is_null() { V::Undef } else { V::R(j) }
 }
@@ -572,7 +582,7 @@ impl<'a> V<'a> {
     fn attr(self, name: &str) -> R<V<'a>> {
         match self {
             V::Undef => Ok(V::Undef),
-            V::R(Json::Object(m)) => Ok(m.get(name).map_or(V::Undef, of)),
+            V::R(Json::Object(m)) => Ok(get(m, name).map_or(V::Undef, of)),
             V::O(Json::Object(mut m)) => Ok(m.remove(name).map_or(V::Undef, owned)),
             V::Loop(i, n) => Ok(match name {
                 "index" => V::O(Json::from(i + 1)),
@@ -968,20 +978,37 @@ fn path<'a>(item: &V<'a>, attr: &str) -> R<V<'a>> {
     Ok(cur)
 }
 
-/// ferry's `unique`: the key an item is compared by.
-fn unique_key(v: &V<'_>, case_sensitive: bool) -> R<String> {
+/// ferry's `unique`: what an item is compared by. Text compares case-insensitively unless
+/// asked otherwise.
+#[derive(Clone, Copy)]
+enum Key<'k> {
+    Text(&'k str),
+    Bool(bool),
+    Int(i64),
+}
+
+fn unique_key<'k>(v: &'k V<'_>) -> R<Key<'k>> {
     if let Some(s) = v.as_str() {
-        return Ok(if case_sensitive {
-            format!("s{s}")
-        } else {
-            format!("s{}", s.to_lowercase())
-        });
+        return Ok(Key::Text(s));
     }
     match v.json() {
-        Some(Json::Bool(b)) => Ok(format!("b{b}")),
-        Some(Json::Number(n)) if n.is_i64() => Ok(format!("n{n}")),
+        Some(Json::Bool(b)) => Ok(Key::Bool(*b)),
+        Some(Json::Number(n)) => n.as_i64().map(Key::Int).ok_or(Fallback),
         _ => Err(Fallback),
     }
+}
+
+fn same_key(a: Key<'_>, b: Key<'_>, case_sensitive: bool) -> R<bool> {
+    Ok(match (a, b) {
+        (Key::Text(x), Key::Text(y)) if case_sensitive => x == y,
+        (Key::Text(x), Key::Text(y)) if x.is_ascii() && y.is_ascii() => x.eq_ignore_ascii_case(y),
+        (Key::Text(x), Key::Text(y)) => x.to_lowercase() == y.to_lowercase(),
+        (Key::Bool(x), Key::Bool(y)) => x == y,
+        (Key::Int(x), Key::Int(y)) => x == y,
+        // minijinja may count true and 1 as equal: left to it
+        (Key::Bool(_), Key::Int(_)) | (Key::Int(_), Key::Bool(_)) => return Err(Fallback),
+        _ => false,
+    })
 }
 
 fn apply<'a>(f: &'a Filter, v: V<'a>, s: &'a dyn Scope) -> R<V<'a>> {
@@ -1048,10 +1075,10 @@ fn apply<'a>(f: &'a Filter, v: V<'a>, s: &'a dyn Scope) -> R<V<'a>> {
                 return Ok(V::Seq(Vec::new()));
             }
             let items = v.items().ok_or(Fallback)?;
-            let mut seen = std::collections::HashSet::new();
-            let mut out = Vec::with_capacity(items.len());
-            for item in items {
-                let compared = match attribute {
+            // Which items are kept, and the value each is compared by.
+            let mut compared: Vec<Option<V<'a>>> = Vec::with_capacity(items.len());
+            for item in &items {
+                let c = match attribute {
                     Some(a) => {
                         let mut cur = item.clone();
                         for seg in a.split('.') {
@@ -1064,19 +1091,51 @@ fn apply<'a>(f: &'a Filter, v: V<'a>, s: &'a dyn Scope) -> R<V<'a>> {
                                 _ => return Err(Fallback),
                             };
                         }
+                        // Items without the field are different things (dial-in callers
+                        // without an email): all kept.
                         if cur.is_undef_or_none() {
-                            out.push(item);
-                            continue;
+                            None
+                        } else {
+                            Some(cur)
                         }
-                        cur
                     }
-                    None => item.clone(),
+                    None => Some(item.clone()),
                 };
-                if seen.insert(unique_key(&compared, *case_sensitive)?) {
-                    out.push(item);
+                compared.push(c);
+            }
+            if items.len() > 64 {
+                return Err(Fallback);
+            }
+            let mut kept_keys: Vec<Key<'_>> = Vec::with_capacity(items.len());
+            let mut keep = Vec::with_capacity(items.len());
+            for c in &compared {
+                match c {
+                    None => keep.push(true),
+                    Some(v) => {
+                        let k = unique_key(v)?;
+                        let mut dup = false;
+                        for x in &kept_keys {
+                            if same_key(*x, k, *case_sensitive)? {
+                                dup = true;
+                                break;
+                            }
+                        }
+                        if dup {
+                            keep.push(false);
+                        } else {
+                            kept_keys.push(k);
+                            keep.push(true);
+                        }
+                    }
                 }
             }
-            V::Seq(out)
+            V::Seq(
+                items
+                    .into_iter()
+                    .zip(keep)
+                    .filter_map(|(it, k)| k.then_some(it))
+                    .collect(),
+            )
         }
         Filter::Length => match &v {
             V::Undef | V::None => V::O(Json::from(0)),

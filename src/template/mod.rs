@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 mod native;
-pub use native::{Scope, roots};
+pub use native::Scope;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 

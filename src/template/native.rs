@@ -1255,13 +1255,3 @@ fn render(body: &[Stmt], s: &dyn Scope, out: &mut String) -> R<()> {
     }
     Ok(())
 }
-
-/// A JSON object map of root names, for scopes built by hand.
-pub fn roots(pairs: impl IntoIterator<Item = (&'static str, Json)>) -> Json {
-    Json::Object(
-        pairs
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect::<Map<_, _>>(),
-    )
-}

@@ -234,10 +234,51 @@ proptest! {
         });
         let direct = t.eval(&ctx).map_err(|e| e.message);
         let slow = t.eval_minijinja(&ctx).map_err(|e| e.message);
+        // Read as a condition (`when`, `skip`), directly or from minijinja's value.
+        let direct_truthy = t.truthy(&ctx).map_err(|e| e.message);
+        let slow_truthy = slow.clone().map(|v| match t.kind() {
+            template::TemplateKind::Expression => ferry::config::json_truthy(&v),
+            template::TemplateKind::Text => {
+                let s = v.as_str().unwrap_or_default().trim();
+                !(s.is_empty()
+                    || s.eq_ignore_ascii_case("false")
+                    || s == "0"
+                    || s.eq_ignore_ascii_case("none"))
+            }
+        });
+        match (&direct_truthy, &slow_truthy) {
+            (Ok(x), Ok(y)) => prop_assert_eq!(x, y, "truthy {}", src),
+            (Err(_), Err(_)) => {}
+            _ => prop_assert!(false, "{src}: truthy {direct_truthy:?}, minijinja {slow_truthy:?}"),
+        }
         match (&direct, &slow) {
             (Ok(x), Ok(y)) => prop_assert_eq!(x, y, "{}", src),
             (Err(_), Err(_)) => {}
             _ => prop_assert!(false, "{src}: direct {direct:?}, minijinja {slow:?}"),
         }
     }
+}
+
+#[test]
+fn only_sink_results_a_template_reads_are_kept() {
+    let project = project();
+    let p = project.pipeline("meetings-to-events").expect("pipeline");
+    let read: Vec<&str> = p
+        .sinks
+        .iter()
+        .filter(|s| s.read_later)
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(read, ["event"]);
+    let mut sinks = p.sinks.clone();
+    let whole = Template::compile("{{ sinks | length }}").expect("compiles");
+    sinks[1].when = Some(LocatedExpr {
+        value: Expr::Template(whole),
+        pos: sinks[1].pos.clone(),
+    });
+    ferry::config::mark_sinks_read_later(&mut sinks);
+    assert!(
+        sinks.iter().all(|s| s.read_later),
+        "`sinks` as a whole reads them all"
+    );
 }

@@ -363,7 +363,7 @@ fn render_one(
     ctx: &dyn template::Scope,
     item_index: usize,
 ) -> Result<WriteIntent, RenderError> {
-    let mut fields = Map::new();
+    let mut fields = Map::with_capacity(sink.fields.len());
     let mut keep = Vec::new();
     for f in &sink.fields {
         let v = f

@@ -737,6 +737,18 @@ impl Template {
 
     /// Evaluates and reads the result as a condition (`when`, `skip`, `where`).
     pub fn truthy(&self, ctx: &dyn Scope) -> Result<bool, TemplateError> {
+        // The direct answer without the value's JSON copy (a `when: "{{ sinks.event }}"`
+        // would copy the whole record); under cross-checking the value path compares both.
+        if let (Some(p), true, false) = (
+            &self.native,
+            ctx.native(),
+            CROSS_CHECK.load(Ordering::Relaxed),
+        ) {
+            if let Some(Ok(b)) = p.truthy(ctx) {
+                DIRECT.fetch_add(1, Ordering::Relaxed);
+                return Ok(b);
+            }
+        }
         let v = self.eval(ctx)?;
         Ok(match self.kind {
             TemplateKind::Expression => crate::config::json_truthy(&v),

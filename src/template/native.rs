@@ -210,6 +210,15 @@ impl Program {
 }
 
 impl Program {
+    /// An expression program read as a condition, without making its value into JSON;
+    /// None for a text program.
+    pub fn truthy(&self, scope: &dyn Scope) -> Option<R<bool>> {
+        match &self.0 {
+            Prog::Expression(n) => Some(eval(n, scope).map(|v| v.truthy())),
+            Prog::Text(_) => None,
+        }
+    }
+
     /// The items of a `for_each` expression, borrowed from the scope where they are in it:
     /// null gives none, a list its items, any other value is one item.
     pub fn items<'a>(&'a self, scope: &'a dyn Scope) -> R<Vec<Cow<'a, Json>>> {

@@ -282,3 +282,52 @@ fn only_sink_results_a_template_reads_are_kept() {
         "`sinks` as a whole reads them all"
     );
 }
+
+#[test]
+fn vars_kept_as_parts_of_the_lookups_read_as_their_copies_would() {
+    use ferry::engine::render::{Globals, RecordState};
+    use ferry::template::Shared;
+    let lookups =
+        json!({"a": {"matched": [{"Id": "1", "x": "c"}, {"Id": "2"}, {"Id": "3", "x": "d"}]}});
+    let ctx = json!({ "lookups": lookups.clone() });
+    let tree = &ctx["lookups"];
+    let people = Template::compile("{{ lookups.a.matched | selectattr('x') | list }}").unwrap();
+    let first = Template::compile("{{ lookups.a.matched | first }}").unwrap();
+    let ids = Template::compile("{{ lookups.a.matched | map(attribute='Id') | list }}").unwrap();
+    let made = Template::compile("{{ 'x' ~ (lookups.a.matched | first).Id }}").unwrap();
+    let shared = people.eval_shared(&ctx, tree).unwrap();
+    assert_eq!(shared, Ok(Shared::Many(vec![vec![0, 0, 0], vec![0, 0, 2]])));
+    assert_eq!(shared.unwrap().to_json(tree), people.eval(&ctx).unwrap());
+    assert_eq!(
+        first.eval_shared(&ctx, tree).unwrap(),
+        Ok(Shared::One(vec![0, 0, 0]))
+    );
+    let id_paths = vec![vec![0, 0, 0, 0], vec![0, 0, 1, 0], vec![0, 0, 2, 0]];
+    assert_eq!(
+        ids.eval_shared(&ctx, tree).unwrap(),
+        Ok(Shared::Many(id_paths))
+    );
+    // A value made by the template is not a part of the tree.
+    assert_eq!(made.eval_shared(&ctx, tree).unwrap(), Err(json!("x1")));
+
+    let g = Globals::new(&json!({}), "t", "p", "2026-01-01T00:00:00Z", true);
+    let mut st = RecordState::new(json!({}));
+    st.set_lookup("a", lookups["a"].clone());
+    let sh = people.eval_shared(&ctx, tree).unwrap().unwrap();
+    st.set_var_shared("people", sh);
+    st.set_var("n", json!(2));
+    let read =
+        Template::compile("{{ vars.people | map(attribute='Id') | join(',') }}/{{ vars.n }}")
+            .unwrap();
+    let whole = Template::compile("{{ vars }}").unwrap();
+    assert_eq!(read.eval(&st.scope(&g, None)).unwrap(), json!("1,3/2"));
+    let copied = json!({"people": [{"Id": "1", "x": "c"}, {"Id": "3", "x": "d"}], "n": 2});
+    assert_eq!(whole.eval(&st.scope(&g, None)).unwrap(), copied);
+    assert_eq!(
+        read.eval_minijinja(&st.scope(&g, None)).unwrap(),
+        json!("1,3/2")
+    );
+    // Changing the lookups afterwards leaves the vars as they were.
+    st.set_lookup("a", json!({"matched": []}));
+    assert_eq!(read.eval(&st.scope(&g, None)).unwrap(), json!("1,3/2"));
+}

@@ -234,10 +234,100 @@ proptest! {
         });
         let direct = t.eval(&ctx).map_err(|e| e.message);
         let slow = t.eval_minijinja(&ctx).map_err(|e| e.message);
+        // Read as a condition (`when`, `skip`), directly or from minijinja's value.
+        let direct_truthy = t.truthy(&ctx).map_err(|e| e.message);
+        let slow_truthy = slow.clone().map(|v| match t.kind() {
+            template::TemplateKind::Expression => ferry::config::json_truthy(&v),
+            template::TemplateKind::Text => {
+                let s = v.as_str().unwrap_or_default().trim();
+                !(s.is_empty()
+                    || s.eq_ignore_ascii_case("false")
+                    || s == "0"
+                    || s.eq_ignore_ascii_case("none"))
+            }
+        });
+        match (&direct_truthy, &slow_truthy) {
+            (Ok(x), Ok(y)) => prop_assert_eq!(x, y, "truthy {}", src),
+            (Err(_), Err(_)) => {}
+            _ => prop_assert!(false, "{src}: truthy {direct_truthy:?}, minijinja {slow_truthy:?}"),
+        }
         match (&direct, &slow) {
             (Ok(x), Ok(y)) => prop_assert_eq!(x, y, "{}", src),
             (Err(_), Err(_)) => {}
             _ => prop_assert!(false, "{src}: direct {direct:?}, minijinja {slow:?}"),
         }
     }
+}
+
+#[test]
+fn only_sink_results_a_template_reads_are_kept() {
+    let project = project();
+    let p = project.pipeline("meetings-to-events").expect("pipeline");
+    let read: Vec<&str> = p
+        .sinks
+        .iter()
+        .filter(|s| s.read_later)
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(read, ["event"]);
+    let mut sinks = p.sinks.clone();
+    let whole = Template::compile("{{ sinks | length }}").expect("compiles");
+    sinks[1].when = Some(LocatedExpr {
+        value: Expr::Template(whole),
+        pos: sinks[1].pos.clone(),
+    });
+    ferry::config::mark_sinks_read_later(&mut sinks);
+    assert!(
+        sinks.iter().all(|s| s.read_later),
+        "`sinks` as a whole reads them all"
+    );
+}
+
+#[test]
+fn vars_kept_as_parts_of_the_lookups_read_as_their_copies_would() {
+    use ferry::engine::render::{Globals, RecordState};
+    use ferry::template::Shared;
+    let lookups =
+        json!({"a": {"matched": [{"Id": "1", "x": "c"}, {"Id": "2"}, {"Id": "3", "x": "d"}]}});
+    let ctx = json!({ "lookups": lookups.clone() });
+    let tree = &ctx["lookups"];
+    let people = Template::compile("{{ lookups.a.matched | selectattr('x') | list }}").unwrap();
+    let first = Template::compile("{{ lookups.a.matched | first }}").unwrap();
+    let ids = Template::compile("{{ lookups.a.matched | map(attribute='Id') | list }}").unwrap();
+    let made = Template::compile("{{ 'x' ~ (lookups.a.matched | first).Id }}").unwrap();
+    let shared = people.eval_shared(&ctx, tree).unwrap();
+    assert_eq!(shared, Ok(Shared::Many(vec![vec![0, 0, 0], vec![0, 0, 2]])));
+    assert_eq!(shared.unwrap().to_json(tree), people.eval(&ctx).unwrap());
+    assert_eq!(
+        first.eval_shared(&ctx, tree).unwrap(),
+        Ok(Shared::One(vec![0, 0, 0]))
+    );
+    let id_paths = vec![vec![0, 0, 0, 0], vec![0, 0, 1, 0], vec![0, 0, 2, 0]];
+    assert_eq!(
+        ids.eval_shared(&ctx, tree).unwrap(),
+        Ok(Shared::Many(id_paths))
+    );
+    // A value made by the template is not a part of the tree.
+    assert_eq!(made.eval_shared(&ctx, tree).unwrap(), Err(json!("x1")));
+
+    let g = Globals::new(&json!({}), "t", "p", "2026-01-01T00:00:00Z", true);
+    let mut st = RecordState::new(json!({}));
+    st.set_lookup("a", lookups["a"].clone());
+    let sh = people.eval_shared(&ctx, tree).unwrap().unwrap();
+    st.set_var_shared("people", sh);
+    st.set_var("n", json!(2));
+    let read =
+        Template::compile("{{ vars.people | map(attribute='Id') | join(',') }}/{{ vars.n }}")
+            .unwrap();
+    let whole = Template::compile("{{ vars }}").unwrap();
+    assert_eq!(read.eval(&st.scope(&g, None)).unwrap(), json!("1,3/2"));
+    let copied = json!({"people": [{"Id": "1", "x": "c"}, {"Id": "3", "x": "d"}], "n": 2});
+    assert_eq!(whole.eval(&st.scope(&g, None)).unwrap(), copied);
+    assert_eq!(
+        read.eval_minijinja(&st.scope(&g, None)).unwrap(),
+        json!("1,3/2")
+    );
+    // Changing the lookups afterwards leaves the vars as they were.
+    st.set_lookup("a", json!({"matched": []}));
+    assert_eq!(read.eval(&st.scope(&g, None)).unwrap(), json!("1,3/2"));
 }

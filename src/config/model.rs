@@ -282,6 +282,45 @@ pub struct Pipeline {
     pub tests: Vec<PipelineTest>,
 }
 
+impl Sink {
+    /// Every template of the sink.
+    pub fn templates(&self) -> impl Iterator<Item = &crate::template::Template> {
+        let key = match &self.key {
+            Some(SinkKey::Template(e)) => Some(e),
+            _ => None,
+        };
+        [&self.when, &self.for_each, &self.id]
+            .into_iter()
+            .flatten()
+            .chain(key)
+            .chain(self.fields.iter().map(|f| &f.value))
+            .filter_map(|e| e.value.as_template())
+    }
+}
+
+/// Sets [`Sink::read_later`] on each sink from what the sinks' templates read.
+pub fn mark_sinks_read_later(sinks: &mut [Sink]) {
+    let mut read: Vec<String> = Vec::new();
+    let mut all = false;
+    for s in sinks.iter() {
+        for t in s.templates() {
+            for path in t.undeclared_variables() {
+                let mut segs = path.split('.');
+                if segs.next() != Some("sinks") {
+                    continue;
+                }
+                match segs.next() {
+                    Some(n) => read.push(n.to_string()),
+                    None => all = true,
+                }
+            }
+        }
+    }
+    for s in sinks.iter_mut() {
+        s.read_later = all || read.contains(&s.name);
+    }
+}
+
 impl Pipeline {
     pub fn sink(&self, name: &str) -> Option<&Sink> {
         self.sinks.iter().find(|s| s.name == name)
@@ -395,6 +434,9 @@ pub struct Sink {
     pub search_by: Option<String>,
     /// Earlier sinks this one reads through `sinks.NAME` (written before it).
     pub depends_on: Vec<String>,
+    /// Whether any sink template can read `sinks.NAME` of this sink (by name, or through
+    /// `sinks` as a whole); when not, its result is not kept for later sinks.
+    pub read_later: bool,
     pub pos: SourcePos,
 }
 

@@ -230,6 +230,7 @@ impl<'a> PipelineResolver<'a> {
             }
             self.sink_names.push(name.value.clone());
         }
+        crate::config::mark_sinks_read_later(&mut sinks);
         // A pipeline with lookups and no sinks is a report (people not in Salesforce).
         if spec.sinks.is_empty() && spec.lookups.is_empty() {
             let end = self.file.text.len();
@@ -969,6 +970,7 @@ impl<'a> PipelineResolver<'a> {
             fields,
             search_by: s.search_by.as_ref().map(|s| s.value.clone()),
             depends_on,
+            read_later: true,
             pos: self.pos(name.pos),
         })
     }

@@ -142,14 +142,18 @@ async fn resolve_one(
             let table = canned.get(name);
             for pd in &pending {
                 let hit = match (table, pd.item) {
-                    (Some(Value::Object(m)), Some(_)) => m
-                        .get(&pd.display)
-                        .or_else(|| {
-                            m.iter()
-                                .find(|(k, _)| k.eq_ignore_ascii_case(&pd.display))
-                                .map(|(_, v)| v)
-                        })
-                        .cloned(),
+                    // Small tables are searched without hashing the key.
+                    (Some(Value::Object(m)), Some(_)) => (if m.len() <= 16 {
+                        m.iter().find(|(k, _)| **k == pd.display).map(|(_, v)| v)
+                    } else {
+                        m.get(&pd.display)
+                    })
+                    .or_else(|| {
+                        m.iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case(&pd.display))
+                            .map(|(_, v)| v)
+                    })
+                    .cloned(),
                     (Some(v), None) if !v.is_null() => Some(v.clone()),
                     _ => None,
                 };
@@ -319,7 +323,10 @@ fn display_key(lookup: &Lookup, ctx: &dyn crate::template::Scope) -> Result<Stri
         place: format!("lookups.{}.match[0].where.{field}", lookup.name),
         error,
     })?;
-    Ok(render::scalar_string(&v))
+    Ok(match v {
+        Value::String(s) => s,
+        other => render::scalar_string(&other),
+    })
 }
 
 /// Salesforce compares strings case-insensitively, so the cache does too.

@@ -1121,12 +1121,15 @@ impl Engine<'_> {
                     reason: None,
                     message: None,
                 });
-                per_record
-                    .entry(*i)
-                    .or_default()
-                    .push((w.clone(), id, created));
+                if sink.read_later {
+                    per_record
+                        .entry(*i)
+                        .or_default()
+                        .push((w.clone(), id, created));
+                }
             }
-            for (i, st) in states.iter_mut().enumerate() {
+            // No template reads this sink's result: nothing to keep.
+            for (i, st) in states.iter_mut().enumerate().filter(|_| sink.read_later) {
                 let v = per_record
                     .get(&i)
                     .map(|ws| render::sink_result_value(ws, has_for_each[i]))

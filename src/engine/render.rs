@@ -52,8 +52,65 @@ pub struct RecordState {
     pub record: Value,
     record_jv: OnceLock<Jv>,
     lookups: Stage,
-    vars: Stage,
+    vars: Vars,
     sinks: Stage,
+}
+
+/// `vars`, in declaration order. A var whose value is a part of the lookups (or a list of
+/// such parts, as `selectattr | list` makes) is kept as their positions there rather than a
+/// copy; the lookups do not change once vars exist (see [`RecordState::set_lookup`]). The
+/// whole object is made only when a template reads `vars` as a whole (or by minijinja).
+#[derive(Debug, Default)]
+struct Vars {
+    slots: Vec<(String, Slot)>,
+    full: OnceLock<Value>,
+    jv: OnceLock<Jv>,
+}
+
+#[derive(Debug)]
+enum Slot {
+    Owned(Value),
+    Shared(template::Shared),
+}
+
+impl Vars {
+    fn set(&mut self, name: &str, slot: Slot) {
+        match self.slots.iter_mut().find(|(n, _)| n == name) {
+            Some((_, s)) => *s = slot,
+            None => self.slots.push((name.to_string(), slot)),
+        }
+        self.full = OnceLock::new();
+        self.jv = OnceLock::new();
+    }
+    fn full(&self, lookups: &Value) -> &Value {
+        self.full.get_or_init(|| {
+            Value::Object(
+                self.slots
+                    .iter()
+                    .map(|(n, s)| {
+                        let v = match s {
+                            Slot::Owned(v) => v.clone(),
+                            Slot::Shared(sh) => sh.to_json(lookups),
+                        };
+                        (n.clone(), v)
+                    })
+                    .collect(),
+            )
+        })
+    }
+    fn value(&self, lookups: &Value) -> Jv {
+        self.jv
+            .get_or_init(|| template::from_json(self.full(lookups)))
+            .clone()
+    }
+    /// Copies shared vars out of the lookups, before the lookups change.
+    fn own(&mut self, lookups: &Value) {
+        for (_, s) in &mut self.slots {
+            if let Slot::Shared(sh) = s {
+                *s = Slot::Owned(sh.to_json(lookups));
+            }
+        }
+    }
 }
 
 /// One context name's entries (`lookups.NAME`, `vars.NAME`, `sinks.NAME`) as one JSON
@@ -100,7 +157,7 @@ impl RecordState {
             record,
             record_jv: OnceLock::new(),
             lookups: Stage::default(),
-            vars: Stage::default(),
+            vars: Vars::default(),
             sinks: Stage::default(),
         }
     }
@@ -109,16 +166,26 @@ impl RecordState {
         self.lookups.map()
     }
     pub fn vars(&self) -> &Map<String, Value> {
-        self.vars.map()
+        static EMPTY: OnceLock<Map<String, Value>> = OnceLock::new();
+        match self.vars.full(&self.lookups.json) {
+            Value::Object(m) => m,
+            _ => EMPTY.get_or_init(Map::new),
+        }
     }
     pub fn sinks(&self) -> &Map<String, Value> {
         self.sinks.map()
     }
     pub fn set_lookup(&mut self, name: &str, v: Value) {
+        self.vars.own(&self.lookups.json);
         self.lookups.set(name, v);
     }
     pub fn set_var(&mut self, name: &str, v: Value) {
-        self.vars.set(name, v);
+        self.vars.set(name, Slot::Owned(v));
+    }
+    /// A var that is a part of the lookups (or a list of parts), by position there; see
+    /// [`template::Template::eval_shared`].
+    pub fn set_var_shared(&mut self, name: &str, v: template::Shared) {
+        self.vars.set(name, Slot::Shared(v));
     }
     pub fn set_sink(&mut self, name: &str, v: Value) {
         self.sinks.set(name, v);
@@ -145,7 +212,7 @@ impl template::Scope for Ctx<'_> {
         let v = match name {
             "record" => &self.st.record,
             "lookups" => &self.st.lookups.json,
-            "vars" => &self.st.vars.json,
+            "vars" => self.st.vars.full(&self.st.lookups.json),
             "sinks" => &self.st.sinks.json,
             "settings" => &self.g.settings,
             "run" => &self.g.run,
@@ -159,6 +226,14 @@ impl template::Scope for Ctx<'_> {
         self.item.map(|(_, i, n)| (i, n))
     }
 
+    fn var(&self, name: &str) -> Option<template::VarRef<'_>> {
+        let (_, slot) = self.st.vars.slots.iter().find(|(n, _)| n == name)?;
+        match slot {
+            Slot::Owned(v) => Some(template::VarRef::Value(v)),
+            Slot::Shared(sh) => sh.resolve(&self.st.lookups.json),
+        }
+    }
+
     fn to_value(&self) -> Jv {
         let st = self.st;
         let mut ctx: BTreeMap<&str, Jv> = BTreeMap::new();
@@ -169,7 +244,7 @@ impl template::Scope for Ctx<'_> {
                 .clone(),
         );
         ctx.insert("lookups", st.lookups.value());
-        ctx.insert("vars", st.vars.value());
+        ctx.insert("vars", st.vars.value(&st.lookups.json));
         ctx.insert("sinks", st.sinks.value());
         ctx.insert("settings", self.g.settings_jv.clone());
         ctx.insert("run", self.g.run_jv.clone());
@@ -251,10 +326,17 @@ pub fn items<'a>(
 /// Evaluates `vars` in order; each may use the ones above it.
 pub fn eval_vars(p: &Pipeline, st: &mut RecordState, g: &Globals) -> Result<(), RenderError> {
     for (name, expr) in &p.vars {
-        let v = expr
-            .eval(&st.scope(g, None))
-            .map_err(at(|| format!("vars.{name}")))?;
-        st.set_var(name, v);
+        let scope = st.scope(g, None);
+        let v = match expr.as_template() {
+            // A part of the lookups (the matched records `selectattr` picks) is not copied.
+            Some(t) => t.eval_shared(&scope, &st.lookups.json),
+            None => expr.eval(&scope).map(Err),
+        }
+        .map_err(at(|| format!("vars.{name}")))?;
+        match v {
+            Ok(shared) => st.set_var_shared(name, shared),
+            Err(v) => st.set_var(name, v),
+        }
     }
     Ok(())
 }
@@ -363,7 +445,7 @@ fn render_one(
     ctx: &dyn template::Scope,
     item_index: usize,
 ) -> Result<WriteIntent, RenderError> {
-    let mut fields = Map::new();
+    let mut fields = Map::with_capacity(sink.fields.len());
     let mut keep = Vec::new();
     for f in &sink.fields {
         let v = f

@@ -107,20 +107,23 @@ pub async fn produce_with(
             SinkDecision::Skipped { .. } => Vec::new(),
             SinkDecision::Writes(w) => w,
         };
-        let results: Vec<_> = writes
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                let fake =
-                    w.id.clone()
-                        .unwrap_or_else(|| format!("TEST{}{:03}", si, i + 1));
-                (w, Some(fake), true)
-            })
-            .collect();
-        st.set_sink(
-            &sink.name,
-            render::sink_result_value(&results, sink.for_each.is_some()),
-        );
+        // Only a result some template reads is kept for later sinks.
+        if sink.read_later {
+            let results: Vec<_> = writes
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    let fake =
+                        w.id.clone()
+                            .unwrap_or_else(|| format!("TEST{}{:03}", si, i + 1));
+                    (w, Some(fake), true)
+                })
+                .collect();
+            st.set_sink(
+                &sink.name,
+                render::sink_result_value(&results, sink.for_each.is_some()),
+            );
+        }
         out.push((
             sink.name.clone(),
             writes.into_iter().map(|w| w.fields).collect(),

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 mod native;
-pub use native::Scope;
+pub use native::{Scope, Shared, VarRef};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -670,6 +670,41 @@ impl Template {
         self.eval_minijinja(ctx)
     }
 
+    /// [`Template::eval`], except that a value which is a part of `tree` (or a list of such
+    /// parts) is given as their positions there instead of a copy ([`Shared`]).
+    pub fn eval_shared(
+        &self,
+        ctx: &dyn Scope,
+        tree: &serde_json::Value,
+    ) -> Result<Result<Shared, serde_json::Value>, TemplateError> {
+        if let (Some(p), true) = (&self.native, ctx.native()) {
+            if let Ok(r) = p.eval_shared(ctx, tree) {
+                DIRECT.fetch_add(1, Ordering::Relaxed);
+                if CROSS_CHECK.load(Ordering::Relaxed) {
+                    let v = match &r {
+                        Ok(sh) => sh.to_json(tree),
+                        Err(v) => v.clone(),
+                    };
+                    let slow = self.eval_minijinja(ctx);
+                    if slow.as_ref().ok() != Some(&v) {
+                        return Err(TemplateError {
+                            message: format!(
+                                "`{}`: direct evaluation gave {v}, minijinja {slow:?}",
+                                self.source
+                            ),
+                            range: None,
+                            line: None,
+                            kind: TemplateErrorKind::Other,
+                        });
+                    }
+                }
+                return Ok(r);
+            }
+        }
+        BY_MINIJINJA.fetch_add(1, Ordering::Relaxed);
+        self.eval_minijinja(ctx).map(Err)
+    }
+
     /// Evaluates a `for_each`: null gives no items, a list its items, any other value is
     /// one item. Items are borrowed from the scope where the direct path allows.
     pub fn eval_items<'a>(
@@ -737,6 +772,18 @@ impl Template {
 
     /// Evaluates and reads the result as a condition (`when`, `skip`, `where`).
     pub fn truthy(&self, ctx: &dyn Scope) -> Result<bool, TemplateError> {
+        // The direct answer without the value's JSON copy (a `when: "{{ sinks.event }}"`
+        // would copy the whole record); under cross-checking the value path compares both.
+        if let (Some(p), true, false) = (
+            &self.native,
+            ctx.native(),
+            CROSS_CHECK.load(Ordering::Relaxed),
+        ) {
+            if let Some(Ok(b)) = p.truthy(ctx) {
+                DIRECT.fetch_add(1, Ordering::Relaxed);
+                return Ok(b);
+            }
+        }
         let v = self.eval(ctx)?;
         Ok(match self.kind {
             TemplateKind::Expression => crate::config::json_truthy(&v),

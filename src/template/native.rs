@@ -39,6 +39,86 @@ pub trait Scope {
     fn native(&self) -> bool {
         true
     }
+    /// `vars.NAME` answered without going through the whole `vars` object (which a scope
+    /// may hold as parts of other values, see [`Shared`]); None: read it from `vars`.
+    fn var(&self, _name: &str) -> Option<VarRef<'_>> {
+        None
+    }
+}
+
+/// A `vars` entry as a scope answers it.
+pub enum VarRef<'a> {
+    /// The value (JSON null: undefined).
+    Value(&'a Json),
+    /// A list of these values, as a filter over a list made it (`selectattr | list`).
+    Parts(Vec<&'a Json>),
+}
+
+/// A value that is a part of a JSON tree, or a list of such parts, kept as their positions
+/// in the tree instead of a copy: child positions from the root (object entries in order,
+/// list items by index).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shared {
+    One(Vec<usize>),
+    Many(Vec<Vec<usize>>),
+}
+
+impl Shared {
+    /// The value in `tree` (None if the tree no longer has it).
+    pub fn resolve<'t>(&self, tree: &'t Json) -> Option<VarRef<'t>> {
+        Some(match self {
+            Shared::One(p) => VarRef::Value(at_path(tree, p)?),
+            Shared::Many(ps) => VarRef::Parts(
+                ps.iter()
+                    .map(|p| at_path(tree, p))
+                    .collect::<Option<Vec<_>>>()?,
+            ),
+        })
+    }
+
+    /// A copy of the value, as [`Program::eval`] would have given it.
+    pub fn to_json(&self, tree: &Json) -> Json {
+        match self.resolve(tree) {
+            Some(VarRef::Value(j)) => j.clone(),
+            Some(VarRef::Parts(ps)) => Json::Array(ps.into_iter().cloned().collect()),
+            None => Json::Null,
+        }
+    }
+}
+
+fn at_path<'t>(tree: &'t Json, path: &[usize]) -> Option<&'t Json> {
+    let mut cur = tree;
+    for &i in path {
+        cur = match cur {
+            Json::Object(m) => m.values().nth(i)?,
+            Json::Array(a) => a.get(i)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+/// The position of `target` (the very node, not an equal one) inside `tree`.
+fn find_path(tree: &Json, target: &Json, path: &mut Vec<usize>) -> bool {
+    if std::ptr::eq(tree, target) {
+        return true;
+    }
+    let search = |i: usize, v: &Json, path: &mut Vec<usize>| {
+        if !matches!(v, Json::Object(_) | Json::Array(_)) && !std::ptr::eq(v, target) {
+            return false;
+        }
+        path.push(i);
+        if find_path(v, target, path) {
+            return true;
+        }
+        path.pop();
+        false
+    };
+    match tree {
+        Json::Object(m) => m.values().enumerate().any(|(i, v)| search(i, v, path)),
+        Json::Array(a) => a.iter().enumerate().any(|(i, v)| search(i, v, path)),
+        _ => false,
+    }
 }
 
 impl Scope for minijinja::Value {
@@ -210,6 +290,50 @@ impl Program {
 }
 
 impl Program {
+    /// An expression program read as a condition, without making its value into JSON;
+    /// None for a text program.
+    pub fn truthy(&self, scope: &dyn Scope) -> Option<R<bool>> {
+        match &self.0 {
+            Prog::Expression(n) => Some(eval(n, scope).map(|v| v.truthy())),
+            Prog::Text(_) => None,
+        }
+    }
+
+    /// An expression's value as the positions of its parts in `tree` when it is a part of
+    /// it (or a list of parts), instead of a copy; otherwise the value (Err), as
+    /// [`Program::eval`] gives it.
+    pub fn eval_shared(&self, scope: &dyn Scope, tree: &Json) -> R<Result<Shared, Json>> {
+        let Prog::Expression(n) = &self.0 else {
+            return self.eval(scope).map(Err);
+        };
+        let v = eval(n, scope)?;
+        let found = |j: &Json| {
+            let mut p = Vec::new();
+            find_path(tree, j, &mut p).then_some(p)
+        };
+        match &v {
+            V::R(j) => {
+                if let Some(p) = found(j) {
+                    return Ok(Ok(Shared::One(p)));
+                }
+            }
+            V::Seq(items) if !items.is_empty() => {
+                let paths: Option<Vec<_>> = items
+                    .iter()
+                    .map(|it| match it {
+                        V::R(j) => found(j),
+                        _ => None,
+                    })
+                    .collect();
+                if let Some(paths) = paths {
+                    return Ok(Ok(Shared::Many(paths)));
+                }
+            }
+            _ => {}
+        }
+        Ok(Err(v.into_json()))
+    }
+
     /// The items of a `for_each` expression, borrowed from the scope where they are in it:
     /// null gives none, a list its items, any other value is one item.
     pub fn items<'a>(&'a self, scope: &'a dyn Scope) -> R<Vec<Cow<'a, Json>>> {
@@ -817,7 +941,16 @@ fn eval<'a>(n: &'a Node, s: &'a dyn Scope) -> R<V<'a>> {
             },
             None => V::Undef,
         },
-        Node::Attr(base, name) => eval(base, s)?.attr(name)?,
+        Node::Attr(base, name) => {
+            if let Node::Root("vars") = **base {
+                match s.var(name) {
+                    Some(VarRef::Value(j)) => return Ok(of(j)),
+                    Some(VarRef::Parts(ps)) => return Ok(V::Seq(ps.into_iter().map(of).collect())),
+                    None => {}
+                }
+            }
+            eval(base, s)?.attr(name)?
+        }
         Node::Item(base, sub) => {
             let b = eval(base, s)?;
             let k = eval(sub, s)?;

@@ -514,37 +514,22 @@ impl SimState {
         if path == "/oauth/authorize" && method == Method::GET {
             return self.authorize(&query);
         }
-        if path == "/oauth/revoke" && method == Method::POST {
+        let oauth = match path.as_str() {
+            "/oauth/token" => Some("POST /oauth/token"),
+            "/oauth/revoke" => Some("POST /oauth/revoke"),
+            _ => None,
+        };
+        if let (Some(route), true) = (oauth, method == Method::POST) {
+            // Peers send the grant in the query string, ferry in a form body: both count.
             for (k, v) in url::form_urlencoded::parse(&body).into_owned() {
                 query.insert(k, v);
             }
-            let (status, v) = self.revoke(&headers, &query);
-            return self.finish(
-                "POST /oauth/revoke",
-                &path,
-                query,
-                status,
-                None,
-                None,
-                v,
-                BTreeMap::new(),
-            );
-        }
-        if path == "/oauth/token" && method == Method::POST {
-            for (k, v) in url::form_urlencoded::parse(&body).into_owned() {
-                query.insert(k, v);
-            }
-            let (status, v) = self.token(&headers, &query);
-            return self.finish(
-                "POST /oauth/token",
-                &path,
-                query,
-                status,
-                None,
-                None,
-                v,
-                BTreeMap::new(),
-            );
+            let (status, v) = if path == "/oauth/token" {
+                self.token(&headers, &query)
+            } else {
+                self.revoke(&headers, &query)
+            };
+            return self.finish(route, &path, query, status, None, None, v, BTreeMap::new());
         }
         let Some(rest) = path.strip_prefix("/v2/") else {
             return self.finish(

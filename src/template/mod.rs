@@ -643,31 +643,51 @@ impl Template {
         self.native.is_some()
     }
 
+    /// The direct answer, when this template has a direct program and the scope can answer
+    /// it (None: minijinja answers). With [`cross_check`] on, the answer is compared with
+    /// minijinja's (`as_json` shows the direct answer as minijinja's value would be, after
+    /// `normalize`), and a difference is an error.
+    fn direct<'a, T>(
+        &'a self,
+        ctx: &'a dyn Scope,
+        run: impl FnOnce(&'a native::Program) -> Result<T, native::Fallback>,
+        as_json: impl FnOnce(&T) -> serde_json::Value,
+        normalize: impl FnOnce(serde_json::Value) -> serde_json::Value,
+    ) -> Option<Result<T, TemplateError>> {
+        let p = self.native.as_deref().filter(|_| ctx.native())?;
+        let r = run(p).ok()?;
+        DIRECT.fetch_add(1, Ordering::Relaxed);
+        if CROSS_CHECK.load(Ordering::Relaxed) {
+            let got = as_json(&r);
+            let slow = self.eval_minijinja(ctx).map(normalize);
+            if slow.as_ref().ok() != Some(&got) {
+                return Some(Err(TemplateError {
+                    message: format!(
+                        "`{}`: direct evaluation gave {got}, minijinja {slow:?}",
+                        self.source
+                    ),
+                    range: None,
+                    line: None,
+                    kind: TemplateErrorKind::Other,
+                }));
+            }
+        }
+        Some(Ok(r))
+    }
+
+    /// minijinja's answer, counted.
+    fn by_minijinja(&self, ctx: &dyn Scope) -> Result<serde_json::Value, TemplateError> {
+        BY_MINIJINJA.fetch_add(1, Ordering::Relaxed);
+        self.eval_minijinja(ctx)
+    }
+
     /// Evaluates to a typed JSON value: the expression's value for a single expression,
     /// a string otherwise. Undefined becomes null; `{{ omit }}` becomes [`OMIT_MARKER`].
     pub fn eval(&self, ctx: &dyn Scope) -> Result<serde_json::Value, TemplateError> {
-        if let (Some(p), true) = (&self.native, ctx.native()) {
-            if let Ok(v) = p.eval(ctx) {
-                DIRECT.fetch_add(1, Ordering::Relaxed);
-                if CROSS_CHECK.load(Ordering::Relaxed) {
-                    let slow = self.eval_minijinja(ctx);
-                    if slow.as_ref().ok() != Some(&v) {
-                        return Err(TemplateError {
-                            message: format!(
-                                "`{}`: direct evaluation gave {v}, minijinja {slow:?}",
-                                self.source
-                            ),
-                            range: None,
-                            line: None,
-                            kind: TemplateErrorKind::Other,
-                        });
-                    }
-                }
-                return Ok(v);
-            }
+        match self.direct(ctx, |p| p.eval(ctx), Clone::clone, |v| v) {
+            Some(r) => r,
+            None => self.by_minijinja(ctx),
         }
-        BY_MINIJINJA.fetch_add(1, Ordering::Relaxed);
-        self.eval_minijinja(ctx)
     }
 
     /// [`Template::eval`], except that a value which is a part of `tree` (or a list of such
@@ -677,32 +697,14 @@ impl Template {
         ctx: &dyn Scope,
         tree: &serde_json::Value,
     ) -> Result<Result<Shared, serde_json::Value>, TemplateError> {
-        if let (Some(p), true) = (&self.native, ctx.native()) {
-            if let Ok(r) = p.eval_shared(ctx, tree) {
-                DIRECT.fetch_add(1, Ordering::Relaxed);
-                if CROSS_CHECK.load(Ordering::Relaxed) {
-                    let v = match &r {
-                        Ok(sh) => sh.to_json(tree),
-                        Err(v) => v.clone(),
-                    };
-                    let slow = self.eval_minijinja(ctx);
-                    if slow.as_ref().ok() != Some(&v) {
-                        return Err(TemplateError {
-                            message: format!(
-                                "`{}`: direct evaluation gave {v}, minijinja {slow:?}",
-                                self.source
-                            ),
-                            range: None,
-                            line: None,
-                            kind: TemplateErrorKind::Other,
-                        });
-                    }
-                }
-                return Ok(r);
-            }
+        let as_json = |r: &Result<Shared, serde_json::Value>| match r {
+            Ok(sh) => sh.to_json(tree),
+            Err(v) => v.clone(),
+        };
+        match self.direct(ctx, |p| p.eval_shared(ctx, tree), as_json, |v| v) {
+            Some(r) => r,
+            None => self.by_minijinja(ctx).map(Err),
         }
-        BY_MINIJINJA.fetch_add(1, Ordering::Relaxed);
-        self.eval_minijinja(ctx).map(Err)
     }
 
     /// Evaluates a `for_each`: null gives no items, a list its items, any other value is
@@ -711,34 +713,17 @@ impl Template {
         &'a self,
         ctx: &'a dyn Scope,
     ) -> Result<Vec<std::borrow::Cow<'a, serde_json::Value>>, TemplateError> {
-        if let (Some(p), true) = (&self.native, ctx.native()) {
-            if let Ok(items) = p.items(ctx) {
-                DIRECT.fetch_add(1, Ordering::Relaxed);
-                if CROSS_CHECK.load(Ordering::Relaxed) {
-                    let slow = self.eval_minijinja(ctx).map(items_of);
-                    let same = slow.as_ref().is_ok_and(|s| {
-                        s.len() == items.len() && s.iter().zip(&items).all(|(a, b)| a == &**b)
-                    });
-                    if !same {
-                        return Err(TemplateError {
-                            message: format!(
-                                "`{}`: direct items {items:?}, minijinja {slow:?}",
-                                self.source
-                            ),
-                            range: None,
-                            line: None,
-                            kind: TemplateErrorKind::Other,
-                        });
-                    }
-                }
-                return Ok(items);
-            }
+        let as_json = |items: &Vec<std::borrow::Cow<'a, serde_json::Value>>| {
+            serde_json::Value::Array(items.iter().map(|i| i.clone().into_owned()).collect())
+        };
+        let normalize = |v| serde_json::Value::Array(items_of(v));
+        match self.direct(ctx, |p| p.items(ctx), as_json, normalize) {
+            Some(r) => r,
+            None => Ok(items_of(self.by_minijinja(ctx)?)
+                .into_iter()
+                .map(std::borrow::Cow::Owned)
+                .collect()),
         }
-        BY_MINIJINJA.fetch_add(1, Ordering::Relaxed);
-        Ok(items_of(self.eval_minijinja(ctx)?)
-            .into_iter()
-            .map(std::borrow::Cow::Owned)
-            .collect())
     }
 
     /// Evaluates with minijinja only (tests compare it with [`Template::eval`]).

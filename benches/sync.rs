@@ -3,7 +3,8 @@
 //!
 //! Sizes can be changed for a quick look:
 //! `FERRY_BENCH_MEETINGS=300 FERRY_BENCH_LIFTED=500,1000 cargo bench --bench sync`;
-//! `FERRY_BENCH_ONLY=render cargo bench --bench sync` measures the render throughput alone.
+//! `FERRY_BENCH_ONLY=render cargo bench --bench sync` measures the render throughput alone;
+//! `FERRY_BENCH_HEADROOM=0.8` runs the Zoom connection at another `headroom` (default 0.9).
 
 use ferry::bench::suite::{self, SuiteOptions};
 use std::path::PathBuf;
@@ -25,6 +26,13 @@ fn main() {
     }
     if let Some(n) = env_usize("FERRY_BENCH_RENDER") {
         opts.render_records = n;
+    }
+    if let Some(h) = std::env::var("FERRY_BENCH_HEADROOM")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|h| *h > 0.0 && *h <= 1.0)
+    {
+        opts.headroom = h;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -11,6 +11,7 @@ fn setup(meetings: usize) -> Setup {
         rate_limited: false,
         latency_ms: 0,
         seed: 11,
+        headroom: 0.8,
     }
 }
 

@@ -46,6 +46,8 @@ pub struct Setup {
     /// Added to every simulated request, Zoom and Salesforce.
     pub latency_ms: u64,
     pub seed: u64,
+    /// The share of the published Zoom limits ferry paces to (the connection's `headroom`).
+    pub headroom: f64,
 }
 
 /// A Pro account (at most 9 licensed users: 8 here) whose reps hold about four external
@@ -203,7 +205,8 @@ impl Bench {
         // ferry's own daily Salesforce budget is sized for a live org, not a backfill test.
         let yaml = std::fs::read_to_string(&config)
             .map_err(|e| BenchError::Project(e.to_string()))?
-            .replace("daily_budget: 5000", "daily_budget: 1000000");
+            .replace("daily_budget: 5000", "daily_budget: 1000000")
+            .replace("headroom: 0.8", &format!("headroom: {}", setup.headroom));
         std::fs::write(&config, yaml).map_err(|e| BenchError::Project(e.to_string()))?;
         Ok(Bench {
             setup,

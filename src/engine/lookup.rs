@@ -5,6 +5,7 @@
 use super::render::{self, Globals, RecordState, RenderError};
 use crate::config::{Lookup, Pipeline};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 /// Finds Salesforce records by field values. One call answers many where-maps: the result
@@ -66,6 +67,9 @@ struct Pending {
     item: Option<usize>,
     display: String,
 }
+
+/// A pending entry still open to the next match rule, with its position in the pending list.
+type Open<'p> = (usize, &'p Pending);
 
 /// Resolves every lookup of the pipeline for a batch of records, in declaration order (a
 /// lookup may use the ones above it). Fills `lookups.NAME` in each record's state.
@@ -135,13 +139,13 @@ async fn resolve_one(
     for pd in &pending {
         notes[pd.record].looked_up += 1;
     }
-    // Matches per (record, item).
-    let mut found: HashMap<(usize, Option<usize>), Value> = HashMap::new();
+    // Matches per pending entry (canned ones borrowed from the table until placed).
+    let mut found: Vec<Option<Cow<'_, Value>>> = vec![None; pending.len()];
     match source {
         LookupSource::Canned(canned) => {
             let table = canned.get(name);
-            for pd in &pending {
-                let hit = match (table, pd.item) {
+            for (pi, pd) in pending.iter().enumerate() {
+                found[pi] = match (table, pd.item) {
                     // Small tables are searched without hashing the key.
                     (Some(Value::Object(m)), Some(_)) => (if m.len() <= 16 {
                         m.iter().find(|(k, _)| **k == pd.display).map(|(_, v)| v)
@@ -153,13 +157,10 @@ async fn resolve_one(
                             .find(|(k, _)| k.eq_ignore_ascii_case(&pd.display))
                             .map(|(_, v)| v)
                     })
-                    .cloned(),
-                    (Some(v), None) if !v.is_null() => Some(v.clone()),
+                    .map(Cow::Borrowed),
+                    (Some(v), None) if !v.is_null() => Some(Cow::Borrowed(v)),
                     _ => None,
                 };
-                if let Some(v) = hit {
-                    found.insert((pd.record, pd.item), v);
-                }
             }
         }
         LookupSource::Live {
@@ -167,7 +168,7 @@ async fn resolve_one(
             cache,
             pipeline,
         } => {
-            let mut open: Vec<&Pending> = pending.iter().collect();
+            let mut open: Vec<Open<'_>> = pending.iter().enumerate().collect();
             for (ri, rule) in lookup.rules.iter().enumerate() {
                 if open.is_empty() {
                     break;
@@ -179,9 +180,9 @@ async fn resolve_one(
                 );
                 // Render each open entry's where-map; entries with a blank value cannot
                 // match by this rule (Email = null would match the wrong people).
-                let mut keyed: Vec<(&Pending, String, Map<String, Value>)> = Vec::new();
-                let mut still_open: Vec<&Pending> = Vec::new();
-                for pd in open {
+                let mut keyed: Vec<(Open<'_>, String, Map<String, Value>)> = Vec::new();
+                let mut still_open: Vec<Open<'_>> = Vec::new();
+                for (pi, pd) in open {
                     let mut w = Map::new();
                     let mut blank = false;
                     for (field, expr) in &rule.where_ {
@@ -197,10 +198,10 @@ async fn resolve_one(
                         w.insert(field.clone(), v);
                     }
                     if blank {
-                        still_open.push(pd);
+                        still_open.push((pi, pd));
                     } else {
                         let key = cache_key(&w);
-                        keyed.push((pd, key, w));
+                        keyed.push(((pi, pd), key, w));
                     }
                 }
                 // Distinct keys, minus what the cache knows.
@@ -241,7 +242,7 @@ async fn resolve_one(
                         c.put_many(&scope, &fresh, ttl);
                     }
                 }
-                for (pd, k, _) in keyed {
+                for ((pi, pd), k, _) in keyed {
                     match answers.get(&k).and_then(Value::as_array) {
                         Some(recs) if !recs.is_empty() => {
                             if recs.len() > 1 {
@@ -253,9 +254,9 @@ async fn resolve_one(
                                     pd.display
                                 ));
                             }
-                            found.insert((pd.record, pd.item), recs[0].clone());
+                            found[pi] = Some(Cow::Owned(recs[0].clone()));
                         }
-                        _ => still_open.push(pd),
+                        _ => still_open.push((pi, pd)),
                     }
                 }
                 open = still_open;
@@ -263,16 +264,22 @@ async fn resolve_one(
         }
     }
 
-    for pd in &pending {
-        if !found.contains_key(&(pd.record, pd.item)) && !pd.display.is_empty() {
+    for (pd, hit) in pending.iter().zip(&found) {
+        if hit.is_none() && !pd.display.is_empty() {
             let n = &mut notes[pd.record];
             if !n.unmatched.contains(&pd.display) {
                 n.unmatched.push(pd.display.clone());
             }
         }
     }
-    // Shape the results as templates see them (moving, not copying, items and matches).
+    // Shape the results as templates see them (moving, not copying, items and live
+    // matches). Pending entries are in record, then item, order.
+    let mut hits = pending.iter().zip(found).peekable();
     for (i, st) in states.iter_mut().enumerate() {
+        let mut hit_of = |item: Option<usize>| {
+            hits.next_if(|(pd, _)| pd.record == i && pd.item == item)
+                .and_then(|(_, hit)| hit)
+        };
         let value = match &lookup.for_each {
             Some(_) => {
                 let mut matched = Vec::new();
@@ -283,21 +290,27 @@ async fn resolve_one(
                         skipped_items.push(item);
                         continue;
                     }
-                    match found.remove(&(i, Some(j))) {
-                        Some(Value::Object(mut m)) => {
+                    match hit_of(Some(j)) {
+                        Some(Cow::Owned(Value::Object(mut m))) => {
+                            m.insert("item".into(), item);
+                            matched.push(Value::Object(m));
+                        }
+                        Some(Cow::Borrowed(Value::Object(c))) => {
+                            let mut m = Map::with_capacity(c.len() + 1);
+                            m.extend(c.iter().map(|(k, v)| (k.clone(), v.clone())));
                             m.insert("item".into(), item);
                             matched.push(Value::Object(m));
                         }
                         _ => unmatched.push(item),
                     }
                 }
-                let mut m = Map::new();
+                let mut m = Map::with_capacity(3);
                 m.insert("matched".into(), Value::Array(matched));
                 m.insert("unmatched".into(), Value::Array(unmatched));
                 m.insert("skipped".into(), Value::Array(skipped_items));
                 Value::Object(m)
             }
-            None => found.remove(&(i, None)).unwrap_or(Value::Null),
+            None => hit_of(None).map_or(Value::Null, Cow::into_owned),
         };
         st.set_lookup(name, value);
     }

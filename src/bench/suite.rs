@@ -287,7 +287,7 @@ pub fn render_markdown(rep: &SuiteReport, command: &str) -> String {
         l.floor.total() as f64 / l.first.writes.events.max(1) as f64,
         l.first.salesforce_calls as f64 / l.floor.total().max(1) as f64,
     );
-    zoom_table(&mut o, &l.first);
+    zoom_table(&mut o, &l.first, l.setup.headroom);
     time_table(&mut o, std::slice::from_ref(l));
     if let Some(b) = &l.baseline {
         let f = &l.first;
@@ -437,11 +437,12 @@ pub fn binding_share(r: &RunFigures) -> (f64, String) {
         .unwrap_or((0.0, "none".into()))
 }
 
-fn zoom_table(o: &mut String, r: &RunFigures) {
+fn zoom_table(o: &mut String, r: &RunFigures, headroom: f64) {
     let _ = writeln!(
         o,
-        "Zoom by category ({}; allowed = the Pro plan's published rate; ferry paces to 80% of it):\n",
-        r.label
+        "Zoom by category ({}; allowed = the Pro plan's published rate; ferry paces to {:.0}% of it, its `headroom`):\n",
+        r.label,
+        headroom * 100.0
     );
     let _ = writeln!(
         o,

@@ -241,3 +241,93 @@ async fn without_a_request_id_the_content_identifies_a_delivery_and_a_full_inbox
     );
     assert!(h.shutdown().await.clean);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_events_are_forgotten_after_their_retention_and_pending_ones_never() {
+    use ferry::state::{INBOX_KEEP_DONE_DAYS, INBOX_KEEP_FAILED_DAYS, MAX_INBOX_ATTEMPTS};
+    let pipeline = meetings_webhook_only();
+    let env = Env::new(20, &[("meetings-to-events.yaml", &pipeline)]).await;
+    let now = env.clock.now();
+    let days = |d: i64| now - chrono::Duration::days(d);
+    std::fs::create_dir_all(env.state_path().parent().unwrap()).unwrap();
+    {
+        let store = Store::open(&env.state_path()).unwrap();
+        let body = serde_json::json!({"event": "meeting.ended", "event_ts": 1,
+            "payload": {"object": {"uuid": "gone==", "id": 1}}});
+        for (id, age) in [
+            ("zm:done-old", INBOX_KEEP_DONE_DAYS + 1),
+            ("zm:done-recent", 1),
+            ("zm:failed-old", INBOX_KEEP_DONE_DAYS + 1),
+            ("zm:failed-older", INBOX_KEEP_FAILED_DAYS + 1),
+        ] {
+            assert!(
+                store
+                    .inbox_put(id, "meeting.ended", &body, days(age))
+                    .unwrap()
+            );
+        }
+        let ids: Vec<i64> = store
+            .inbox_pending(10)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        store.inbox_done(ids[0]).unwrap();
+        store.inbox_done(ids[1]).unwrap();
+        for _ in 0..MAX_INBOX_ATTEMPTS {
+            store.inbox_failed(ids[2], "boom").unwrap();
+            store.inbox_failed(ids[3], "boom").unwrap();
+        }
+        assert_eq!(store.inbox_depth().unwrap(), 0);
+    }
+    let rows_become = |n: i64, what: &'static str| {
+        let env = &env;
+        async move {
+            for _ in 0..2000 {
+                if env.inbox_rows() == n {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            panic!("{what}: the inbox kept {} rows, not {n}", env.inbox_rows());
+        }
+    };
+
+    // When the daemon starts: the old done event and the failed one past 30 days go; the
+    // recent done event (a late retry of it is still recognised) and the failed one an admin
+    // may still read stay.
+    let h = env.start().await;
+    rows_become(2, "at start").await;
+
+    // A pending delivery is never purged, however old it gets; it is processed.
+    let m = env.meetings_with_a_contact()[0].clone();
+    let event = meeting_ended(&m, env.world(), env.clock.now());
+    let status = env
+        .sandbox
+        .zoom
+        .send_webhook(&h.webhook_url(), WEBHOOK_SECRET, &event)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    wait(&h, "the webhook's run", |s| {
+        s.webhooks_processed >= 1 && runs(s, P) >= 1 && idle(s)
+    })
+    .await;
+    assert_eq!(env.inbox_rows(), 3);
+
+    // A week and an hour later the hourly purge takes the two done events; the failed one
+    // stays until its 30 days are up.
+    env.clock.advance(std::time::Duration::from_secs(
+        3600 * 24 * INBOX_KEEP_DONE_DAYS as u64 + 3600,
+    ));
+    rows_become(1, "a week later").await;
+    env.clock.advance(std::time::Duration::from_secs(
+        3600 * 24 * INBOX_KEEP_FAILED_DAYS as u64,
+    ));
+    rows_become(0, "a month later").await;
+    assert_eq!(
+        env.sf_where("Event", "Zoom_Meeting_UUID__c", &m.uuid).len(),
+        1
+    );
+    assert!(h.shutdown().await.clean);
+}

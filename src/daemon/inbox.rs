@@ -148,6 +148,19 @@ async fn process(shared: &Arc<Shared>, ev: &InboxEvent) -> Result<(), ProcessErr
     Ok(())
 }
 
+/// Forgets the events that are over (see [`crate::state::Store::inbox_purge`]).
+fn purge(shared: &Shared, now: DateTime<Utc>) {
+    use crate::state::{INBOX_KEEP_DONE_DAYS, INBOX_KEEP_FAILED_DAYS};
+    match shared.conns.store.inbox_purge(
+        now - chrono::Duration::days(INBOX_KEEP_DONE_DAYS),
+        now - chrono::Duration::days(INBOX_KEEP_FAILED_DAYS),
+    ) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(purged = n, "forgot finished webhook events"),
+        Err(e) => tracing::warn!("cannot purge the webhook inbox: {e}"),
+    }
+}
+
 /// How long a failed event waits before its next attempt (doubling per attempt).
 fn retry_delay(attempts: i64) -> chrono::Duration {
     let exp = attempts.clamp(0, 6) as u32;
@@ -158,6 +171,9 @@ fn retry_delay(attempts: i64) -> chrono::Duration {
 /// Events stored before a restart are pending and are processed after it.
 pub(crate) async fn run_processor(shared: Arc<Shared>) {
     let mut not_before: HashMap<i64, DateTime<Utc>> = HashMap::new();
+    // Finished events are purged at start and then hourly, so the state file does not grow
+    // with every delivery ever received.
+    let mut next_purge = shared.clock.now();
     loop {
         if shared.shutdown().is_triggered() {
             break;
@@ -204,6 +220,10 @@ pub(crate) async fn run_processor(shared: Arc<Shared>) {
         if did > 0 {
             // More may wait behind this batch.
             continue;
+        }
+        if now >= next_purge {
+            purge(&shared, now);
+            next_purge = now + chrono::Duration::hours(1);
         }
         tokio::select! {
             _ = wake => {}

@@ -10,6 +10,11 @@ use serde::Serialize;
 /// marked failed, for an admin to inspect).
 pub const MAX_INBOX_ATTEMPTS: i64 = 5;
 
+/// How long the daemon keeps a processed event (its delivery id recognises late retries).
+pub const INBOX_KEEP_DONE_DAYS: i64 = 7;
+/// How long the daemon keeps an event that failed for good.
+pub const INBOX_KEEP_FAILED_DAYS: i64 = 30;
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct InboxEvent {
     pub id: i64,
@@ -108,13 +113,20 @@ impl Store {
         .context("count the webhook inbox")
     }
 
-    /// Forgets finished events received before `before` (their ids can no longer repeat:
-    /// Zoom retries a delivery for a few hours at most). Returns how many.
-    pub fn inbox_purge(&self, before: DateTime<Utc>) -> Result<usize> {
+    /// Forgets events that are over: done ones received before `done_before` (a late retry
+    /// of them can no longer come: Zoom retries a delivery for a few hours at most) and
+    /// failed ones received before `failed_before` (kept longer, for an admin to read).
+    /// Pending events are never purged. Returns how many rows went.
+    pub fn inbox_purge(
+        &self,
+        done_before: DateTime<Utc>,
+        failed_before: DateTime<Utc>,
+    ) -> Result<usize> {
         self.write("purge the webhook inbox", |tx| {
             tx.execute(
-                "DELETE FROM inbox WHERE status <> 'pending' AND received_at < ?1",
-                [fmt_ts(before)],
+                "DELETE FROM inbox WHERE (status = 'done' AND received_at < ?1)
+                                      OR (status = 'failed' AND received_at < ?2)",
+                [fmt_ts(done_before), fmt_ts(failed_before)],
             )
             .context("purge the webhook inbox")
         })

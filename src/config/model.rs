@@ -113,13 +113,13 @@ impl Connection {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ConnectionSettings {
     Zoom(ZoomConnection),
     Salesforce(SalesforceConnection),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ZoomConnection {
     pub auth: ZoomAuth,
     pub plan: ZoomPlan,
@@ -130,7 +130,7 @@ pub struct ZoomConnection {
     pub token_url: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ZoomAuth {
     ServerToServer {
         account_id: Secret,
@@ -147,7 +147,7 @@ pub enum ZoomAuth {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SalesforceConnection {
     pub auth: SalesforceAuth,
     pub login_url: String,
@@ -156,7 +156,7 @@ pub struct SalesforceConnection {
     pub daily_budget: Option<u64>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SalesforceAuth {
     JwtBearer {
         client_id: Secret,

@@ -140,17 +140,56 @@ impl Watcher {
     }
 }
 
+/// What changed in ferry.yaml that the running daemon does not take up until it restarts:
+/// a connection's settings (secrets compared by value, so a rotated secret counts; the
+/// webhook secret is read per delivery and does not), the state file, the listen address.
+/// Where a connection's text merely moved in the file is not a change.
+pub(crate) fn needs_restart(
+    old: &crate::config::FerryConfig,
+    new: &crate::config::FerryConfig,
+) -> Vec<String> {
+    let settings = |c: &crate::config::Connection| {
+        let mut s = c.settings.clone();
+        if let crate::config::ConnectionSettings::Zoom(z) = &mut s {
+            z.webhook_secret = None;
+        }
+        s
+    };
+    let mut out = Vec::new();
+    for c in &old.connections {
+        match new.connections.iter().find(|n| n.name == c.name) {
+            None => out.push(format!("connection `{}` (removed)", c.name)),
+            Some(n) if settings(n) != settings(c) => {
+                out.push(format!("connection `{}`", c.name));
+            }
+            Some(_) => {}
+        }
+    }
+    for n in &new.connections {
+        if !old.connections.iter().any(|c| c.name == n.name) {
+            out.push(format!("connection `{}` (added)", n.name));
+        }
+    }
+    if old.state != new.state {
+        out.push("state".into());
+    }
+    if old.daemon.listen != new.daemon.listen {
+        out.push("daemon.listen".into());
+    }
+    out
+}
+
 /// Loads the project again; keeps the running version when the new one is invalid.
 pub(crate) fn reload(shared: &Shared) {
     match super::load(&shared.config_path) {
         Ok(p) => {
             let old = shared.project();
-            if format!("{:?}", old.config.connections) != format!("{:?}", p.config.connections)
-                || old.config.state != p.config.state
-                || old.config.daemon.listen != p.config.daemon.listen
-            {
+            let changed = needs_restart(&old.config, &p.config);
+            if !changed.is_empty() {
                 tracing::warn!(
-                    "ferry.yaml's connections, state or daemon.listen changed: restart ferry daemon to apply them (pipelines and settings are reloaded)"
+                    "ferry.yaml's {} changed: restart ferry daemon to apply {} (pipelines, settings and the webhook secret are reloaded)",
+                    changed.join(", "),
+                    if changed.len() == 1 { "it" } else { "them" }
                 );
             }
             for w in &p.warnings {
@@ -179,5 +218,70 @@ pub(crate) fn reload(shared: &Shared) {
                 s.files_in_error = diags.errors().map(FileProblem::from).collect();
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needs_restart;
+    use std::path::Path;
+
+    fn project(
+        dir: &Path,
+        secret: &str,
+        webhook: &str,
+        comment: &str,
+    ) -> crate::config::FerryConfig {
+        std::fs::create_dir_all(dir.join("secrets")).unwrap();
+        std::fs::create_dir_all(dir.join("pipelines")).unwrap();
+        std::fs::write(dir.join("secrets/sf"), secret).unwrap();
+        std::fs::write(dir.join("secrets/hook"), webhook).unwrap();
+        let yaml = format!(
+            r#"{comment}
+connections:
+  zoom:
+    kind: zoom
+    auth:
+      type: server_to_server
+      account_id: acct
+      client_id: zc
+      client_secret: zs
+    webhook_secret: ${{file:secrets/hook}}
+  salesforce:
+    kind: salesforce
+    auth:
+      type: client_credentials
+      login_url: https://example.my.salesforce.com
+      client_id: sc
+      client_secret: ${{file:secrets/sf}}
+"#
+        );
+        let path = dir.join("ferry.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        match super::super::load(&path) {
+            Ok(p) => p.config,
+            Err(d) => panic!("{}", d.render()),
+        }
+    }
+
+    #[test]
+    fn a_rotated_secret_needs_a_restart_and_a_moved_line_or_webhook_secret_does_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let base = project(dir, "one", "hook1", "");
+        // Lines moved (a comment on top): the same connections.
+        let moved = project(dir, "one", "hook1", "# a comment\n# and another");
+        assert_eq!(needs_restart(&base, &moved), Vec::<String>::new());
+        // The webhook secret is read for each delivery.
+        let hook = project(dir, "one", "hook2", "");
+        assert_eq!(needs_restart(&base, &hook), Vec::<String>::new());
+        // A rotated Salesforce secret: the running connection still holds the old one.
+        let rotated = project(dir, "two", "hook1", "");
+        assert_eq!(
+            needs_restart(&base, &rotated),
+            vec!["connection `salesforce`".to_string()]
+        );
+        // and the message never shows it
+        assert!(!format!("{:?}", rotated.connections).contains("two"));
     }
 }

@@ -76,6 +76,7 @@ fn reference_project() -> tempfile::TempDir {
         "-----BEGIN PRIVATE KEY-----\n",
     )
     .unwrap();
+    std::fs::write(dir.path().join("secrets/api_token"), "run-token").unwrap();
     dir
 }
 
@@ -87,6 +88,10 @@ fn the_reference_files_load_and_cover_the_model() {
     let zoom = project.connection("zoom").unwrap().as_zoom().unwrap();
     assert_eq!(zoom.plan, ZoomPlan::Pro);
     assert_eq!(zoom.headroom, 0.8);
+    assert_eq!(
+        project.config.daemon.api_token.as_ref().map(|t| t.expose()),
+        Some("run-token")
+    );
     assert!(
         matches!(&zoom.auth, ZoomAuth::ServerToServer { client_secret, .. }
         if client_secret.expose() == "value-of-ZOOM_CLIENT_SECRET")

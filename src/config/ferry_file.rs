@@ -282,6 +282,14 @@ impl FerryFileResolver<'_> {
             },
             None => DEFAULT_LISTEN.to_string(),
         };
+        let api_token = match spec.daemon.as_ref().and_then(|d| d.api_token.as_ref()) {
+            Some(t) => {
+                let v = self.secret(t, "api_token");
+                ok &= v.is_some();
+                v
+            }
+            None => None,
+        };
         let settings = spec
             .settings
             .as_ref()
@@ -292,7 +300,7 @@ impl FerryFileResolver<'_> {
             state,
             connections,
             settings,
-            daemon: Daemon { listen },
+            daemon: Daemon { listen, api_token },
         })
     }
 

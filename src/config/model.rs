@@ -76,6 +76,8 @@ impl FerryConfig {
 #[derive(Debug, Clone)]
 pub struct Daemon {
     pub listen: String,
+    /// The bearer token of `POST /runs/{pipeline}` (None: the endpoint is off).
+    pub api_token: Option<Secret>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";

@@ -137,6 +137,9 @@ impl AuthType {
 pub struct DaemonSpec {
     /// Address the webhook receiver listens on (default `127.0.0.1:8787`).
     pub listen: Option<At<String>>,
+    /// Bearer token that `POST /runs/{pipeline}` must carry to start a run; without it that
+    /// endpoint is off. A secret: `${NAME}` or `${file:PATH}`.
+    pub api_token: Option<At<String>>,
 }
 
 /// A string that may be written without quotes even when it looks like a number

@@ -4,7 +4,7 @@
 use super::{Shared, inbox, status};
 use crate::connectors::zoom::{WebhookError, url_validation_response, verify_webhook};
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,6 +16,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/zoom/webhook", post(zoom_webhook))
+        .route("/runs/{pipeline}", post(run_now))
         .with_state(shared.clone());
     let stop = shared.clone();
     let result = axum::serve(listener, app)
@@ -121,6 +122,89 @@ async fn zoom_webhook(
             text(StatusCode::INTERNAL_SERVER_ERROR, "cannot store the event")
         }
     }
+}
+
+/// `POST /runs/{pipeline}` with `Authorization: Bearer <daemon.api_token>`: starts a run of
+/// the pipeline now (as `ferry run` would, through the daemon's lock, so never beside a
+/// scheduled or webhook run of it) and answers 202 without waiting for it. 404 while no
+/// token is configured or for an unknown pipeline, 401 for a missing or wrong token, 409 while
+/// a run of the pipeline is in progress, 503 during shutdown.
+async fn run_now(
+    State(shared): State<Arc<Shared>>,
+    Path(pipeline): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let project = shared.project();
+    let Some(token) = project.config.daemon.api_token.clone() else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "the run endpoint is off: set daemon.api_token in ferry.yaml to turn it on",
+        );
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !same_secret(given.trim(), token.expose()) {
+        tracing::warn!(pipeline, "refused a run request: missing or wrong token");
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "missing or wrong bearer token",
+        )
+            .into_response();
+    }
+    if project.pipeline(&pipeline).is_none() {
+        let names: Vec<&str> = project.pipelines.iter().map(|p| p.name.as_str()).collect();
+        return text(
+            StatusCode::NOT_FOUND,
+            &format!("no pipeline `{pipeline}`; there are: {}", names.join(", ")),
+        );
+    }
+    if shared.shutdown().is_triggered() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "ferry daemon is stopping");
+    }
+    if shared
+        .status()
+        .pipelines
+        .get(&pipeline)
+        .is_some_and(|p| p.running)
+    {
+        return text(
+            StatusCode::CONFLICT,
+            &format!("a run of `{pipeline}` is in progress"),
+        );
+    }
+    tracing::info!(pipeline, "run requested over HTTP");
+    let s = shared.clone();
+    let name = pipeline.clone();
+    let task = tokio::spawn(async move {
+        s.run_pipeline(&name, None, super::Trigger::Manual).await;
+    });
+    {
+        let mut spawned = shared.spawned.lock().unwrap_or_else(|e| e.into_inner());
+        spawned.retain(|h| !h.is_finished());
+        spawned.push(task.abort_handle());
+    }
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({"pipeline": pipeline, "started": true})),
+    )
+        .into_response()
+}
+
+/// Compares a presented token with the configured one in time that does not depend on where
+/// they differ (both are hashed first, so their lengths do not show either).
+fn same_secret(given: &str, expected: &str) -> bool {
+    use sha2::Digest;
+    let a = sha2::Sha256::digest(given.as_bytes());
+    let b = sha2::Sha256::digest(expected.as_bytes());
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+        && !expected.is_empty()
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {

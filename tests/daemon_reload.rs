@@ -175,3 +175,67 @@ async fn a_run_in_flight_keeps_the_version_it_started_with() {
     assert!(next.iter().all(|s| s.starts_with("Call: ")), "{next:?}");
     assert!(h.shutdown().await.clean);
 }
+
+/// The `ferry_salesforce_budget_limit` line of /metrics.
+async fn budget_limit(h: &ferry::daemon::DaemonHandle) -> Option<String> {
+    let (_, m) = get(&format!("{}/metrics", h.url())).await;
+    m.lines()
+        .find(|l| l.starts_with("ferry_salesforce_budget_limit "))
+        .map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_connections_connect_again_without_a_restart_and_bad_ones_are_refused() {
+    let env = Env::new(10, &[("meetings-to-events.yaml", &meetings_webhook_only())]).await;
+    let h = env.start().await;
+    assert_eq!(
+        budget_limit(&h).await.as_deref(),
+        Some("ferry_salesforce_budget_limit 5000")
+    );
+
+    // A changed connection setting takes effect without a restart.
+    let yaml = std::fs::read_to_string(&env.config).unwrap();
+    let v2 = yaml.replace("daily_budget: 5000", "daily_budget: 4242");
+    assert_ne!(yaml, v2);
+    save(&env.config, &v2);
+    wait(&h, "the connections' reload", |s| s.connection_reloads >= 1).await;
+    assert_eq!(
+        budget_limit(&h).await.as_deref(),
+        Some("ferry_salesforce_budget_limit 4242")
+    );
+
+    // A secret Salesforce refuses: the new connection cannot log in, so the working one
+    // stays and runs go on with it.
+    let secret = env.dir.path().join("secrets/salesforce_client_secret");
+    let good = std::fs::read_to_string(&secret).unwrap();
+    std::fs::write(&secret, "not-the-secret").unwrap();
+    save(
+        &env.config,
+        &v2.replace("daily_budget: 4242", "daily_budget: 4243"),
+    );
+    let s = wait(&h, "the refused reload", |s| {
+        s.connection_reload_failures >= 1
+    })
+    .await;
+    assert_eq!(s.connection_reloads, 1);
+    assert_eq!(
+        budget_limit(&h).await.as_deref(),
+        Some("ferry_salesforce_budget_limit 4242")
+    );
+    let r = h.run_now(P).await.unwrap();
+    assert!(r.stopped.is_none(), "{r:?}");
+    assert!(env.count("Event") > 0);
+
+    // The secret put right, the next save connects.
+    std::fs::write(&secret, good).unwrap();
+    save(
+        &env.config,
+        &v2.replace("daily_budget: 4242", "daily_budget: 4243"),
+    );
+    wait(&h, "the second reload", |s| s.connection_reloads >= 2).await;
+    assert_eq!(
+        budget_limit(&h).await.as_deref(),
+        Some("ferry_salesforce_budget_limit 4243")
+    );
+    assert!(h.shutdown().await.clean);
+}

@@ -110,7 +110,7 @@ async fn process(shared: &Arc<Shared>, ev: &InboxEvent) -> Result<(), ProcessErr
             params.insert(name.clone(), v);
         }
         let record = shared
-            .conns
+            .conns()
             .zoom
             .conn
             .fetch_one(&stream, &params)
@@ -151,7 +151,7 @@ async fn process(shared: &Arc<Shared>, ev: &InboxEvent) -> Result<(), ProcessErr
 /// Forgets the events that are over (see [`crate::state::Store::inbox_purge`]).
 fn purge(shared: &Shared, now: DateTime<Utc>) {
     use crate::state::{INBOX_KEEP_DONE_DAYS, INBOX_KEEP_FAILED_DAYS};
-    match shared.conns.store.inbox_purge(
+    match shared.store.inbox_purge(
         now - chrono::Duration::days(INBOX_KEEP_DONE_DAYS),
         now - chrono::Duration::days(INBOX_KEEP_FAILED_DAYS),
     ) {
@@ -179,7 +179,7 @@ pub(crate) async fn run_processor(shared: Arc<Shared>) {
             break;
         }
         let wake = shared.inbox_wake.notified();
-        let pending = match shared.conns.store.inbox_pending(BATCH) {
+        let pending = match shared.store.inbox_pending(BATCH) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!("cannot read the webhook inbox: {e}");
@@ -199,7 +199,7 @@ pub(crate) async fn run_processor(shared: Arc<Shared>) {
             match process(&shared, ev).await {
                 Ok(()) => {
                     not_before.remove(&ev.id);
-                    if let Err(e) = shared.conns.store.inbox_done(ev.id) {
+                    if let Err(e) = shared.store.inbox_done(ev.id) {
                         tracing::error!(inbox_id = ev.id, "cannot mark a webhook event done: {e}");
                     }
                 }
@@ -207,7 +207,7 @@ pub(crate) async fn run_processor(shared: Arc<Shared>) {
                 Err(e) => {
                     tracing::warn!(inbox_id = ev.id, event = %ev.event, "webhook event failed: {e}");
                     not_before.insert(ev.id, shared.clock.now() + retry_delay(ev.attempts));
-                    if let Err(e2) = shared.conns.store.inbox_failed(ev.id, &e.to_string()) {
+                    if let Err(e2) = shared.store.inbox_failed(ev.id, &e.to_string()) {
                         tracing::error!(
                             inbox_id = ev.id,
                             "cannot record a failed webhook event: {e2}"

@@ -190,13 +190,21 @@ pub struct DaemonStatus {
     pub webhooks_processed: u64,
     /// Passes of the scheduler over the pipelines.
     pub scheduler_passes: u64,
+    /// Times changed connections were connected and put in place without a restart.
+    pub connection_reloads: u64,
+    /// Changed connections that could not connect (the previous ones kept running).
+    pub connection_reload_failures: u64,
 }
 
 /// What every task of the daemon shares.
 pub(crate) struct Shared {
     pub(crate) config_path: PathBuf,
     pub(crate) clock: SharedClock,
-    pub(crate) conns: Connections,
+    /// The state file (it does not change while the daemon runs).
+    pub(crate) store: crate::state::Store,
+    /// The live connections; replaced when ferry.yaml's connections change (a run keeps the
+    /// ones it started with).
+    conns: RwLock<Arc<Connections>>,
     project: RwLock<Arc<Project>>,
     pub(crate) options: DaemonOptions,
     pub(crate) metrics: DaemonMetrics,
@@ -214,6 +222,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    pub(crate) fn conns(&self) -> Arc<Connections> {
+        self.conns.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set_conns(&self, c: Connections) {
+        *self.conns.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
+    }
+
     pub(crate) fn project(&self) -> Arc<Project> {
         self.project
             .read()
@@ -289,21 +305,22 @@ impl Shared {
             ps.last_trigger = Some(trigger);
             ps.last_started = Some(started);
         });
-        if let Err(e) = self.conns.store.run_started(name, &opts.run_id, started) {
+        let conns = self.conns();
+        if let Err(e) = self.store.run_started(name, &opts.run_id, started) {
             tracing::warn!(pipeline = name, "could not record the run's start: {e}");
         }
         tracing::info!(pipeline = name, run_id = %opts.run_id, ?trigger, "run started");
         let engine = Engine {
-            store: &self.conns.store,
-            source: &self.conns.zoom,
-            matcher: &self.conns.salesforce,
-            writer: &self.conns.salesforce,
+            store: &self.store,
+            source: &conns.zoom,
+            matcher: &conns.salesforce,
+            writer: &conns.salesforce,
             settings: &settings,
             now: started,
         };
         let report = engine.run(p, &opts).await;
         let finished = self.clock.now();
-        if let Err(e) = self.conns.store.run_finished(
+        if let Err(e) = self.store.run_finished(
             &opts.run_id,
             finished,
             !report.failed(),
@@ -311,7 +328,7 @@ impl Shared {
         ) {
             tracing::warn!(pipeline = name, "could not record the run's end: {e}");
         }
-        self.conns.save_budget();
+        conns.save_budget();
         let seconds = (finished - started)
             .to_std()
             .unwrap_or_default()
@@ -407,7 +424,8 @@ impl Daemon {
         let shared = Arc::new(Shared {
             config_path: config_path.to_path_buf(),
             clock: options.clock.clone(),
-            conns,
+            store: conns.store.clone(),
+            conns: RwLock::new(Arc::new(conns)),
             project: RwLock::new(Arc::new(project)),
             options: options.clone(),
             metrics: DaemonMetrics::default(),
@@ -487,7 +505,7 @@ impl DaemonHandle {
 
     /// The state file the daemon writes.
     pub fn store(&self) -> &crate::state::Store {
-        &self.shared.conns.store
+        &self.shared.store
     }
 
     /// The stop signal (trigger it to begin a shutdown without waiting for it).
@@ -564,7 +582,7 @@ impl DaemonHandle {
                 r.abort();
             }
         }
-        shared.conns.save_budget();
+        shared.conns().save_budget();
         tracing::info!("ferry daemon stopped");
         ShutdownOutcome { clean }
     }

@@ -140,11 +140,11 @@ impl Watcher {
     }
 }
 
-/// What changed in ferry.yaml that the running daemon does not take up until it restarts:
-/// a connection's settings (secrets compared by value, so a rotated secret counts; the
-/// webhook secret is read per delivery and does not), the state file, the listen address.
-/// Where a connection's text merely moved in the file is not a change.
-pub(crate) fn needs_restart(
+/// What changed in ferry.yaml besides pipelines and settings: a connection's settings
+/// (secrets compared by value, so a rotated secret counts; the webhook secret is read per
+/// delivery and does not), which the daemon connects again, and the state file or the listen
+/// address, which need a restart. Where a connection's text merely moved is not a change.
+pub(crate) fn config_changes(
     old: &crate::config::FerryConfig,
     new: &crate::config::FerryConfig,
 ) -> Vec<String> {
@@ -179,19 +179,53 @@ pub(crate) fn needs_restart(
     out
 }
 
+/// Connects the changed connections of `project` over the daemon's HTTP client and state
+/// file and puts them in place for the next runs; when they cannot connect (a wrong secret,
+/// an unreachable login host) the previous ones keep running and the error is logged.
+async fn reconnect_to(shared: Arc<Shared>, project: Arc<crate::config::Project>) {
+    let old = shared.conns();
+    // ferry's Salesforce spending carries over (the new connection reads it back).
+    old.save_budget();
+    let result =
+        crate::engine::connect::connect_with(&project, old.http.clone(), shared.store.clone())
+            .await;
+    match result {
+        Ok(c) => {
+            shared.set_conns(c);
+            tracing::info!("connections reloaded");
+            shared.update_status(|s| s.connection_reloads += 1);
+        }
+        Err(e) => {
+            tracing::error!(
+                "the changed connections cannot connect; the previous ones keep running: {e}"
+            );
+            shared.update_status(|s| s.connection_reload_failures += 1);
+        }
+    }
+}
+
 /// Loads the project again; keeps the running version when the new one is invalid.
-pub(crate) fn reload(shared: &Shared) {
+pub(crate) fn reload(shared: &Arc<Shared>) {
     match super::load(&shared.config_path) {
         Ok(p) => {
             let old = shared.project();
-            let changed = needs_restart(&old.config, &p.config);
-            if !changed.is_empty() {
+            let changed = config_changes(&old.config, &p.config);
+            let restart: Vec<&String> = changed
+                .iter()
+                .filter(|c| !c.starts_with("connection"))
+                .collect();
+            if !restart.is_empty() {
                 tracing::warn!(
-                    "ferry.yaml's {} changed: restart ferry daemon to apply {} (pipelines, settings and the webhook secret are reloaded)",
-                    changed.join(", "),
-                    if changed.len() == 1 { "it" } else { "them" }
+                    "ferry.yaml's {} changed: restart ferry daemon to apply {} (pipelines, settings, connections and the webhook secret are reloaded)",
+                    restart
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if restart.len() == 1 { "it" } else { "them" }
                 );
             }
+            let reconnect = restart.len() < changed.len();
             for w in &p.warnings {
                 tracing::warn!("{}", w.short());
             }
@@ -207,6 +241,13 @@ pub(crate) fn reload(shared: &Shared) {
                 s.pipelines.retain(|k, _| names.contains(k));
             });
             shared.schedule_wake.notify_one();
+            if reconnect {
+                tracing::info!(
+                    "ferry.yaml's {} changed: connecting again (runs in flight finish on the previous connections)",
+                    changed.join(", ")
+                );
+                tokio::spawn(reconnect_to(shared.clone(), shared.project()));
+            }
         }
         Err(diags) => {
             tracing::error!(
@@ -223,7 +264,7 @@ pub(crate) fn reload(shared: &Shared) {
 
 #[cfg(test)]
 mod tests {
-    use super::needs_restart;
+    use super::config_changes;
     use std::path::Path;
 
     fn project(
@@ -265,20 +306,20 @@ connections:
     }
 
     #[test]
-    fn a_rotated_secret_needs_a_restart_and_a_moved_line_or_webhook_secret_does_not() {
+    fn a_rotated_secret_is_a_change_and_a_moved_line_or_webhook_secret_is_not() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         let base = project(dir, "one", "hook1", "");
         // Lines moved (a comment on top): the same connections.
         let moved = project(dir, "one", "hook1", "# a comment\n# and another");
-        assert_eq!(needs_restart(&base, &moved), Vec::<String>::new());
+        assert_eq!(config_changes(&base, &moved), Vec::<String>::new());
         // The webhook secret is read for each delivery.
         let hook = project(dir, "one", "hook2", "");
-        assert_eq!(needs_restart(&base, &hook), Vec::<String>::new());
+        assert_eq!(config_changes(&base, &hook), Vec::<String>::new());
         // A rotated Salesforce secret: the running connection still holds the old one.
         let rotated = project(dir, "two", "hook1", "");
         assert_eq!(
-            needs_restart(&base, &rotated),
+            config_changes(&base, &rotated),
             vec!["connection `salesforce`".to_string()]
         );
         // and the message never shows it

@@ -90,7 +90,7 @@ async fn zoom_webhook(
     }
     let request_id = headers.get("x-zm-request-id").and_then(|v| v.to_str().ok());
     let id = inbox::delivery_id(request_id, &event.body);
-    let store = &shared.conns.store;
+    let store = &shared.store;
     match store.inbox_depth() {
         Ok(n) if n >= shared.options.inbox_capacity => {
             tracing::error!(depth = n, "the webhook inbox is full; refusing a delivery");
@@ -212,15 +212,14 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let depth = shared.conns.store.inbox_depth().unwrap_or(0);
-    let b = shared.conns.salesforce.conn.budget();
+    let depth = shared.store.inbox_depth().unwrap_or(0);
+    let conns = shared.conns();
+    let b = conns.salesforce.conn.budget();
     let budget = b
         .daily_budget
         .or(b.org_max)
         .map(|limit| (b.used_by_ferry, limit));
-    let body = shared
-        .metrics
-        .render(shared.conns.http.metrics(), depth, budget);
+    let body = shared.metrics.render(conns.http.metrics(), depth, budget);
     (
         StatusCode::OK,
         [(

@@ -17,7 +17,7 @@ pub(crate) fn health_json(shared: &Shared) -> serde_json::Value {
         "files_in_error": files,
         "problems": st.files_in_error,
         "pipelines": shared.project().pipelines.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
-        "inbox_depth": shared.conns.store.inbox_depth().ok(),
+        "inbox_depth": shared.store.inbox_depth().ok(),
         "shutting_down": shared.shutdown().is_triggered(),
     })
 }
@@ -50,7 +50,7 @@ th{background:#f3f3f3}.ok{color:#176d2c}.bad{color:#a31515}code{font-size:.9em}"
 pub(crate) fn render_html(shared: &Shared) -> String {
     let st = shared.status();
     let project = shared.project();
-    let store = &shared.conns.store;
+    let store = &shared.store;
     let checkpoints = store.checkpoints(None).unwrap_or_default();
     let dead = store.deadletter_counts().unwrap_or_default();
     let depth = store.inbox_depth().unwrap_or(0);

@@ -148,6 +148,17 @@ pub fn salesforce_settings(project: &Project) -> Result<SalesforceSettings, Conn
 pub async fn connect(project: &Project, clock: SharedClock) -> Result<Connections, ConnectError> {
     let store = open_store(project, &clock)?;
     let http = HttpClient::new(clock);
+    connect_with(project, http, store).await
+}
+
+/// Connects the project's Zoom and Salesforce connections over an existing HTTP client (its
+/// metrics continue; its Zoom pacing is set anew from the plan and headroom) and state file.
+/// The daemon uses it when ferry.yaml's connections change.
+pub async fn connect_with(
+    project: &Project,
+    http: HttpClient,
+    store: Store,
+) -> Result<Connections, ConnectError> {
     let zoom = zoom_connector(project, &http, &store)?;
     if std::env::var_os(UNPACED_ENV).is_some_and(|v| v == "1") {
         // Only for simulators whose limits are lifted (the benchmarks' CPU and memory runs):

@@ -216,6 +216,9 @@ enum Node {
     NoneLit,
     Omit,
     Root(&'static str),
+    /// A root name and attributes after it (`record.summary.summary_overview`), walked in
+    /// one loop over the JSON. Never `loop`.
+    Path(&'static str, Box<[Box<str>]>),
     Attr(Box<Node>, Box<str>),
     Item(Box<Node>, Box<Node>),
     Slice(Box<Node>, Option<Box<Node>>, Option<Box<Node>>),
@@ -410,7 +413,15 @@ fn node(e: &ast::Expr<'_>) -> R<Node> {
             id => Node::Root(ROOTS.iter().find(|r| **r == id).copied().ok_or(Fallback)?),
         },
         ast::Expr::Const(c) => constant(&c.value)?,
-        ast::Expr::GetAttr(a) => Node::Attr(boxed(&a.expr)?, a.name.into()),
+        ast::Expr::GetAttr(a) => match node(&a.expr)? {
+            Node::Root(r) if r != "loop" => Node::Path(r, Box::new([a.name.into()])),
+            Node::Path(r, attrs) => {
+                let mut attrs = attrs.into_vec();
+                attrs.push(a.name.into());
+                Node::Path(r, attrs.into_boxed_slice())
+            }
+            base => Node::Attr(Box::new(base), a.name.into()),
+        },
         ast::Expr::GetItem(i) => Node::Item(boxed(&i.expr)?, boxed(&i.subscript_expr)?),
         ast::Expr::Slice(s) => {
             if s.step.is_some() {
@@ -941,6 +952,41 @@ fn eval<'a>(n: &'a Node, s: &'a dyn Scope) -> R<V<'a>> {
             },
             None => V::Undef,
         },
+        Node::Path(root, attrs) => {
+            let (mut cur, rest) = match (*root, attrs.split_first()) {
+                ("vars", Some((first, rest))) => match s.var(first) {
+                    Some(VarRef::Value(j)) => (j, rest),
+                    Some(VarRef::Parts(ps)) => {
+                        let mut v = V::Seq(ps.into_iter().map(of).collect());
+                        for a in rest {
+                            v = v.attr(a)?;
+                        }
+                        return Ok(v);
+                    }
+                    None => match s.root(root) {
+                        Some(j) => (j, &attrs[..]),
+                        None => return Ok(V::Undef),
+                    },
+                },
+                _ => match s.root(root) {
+                    Some(j) => (j, &attrs[..]),
+                    None => return Ok(V::Undef),
+                },
+            };
+            // As `attr` one step at a time: a missing key or null is undefined, and so is
+            // everything after it; an attribute of anything but a map is minijinja's to answer.
+            for a in rest {
+                match cur {
+                    Json::Object(m) => match get(m, a) {
+                        Some(j) if !j.is_null() => cur = j,
+                        _ => return Ok(V::Undef),
+                    },
+                    Json::Null => return Ok(V::Undef),
+                    _ => return Err(Fallback),
+                }
+            }
+            of(cur)
+        }
         Node::Attr(base, name) => {
             if let Node::Root("vars") = **base {
                 match s.var(name) {

@@ -205,6 +205,8 @@ pub(crate) struct Shared {
     /// The live connections; replaced when ferry.yaml's connections change (a run keeps the
     /// ones it started with).
     conns: RwLock<Arc<Connections>>,
+    /// Counts reconnects begun, so that of two quick edits the later one's connections win.
+    pub(crate) conns_wanted: std::sync::atomic::AtomicU64,
     project: RwLock<Arc<Project>>,
     pub(crate) options: DaemonOptions,
     pub(crate) metrics: DaemonMetrics,
@@ -226,8 +228,15 @@ impl Shared {
         self.conns.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    pub(crate) fn set_conns(&self, c: Connections) {
-        *self.conns.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
+    /// Puts connections in place unless a later reconnect has begun since `generation`
+    /// (checked under the lock, so an earlier edit's connections never replace a later one's).
+    pub(crate) fn set_conns_if_latest(&self, generation: u64, c: Connections) -> bool {
+        let mut live = self.conns.write().unwrap_or_else(|e| e.into_inner());
+        if self.conns_wanted.load(std::sync::atomic::Ordering::SeqCst) != generation {
+            return false;
+        }
+        *live = Arc::new(c);
+        true
     }
 
     pub(crate) fn project(&self) -> Arc<Project> {
@@ -426,6 +435,7 @@ impl Daemon {
             clock: options.clock.clone(),
             store: conns.store.clone(),
             conns: RwLock::new(Arc::new(conns)),
+            conns_wanted: std::sync::atomic::AtomicU64::new(0),
             project: RwLock::new(Arc::new(project)),
             options: options.clone(),
             metrics: DaemonMetrics::default(),

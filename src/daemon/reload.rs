@@ -183,6 +183,8 @@ pub(crate) fn config_changes(
 /// file and puts them in place for the next runs; when they cannot connect (a wrong secret,
 /// an unreachable login host) the previous ones keep running and the error is logged.
 async fn reconnect_to(shared: Arc<Shared>, project: Arc<crate::config::Project>) {
+    use std::sync::atomic::Ordering;
+    let generation = shared.conns_wanted.fetch_add(1, Ordering::SeqCst) + 1;
     let old = shared.conns();
     // ferry's Salesforce spending carries over (the new connection reads it back).
     old.save_budget();
@@ -191,7 +193,10 @@ async fn reconnect_to(shared: Arc<Shared>, project: Arc<crate::config::Project>)
             .await;
     match result {
         Ok(c) => {
-            shared.set_conns(c);
+            if !shared.set_conns_if_latest(generation, c) {
+                // A later edit is connecting; its connections are the ones to keep.
+                return;
+            }
             tracing::info!("connections reloaded");
             shared.update_status(|s| s.connection_reloads += 1);
         }

@@ -15,6 +15,8 @@ pub(crate) struct FerryFileResolver<'a> {
     pub root: &'a Path,
     pub env: EnvLookup<'a>,
     pub diags: &'a mut Diagnostics,
+    /// Files `${file:...}` values were read from.
+    pub read: Vec<std::path::PathBuf>,
 }
 
 /// Byte offset of a scalar's content (after an opening quote).
@@ -70,6 +72,9 @@ impl FerryFileResolver<'_> {
             let span = (base + start, close + 1);
             if let Some(path) = inner.strip_prefix("file:") {
                 let full = self.root.join(path.trim());
+                if !self.read.contains(&full) {
+                    self.read.push(full.clone());
+                }
                 match std::fs::read_to_string(&full) {
                     Ok(content) => {
                         let content = content.strip_suffix('\n').unwrap_or(&content);

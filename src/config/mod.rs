@@ -114,6 +114,7 @@ pub fn load_project_with(
     let spec: Option<spec::FerryConfigSpec> = yaml::parse(&config_file, &mut diags);
     let mut config = None;
     let mut files = vec![config_path.to_path_buf()];
+    let mut secret_files = Vec::new();
     let mut pipeline_paths: Vec<(PathBuf, Option<(at::Pos, String)>)> = Vec::new();
     if let Some(spec) = &spec {
         let mut r = ferry_file::FerryFileResolver {
@@ -121,8 +122,10 @@ pub fn load_project_with(
             root: &root,
             env,
             diags: &mut diags,
+            read: Vec::new(),
         };
         config = r.resolve(spec);
+        secret_files = std::mem::take(&mut r.read);
         match &spec.pipelines {
             _ if options.pipelines.is_some() => {
                 let list = options.pipelines.unwrap_or_default();
@@ -228,6 +231,7 @@ pub fn load_project_with(
             pipelines,
             warnings: diags.problems,
             files,
+            secret_files,
         }),
         _ => Err(diags),
     }

@@ -39,6 +39,9 @@ pub struct Project {
     pub warnings: Vec<Problem>,
     /// Every file read (ferry.yaml first), for hot reload and diagnostics.
     pub files: Vec<PathBuf>,
+    /// The files `${file:...}` values in ferry.yaml were read from: the daemon watches them
+    /// too, so a rotated secret is picked up.
+    pub secret_files: Vec<PathBuf>,
 }
 
 impl Project {

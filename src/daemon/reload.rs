@@ -31,7 +31,7 @@ fn dirs_of(shared: &Shared) -> BTreeSet<PathBuf> {
         dirs.insert(d);
     };
     add(&shared.config_path);
-    for f in &project.files {
+    for f in project.files.iter().chain(&project.secret_files) {
         add(f);
     }
     // The pipelines directory itself, so a new file there is noticed.
@@ -98,7 +98,13 @@ impl Watcher {
     }
 
     fn known_files(shared: &Shared) -> BTreeSet<PathBuf> {
-        let mut s: BTreeSet<PathBuf> = shared.project().files.iter().cloned().collect();
+        let project = shared.project();
+        let mut s: BTreeSet<PathBuf> = project
+            .files
+            .iter()
+            .chain(&project.secret_files)
+            .cloned()
+            .collect();
         s.insert(shared.config_path.clone());
         s
     }

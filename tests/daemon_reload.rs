@@ -218,6 +218,16 @@ async fn changed_connections_connect_again_without_a_restart_and_bad_ones_are_re
     })
     .await;
     assert_eq!(s.connection_reloads, 1);
+    let (_, health) = get(&format!("{}/healthz", h.url())).await;
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    let why = health["connection_error"].as_str().unwrap_or_default();
+    assert!(why.contains("Salesforce"), "{health}");
+    assert!(
+        !why.contains("not-the-secret"),
+        "no secret in the error: {why}"
+    );
+    let (_, page) = get(&h.url()).await;
+    assert!(page.contains("id=\"connection-error\""), "{page}");
     assert_eq!(
         budget_limit(&h).await.as_deref(),
         Some("ferry_salesforce_budget_limit 4242")
@@ -229,7 +239,8 @@ async fn changed_connections_connect_again_without_a_restart_and_bad_ones_are_re
     // The secret file put right (ferry.yaml untouched): the daemon watches the files
     // `${file:...}` reads, and connects.
     std::fs::write(&secret, good).unwrap();
-    wait(&h, "the second reload", |s| s.connection_reloads >= 2).await;
+    let s = wait(&h, "the second reload", |s| s.connection_reloads >= 2).await;
+    assert_eq!(s.connection_error, None);
     assert_eq!(
         budget_limit(&h).await.as_deref(),
         Some("ferry_salesforce_budget_limit 4243")

@@ -194,6 +194,8 @@ pub struct DaemonStatus {
     pub connection_reloads: u64,
     /// Changed connections that could not connect (the previous ones kept running).
     pub connection_reload_failures: u64,
+    /// Why the last changed connections could not connect; None once a change connects.
+    pub connection_error: Option<String>,
 }
 
 /// What every task of the daemon shares.

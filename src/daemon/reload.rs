@@ -204,13 +204,19 @@ async fn reconnect_to(shared: Arc<Shared>, project: Arc<crate::config::Project>)
                 return;
             }
             tracing::info!("connections reloaded");
-            shared.update_status(|s| s.connection_reloads += 1);
+            shared.update_status(|s| {
+                s.connection_reloads += 1;
+                s.connection_error = None;
+            });
         }
         Err(e) => {
             tracing::error!(
                 "the changed connections cannot connect; the previous ones keep running: {e}"
             );
-            shared.update_status(|s| s.connection_reload_failures += 1);
+            shared.update_status(|s| {
+                s.connection_reload_failures += 1;
+                s.connection_error = Some(e.to_string());
+            });
         }
     }
 }

@@ -16,6 +16,7 @@ pub(crate) fn health_json(shared: &Shared) -> serde_json::Value {
         "status": "ok",
         "files_in_error": files,
         "problems": st.files_in_error,
+        "connection_error": st.connection_error,
         "pipelines": shared.project().pipelines.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
         "inbox_depth": shared.store.inbox_depth().ok(),
         "shutting_down": shared.shutdown().is_triggered(),
@@ -79,6 +80,13 @@ pub(crate) fn render_html(shared: &Shared) -> String {
             );
         }
         o.push_str("</table>\n");
+    }
+    if let Some(e) = &st.connection_error {
+        let _ = writeln!(
+            o,
+            "<h2 class=\"bad\">Connections</h2>\n<p id=\"connection-error\">ferry.yaml's changed connections could not connect; the previous ones keep running: {}</p>",
+            esc(e)
+        );
     }
     o.push_str(
         "<h2>Pipelines</h2>\n<table id=\"pipelines\"><tr><th>Pipeline</th><th>Schedule</th>\

@@ -294,3 +294,16 @@ fn validate_prints_ok_with_counts() {
     );
     assert_eq!(stdout.trim(), "ok: 1 pipeline in 2 files");
 }
+
+#[test]
+fn an_empty_api_token_is_an_error_at_its_line() {
+    let dir = reference_project();
+    std::fs::write(dir.path().join("secrets/api_token"), "\n").unwrap();
+    let d = match load(&dir.path().join("ferry.yaml")) {
+        Ok(_) => panic!("an empty api_token loaded"),
+        Err(d) => d,
+    };
+    let text = d.render();
+    assert!(text.contains("ferry::empty_secret"), "{text}");
+    assert!(text.contains("api_token"), "{text}");
+}

@@ -47,13 +47,7 @@ async fn a_signed_meeting_ended_becomes_its_event_once() {
 
     // The simulator's signed delivery.
     let event = meeting_ended(&m, env.world(), env.clock.now());
-    let status = env
-        .sandbox
-        .zoom
-        .send_webhook(&h.webhook_url(), WEBHOOK_SECRET, &event)
-        .await
-        .unwrap();
-    assert_eq!(status, 200);
+    assert_eq!(deliver(&env, &h, &event).await, 200);
     let s = wait(&h, "the webhook's run", |s| {
         s.webhooks_processed >= 1 && runs(s, P) >= 1 && idle(s)
     })
@@ -73,13 +67,7 @@ async fn a_signed_meeting_ended_becomes_its_event_once() {
 
     // A second delivery of the same event (Zoom retries with a new request id): processed,
     // and the ledger writes nothing new.
-    let status = env
-        .sandbox
-        .zoom
-        .send_webhook(&h.webhook_url(), WEBHOOK_SECRET, &event)
-        .await
-        .unwrap();
-    assert_eq!(status, 200);
+    assert_eq!(deliver(&env, &h, &event).await, 200);
     let s = wait(&h, "the duplicate's run", |s| {
         s.webhooks_processed >= 2 && runs(s, P) >= 2 && idle(s)
     })
@@ -302,13 +290,7 @@ async fn finished_events_are_forgotten_after_their_retention_and_pending_ones_ne
     // A pending delivery is never purged, however old it gets; it is processed.
     let m = env.meetings_with_a_contact()[0].clone();
     let event = meeting_ended(&m, env.world(), env.clock.now());
-    let status = env
-        .sandbox
-        .zoom
-        .send_webhook(&h.webhook_url(), WEBHOOK_SECRET, &event)
-        .await
-        .unwrap();
-    assert_eq!(status, 200);
+    assert_eq!(deliver(&env, &h, &event).await, 200);
     wait(&h, "the webhook's run", |s| {
         s.webhooks_processed >= 1 && runs(s, P) >= 1 && idle(s)
     })

@@ -162,6 +162,16 @@ fn sub_calls(a: &SimCalls, b: &SimCalls) -> SimCalls {
     }
 }
 
+/// `from` replaced by `to` in the sandbox's ferry.yaml, which must hold it exactly once.
+fn replace_setting(yaml: &str, from: &str, to: &str) -> Result<String, BenchError> {
+    match yaml.matches(from).count() {
+        1 => Ok(yaml.replacen(from, to, 1)),
+        n => Err(BenchError::Project(format!(
+            "the sandbox's ferry.yaml holds `{from}` {n} times, not once"
+        ))),
+    }
+}
+
 impl Bench {
     /// Starts both simulators over a seeded world ending now and writes the project (ferry.yaml
     /// and the reference pipeline, starting where the world starts) into `dir`.
@@ -203,10 +213,15 @@ impl Bench {
         let _ = std::fs::remove_dir_all(dir);
         let config = sandbox.write_project(dir, &[(&format!("{PIPELINE}.yaml"), &text)])?;
         // ferry's own daily Salesforce budget is sized for a live org, not a backfill test.
-        let yaml = std::fs::read_to_string(&config)
-            .map_err(|e| BenchError::Project(e.to_string()))?
-            .replace("daily_budget: 5000", "daily_budget: 1000000")
-            .replace("headroom: 0.8", &format!("headroom: {}", setup.headroom));
+        // The figures name the headroom, so a setting that was not applied is an error.
+        let yaml =
+            std::fs::read_to_string(&config).map_err(|e| BenchError::Project(e.to_string()))?;
+        let yaml = replace_setting(&yaml, "daily_budget: 5000", "daily_budget: 1000000")?;
+        let yaml = replace_setting(
+            &yaml,
+            "headroom: 0.8",
+            &format!("headroom: {}", setup.headroom),
+        )?;
         std::fs::write(&config, yaml).map_err(|e| BenchError::Project(e.to_string()))?;
         Ok(Bench {
             setup,

@@ -290,6 +290,20 @@ impl FerryFileResolver<'_> {
         let api_token = match spec.daemon.as_ref().and_then(|d| d.api_token.as_ref()) {
             Some(t) => {
                 let v = self.secret(t, "api_token");
+                if v.as_ref().is_some_and(|v| v.expose().trim().is_empty()) {
+                    // An empty token would refuse every request without saying why.
+                    ok = false;
+                    self.diags.push(
+                        Problem::at_pos(
+                            self.file,
+                            "ferry::empty_secret",
+                            t.pos,
+                            "`daemon.api_token` is empty",
+                        )
+                        .label("no token")
+                        .help("give the token (from a file or the environment), or remove `api_token` to turn the run endpoint off"),
+                    );
+                }
                 ok &= v.is_some();
                 v
             }

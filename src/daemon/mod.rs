@@ -279,6 +279,20 @@ impl Shared {
             .clone()
     }
 
+    /// Starts [`Shared::run_pipeline`] as a task of its own, registered so that a shutdown
+    /// whose grace period passes can stop it.
+    pub(crate) fn spawn_run(self: &Arc<Self>, name: &str, trigger: Trigger) -> JoinHandle<()> {
+        let s = self.clone();
+        let name = name.to_string();
+        let task = tokio::spawn(async move {
+            s.run_pipeline(&name, None, trigger).await;
+        });
+        let mut spawned = self.spawned.lock().unwrap_or_else(|e| e.into_inner());
+        spawned.retain(|h| !h.is_finished());
+        spawned.push(task.abort_handle());
+        task
+    }
+
     /// Runs one pipeline under its lock (scheduled and webhook runs never overlap), on the
     /// project version current when the run starts. None when the pipeline no longer exists
     /// or the daemon is stopping.

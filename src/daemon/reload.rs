@@ -146,14 +146,22 @@ impl Watcher {
     }
 }
 
-/// What changed in ferry.yaml besides pipelines and settings: a connection's settings
-/// (secrets compared by value, so a rotated secret counts; the webhook secret is read per
-/// delivery and does not), which the daemon connects again, and the state file or the listen
-/// address, which need a restart. Where a connection's text merely moved is not a change.
+/// What changed in ferry.yaml besides pipelines and settings. Where a connection's text
+/// merely moved is not a change.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct ConfigChanges {
+    /// Connections whose settings changed, were added or removed (secrets compared by value,
+    /// so a rotated secret counts; the webhook secret is read per delivery and does not):
+    /// the daemon connects again.
+    pub connections: Vec<String>,
+    /// `state`, `daemon.listen`: these need a restart.
+    pub restart: Vec<&'static str>,
+}
+
 pub(crate) fn config_changes(
     old: &crate::config::FerryConfig,
     new: &crate::config::FerryConfig,
-) -> Vec<String> {
+) -> ConfigChanges {
     let settings = |c: &crate::config::Connection| {
         let mut s = c.settings.clone();
         if let crate::config::ConnectionSettings::Zoom(z) = &mut s {
@@ -161,26 +169,26 @@ pub(crate) fn config_changes(
         }
         s
     };
-    let mut out = Vec::new();
+    let mut out = ConfigChanges::default();
     for c in &old.connections {
         match new.connections.iter().find(|n| n.name == c.name) {
-            None => out.push(format!("connection `{}` (removed)", c.name)),
+            None => out.connections.push(format!("`{}` (removed)", c.name)),
             Some(n) if settings(n) != settings(c) => {
-                out.push(format!("connection `{}`", c.name));
+                out.connections.push(format!("`{}`", c.name));
             }
             Some(_) => {}
         }
     }
     for n in &new.connections {
         if !old.connections.iter().any(|c| c.name == n.name) {
-            out.push(format!("connection `{}` (added)", n.name));
+            out.connections.push(format!("`{}` (added)", n.name));
         }
     }
     if old.state != new.state {
-        out.push("state".into());
+        out.restart.push("state");
     }
     if old.daemon.listen != new.daemon.listen {
-        out.push("daemon.listen".into());
+        out.restart.push("daemon.listen");
     }
     out
 }
@@ -209,6 +217,9 @@ async fn reconnect_to(shared: Arc<Shared>, project: Arc<crate::config::Project>)
                 s.connection_error = None;
             });
         }
+        Err(_) if shared.conns_wanted.load(Ordering::SeqCst) != generation => {
+            // A later edit is connecting; its outcome is the one to report.
+        }
         Err(e) => {
             tracing::error!(
                 "the changed connections cannot connect; the previous ones keep running: {e}"
@@ -227,22 +238,17 @@ pub(crate) fn reload(shared: &Arc<Shared>) {
         Ok(p) => {
             let old = shared.project();
             let changed = config_changes(&old.config, &p.config);
-            let restart: Vec<&String> = changed
-                .iter()
-                .filter(|c| !c.starts_with("connection"))
-                .collect();
-            if !restart.is_empty() {
+            if !changed.restart.is_empty() {
                 tracing::warn!(
                     "ferry.yaml's {} changed: restart ferry daemon to apply {} (pipelines, settings, connections and the webhook secret are reloaded)",
-                    restart
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    if restart.len() == 1 { "it" } else { "them" }
+                    changed.restart.join(", "),
+                    if changed.restart.len() == 1 {
+                        "it"
+                    } else {
+                        "them"
+                    }
                 );
             }
-            let reconnect = restart.len() < changed.len();
             for w in &p.warnings {
                 tracing::warn!("{}", w.short());
             }
@@ -258,10 +264,10 @@ pub(crate) fn reload(shared: &Arc<Shared>) {
                 s.pipelines.retain(|k, _| names.contains(k));
             });
             shared.schedule_wake.notify_one();
-            if reconnect {
+            if !changed.connections.is_empty() {
                 tracing::info!(
-                    "ferry.yaml's {} changed: connecting again (runs in flight finish on the previous connections)",
-                    changed.join(", ")
+                    "ferry.yaml's connections {} changed: connecting again (runs in flight finish on the previous connections)",
+                    changed.connections.join(", ")
                 );
                 tokio::spawn(reconnect_to(shared.clone(), shared.project()));
             }
@@ -329,16 +335,17 @@ connections:
         let base = project(dir, "one", "hook1", "");
         // Lines moved (a comment on top): the same connections.
         let moved = project(dir, "one", "hook1", "# a comment\n# and another");
-        assert_eq!(config_changes(&base, &moved), Vec::<String>::new());
+        assert_eq!(config_changes(&base, &moved), Default::default());
         // The webhook secret is read for each delivery.
         let hook = project(dir, "one", "hook2", "");
-        assert_eq!(config_changes(&base, &hook), Vec::<String>::new());
+        assert_eq!(config_changes(&base, &hook), Default::default());
         // A rotated Salesforce secret: the running connection still holds the old one.
         let rotated = project(dir, "two", "hook1", "");
         assert_eq!(
-            config_changes(&base, &rotated),
-            vec!["connection `salesforce`".to_string()]
+            config_changes(&base, &rotated).connections,
+            vec!["`salesforce`".to_string()]
         );
+        assert!(config_changes(&base, &rotated).restart.is_empty());
         // and the message never shows it
         assert!(!format!("{:?}", rotated.connections).contains("two"));
     }

@@ -94,16 +94,7 @@ pub(crate) async fn run_scheduler(
             if now >= entry.at && !running.contains_key(&p.name) {
                 last_start.insert(p.name.clone(), now);
                 entry.at = next_run(schedule, Some(now), now);
-                let s = shared.clone();
-                let name = p.name.clone();
-                let task = tokio::spawn(async move {
-                    s.run_pipeline(&name, None, Trigger::Schedule).await;
-                });
-                {
-                    let mut spawned = shared.spawned.lock().unwrap_or_else(|e| e.into_inner());
-                    spawned.retain(|h| !h.is_finished());
-                    spawned.push(task.abort_handle());
-                }
+                let task = shared.spawn_run(&p.name, Trigger::Schedule);
                 running.insert(p.name.clone(), task);
             }
         }

@@ -177,16 +177,7 @@ async fn run_now(
         );
     }
     tracing::info!(pipeline, "run requested over HTTP");
-    let s = shared.clone();
-    let name = pipeline.clone();
-    let task = tokio::spawn(async move {
-        s.run_pipeline(&name, None, super::Trigger::Manual).await;
-    });
-    {
-        let mut spawned = shared.spawned.lock().unwrap_or_else(|e| e.into_inner());
-        spawned.retain(|h| !h.is_finished());
-        spawned.push(task.abort_handle());
-    }
+    shared.spawn_run(&pipeline, super::Trigger::Manual);
     (
         StatusCode::ACCEPTED,
         axum::Json(serde_json::json!({"pipeline": pipeline, "started": true})),

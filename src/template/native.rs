@@ -987,16 +987,8 @@ fn eval<'a>(n: &'a Node, s: &'a dyn Scope) -> R<V<'a>> {
             }
             of(cur)
         }
-        Node::Attr(base, name) => {
-            if let Node::Root("vars") = **base {
-                match s.var(name) {
-                    Some(VarRef::Value(j)) => return Ok(of(j)),
-                    Some(VarRef::Parts(ps)) => return Ok(V::Seq(ps.into_iter().map(of).collect())),
-                    None => {}
-                }
-            }
-            eval(base, s)?.attr(name)?
-        }
+        // (A root name's attributes are a `Path`, which reads `vars.NAME` through the scope.)
+        Node::Attr(base, name) => eval(base, s)?.attr(name)?,
         Node::Item(base, sub) => {
             let b = eval(base, s)?;
             let k = eval(sub, s)?;

@@ -141,6 +141,16 @@ pub fn meeting_ended(m: &Meeting, world: &World, now: DateTime<Utc>) -> Value {
     })
 }
 
+/// The simulator's delivery of `event`, signed with the sandbox's webhook secret; the
+/// daemon's answer.
+pub async fn deliver(env: &Env, h: &DaemonHandle, event: &Value) -> u16 {
+    env.sandbox
+        .zoom
+        .send_webhook(&h.webhook_url(), ferry::sim::sandbox::WEBHOOK_SECRET, event)
+        .await
+        .unwrap()
+}
+
 /// Posts a delivery signed with `secret` at `ts` (epoch seconds); gives status and body.
 pub async fn post_signed(
     url: &str,

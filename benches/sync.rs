@@ -6,7 +6,12 @@
 //! `FERRY_BENCH_ONLY=render cargo bench --bench sync` measures the render throughput alone;
 //! `FERRY_BENCH_HEADROOM=0.8` runs the Zoom connection at another `headroom` (default 0.9).
 
-use ferry::bench::suite::{self, SuiteOptions};
+// The machinery is shared with tests/bench_smoke.rs, which reads fields this report does not.
+#[path = "support/mod.rs"]
+#[allow(dead_code)]
+mod bench;
+
+use bench::suite::{self, SuiteOptions};
 use std::path::PathBuf;
 
 fn env_usize(name: &str) -> Option<usize> {

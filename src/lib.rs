@@ -8,7 +8,6 @@
 //! benchmarks drive. Data flows config → engine (read → enrich → lookup → render → write)
 //! → connectors, with the state store underneath; see `docs/architecture.md`.
 
-pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -17,6 +16,9 @@ pub mod daemon;
 pub mod engine;
 pub mod http;
 pub mod secret;
+/// The Zoom and Salesforce simulators: demo, sandbox, tests and benchmarks (feature `sandbox`,
+/// on by default; `cargo build --no-default-features` builds the product without them).
+#[cfg(feature = "sandbox")]
 pub mod sim;
 pub mod state;
 pub mod template;

@@ -2,7 +2,11 @@
 //! own counts with the simulators', the baseline spending more than ferry, a second run
 //! writing nothing). No timing is asserted.
 
-use ferry::bench::{Bench, Setup, suite};
+#[path = "../benches/support/mod.rs"]
+#[allow(dead_code)]
+mod bench;
+
+use bench::{Bench, Setup, suite};
 use std::path::PathBuf;
 
 fn setup(meetings: usize) -> Setup {
@@ -67,7 +71,7 @@ async fn figures_are_consistent_at_a_tiny_scale() {
     // Nothing new: nothing written, every lookup answered from the cache.
     let s = &second.salesforce_by_kind;
     assert_eq!(s.collections + s.bulk + s.sobject + s.composite, 0, "{s:?}");
-    assert_eq!(second.writes, ferry::bench::Writes::default());
+    assert_eq!(second.writes, bench::Writes::default());
 
     // Rendering works on the bench world and the report renders.
     let render = suite::render_figures(&bench, 200).unwrap();
@@ -103,7 +107,7 @@ async fn batches_of_pages_spend_fewer_calls_for_the_same_writes() {
             .with_timezone(&chrono::Utc);
         let clock = ferry::clock::ManualClock::auto(start);
         let mut opts = SandboxOptions::new(clock.clone());
-        opts.scale = ferry::bench::scale_for(120, start);
+        opts.scale = bench::scale_for(120, start);
         let sandbox = Sandbox::start(opts).await.unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let since = start - chrono::Duration::days(40);

@@ -4,6 +4,10 @@
 //! reference pipeline's templates are all covered by the direct path, and random values
 //! through a corpus of expressions give the same results (or both fail).
 
+#[path = "../benches/support/mod.rs"]
+#[allow(dead_code)]
+mod bench;
+
 use ferry::config::{Expr, LocatedExpr, Pipeline, builtin_catalogs, load_project};
 use ferry::engine::testing;
 use ferry::sim::world::{Scale, World};
@@ -110,7 +114,7 @@ async fn shipped_pipeline_tests_and_a_generated_world_agree_both_ways() {
     let mut scale = Scale::small();
     scale.meetings = 300;
     let world = World::generate(11, scale);
-    let cases = ferry::bench::render::synthetic_cases(&world);
+    let cases = bench::render::synthetic_cases(&world);
     let p = project.pipeline("meetings-to-events").expect("pipeline");
     let (direct_before, _) = template::evaluation_counts();
     let mut sink_records = 0;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 mod auth;
 mod daemon;
 mod deadletters;
+#[cfg(feature = "sandbox")]
 mod demo;
 mod plan;
 mod read;
@@ -92,8 +93,10 @@ pub enum Command {
     /// Run on schedules and webhooks, reload changed files, serve /healthz, /metrics and a status page
     Daemon(daemon::DaemonArgs),
     /// Run the example pipelines end to end against the built-in simulators
+    #[cfg(feature = "sandbox")]
     Demo(demo::DemoArgs),
     /// Serve the Zoom and Salesforce simulators for trying pipelines by hand
+    #[cfg(feature = "sandbox")]
     Sandbox(demo::SandboxArgs),
     /// Print the JSON Schema of ferry.yaml and pipeline files
     Schema(schema::SchemaArgs),
@@ -147,7 +150,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Deadletters(a) => deadletters::run(g, a).await,
         Command::Auth(a) => auth::run(g, a).await,
         Command::Daemon(a) => daemon::run(g, a).await,
+        #[cfg(feature = "sandbox")]
         Command::Demo(a) => demo::run(g, a).await,
+        #[cfg(feature = "sandbox")]
         Command::Sandbox(a) => demo::sandbox(g, a).await,
         Command::Schema(a) => schema::run(g, a).await,
         Command::HelpTopic { topic } if topic == "filters" => {

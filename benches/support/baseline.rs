@@ -5,10 +5,10 @@
 //! client-side pacing; 429s are retried after the time the server names.
 
 use super::BenchError;
-use crate::connectors::zoom::encode_path_value;
-use crate::http::{HttpClient, Method, Request, Response, Service};
-use crate::sim::sandbox::Sandbox;
 use base64::Engine as _;
+use ferry::connectors::zoom::encode_path_value;
+use ferry::http::{HttpClient, Method, Request, Response, Service};
+use ferry::sim::sandbox::Sandbox;
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
 use std::time::{Duration, Instant};
@@ -160,7 +160,7 @@ pub async fn run(
     workers: usize,
 ) -> Result<BaselineRun, BenchError> {
     let started = Instant::now();
-    let http = HttpClient::new(crate::clock::system());
+    let http = HttpClient::new(ferry::clock::system());
     // Zoom token (server-to-server)
     let z = &sandbox.zoom;
     let basic = base64::engine::general_purpose::STANDARD

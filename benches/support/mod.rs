@@ -10,12 +10,12 @@ pub mod floor;
 pub mod render;
 pub mod suite;
 
-use crate::connectors::zoom::limits::{ZoomPlan, published};
-use crate::sim::salesforce::{SfFaults, SimCalls};
-use crate::sim::sandbox::{EXAMPLE_PIPELINES, Sandbox, SandboxError, SandboxOptions};
-use crate::sim::world::Scale;
 use child::ChildRun;
 use chrono::{DateTime, Utc};
+use ferry::connectors::zoom::limits::{ZoomPlan, published};
+use ferry::sim::salesforce::{SfFaults, SimCalls};
+use ferry::sim::sandbox::{EXAMPLE_PIPELINES, Sandbox, SandboxError, SandboxOptions};
+use ferry::sim::world::Scale;
 use floor::Floor;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -176,7 +176,7 @@ impl Bench {
     /// Starts both simulators over a seeded world ending now and writes the project (ferry.yaml
     /// and the reference pipeline, starting where the world starts) into `dir`.
     pub async fn start(setup: Setup, dir: &Path) -> Result<Bench, BenchError> {
-        let clock = crate::clock::system();
+        let clock = ferry::clock::system();
         let mut opts = SandboxOptions::new(clock.clone());
         opts.seed = setup.seed;
         opts.scale = scale_for(setup.meetings, clock.now());

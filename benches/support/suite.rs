@@ -172,10 +172,10 @@ pub async fn render_only(opts: &SuiteOptions) -> Result<RenderFigures, BenchErro
 
 /// Render throughput over the bench world's meetings, through the project's pipeline.
 pub fn render_figures(bench: &Bench, n: usize) -> Result<RenderFigures, BenchError> {
-    let owned = crate::config::builtin_catalogs();
-    let catalogs: Vec<&dyn crate::config::StreamCatalog> =
+    let owned = ferry::config::builtin_catalogs();
+    let catalogs: Vec<&dyn ferry::config::StreamCatalog> =
         owned.iter().map(|c| c.as_ref()).collect();
-    let project = crate::config::load_project(&bench.config, &catalogs)
+    let project = ferry::config::load_project(&bench.config, &catalogs)
         .map_err(|d| BenchError::Project(d.render()))?;
     let p = project
         .pipeline(PIPELINE)

@@ -1,9 +1,9 @@
 //! Offline render throughput: synthetic meetings through the reference pipeline's `where`,
 //! lookups (canned), vars and every sink's templates, on the calling thread.
 
-use crate::config::{Pipeline, PipelineTest};
-use crate::engine::testing;
-use crate::sim::world::{Attendee, World};
+use ferry::config::{Pipeline, PipelineTest};
+use ferry::engine::testing;
+use ferry::sim::world::{Attendee, World};
 use serde_json::{Map, Value, json};
 use std::time::{Duration, Instant};
 
@@ -56,7 +56,7 @@ pub fn synthetic_cases(world: &World) -> Vec<PipelineTest> {
                 if p.email.is_empty() {
                     continue;
                 }
-                let hit = if world.people[x].role == crate::sim::world::CrmRole::Lead {
+                let hit = if world.people[x].role == ferry::sim::world::CrmRole::Lead {
                     json!({"sobject": "Lead", "Id": format!("00Q{x:012}"), "Company": "X"})
                 } else {
                     json!({"sobject": "Contact", "Id": format!("003{x:012}"),
@@ -88,7 +88,7 @@ pub fn synthetic_cases(world: &World) -> Vec<PipelineTest> {
             record,
             lookups,
             expect: Default::default(),
-            pos: crate::config::SourcePos {
+            pos: ferry::config::SourcePos {
                 file: "bench".into(),
                 line: 0,
                 column: 0,
@@ -134,7 +134,7 @@ fn on_this_thread(
         // starts, a block at a time so that they do not weigh on memory.
         let mut sink_records = 0;
         let mut elapsed = Duration::ZERO;
-        let (direct0, slow0) = crate::template::evaluation_counts();
+        let (direct0, slow0) = ferry::template::evaluation_counts();
         let mut k = 0;
         while k < n {
             let block: Vec<(serde_json::Value, &PipelineTest)> = (k..n.min(k + 1000))
@@ -155,8 +155,8 @@ fn on_this_thread(
             records: n,
             sink_records,
             elapsed,
-            direct: crate::template::evaluation_counts().0 - direct0,
-            by_minijinja: crate::template::evaluation_counts().1 - slow0,
+            direct: ferry::template::evaluation_counts().0 - direct0,
+            by_minijinja: ferry::template::evaluation_counts().1 - slow0,
         })
     })
 }

@@ -98,7 +98,7 @@ pub fn run_ferry(
         .arg("run")
         .arg(pipeline)
         .env(
-            crate::engine::connect::UNPACED_ENV,
+            ferry::engine::connect::UNPACED_ENV,
             if unpaced { "1" } else { "0" },
         )
         .env("FERRY_LOG", "ferry=info,warn")

@@ -5,8 +5,8 @@
 //! are left out.
 
 use super::Writes;
-use crate::sim::world::{Attendee, CrmRole, INTERNAL_DOMAIN, World};
 use chrono::{DateTime, Utc};
+use ferry::sim::world::{Attendee, CrmRole, INTERNAL_DOMAIN, World};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Encoded characters of one lookup query ferry allows itself, less the SELECT ... WHERE
@@ -34,7 +34,7 @@ fn queries_for(keys: &BTreeSet<String>) -> u64 {
     // 'value' plus ", " per key, percent-encoded as in the GET /query URL
     let chars: usize = keys
         .iter()
-        .map(|k| crate::connectors::salesforce::enc(&format!("'{k}', ")).len())
+        .map(|k| ferry::connectors::salesforce::enc(&format!("'{k}', ")).len())
         .sum();
     chars.div_ceil(SOQL_ROOM).max(1) as u64
 }

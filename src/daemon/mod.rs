@@ -318,8 +318,9 @@ impl Shared {
     }
 
     /// Runs one pipeline under its lock (scheduled and webhook runs never overlap), on the
-    /// project version current when the run starts. None when the pipeline no longer exists
-    /// or the daemon is stopping.
+    /// project version current when the run starts, holding the pipeline's lease in the
+    /// state file (so no other process runs it meanwhile). None when the pipeline no longer
+    /// exists, the daemon is stopping, or a scheduled run found another process running it.
     pub(crate) async fn run_pipeline(
         self: &Arc<Self>,
         name: &str,

@@ -248,7 +248,6 @@ async fn a_run_whose_lease_is_taken_over_stops_without_moving_the_checkpoint() {
         store.lease_holder(PIPELINE).unwrap().map(|h| h.holder),
         Some("runner-b:2:2:bb".to_string())
     );
-    drop(engine);
 
     // Once the other runner is done, a full run from the kept checkpoint writes no duplicate.
     let l = store.lease_holder(PIPELINE).unwrap().unwrap();

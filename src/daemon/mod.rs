@@ -295,13 +295,13 @@ impl Shared {
 
     /// Takes the pipeline's lease in the state file for a run. When another process holds
     /// it, a scheduled run is skipped (`Err(None)`: the next due time tries again) and a
-    /// webhook or manual run ends at once with a report saying who runs the pipeline (the
-    /// inbox keeps the event and retries it).
+    /// webhook or manual run ends at once with a report saying who runs the pipeline (`Err(Some
+    /// (why))`; the inbox keeps the event and retries it).
     fn take_lease(
         &self,
         name: &str,
         trigger: Trigger,
-    ) -> Result<crate::state::LeaseGuard, Option<PipelineReport>> {
+    ) -> Result<crate::state::LeaseGuard, Option<String>> {
         let ttl = crate::state::DEFAULT_LEASE_TTL;
         let why = match crate::state::acquire_now(&self.store, name, ttl) {
             Ok(Ok(lease)) => return Ok(crate::state::LeaseGuard::hold(&self.store, lease, ttl)),
@@ -312,9 +312,7 @@ impl Shared {
         if trigger == Trigger::Schedule {
             return Err(None);
         }
-        let mut report = PipelineReport::new(name, false);
-        report.stopped = Some(why);
-        Err(Some(report))
+        Err(Some(why))
     }
 
     /// Runs one pipeline under its lock (scheduled and webhook runs never overlap), on the
@@ -340,7 +338,12 @@ impl Shared {
         // the pipeline: then this run does not happen.
         let lease = match self.take_lease(name, trigger) {
             Ok(lease) => lease,
-            Err(skipped) => return skipped,
+            Err(None) => return None,
+            Err(Some(why)) => {
+                let mut report = PipelineReport::new(name, false);
+                report.stopped = Some(why);
+                return Some(report);
+            }
         };
         let settings = serde_json::Value::Object(project.config.settings.clone());
         let started = self.clock.now();

@@ -12,6 +12,10 @@ pub struct RunArgs {
     /// Print the per-record detail of what was written
     #[arg(long)]
     pub detail: bool,
+    /// When another process is running a pipeline, wait up to this many seconds for it to
+    /// finish (0: report who runs it and fail at once)
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub wait: u64,
 }
 
 pub async fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
@@ -31,8 +35,30 @@ pub async fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
             settings: &settings,
             now: clock.now(),
         };
+        // One pipeline, one runner: another process (a daemon, another `ferry run`) may
+        // be running it on this state file.
+        let wait = std::time::Duration::from_secs(a.wait);
+        let ttl = crate::state::DEFAULT_LEASE_TTL;
+        let lease = match crate::state::acquire_waiting(&conns.store, &p.name, ttl, wait).await {
+            Ok(Ok(lease)) => crate::state::LeaseGuard::hold(&conns.store, lease, ttl),
+            Ok(Err(held)) => {
+                eprintln!(
+                    "error: {held}.\n  Not running `{}` twice at once: try again later, or \
+                     wait for it with `ferry run --wait SECONDS`.",
+                    p.name
+                );
+                failed = true;
+                continue;
+            }
+            Err(e) => {
+                eprintln!("error: cannot take the lease of pipeline `{}`: {e}", p.name);
+                failed = true;
+                continue;
+            }
+        };
         let mut opts = RunOptions::new(Mode::Run);
         opts.detail = a.detail;
+        opts.lease = Some(lease.lease());
         let bar = (std::io::stderr().is_terminal() && g.log_format == LogFormat::Text)
             .then(|| progress_bar(&p.name));
         if let Some(b) = &bar {
@@ -55,6 +81,7 @@ pub async fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
             !report.failed(),
             &report.to_json()["summary"],
         );
+        drop(lease);
         conns.save_budget();
         if let Some(b) = bar {
             b.finish_and_clear();

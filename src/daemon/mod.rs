@@ -293,9 +293,32 @@ impl Shared {
         task
     }
 
+    /// Takes the pipeline's lease in the state file for a run. When another process holds
+    /// it, a scheduled run is skipped (`Err(None)`: the next due time tries again) and a
+    /// webhook or manual run ends at once with a report saying who runs the pipeline (`Err(Some
+    /// (why))`; the inbox keeps the event and retries it).
+    fn take_lease(
+        &self,
+        name: &str,
+        trigger: Trigger,
+    ) -> Result<crate::state::LeaseGuard, Option<String>> {
+        let ttl = crate::state::DEFAULT_LEASE_TTL;
+        let why = match crate::state::acquire_now(&self.store, name, ttl) {
+            Ok(Ok(lease)) => return Ok(crate::state::LeaseGuard::hold(&self.store, lease, ttl)),
+            Ok(Err(held)) => held.to_string(),
+            Err(e) => format!("cannot take the lease of pipeline `{name}`: {e}"),
+        };
+        tracing::warn!(pipeline = name, ?trigger, "run skipped: {why}");
+        if trigger == Trigger::Schedule {
+            return Err(None);
+        }
+        Err(Some(why))
+    }
+
     /// Runs one pipeline under its lock (scheduled and webhook runs never overlap), on the
-    /// project version current when the run starts. None when the pipeline no longer exists
-    /// or the daemon is stopping.
+    /// project version current when the run starts, holding the pipeline's lease in the
+    /// state file (so no other process runs it meanwhile). None when the pipeline no longer
+    /// exists, the daemon is stopping, or a scheduled run found another process running it.
     pub(crate) async fn run_pipeline(
         self: &Arc<Self>,
         name: &str,
@@ -311,9 +334,21 @@ impl Shared {
         // The version of this run: a reload during it changes the next run, not this one.
         let project = self.project();
         let p = project.pipeline(name)?;
+        // Another process on this state file (a `ferry run`, another daemon) may be running
+        // the pipeline: then this run does not happen.
+        let lease = match self.take_lease(name, trigger) {
+            Ok(lease) => lease,
+            Err(None) => return None,
+            Err(Some(why)) => {
+                let mut report = PipelineReport::new(name, false);
+                report.stopped = Some(why);
+                return Some(report);
+            }
+        };
         let settings = serde_json::Value::Object(project.config.settings.clone());
         let started = self.clock.now();
         let mut opts = RunOptions::new(Mode::Run);
+        opts.lease = Some(lease.lease());
         opts.shutdown = Some(self.shutdown().flag());
         opts.records = records;
         if let Some(n) = self.options.batch_size {
@@ -353,6 +388,7 @@ impl Shared {
         ) {
             tracing::warn!(pipeline = name, "could not record the run's end: {e}");
         }
+        drop(lease);
         conns.save_budget();
         let seconds = (finished - started)
             .to_std()

@@ -147,6 +147,9 @@ pub struct RunOptions {
     pub progress: Option<ProgressFn>,
     /// For webhook triggers: read exactly these records instead of the stream.
     pub records: Option<Vec<Value>>,
+    /// The pipeline lease the run holds: every batch commit checks its fencing number, and
+    /// a run whose lease changed hands stops without moving the checkpoint.
+    pub lease: Option<crate::state::Lease>,
 }
 
 impl RunOptions {
@@ -162,6 +165,7 @@ impl RunOptions {
             shutdown: None,
             progress: None,
             records: None,
+            lease: None,
         }
     }
 }
@@ -304,8 +308,12 @@ impl Engine<'_> {
                 }
                 // The ledger rows of what was written and the checkpoint commit together.
                 if !dry {
-                    if let Err(e) = self.store.commit_batch(&commit) {
-                        report.stopped = Some(format!("saving state: {e}"));
+                    match self.store.commit_batch_fenced(&commit, opts.lease.as_ref()) {
+                        Ok(()) => {}
+                        Err(e @ crate::state::StateError::LeaseLost { .. }) => {
+                            report.stopped = Some(e.to_string());
+                        }
+                        Err(e) => report.stopped = Some(format!("saving state: {e}")),
                     }
                 }
                 if let Some(cb) = &opts.progress {
@@ -441,7 +449,7 @@ impl Engine<'_> {
                             dead_letters: Vec::new(),
                             checkpoints: Vec::new(),
                         };
-                        match self.store.commit_batch(&commit) {
+                        match self.store.commit_batch_fenced(&commit, opts.lease.as_ref()) {
                             Ok(()) => {
                                 let _ = self.store.deadletters_drop(&[letter.id]);
                                 report.summary.retried += 1;
@@ -484,7 +492,12 @@ impl Engine<'_> {
                 )
                 .await;
             let ok = outcome.is_ok() && report.summary.error == errors_before;
-            if self.store.commit_batch(&commit).is_ok() && ok {
+            if self
+                .store
+                .commit_batch_fenced(&commit, opts.lease.as_ref())
+                .is_ok()
+                && ok
+            {
                 let ids: Vec<i64> = records.iter().map(|d| d.id).collect();
                 let _ = self.store.deadletters_drop(&ids);
                 report.summary.retried += ids.len() as u64;

@@ -3,7 +3,8 @@
 
 use super::checkpoints::upsert_checkpoint;
 use super::deadletters::{NewDeadLetter, insert_dead_letter};
-use super::{Context, Result, Store, fmt_ts, ts_col};
+use super::lease::{Lease, fence_lost};
+use super::{Context, Result, StateError, Store, fmt_ts, ts_col};
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
@@ -144,9 +145,21 @@ impl Store {
     /// Commits a batch's ledger rows, dead letters and checkpoints in one IMMEDIATE
     /// transaction: all or nothing. A written record clears any dead letter it had.
     pub fn commit_batch(&self, batch: &BatchCommit) -> Result<()> {
+        self.commit_batch_fenced(batch, None)
+    }
+
+    /// [`Store::commit_batch`] under a pipeline lease: inside the same transaction, the lease
+    /// must still be `lease` (same holder and fencing number). When it changed hands, the
+    /// ledger rows and dead letters are still committed (the services acknowledged those
+    /// writes) but the checkpoints are not, and [`StateError::LeaseLost`] tells the run to stop.
+    pub fn commit_batch_fenced(&self, batch: &BatchCommit, lease: Option<&Lease>) -> Result<()> {
         let now = fmt_ts(self.now());
         let pipeline = batch.pipeline.as_str();
-        self.write("commit a batch", |tx| {
+        let lost = self.write("commit a batch", |tx| {
+            let lost = match lease {
+                Some(l) => fence_lost(tx, l)?,
+                None => None,
+            };
             {
                 let mut put = tx
                     .prepare_cached(
@@ -186,11 +199,20 @@ impl Store {
             for d in &batch.dead_letters {
                 insert_dead_letter(tx, pipeline, d, &now)?;
             }
-            for (stream, partition, cursor) in &batch.checkpoints {
-                upsert_checkpoint(tx, pipeline, stream, partition, cursor, &now)?;
+            if lost.is_none() {
+                for (stream, partition, cursor) in &batch.checkpoints {
+                    upsert_checkpoint(tx, pipeline, stream, partition, cursor, &now)?;
+                }
             }
-            Ok(())
-        })
+            Ok(lost)
+        })?;
+        match lost {
+            None => Ok(()),
+            Some(now) => Err(StateError::LeaseLost {
+                pipeline: pipeline.to_string(),
+                now: Box::new(now),
+            }),
+        }
     }
 
     /// Ledger sizes per (pipeline, sink).

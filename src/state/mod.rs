@@ -12,6 +12,7 @@ mod checkpoints;
 mod deadletters;
 mod inbox;
 mod key;
+mod lease;
 mod ledger;
 mod runs;
 mod schema;
@@ -22,6 +23,10 @@ pub use checkpoints::{Checkpoint, CheckpointRow};
 pub use deadletters::{DeadLetter, DeadLetterCount, NewDeadLetter};
 pub use inbox::{INBOX_KEEP_DONE_DAYS, INBOX_KEEP_FAILED_DAYS, InboxEvent, MAX_INBOX_ATTEMPTS};
 pub use key::{StateKey, key_file_path, load_or_create_key_file};
+pub use lease::{
+    DEFAULT_LEASE_TTL, Held, Lease, LeaseBackend, LeaseGuard, LeaseKeeper, Renewal, acquire_now,
+    acquire_waiting, describe_holder, holder_is_dead, process_holder_id,
+};
 pub use ledger::{BatchCommit, LedgerCount, LedgerEntry, LedgerState, LedgerWrite};
 pub use runs::RunRow;
 pub use tokens::StoredToken;
@@ -87,6 +92,14 @@ pub enum StateError {
     },
     #[error("state file: {0}")]
     Corrupt(String),
+    /// The batch's ledger rows and dead letters were saved; its checkpoints were not.
+    #[error(
+        "another runner took over pipeline `{pipeline}` while this run held its lease (it is now \
+         held by {now}): what Salesforce acknowledged is saved in the ledger, but the checkpoint \
+         did not move; this run stops here",
+        now = describe_holder(&.now.holder)
+    )]
+    LeaseLost { pipeline: String, now: Box<Held> },
 }
 
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
@@ -233,15 +246,46 @@ impl Store {
 
 fn open_connection(path: &Path) -> Result<Connection> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            // Only directories created here; an existing one keeps its mode.
+            builder.mode(0o700);
+        }
+        builder.create(dir).map_err(|source| StateError::Io {
             context: "cannot create the state directory",
             path: dir.to_path_buf(),
             source,
         })?;
     }
+    create_private(path)?;
     let conn = Connection::open(path).context(format!("open {}", path.display()))?;
     configure(&conn, true)?;
     Ok(conn)
+}
+
+/// Creates the state file empty and readable only by its owner before SQLite opens it:
+/// SQLite gives its -wal and -shm files the mode of the database file, so they are private
+/// too. An existing file keeps its mode.
+fn create_private(path: &Path) -> Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StateError::Io {
+            context: "cannot create the state file",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 fn configure(conn: &Connection, wal: bool) -> Result<()> {

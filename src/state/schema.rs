@@ -91,6 +91,17 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX runs_pipeline ON runs (pipeline, started_at);
     "#,
+    // 2: one runner per pipeline (see lease.rs). `holder` is empty once released; the row
+    // stays, so the fencing number only ever grows.
+    r#"
+    CREATE TABLE leases (
+        pipeline    TEXT PRIMARY KEY,
+        holder      TEXT NOT NULL,
+        fence       INTEGER NOT NULL CHECK (fence > 0),
+        acquired_at TEXT NOT NULL,
+        expires_at  TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -508,3 +508,67 @@ async fn request_in_an_enrich_gives_every_selected_record() {
     let err = pages.next().await.unwrap().unwrap_err();
     assert!(err.to_string().contains("GET only"), "{err}");
 }
+
+/// A Salesforce whose query pages point back at a page already read: `query_all` stops with
+/// an error after two requests instead of following the loop.
+#[tokio::test]
+async fn a_repeating_next_records_url_stops_query_all() {
+    use ferry::connectors::salesforce::{SalesforceConnector, SalesforceSettings, SfAuth};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let instance = url.clone();
+    let h2 = hits.clone();
+    let app = axum::Router::new()
+        .route(
+            "/services/oauth2/token",
+            axum::routing::post(move || {
+                let instance = instance.clone();
+                async move {
+                    axum::Json(json!({
+                        "access_token": "00Dxx!session",
+                        "instance_url": instance,
+                        "token_type": "Bearer",
+                        "id": "https://login.salesforce.com/id/00D/005",
+                    }))
+                }
+            }),
+        )
+        .fallback(move || {
+            let h = h2.clone();
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                axum::Json(json!({
+                    "totalSize": 4000,
+                    "done": false,
+                    "nextRecordsUrl": "/services/data/v61.0/query/01gxx-2000",
+                    "records": [{"attributes": {"type": "Contact"}, "Id": "003xx1"}],
+                }))
+            }
+        });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let clock: SharedClock = ManualClock::auto(t0());
+    let sf = SalesforceConnector::connect(
+        SalesforceSettings::new(SfAuth::ClientCredentials {
+            login_url: url.clone(),
+            client_id: "cid".into(),
+            client_secret: ferry::connectors::salesforce::auth::Secret::new("cs"),
+        }),
+        HttpClient::new(clock),
+    )
+    .await
+    .unwrap();
+    let err = tokio::time::timeout(
+        Duration::from_secs(20),
+        sf.query_all("SELECT Id FROM Contact"),
+    )
+    .await
+    .expect("no endless paging")
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("nextRecordsUrl repeats"), "{err}");
+    // The first page and the one it points to; the third would repeat it.
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+}

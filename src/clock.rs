@@ -71,7 +71,8 @@ impl ManualClock {
     /// Moves the clock forward and wakes every sleeper whose deadline has passed.
     pub fn advance(&self, d: Duration) {
         let mut inner = self.lock();
-        inner.now += chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        // A wait past the end of chrono's calendar parks the clock there instead of panicking.
+        inner.now = far(inner.now, d);
         let now = inner.now;
         let waiters = std::mem::take(&mut inner.waiters);
         for (deadline, tx) in waiters {
@@ -102,6 +103,14 @@ impl ManualClock {
     }
 }
 
+/// `t + d`, saturating at the last instant chrono can represent.
+fn far(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         self.lock().now
@@ -113,7 +122,7 @@ impl Clock for ManualClock {
             return Box::pin(async {});
         }
         let mut inner = self.lock();
-        let deadline = inner.now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        let deadline = far(inner.now, d);
         if deadline <= inner.now {
             return Box::pin(async {});
         }
@@ -140,6 +149,13 @@ mod tests {
         let c = ManualClock::auto(t0());
         c.sleep(Duration::from_secs(3600)).await;
         assert_eq!(c.now(), t0() + chrono::Duration::hours(1));
+    }
+
+    #[tokio::test]
+    async fn a_wait_past_the_calendar_saturates() {
+        let c = ManualClock::auto(t0());
+        c.sleep(Duration::MAX).await;
+        assert_eq!(c.now(), DateTime::<Utc>::MAX_UTC);
     }
 
     #[tokio::test]

@@ -129,7 +129,34 @@ pub enum HttpError {
     GaveUp { attempts: u32, last: String },
     #[error("rate limit for {category} exhausted until {until}")]
     DailyLimit { category: String, until: String },
+    /// The server asked for a wait longer than the connection's `max_wait`: ferry ends the
+    /// batch at once instead of sleeping (the next run tries again).
+    #[error(
+        "{service} asked ferry to wait {asked} before its next {category} request, longer than the connection's max_wait of {max}; stopping this batch now (run again later, or raise max_wait)"
+    )]
+    WaitTooLong {
+        service: &'static str,
+        category: String,
+        /// The wait as asked: its length, when it ends, and the header that asked for it.
+        asked: String,
+        max: String,
+    },
+    /// A response body larger than the cap ferry reads ([`DEFAULT_MAX_BODY`] unless set).
+    #[error("response from {url} is larger than the {limit} ferry reads{}; refusing it", .size.map(|s| format!(" (it announced {s} bytes)")).unwrap_or_default())]
+    BodyTooLarge {
+        url: String,
+        limit: String,
+        /// The Content-Length the server announced, when it did.
+        size: Option<u64>,
+    },
 }
+
+/// The longest wait a server may ask for before ferry gives up on the batch instead of
+/// sleeping (a connection's `max_wait` replaces it).
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// The largest response body ferry reads (64 MiB); a longer one is an error, not memory.
+pub const DEFAULT_MAX_BODY: u64 = 64 * 1024 * 1024;
 
 /// Request counters, per (service, category).
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -314,7 +341,7 @@ impl Bucket {
         if self.tokens >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-self.tokens / self.rate)
+            Duration::try_from_secs_f64(-self.tokens / self.rate).unwrap_or(Duration::MAX)
         }
     }
 
@@ -357,6 +384,9 @@ pub struct HttpClient {
     limiter: Arc<Mutex<Limiter>>,
     permits: Arc<Mutex<BTreeMap<Service, Arc<tokio::sync::Semaphore>>>>,
     jitter_seed: Arc<std::sync::atomic::AtomicU64>,
+    /// Per service: the longest server-requested wait ferry sleeps through.
+    max_wait: Arc<Mutex<BTreeMap<Service, Duration>>>,
+    max_body: u64,
 }
 
 impl HttpClient {
@@ -376,7 +406,35 @@ impl HttpClient {
             limiter: Arc::new(Mutex::new(Limiter::default())),
             permits: Arc::new(Mutex::new(BTreeMap::new())),
             jitter_seed: Arc::new(std::sync::atomic::AtomicU64::new(0x9E37_79B9_7F4A_7C15)),
+            max_wait: Arc::new(Mutex::new(BTreeMap::new())),
+            max_body: DEFAULT_MAX_BODY,
         }
+    }
+
+    /// The largest response body this client reads (default [`DEFAULT_MAX_BODY`]).
+    pub fn with_max_body(mut self, bytes: u64) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// The longest wait a server of `service` may ask for (Retry-After, X-RateLimit-Reset)
+    /// that ferry sleeps through; a longer one ends the request with
+    /// [`HttpError::WaitTooLong`] at once. Shared by every clone of this client.
+    pub fn set_max_wait(&self, service: Service, max: Duration) {
+        self.max_wait
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(service, max);
+    }
+
+    /// See [`HttpClient::set_max_wait`]; [`DEFAULT_MAX_WAIT`] unless set.
+    pub fn max_wait(&self, service: Service) -> Duration {
+        self.max_wait
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&service)
+            .copied()
+            .unwrap_or(DEFAULT_MAX_WAIT)
     }
 
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
@@ -595,13 +653,21 @@ impl HttpClient {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let headers = resp.headers().clone();
-                    match resp.bytes().await {
+                    match read_body(resp, self.max_body).await {
                         Ok(body) => Ok(Response {
                             status,
                             headers,
                             body,
                         }),
-                        Err(e) => Err(e.to_string()),
+                        Err(BodyError::TooLarge(size)) => {
+                            self.record_outcome(service, false);
+                            return Err(HttpError::BodyTooLarge {
+                                url: req.url.clone(),
+                                limit: human_bytes(self.max_body),
+                                size,
+                            });
+                        }
+                        Err(BodyError::Transport(e)) => Err(e),
                     }
                 }
                 Err(e) => Err(e.to_string()),
@@ -613,9 +679,10 @@ impl HttpClient {
                         .with(service, &category, |s| s.responses_429 += 1);
                     self.record_outcome(service, false);
                     if is_daily_limit(r) {
+                        // Ends the batch without sleeping whatever the wait; the next run
+                        // (or the daemon's next schedule) tries again after `until`.
                         let until = retry_after(r, now)
-                            .and_then(|d| chrono::Duration::from_std(d).ok())
-                            .map(|d| now + d)
+                            .and_then(|d| later(now, d))
                             .unwrap_or_else(|| next_utc_midnight(now));
                         self.block_category(service, &category, until);
                         return Err(HttpError::DailyLimit {
@@ -623,8 +690,22 @@ impl HttpClient {
                             until: until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                         });
                     }
-                    let wait = retry_after(r, now)
-                        .or_else(|| rate_limit_reset(r, now))
+                    let asked = retry_after(r, now)
+                        .map(|d| (d, "Retry-After"))
+                        .or_else(|| rate_limit_reset(r, now).map(|d| (d, "X-RateLimit-Reset")));
+                    if let Some((d, header)) = asked {
+                        let max = self.max_wait(service);
+                        if d > max {
+                            return Err(HttpError::WaitTooLong {
+                                service: service.as_str(),
+                                category: category.clone(),
+                                asked: describe_wait(now, d, header, r.header(header)),
+                                max: human_duration(max),
+                            });
+                        }
+                    }
+                    let wait = asked
+                        .map(|(d, _)| d)
                         .unwrap_or_else(|| self.backoff(attempt));
                     // With a bucket, the bucket holds the wait and the next admit pays it.
                     if self.throttle(service, &category, wait) {
@@ -720,10 +801,110 @@ fn daily_quota_spent(r: &Response) -> bool {
 }
 
 /// `X-RateLimit-Reset` as a unix timestamp, turned into a wait from `now`.
+/// A timestamp past chrono's calendar is a wait longer than any `max_wait`.
 fn rate_limit_reset(r: &Response, now: DateTime<Utc>) -> Option<Duration> {
     let ts: i64 = r.header("x-ratelimit-reset")?.trim().parse().ok()?;
-    let at = DateTime::<Utc>::from_timestamp(ts, 0)?;
-    Some((at - now).to_std().unwrap_or_default())
+    match DateTime::<Utc>::from_timestamp(ts, 0) {
+        Some(at) => Some((at - now).to_std().unwrap_or_default()),
+        None => (ts > 0).then_some(Duration::MAX),
+    }
+}
+
+/// `now + d`, or None when that is past the calendar chrono can represent.
+fn later(now: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
+    now.checked_add_signed(chrono::Duration::from_std(d).ok()?)
+}
+
+/// "31 years 251 days", "2 h 5 min", "45 s": the two largest units of a wait.
+pub fn human_duration(d: Duration) -> String {
+    const YEAR: u64 = 365 * 86_400;
+    let secs = d.as_secs();
+    if secs >= 1000 * YEAR {
+        return "more than 1000 years".into();
+    }
+    if secs == 0 {
+        return format!("{} ms", d.subsec_millis());
+    }
+    let units = [
+        (YEAR, "years"),
+        (86_400, "days"),
+        (3600, "h"),
+        (60, "min"),
+        (1, "s"),
+    ];
+    let mut parts = Vec::new();
+    let mut rest = secs;
+    for (size, name) in units {
+        let n = rest / size;
+        rest %= size;
+        if n > 0 || !parts.is_empty() {
+            parts.push(format!("{n} {name}"));
+        }
+        if parts.len() == 2 {
+            break;
+        }
+    }
+    parts.retain(|p| !p.starts_with("0 "));
+    parts.join(" ")
+}
+
+/// How long, until when, and the header (its value bounded) that asked for a wait.
+fn describe_wait(now: DateTime<Utc>, d: Duration, header: &str, value: Option<&str>) -> String {
+    let until = later(now, d)
+        .map(|t| {
+            format!(
+                ", until {}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        })
+        .unwrap_or_default();
+    let value: String = value
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    format!("{}{until} ({header}: {value})", human_duration(d))
+}
+
+fn human_bytes(n: u64) -> String {
+    if n >= 1024 * 1024 && n % (1024 * 1024) == 0 {
+        format!("{} MiB", n / (1024 * 1024))
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+enum BodyError {
+    /// Larger than the cap; the announced Content-Length when that alone said so.
+    TooLarge(Option<u64>),
+    Transport(String),
+}
+
+/// Reads a body chunk by chunk and stops past `limit`: a body that never ends is an error,
+/// not memory. A Content-Length above the limit is refused before reading anything.
+async fn read_body(mut resp: reqwest::Response, limit: u64) -> Result<Bytes, BodyError> {
+    if let Some(len) = resp.content_length() {
+        if len > limit {
+            return Err(BodyError::TooLarge(Some(len)));
+        }
+    }
+    // The announced length is the server's word: reserve at most 1 MiB up front.
+    let hint = resp.content_length().unwrap_or(0).min(1024 * 1024);
+    let mut body = bytes::BytesMut::with_capacity(usize::try_from(hint).unwrap_or(0));
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let total = (body.len() as u64).saturating_add(chunk.len() as u64);
+                if total > limit {
+                    return Err(BodyError::TooLarge(None));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(e) => return Err(BodyError::Transport(e.to_string())),
+        }
+    }
 }
 
 fn next_utc_midnight(now: DateTime<Utc>) -> DateTime<Utc> {
@@ -741,9 +922,13 @@ pub fn retry_after(r: &Response, now: chrono::DateTime<chrono::Utc>) -> Option<D
     parse_retry_after(v, now)
 }
 
+///
+/// Any value parses without panicking: a wait too long for [`Duration`] saturates to
+/// `Duration::MAX` (the caller compares it with its `max_wait`).
 pub fn parse_retry_after(v: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
     if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX));
     }
     let at = chrono::DateTime::parse_from_rfc3339(v)
         .or_else(|_| chrono::DateTime::parse_from_rfc2822(v))
@@ -771,6 +956,61 @@ mod tests {
             Some(Duration::from_secs(90))
         );
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn retry_after_of_any_size_parses_without_panic() {
+        let now = at("2026-03-01T00:00:00Z");
+        assert_eq!(parse_retry_after("1e20", now), Some(Duration::MAX));
+        assert_eq!(parse_retry_after("1e400", now), None, "inf is no wait");
+        assert_eq!(parse_retry_after("NaN", now), None);
+        assert_eq!(parse_retry_after("-3", now), None);
+        assert_eq!(
+            parse_retry_after("999999999", now),
+            Some(Duration::from_secs(999_999_999))
+        );
+        let far = parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now).expect("a date");
+        assert!(far > Duration::from_secs(7900 * 365 * 86_400), "{far:?}");
+        // Past dates are no wait at all.
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        // The extremes of the wait can be described and never overflow the calendar.
+        assert_eq!(later(now, Duration::MAX), None);
+        assert!(
+            describe_wait(now, Duration::MAX, "Retry-After", Some("1e20"))
+                .starts_with("more than 1000 years (Retry-After: 1e20)")
+        );
+    }
+
+    #[test]
+    fn waits_read_as_their_two_largest_units() {
+        assert_eq!(human_duration(Duration::from_secs(300)), "5 min");
+        assert_eq!(human_duration(Duration::from_secs(3600)), "1 h");
+        assert_eq!(human_duration(Duration::from_secs(3725)), "1 h 2 min");
+        assert_eq!(human_duration(Duration::from_secs(45)), "45 s");
+        assert_eq!(human_duration(Duration::from_millis(250)), "250 ms");
+        assert_eq!(
+            human_duration(Duration::from_secs(999_999_999)),
+            "31 years 259 days"
+        );
+        assert_eq!(human_duration(Duration::MAX), "more than 1000 years");
+    }
+
+    #[test]
+    fn a_bucket_drained_for_ages_never_panics() {
+        let t0 = at("2026-03-01T00:00:00Z");
+        let mut b = Bucket::new(
+            &CategoryLimit {
+                per_second: 0.001,
+                per_day: None,
+                burst: None,
+            },
+            t0,
+        );
+        b.drain_for(t0, Duration::MAX);
+        assert_eq!(b.reserve(t0), Duration::MAX);
     }
 
     fn at(s: &str) -> DateTime<Utc> {

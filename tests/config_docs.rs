@@ -88,6 +88,7 @@ fn the_reference_files_load_and_cover_the_model() {
     let zoom = project.connection("zoom").unwrap().as_zoom().unwrap();
     assert_eq!(zoom.plan, ZoomPlan::Pro);
     assert_eq!(zoom.headroom, 0.8);
+    assert_eq!(zoom.max_wait.as_secs(), 300);
     assert_eq!(
         project.config.daemon.api_token.as_ref().map(|t| t.expose()),
         Some("run-token")
@@ -103,6 +104,7 @@ fn the_reference_files_load_and_cover_the_model() {
         .unwrap();
     assert_eq!(sf.api_version, "62.0");
     assert_eq!(sf.daily_budget, Some(5000));
+    assert_eq!(sf.max_wait.as_secs(), 600);
     assert!(
         matches!(&sf.auth, SalesforceAuth::JwtBearer { private_key, username, .. }
         if private_key.expose().starts_with("-----BEGIN") && username == "integration@acme.com")

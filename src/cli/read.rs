@@ -30,6 +30,14 @@ pub(super) fn open_state(g: &Global) -> anyhow::Result<crate::state::Store> {
 /// The Zoom connection `connection` of ferry.yaml, resolved as every command resolves it
 /// (`${NAME}`, `${NAME:-default}`, `${file:PATH}`); pipelines are not loaded.
 pub(super) fn settings(g: &Global, connection: &str) -> anyhow::Result<ZoomSettings> {
+    Ok(connection_settings(g, connection)?.0)
+}
+
+/// The connector's settings and the connection's `max_wait`.
+fn connection_settings(
+    g: &Global,
+    connection: &str,
+) -> anyhow::Result<(ZoomSettings, std::time::Duration)> {
     let owned = crate::config::builtin_catalogs();
     let catalogs: Vec<&dyn crate::config::StreamCatalog> =
         owned.iter().map(|c| c.as_ref()).collect();
@@ -49,7 +57,7 @@ pub(super) fn settings(g: &Global, connection: &str) -> anyhow::Result<ZoomSetti
     let z = c
         .as_zoom()
         .with_context(|| format!("connection `{connection}` is not of kind zoom"))?;
-    Ok(crate::engine::connect::zoom_settings(z))
+    Ok((crate::engine::connect::zoom_settings(z), z.max_wait))
 }
 
 pub async fn run(g: &Global, a: &ReadArgs) -> anyhow::Result<u8> {
@@ -73,7 +81,7 @@ pub async fn run(g: &Global, a: &ReadArgs) -> anyhow::Result<u8> {
             .unwrap_or_else(|| serde_json::Value::String(v.to_string()));
         params.insert(k.to_string(), value);
     }
-    let cfg = settings(g, connection)?;
+    let (cfg, max_wait) = connection_settings(g, connection)?;
     let clock = crate::clock::system();
     let now = clock.now();
     let since = match &a.since {
@@ -85,11 +93,9 @@ pub async fn run(g: &Global, a: &ReadArgs) -> anyhow::Result<u8> {
     // Tokens go to the state file: an oauth refresh rotates the refresh token, and losing
     // the new one would need a human to re-authorize.
     let store = open_state(g)?;
-    let conn = ZoomConnector::new(
-        cfg,
-        crate::http::HttpClient::new(clock),
-        Arc::new(StoreTokens::new(store)),
-    );
+    let http = crate::http::HttpClient::new(clock);
+    http.set_max_wait(crate::http::Service::Zoom, max_wait);
+    let conn = ZoomConnector::new(cfg, http, Arc::new(StoreTokens::new(store)));
     let mut pages = Box::pin(conn.read(stream, &params, ReadWindow::fixed(since, now)));
     let mut printed = 0usize;
     while let Some(page) = pages.next().await {

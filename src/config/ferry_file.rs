@@ -370,6 +370,21 @@ impl FerryFileResolver<'_> {
             );
             return None;
         };
+        let max_wait = match &c.max_wait {
+            Some(w) => match super::model::parse_duration(&w.value) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.diags.push(
+                        Problem::at_pos(self.file, "ferry::bad_duration", w.pos, e.to_string())
+                            .label("not a duration")
+                            .help("like 5m: the longest wait the service may ask for that ferry sleeps through"),
+                    );
+                    ok = false;
+                    crate::http::DEFAULT_MAX_WAIT
+                }
+            },
+            None => crate::http::DEFAULT_MAX_WAIT,
+        };
         let settings = match kind {
             ConnectionKind::Zoom => {
                 let auth = self.zoom_auth(auth);
@@ -408,6 +423,7 @@ impl FerryFileResolver<'_> {
                     webhook_secret,
                     base_url: base_url?,
                     token_url: token_url?,
+                    max_wait,
                 })
             }
             ConnectionKind::Salesforce => {
@@ -456,6 +472,7 @@ impl FerryFileResolver<'_> {
                     login_url: login_url?,
                     api_version,
                     daily_budget,
+                    max_wait,
                 })
             }
         };

@@ -133,6 +133,8 @@ pub struct ZoomConnection {
     pub webhook_secret: Option<Secret>,
     pub base_url: String,
     pub token_url: String,
+    /// The longest server-requested wait ferry sleeps through (`max_wait`, default 5m).
+    pub max_wait: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -159,6 +161,8 @@ pub struct SalesforceConnection {
     pub api_version: String,
     /// API calls ferry may spend per rolling 24 hours (None: no budget of its own).
     pub daily_budget: Option<u64>,
+    /// The longest server-requested wait ferry sleeps through (`max_wait`, default 5m).
+    pub max_wait: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -59,6 +59,9 @@ pub struct ConnectionSpec {
     pub api_version: Option<At<LooseString>>,
     /// Salesforce: API calls ferry may spend per rolling 24 hours.
     pub daily_budget: Option<At<u64>>,
+    /// The longest wait the service may ask for (Retry-After, X-RateLimit-Reset) that ferry
+    /// sleeps through, like `5m` (the default); a longer one ends the batch at once.
+    pub max_wait: Option<At<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

@@ -97,6 +97,25 @@ pub fn zoom_settings(conn: &config::ZoomConnection) -> ZoomSettings {
     }
 }
 
+/// Each connection's `max_wait`: the longest Retry-After its service may ask for that ferry
+/// sleeps through (longer ones end the batch at once).
+pub fn set_max_waits(project: &Project, http: &HttpClient) {
+    if let Some(z) = project
+        .config
+        .only_connection(ConnectionKind::Zoom)
+        .and_then(|c| c.as_zoom())
+    {
+        http.set_max_wait(Service::Zoom, z.max_wait);
+    }
+    if let Some(s) = project
+        .config
+        .only_connection(ConnectionKind::Salesforce)
+        .and_then(|c| c.as_salesforce())
+    {
+        http.set_max_wait(Service::Salesforce, s.max_wait);
+    }
+}
+
 /// The Salesforce settings of the project's salesforce connection.
 pub fn salesforce_settings(project: &Project) -> Result<SalesforceSettings, ConnectError> {
     let conn = project
@@ -160,6 +179,7 @@ pub async fn connect_with(
     store: Store,
 ) -> Result<Connections, ConnectError> {
     let zoom = zoom_connector(project, &http, &store)?;
+    set_max_waits(project, &http);
     if std::env::var_os(UNPACED_ENV).is_some_and(|v| v == "1") {
         // Only for simulators whose limits are lifted (the benchmarks' CPU and memory runs):
         // ferry keeps its concurrency and still honours 429s, but stops pacing to the plan.
@@ -313,9 +333,9 @@ impl Source for ZoomSource {
         params: BTreeMap<String, Value>,
     ) -> Result<Value, FetchError> {
         let name = stream_name(stream);
-        let single = zoom::catalog::catalog()
-            .get(name)
-            .is_some_and(|d| d.selector.trim() == "$");
+        // One record when the selector is the whole body; `zoom.request` with a
+        // `record_selector` gives every record it selects.
+        let single = ZoomConnector::single_record(name, &params);
         match self.conn.fetch_all(name, &params).await {
             Ok(list) if single => Ok(list.into_iter().next().unwrap_or(Value::Null)),
             Ok(list) => Ok(Value::Array(list)),

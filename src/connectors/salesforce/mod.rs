@@ -615,7 +615,18 @@ impl SalesforceConnector {
     pub async fn query_all(&self, soql: &str) -> Result<Vec<Value>, SfError> {
         let mut path = format!("/query?q={}", enc(soql));
         let mut out = Vec::new();
+        // nextRecordsUrl values already followed: one that comes again would loop forever.
+        let mut followed = std::collections::BTreeSet::new();
+        let mut pages = 0u32;
         loop {
+            pages = pages.saturating_add(1);
+            if pages > MAX_QUERY_PAGES {
+                return Err(SfError::Malformed {
+                    what: format!(
+                        "a query that did not end after {MAX_QUERY_PAGES} pages (nextRecordsUrl never runs out)"
+                    ),
+                });
+            }
             let resp = self.send(Method::GET, &path, None, true).await?;
             if !resp.is_success() {
                 return Err(api_error(&resp));
@@ -625,12 +636,24 @@ impl SalesforceConnector {
             })?;
             out.extend(page.records.into_iter().map(strip_attributes));
             match page.next_records_url {
-                Some(next) if !page.done => path = next,
+                Some(next) if !page.done => {
+                    if !followed.insert(next.clone()) {
+                        return Err(SfError::Malformed {
+                            what: format!(
+                                "a query result page whose nextRecordsUrl repeats one already followed (after {pages} pages)"
+                            ),
+                        });
+                    }
+                    path = next;
+                }
                 _ => return Ok(out),
             }
         }
     }
 }
+
+/// The most pages one `query_all` follows (20,000,000 records at 2,000 a page).
+const MAX_QUERY_PAGES: u32 = 10_000;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]

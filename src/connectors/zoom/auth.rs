@@ -136,7 +136,11 @@ impl TokenCache {
         let mut guard = self.cached.lock().await;
         let now = self.http.clock().now();
         if let Some(c) = guard.as_ref() {
-            if c.expires_at - chrono::Duration::seconds(RENEW_BEFORE_SECS) > now {
+            let renew_at = c
+                .expires_at
+                .checked_sub_signed(chrono::Duration::seconds(RENEW_BEFORE_SECS))
+                .unwrap_or(c.expires_at);
+            if renew_at > now {
                 return Ok(c.token.clone());
             }
         }
@@ -221,10 +225,7 @@ impl TokenCache {
         let access = body["access_token"]
             .as_str()
             .ok_or_else(|| AuthError::Malformed("no access_token".into()))?;
-        let expires_in = body["expires_in"]
-            .as_i64()
-            .or_else(|| body["expires_in"].as_str().and_then(|s| s.parse().ok()))
-            .unwrap_or(3599);
+        let expires_in = token_lifetime(&body["expires_in"]);
         if let ZoomAuth::OAuth { client_id, .. } = &self.auth {
             let rotated = body["refresh_token"]
                 .as_str()
@@ -235,7 +236,50 @@ impl TokenCache {
         }
         Ok(Cached {
             token: Secret::new(access),
-            expires_at: self.http.clock().now() + chrono::Duration::seconds(expires_in),
+            expires_at: self
+                .http
+                .clock()
+                .now()
+                .checked_add_signed(chrono::Duration::seconds(expires_in))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
         })
+    }
+}
+
+/// Zoom's access tokens live an hour; whatever `expires_in` says, ferry renews at least
+/// this often (a huge or absurd lifetime is clamped, not trusted).
+pub const MAX_TOKEN_LIFETIME_SECS: i64 = 86_400;
+
+/// `expires_in` of any shape (integer, float, string; missing: Zoom's 3599) in seconds,
+/// clamped to `0..=MAX_TOKEN_LIFETIME_SECS`.
+pub fn token_lifetime(v: &serde_json::Value) -> i64 {
+    let secs = match v {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    }
+    .filter(|s| !s.is_nan())
+    .unwrap_or(3599.0);
+    // `as` saturates (inf → i64::MAX) and the clamp bounds it either way.
+    (secs as i64).clamp(0, MAX_TOKEN_LIFETIME_SECS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_lifetime;
+    use serde_json::json;
+
+    #[test]
+    fn any_expires_in_is_bounded() {
+        assert_eq!(token_lifetime(&json!(3599)), 3599);
+        assert_eq!(token_lifetime(&json!("3599")), 3599);
+        assert_eq!(token_lifetime(&json!(1_000_000_000_000_000_000u64)), 86_400);
+        assert_eq!(token_lifetime(&json!(1e300)), 86_400);
+        assert_eq!(token_lifetime(&json!("1e18")), 86_400);
+        assert_eq!(token_lifetime(&json!(u64::MAX)), 86_400);
+        assert_eq!(token_lifetime(&json!(-5)), 0);
+        assert_eq!(token_lifetime(&json!("soon")), 3599);
+        assert_eq!(token_lifetime(&json!(null)), 3599);
+        assert_eq!(token_lifetime(&json!({"x": 1})), 3599);
     }
 }

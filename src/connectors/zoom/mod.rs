@@ -216,6 +216,30 @@ fn param_text(v: &Value) -> String {
 /// Params the `request` stream uses itself rather than sending as query parameters.
 const REQUEST_CONTROL: &[&str] = &["path", "method", "record_selector"];
 
+/// The JSONPath to a stream's records: the catalog's, or for `request` its
+/// `record_selector` param (and only GET reads).
+pub(crate) fn selector_for(
+    def: &StreamDef,
+    params: &BTreeMap<String, Value>,
+) -> Result<String, ZoomError> {
+    if def.name != "request" {
+        return Ok(def.selector.clone());
+    }
+    if let Some(m) = params.get("method").map(param_text) {
+        if !m.eq_ignore_ascii_case("GET") {
+            return Err(ZoomError::BadParam {
+                stream: def.name.clone(),
+                message: format!("method {m} is not supported for reads (GET only)"),
+            });
+        }
+    }
+    Ok(params
+        .get("record_selector")
+        .map(param_text)
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| def.selector.clone()))
+}
+
 /// The Zoom source connector. Cheap to clone.
 #[derive(Clone)]
 pub struct ZoomConnector {
@@ -288,22 +312,19 @@ impl ZoomConnector {
         let def = self.def(stream)?;
         let path = self.fill_path(def, &def.path, params)?;
         let query = self.query_for(def, params);
-        let mut selector = def.selector.clone();
-        if def.name == "request" {
-            if let Some(m) = params.get("method").map(param_text) {
-                if !m.eq_ignore_ascii_case("GET") {
-                    return Err(ZoomError::BadParam {
-                        stream: def.name.clone(),
-                        message: format!("method {m} is not supported for reads (GET only)"),
-                    });
-                }
-            }
-            if let Some(sel) = params.get("record_selector").map(param_text) {
-                selector = sel;
-            }
-        }
+        let selector = selector_for(def, params)?;
         self.list(def, &path, &query, &def.category, &selector)
             .await
+    }
+
+    /// Whether an enrich of `stream` with these params gives one record (the whole body)
+    /// rather than a list: `zoom.request` with a `record_selector` gives a list.
+    pub fn single_record(stream: &str, params: &BTreeMap<String, Value>) -> bool {
+        catalog().get(stream).is_some_and(|d| {
+            selector_for(d, params)
+                .map(|s| s.trim() == "$")
+                .unwrap_or(false)
+        })
     }
 
     /// One record by its key (webhook triggers). "No data" codes give None.

@@ -18,9 +18,17 @@ pub(super) struct Listing {
     selector: String,
     token: Option<String>,
     seen: BTreeSet<String>,
+    /// Page tokens already followed: a server that hands one out again would loop forever.
+    tokens: BTreeSet<String>,
+    /// API pages requested so far (bounded by [`MAX_PAGES`]).
+    pages: u32,
     restarted: bool,
     finished: bool,
 }
+
+/// The most API pages one listing may take (3,000,000 records at Zoom's 300 a page): a
+/// server whose page tokens never run out ends with an error instead of running forever.
+pub(super) const MAX_PAGES: u32 = 10_000;
 
 impl Listing {
     pub(super) fn new(
@@ -38,6 +46,8 @@ impl Listing {
             selector,
             token: None,
             seen: BTreeSet::new(),
+            tokens: BTreeSet::new(),
+            pages: 0,
             restarted: false,
             finished: false,
         }
@@ -73,6 +83,16 @@ impl Listing {
         def: &'static StreamDef,
     ) -> Result<(Vec<Value>, usize), ZoomError> {
         let body = loop {
+            if self.pages >= MAX_PAGES {
+                self.finished = true;
+                return Err(ZoomError::Malformed {
+                    path: self.path.clone(),
+                    message: format!(
+                        "the listing did not end after {MAX_PAGES} pages; stopping (a server that never stops paging)"
+                    ),
+                });
+            }
+            self.pages = self.pages.saturating_add(1);
             let mut q = self.query.clone();
             if let Some(size) = def.page_size {
                 q.push(("page_size".into(), size.to_string()));
@@ -92,6 +112,8 @@ impl Listing {
                 }) if self.token.is_some() && !self.restarted && message.contains("page token") => {
                     self.restarted = true;
                     self.token = None;
+                    // Restarted from the first page: its tokens may legitimately come again.
+                    self.tokens.clear();
                 }
                 Err(e) => {
                     self.finished = true;
@@ -124,6 +146,18 @@ impl Listing {
             .and_then(Value::as_str)
             .filter(|t| !t.is_empty())
             .map(str::to_string);
+        if let Some(t) = &self.token {
+            if !self.tokens.insert(t.clone()) {
+                self.finished = true;
+                return Err(ZoomError::Malformed {
+                    path: self.path.clone(),
+                    message: format!(
+                        "next_page_token repeats a token already followed (after {} pages); stopping instead of reading the same pages forever",
+                        self.pages
+                    ),
+                });
+            }
+        }
         self.finished = self.token.is_none();
         Ok((records, skipped))
     }
@@ -299,12 +333,14 @@ impl ReadState {
         let Some(wdef) = &def.window else {
             let path = self.conn.fill_path(def, &def.path, &params)?;
             let query = self.conn.query_for(def, &params);
+            // `request` reads what its `record_selector` points at, as enrich does.
+            let selector = super::selector_for(def, &params)?;
             return Ok(Progress::Listing(Listing::new(
                 def,
                 path,
                 query,
                 &def.category,
-                def.selector.clone(),
+                selector,
             )));
         };
         let floor = (self.window.since)(partition);

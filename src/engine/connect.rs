@@ -5,6 +5,7 @@ use super::{FetchError, Matcher, Page, ReadSpec, Source, WriteOp, WriteOutcome, 
 use crate::clock::SharedClock;
 use crate::config::{self, ConnectionKind, Project};
 use crate::connectors::salesforce::{self as sf, SalesforceConnector, SalesforceSettings, SfAuth};
+use crate::connectors::tokens::StoreTokens;
 use crate::connectors::zoom::{self, ReadWindow, ZoomConnector, ZoomSettings};
 use crate::http::{HttpClient, Service};
 use crate::state::Store;
@@ -232,48 +233,6 @@ impl Connections {
                 tracing::warn!("could not save the Salesforce call log: {e}");
             }
         }
-    }
-}
-
-/// Zoom and Salesforce refresh tokens, encrypted in the state file.
-pub struct StoreTokens(pub Store);
-
-impl zoom::auth::TokenStore for StoreTokens {
-    fn get(&self, name: &str) -> Result<Option<zoom::auth::Secret>, zoom::auth::TokenStoreError> {
-        self.0
-            .token_get(name)
-            .map(|t| t.map(|t| zoom::auth::Secret::new(t.value)))
-            .map_err(|e| zoom::auth::TokenStoreError(e.to_string()))
-    }
-    fn put(
-        &self,
-        name: &str,
-        value: &zoom::auth::Secret,
-    ) -> Result<(), zoom::auth::TokenStoreError> {
-        self.0
-            .token_put(name, value.expose(), None)
-            .map_err(|e| zoom::auth::TokenStoreError(e.to_string()))
-    }
-}
-
-impl sf::auth::TokenStore for StoreTokens {
-    fn load_refresh_token(
-        &self,
-        key: &str,
-    ) -> Result<Option<sf::auth::Secret>, sf::auth::TokenStoreError> {
-        self.0
-            .token_get(key)
-            .map(|t| t.map(|t| sf::auth::Secret::new(t.value)))
-            .map_err(|e| sf::auth::TokenStoreError(e.to_string()))
-    }
-    fn save_refresh_token(
-        &self,
-        key: &str,
-        token: &sf::auth::Secret,
-    ) -> Result<(), sf::auth::TokenStoreError> {
-        self.0
-            .token_put(key, token.expose(), None)
-            .map_err(|e| sf::auth::TokenStoreError(e.to_string()))
     }
 }
 

@@ -338,44 +338,29 @@ pub fn holder_is_dead(holder: &str) -> bool {
     process_gone(p.pid)
 }
 
-#[cfg(unix)]
+/// Whether a process of this pid namespace has ended: its `/proc` entry is gone. Where there
+/// is no `/proc` (pid_namespace is then empty and this is never asked), nobody is presumed dead.
 fn process_gone(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: kill with signal 0 only checks whether the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
-}
-
-#[cfg(not(unix))]
-fn process_gone(_pid: u32) -> bool {
-    false
+    pid != 0
+        && std::path::Path::new("/proc/self").exists()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 fn hostname() -> String {
     static HOST: OnceLock<String> = OnceLock::new();
     HOST.get_or_init(|| {
-        #[cfg(unix)]
-        {
-            let mut buf = [0u8; 256];
-            // SAFETY: the buffer is valid for its length; the name is NUL-terminated or cut.
-            let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-            if r == 0 {
-                let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-                let name: String = String::from_utf8_lossy(&buf[..end])
-                    .chars()
-                    .filter(|c| *c != ':' && !c.is_control())
-                    .collect();
-                if !name.is_empty() {
-                    return name;
-                }
-            }
+        let name: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| *c != ':' && !c.is_control() && !c.is_whitespace())
+            .take(255)
+            .collect();
+        if name.is_empty() {
+            "localhost".to_string()
+        } else {
+            name
         }
-        "localhost".to_string()
     })
     .clone()
 }

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
 
+pub use crate::connectors::tokens::{MemoryTokenStore, TokenStore, TokenStoreError};
 pub use crate::secret::Secret;
 
 /// How the connector authenticates. `login_url` is the login host (production, sandbox or
@@ -54,44 +55,9 @@ impl SfAuth {
     }
 }
 
-/// Where refresh tokens live between runs (the engine backs it with the encrypted state
-/// store). `key` names the (login host, client id) pair.
-pub trait TokenStore: Send + Sync {
-    fn load_refresh_token(&self, key: &str) -> Result<Option<Secret>, TokenStoreError>;
-    fn save_refresh_token(&self, key: &str, token: &Secret) -> Result<(), TokenStoreError>;
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("token store: {0}")]
-pub struct TokenStoreError(pub String);
-
 /// The key a refresh token is stored under.
 pub fn token_key(login_url: &str, client_id: &str) -> String {
     format!("salesforce:{}:{client_id}", login_url.trim_end_matches('/'))
-}
-
-/// An in-memory [`TokenStore`] for tests and one-off runs.
-#[derive(Default)]
-pub struct MemoryTokenStore {
-    tokens: std::sync::Mutex<std::collections::HashMap<String, Secret>>,
-}
-
-impl TokenStore for MemoryTokenStore {
-    fn load_refresh_token(&self, key: &str) -> Result<Option<Secret>, TokenStoreError> {
-        Ok(self
-            .tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned())
-    }
-    fn save_refresh_token(&self, key: &str, token: &Secret) -> Result<(), TokenStoreError> {
-        self.tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.to_string(), token.clone());
-        Ok(())
-    }
 }
 
 /// What a token response gives the connector. Everything but `access_token` and
@@ -420,7 +386,7 @@ pub async fn authorize_interactively(
     })?;
     if let (Some(store), Some(rt)) = (store, &tokens.refresh_token) {
         store
-            .save_refresh_token(&token_key(login, &req.client_id), &Secret::new(rt.clone()))
+            .put(&token_key(login, &req.client_id), &Secret::new(rt.clone()))
             .map_err(|e| SfError::Config {
                 message: e.to_string(),
             })?;

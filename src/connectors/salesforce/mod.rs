@@ -312,14 +312,14 @@ impl SalesforceConnector {
             _ => None,
         };
         let stored = match (store, &key) {
-            (Some(s), Some(k)) => s.load_refresh_token(k).map_err(|e| SfError::Config {
+            (Some(s), Some(k)) => s.get(k).map_err(|e| SfError::Config {
                 message: e.to_string(),
             })?,
             _ => None,
         };
         let tokens = auth::fetch_token(http, clock, auth, stored.as_ref()).await?;
         if let (Some(s), Some(k), Some(rt)) = (store, &key, &tokens.refresh_token) {
-            s.save_refresh_token(k, &Secret::new(rt.clone()))
+            s.put(k, &Secret::new(rt.clone()))
                 .map_err(|e| SfError::Config {
                     message: e.to_string(),
                 })?;

@@ -6,6 +6,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
+pub use crate::connectors::tokens::{MemoryTokenStore, TokenStore, TokenStoreError};
 pub use crate::secret::Secret;
 
 /// How ferry authenticates to Zoom.
@@ -24,54 +25,6 @@ pub enum ZoomAuth {
         /// Used only when the token store holds none yet (e.g. right after `ferry auth zoom`).
         refresh_token: Option<Secret>,
     },
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("token store: {0}")]
-pub struct TokenStoreError(pub String);
-
-/// Durable storage for secrets that ferry obtains at run time (the lead implements it over the
-/// encrypted SQLite state). `put` must be durable when it returns: a rotated refresh token is
-/// stored before its access token is used, so a crash never loses the only valid token.
-pub trait TokenStore: Send + Sync {
-    fn get(&self, name: &str) -> Result<Option<Secret>, TokenStoreError>;
-    fn put(&self, name: &str, value: &Secret) -> Result<(), TokenStoreError>;
-}
-
-/// A token store in memory, for tests and one-shot commands.
-#[derive(Debug, Default)]
-pub struct MemoryTokenStore {
-    inner: std::sync::Mutex<std::collections::BTreeMap<String, Secret>>,
-    /// Every put, in order (tests check the store saw a token before it was used).
-    log: std::sync::Mutex<Vec<(String, Secret)>>,
-}
-
-impl MemoryTokenStore {
-    pub fn puts(&self) -> Vec<(String, Secret)> {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-impl TokenStore for MemoryTokenStore {
-    fn get(&self, name: &str) -> Result<Option<Secret>, TokenStoreError> {
-        Ok(self
-            .inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned())
-    }
-    fn put(&self, name: &str, value: &Secret) -> Result<(), TokenStoreError> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), value.clone());
-        self.log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((name.to_string(), value.clone()));
-        Ok(())
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -9,14 +9,13 @@ pub mod authorize;
 pub mod catalog;
 pub mod limits;
 mod read;
-pub mod store_tokens;
 pub mod webhook;
 
+pub use crate::connectors::tokens::StoreTokens;
 pub use auth::{MemoryTokenStore, Secret, TokenStore, TokenStoreError, ZoomAuth};
 pub use authorize::{AuthorizeError, AuthorizeSettings, PendingAuthorization};
 pub use catalog::{StreamDef, ZoomCatalog, catalog};
 pub use limits::{ZoomPlan, rate_limits};
-pub use store_tokens::StoreTokens;
 pub use webhook::{Event, WebhookError, url_validation_response, verify_webhook};
 
 use crate::http::{HttpClient, HttpError, Method, Request, Service};

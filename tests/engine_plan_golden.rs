@@ -33,7 +33,7 @@ async fn go(env: &Env, name: &str, mode: Mode, limit: Option<usize>) -> Pipeline
         store: &conns.store,
         source: &conns.zoom,
         matcher: &conns.salesforce,
-        writer: &conns.salesforce,
+        sink: &conns.salesforce,
         settings: &settings,
         now: env.clock.now(),
     };

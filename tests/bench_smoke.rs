@@ -128,7 +128,7 @@ async fn batches_of_pages_spend_fewer_calls_for_the_same_writes() {
             store: &conns.store,
             source: &conns.zoom,
             matcher: &conns.salesforce,
-            writer: &conns.salesforce,
+            sink: &conns.salesforce,
             settings: &settings,
             now: clock.now(),
         };

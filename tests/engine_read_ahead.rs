@@ -7,7 +7,8 @@ mod support;
 use chrono::{TimeZone, Utc};
 use ferry::clock::{ManualClock, SharedClock};
 use ferry::engine::{
-    Engine, FetchError, Mode, Page, ReadSpec, RunOptions, Source, WriteOp, WriteOutcome, Writer,
+    ConnectorError, Engine, FetchError, Mode, ObjectSink, Page, ReadSpec, RunOptions, Source,
+    WriteOp, WriteOutcome,
 };
 use futures::stream::BoxStream;
 use serde_json::{Map, Value};
@@ -36,12 +37,15 @@ struct Watched<'a> {
 
 #[async_trait::async_trait]
 impl Source for Watched<'_> {
+    fn kind(&self) -> &str {
+        self.inner.kind()
+    }
     fn read(
         &self,
         stream: &str,
         params: BTreeMap<String, Value>,
         window: ReadSpec,
-    ) -> BoxStream<'static, Result<Page, String>> {
+    ) -> BoxStream<'static, Result<Page, ConnectorError>> {
         self.inner.read(stream, params, window)
     }
     async fn fetch(
@@ -70,7 +74,7 @@ impl Source for Watched<'_> {
 /// The Salesforce writer, whose first write waits until reading ahead has settled and
 /// notes how many meetings had been enriched by then.
 struct Held<'a> {
-    inner: &'a dyn Writer,
+    inner: &'a dyn ObjectSink,
     enriched: Arc<Mutex<BTreeSet<String>>>,
     first: AtomicBool,
     during_first_write: Mutex<Option<usize>>,
@@ -83,13 +87,13 @@ impl Held<'_> {
 }
 
 #[async_trait::async_trait]
-impl Writer for Held<'_> {
+impl ObjectSink for Held<'_> {
     async fn write(
         &self,
         sobject: &str,
         op: WriteOp,
         records: Vec<Map<String, Value>>,
-    ) -> Result<Vec<WriteOutcome>, String> {
+    ) -> Result<Vec<WriteOutcome>, ConnectorError> {
         if !self.first.swap(true, Ordering::SeqCst) {
             // Wait for the count to stop moving (or for a generous while, so a missing
             // read-ahead fails the assertion below rather than hanging the test).
@@ -116,7 +120,7 @@ impl Writer for Held<'_> {
         field: &str,
         values: &[String],
         select: &[String],
-    ) -> Result<Vec<Map<String, Value>>, String> {
+    ) -> Result<Vec<Map<String, Value>>, ConnectorError> {
         self.inner.find(sobject, field, values, select).await
     }
     fn calls(&self) -> u64 {
@@ -148,7 +152,7 @@ async fn the_next_batch_is_enriched_while_one_is_written_and_no_further() {
         store: &conns.store,
         source: &source,
         matcher: &conns.salesforce,
-        writer: &writer,
+        sink: &writer,
         settings: &settings,
         now: env.clock.now(),
     };

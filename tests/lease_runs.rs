@@ -215,7 +215,7 @@ async fn a_run_whose_lease_is_taken_over_stops_without_moving_the_checkpoint() {
         store: &conns.store,
         source: &conns.zoom,
         matcher: &conns.salesforce,
-        writer: &conns.salesforce,
+        sink: &conns.salesforce,
         settings: &settings,
         now: env.clock.now(),
     };

@@ -128,7 +128,9 @@ fn on_this_thread(
         let g = testing::test_globals(p, settings);
         // Warm up (template compilation caches, allocator).
         for c in cases.iter().take(200) {
-            testing::produce_with(p, c.record.clone(), &c.lookups, &g).await?;
+            testing::produce_with(p, c.record.clone(), &c.lookups, &g)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         // The engine receives each record owned, as read; copies are made before the clock
         // starts, a block at a time so that they do not weigh on memory.
@@ -146,7 +148,9 @@ fn on_this_thread(
             k += block.len();
             let started = Instant::now();
             for (record, c) in block {
-                let out = testing::produce_with(p, record, &c.lookups, &g).await?;
+                let out = testing::produce_with(p, record, &c.lookups, &g)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 sink_records += out.iter().map(|(_, recs)| recs.len()).sum::<usize>();
             }
             elapsed += started.elapsed();

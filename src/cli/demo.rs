@@ -89,7 +89,7 @@ pub async fn run(_g: &Global, a: &DemoArgs) -> anyhow::Result<u8> {
         store: &conns.store,
         source: &conns.zoom,
         matcher: &conns.salesforce,
-        writer: &conns.salesforce,
+        sink: &conns.salesforce,
         settings: &settings,
         now,
     };

@@ -31,7 +31,7 @@ pub async fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
             store: &conns.store,
             source: &conns.zoom,
             matcher: &conns.salesforce,
-            writer: &conns.salesforce,
+            sink: &conns.salesforce,
             settings: &settings,
             now: clock.now(),
         };

@@ -374,7 +374,7 @@ impl Shared {
             store: &self.store,
             source: &conns.zoom,
             matcher: &conns.salesforce,
-            writer: &conns.salesforce,
+            sink: &conns.salesforce,
             settings: &settings,
             now: started,
         };

@@ -1,13 +1,14 @@
 //! From a loaded project to live connectors: one HTTP client (so rate limits and metrics are
 //! shared), the Zoom source, the Salesforce matcher and writer, tokens kept in the state file.
 
-use super::{FetchError, Matcher, Page, ReadSpec, Source, WriteOp, WriteOutcome, Writer};
+use super::error::{ConnectorError, ErrorKind};
+use super::{FetchError, Matcher, ObjectSink, Page, ReadSpec, Source, WriteOp, WriteOutcome};
 use crate::clock::SharedClock;
 use crate::config::{self, ConnectionKind, Project};
 use crate::connectors::salesforce::{self as sf, SalesforceConnector, SalesforceSettings, SfAuth};
 use crate::connectors::tokens::StoreTokens;
 use crate::connectors::zoom::{self, ReadWindow, ZoomConnector, ZoomSettings};
-use crate::http::{HttpClient, Service};
+use crate::http::{HttpClient, HttpError, Service};
 use crate::state::Store;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -252,12 +253,16 @@ fn stream_name(s: &str) -> &str {
 
 #[async_trait::async_trait]
 impl Source for ZoomSource {
+    fn kind(&self) -> &str {
+        "zoom"
+    }
+
     fn read(
         &self,
         stream: &str,
         params: BTreeMap<String, Value>,
         window: ReadSpec,
-    ) -> BoxStream<'static, Result<Page, String>> {
+    ) -> BoxStream<'static, Result<Page, ConnectorError>> {
         // Zoom serves reports and call history for the last six months only; a start
         // further back is answered with an error, so reads begin at that horizon.
         let horizon = window.until - chrono::Duration::days(ZOOM_HISTORY_DAYS);
@@ -281,7 +286,7 @@ impl Source for ZoomSource {
                     records: p.records,
                     cursor: p.cursor,
                 })
-                .map_err(|e| e.to_string())
+                .map_err(|e| zoom_error(&e))
             })
             .boxed()
     }
@@ -299,7 +304,7 @@ impl Source for ZoomSource {
             Ok(list) if single => Ok(list.into_iter().next().unwrap_or(Value::Null)),
             Ok(list) => Ok(Value::Array(list)),
             Err(zoom::ZoomError::NotFound { message, .. }) => Err(FetchError::NotFound(message)),
-            Err(e) => Err(FetchError::Failed(e.to_string())),
+            Err(e) => Err(FetchError::Failed(zoom_error(&e))),
         }
     }
 
@@ -320,7 +325,7 @@ impl Source for ZoomSource {
     }
 }
 
-/// The Salesforce connector as the engine's [`Matcher`] and [`Writer`].
+/// The Salesforce connector as the engine's [`Matcher`] and [`ObjectSink`].
 #[derive(Clone)]
 pub struct SalesforceSink {
     pub conn: Arc<SalesforceConnector>,
@@ -334,7 +339,7 @@ impl Matcher for SalesforceSink {
         sobject: &str,
         select: &[String],
         wheres: &[Map<String, Value>],
-    ) -> Result<Vec<Vec<Value>>, String> {
+    ) -> Result<Vec<Vec<Value>>, ConnectorError> {
         let ws: Vec<BTreeMap<String, Value>> = wheres
             .iter()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -342,18 +347,18 @@ impl Matcher for SalesforceSink {
         self.conn
             .match_rule(sobject, select, &ws)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| sf_error(&e))
     }
 }
 
 #[async_trait::async_trait]
-impl Writer for SalesforceSink {
+impl ObjectSink for SalesforceSink {
     async fn write(
         &self,
         sobject: &str,
         op: WriteOp,
         records: Vec<Map<String, Value>>,
-    ) -> Result<Vec<WriteOutcome>, String> {
+    ) -> Result<Vec<WriteOutcome>, ConnectorError> {
         let op = match op {
             WriteOp::Insert => sf::WriteOp::Insert,
             WriteOp::Update => sf::WriteOp::Update,
@@ -364,7 +369,7 @@ impl Writer for SalesforceSink {
             .conn
             .write(sobject, op, records)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| sf_error(&e))?;
         Ok(results
             .into_iter()
             .map(|r| WriteOutcome {
@@ -398,7 +403,7 @@ impl Writer for SalesforceSink {
         field: &str,
         values: &[String],
         select: &[String],
-    ) -> Result<Vec<Map<String, Value>>, String> {
+    ) -> Result<Vec<Map<String, Value>>, ConnectorError> {
         let mut fields: Vec<String> = select.to_vec();
         for must in ["Id", field] {
             if !fields.iter().any(|f| f.eq_ignore_ascii_case(must)) {
@@ -419,12 +424,7 @@ impl Writer for SalesforceSink {
                 "SELECT {} FROM {sobject} WHERE {field} IN ({list})",
                 fields.join(", ")
             );
-            for r in self
-                .conn
-                .query_all(&soql)
-                .await
-                .map_err(|e| e.to_string())?
-            {
+            for r in self.conn.query_all(&soql).await.map_err(|e| sf_error(&e))? {
                 if let Value::Object(mut m) = r {
                     m.remove("attributes");
                     out.push(m);
@@ -436,5 +436,92 @@ impl Writer for SalesforceSink {
 
     fn calls(&self) -> u64 {
         self.http.metrics().requests(Service::Salesforce)
+    }
+}
+
+/// Whether an HTTP failure may pass: the service unreachable, throttled, out of its
+/// allowance or failing for now.
+fn http_kind(e: &HttpError) -> ErrorKind {
+    match e {
+        HttpError::Malformed { .. } => ErrorKind::Fatal,
+        _ => ErrorKind::Retryable,
+    }
+}
+
+fn status_kind(status: u16) -> ErrorKind {
+    if status == 429 || status >= 500 {
+        ErrorKind::Retryable
+    } else {
+        ErrorKind::Fatal
+    }
+}
+
+/// A Zoom failure as the engine sees it, with the same message.
+fn zoom_error(e: &zoom::ZoomError) -> ConnectorError {
+    use zoom::ZoomError as Z;
+    use zoom::auth::AuthError as A;
+    let kind = match e {
+        Z::Http(h) | Z::Auth(A::Http(h)) => http_kind(h),
+        Z::Api { status, .. } | Z::Auth(A::Status { status }) => status_kind(*status),
+        _ => ErrorKind::Fatal,
+    };
+    ConnectorError {
+        kind,
+        message: e.to_string(),
+    }
+}
+
+/// A Salesforce failure as the engine sees it, with the same message.
+fn sf_error(e: &sf::SfError) -> ConnectorError {
+    use sf::SfError as S;
+    let kind = match e {
+        // The allowance frees up as the 24-hour window rolls.
+        S::BudgetExhausted { .. } | S::RequestLimitExceeded { .. } => ErrorKind::Retryable,
+        S::Api { status, .. } => status_kind(*status),
+        S::Http(h) => http_kind(h),
+        _ => ErrorKind::Fatal,
+    };
+    ConnectorError {
+        kind,
+        message: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod error_kind_tests {
+    use super::*;
+
+    #[test]
+    fn throttling_outages_and_budgets_are_retryable_and_credentials_are_not() {
+        let gave_up = HttpError::GaveUp {
+            attempts: 5,
+            last: "HTTP 503".into(),
+        };
+        let z = zoom_error(&zoom::ZoomError::Http(gave_up));
+        assert_eq!(z.kind, ErrorKind::Retryable);
+        assert_eq!(z.message, "gave up after 5 attempts: HTTP 503");
+        let z = zoom_error(&zoom::ZoomError::Api {
+            status: 400,
+            code: Some(300),
+            message: "bad".into(),
+            path: "/x".into(),
+            tracking_id: None,
+        });
+        assert_eq!(z.kind, ErrorKind::Fatal);
+        let s = sf_error(&sf::SfError::RequestLimitExceeded {
+            message: "TotalRequests".into(),
+        });
+        assert_eq!(s.kind, ErrorKind::Retryable);
+        let s = sf_error(&sf::SfError::Auth {
+            message: "invalid_grant".into(),
+        });
+        assert_eq!(s.kind, ErrorKind::Fatal);
+        assert_eq!(s.message, "Salesforce authentication failed: invalid_grant");
+        let s = sf_error(&sf::SfError::Api {
+            status: 503,
+            code: "SERVER_UNAVAILABLE".into(),
+            message: "down".into(),
+        });
+        assert_eq!(s.kind, ErrorKind::Retryable);
     }
 }

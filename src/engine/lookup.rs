@@ -2,6 +2,7 @@
 //! call to the [`Matcher`] (one SOQL query with `IN (...)`, split only where SOQL's length
 //! limit forces it) over every key still unmatched, never one query per person.
 
+use super::error::ConnectorError;
 use super::render::{self, Globals, RecordState, RenderError};
 use crate::config::{Lookup, Pipeline};
 use serde_json::{Map, Value};
@@ -17,7 +18,7 @@ pub trait Matcher: Send + Sync {
         sobject: &str,
         select: &[String],
         wheres: &[Map<String, Value>],
-    ) -> Result<Vec<Vec<Value>>, String>;
+    ) -> Result<Vec<Vec<Value>>, ConnectorError>;
 }
 
 /// Cached rule results, so a person seen often costs one query per `cache` period.
@@ -53,11 +54,11 @@ pub struct LookupNotes {
 pub enum LookupError {
     #[error(transparent)]
     Render(#[from] RenderError),
-    #[error("lookup `{lookup}` ({sobject}): {message}")]
+    #[error("lookup `{lookup}` ({sobject}): {error}")]
     Query {
         lookup: String,
         sobject: String,
-        message: String,
+        error: ConnectorError,
     },
 }
 
@@ -225,10 +226,10 @@ async fn resolve_one(
                     let results = matcher
                         .match_rule(&rule.sobject, &rule.select, &wheres)
                         .await
-                        .map_err(|message| LookupError::Query {
+                        .map_err(|error| LookupError::Query {
                             lookup: name.clone(),
                             sobject: rule.sobject.clone(),
-                            message,
+                            error,
                         })?;
                     let mut fresh = Vec::new();
                     for ((k, _), recs) in missing.iter().zip(results) {

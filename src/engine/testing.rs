@@ -2,11 +2,23 @@
 //! enrichments), canned lookup results keyed by match value, and the records each sink must
 //! produce (a subset match per record; `[]` means none). No network, milliseconds each.
 
-use super::lookup::{self, LookupNotes, LookupSource};
-use super::render::{self, Globals, RecordState, SinkDecision};
+use super::lookup::{self, LookupError, LookupNotes, LookupSource};
+use super::render::{self, Globals, RecordState, RenderError, SinkDecision};
 use crate::config::{Pipeline, PipelineTest};
+use crate::template::TemplateError;
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
+
+/// Why a test's record could not be rendered (a test failure, not a mismatch).
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error("source.where: {0}")]
+    Where(TemplateError),
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+}
 
 /// The outcome of one pipeline test.
 #[derive(Debug, Clone)]
@@ -33,7 +45,7 @@ pub async fn run_test(p: &Pipeline, t: &PipelineTest, settings: &Value) -> TestO
     let produced = match produce(p, t, settings).await {
         Ok(v) => v,
         Err(e) => {
-            out.failures.push(e);
+            out.failures.push(e.to_string());
             return out;
         }
     };
@@ -56,7 +68,7 @@ pub async fn produce(
     p: &Pipeline,
     t: &PipelineTest,
     settings: &Value,
-) -> Result<Vec<(String, Vec<Map<String, Value>>)>, String> {
+) -> Result<Vec<(String, Vec<Map<String, Value>>)>, ProduceError> {
     let g = test_globals(p, settings);
     produce_with(p, t.record.clone(), &t.lookups, &g).await
 }
@@ -72,12 +84,12 @@ pub async fn produce_with(
     record: Value,
     canned: &Map<String, Value>,
     g: &Globals,
-) -> Result<Vec<(String, Vec<Map<String, Value>>)>, String> {
+) -> Result<Vec<(String, Vec<Map<String, Value>>)>, ProduceError> {
     let mut states = vec![RecordState::new(record)];
     if let Some(w) = &p.source.where_ {
         let keep = w
             .truthy(&states[0].scope(g, None))
-            .map_err(|e| format!("source.where: {e}"))?;
+            .map_err(ProduceError::Where)?;
         if !keep {
             return Ok(p
                 .sinks
@@ -96,13 +108,12 @@ pub async fn produce_with(
         &mut notes,
         &mut queries,
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let st = &mut states[0];
-    render::eval_vars(p, st, g).map_err(|e| e.to_string())?;
+    render::eval_vars(p, st, g)?;
     let mut out = Vec::new();
     for (si, sink) in p.sinks.iter().enumerate() {
-        let decision = render::render_sink(sink, st, g).map_err(|e| e.to_string())?;
+        let decision = render::render_sink(sink, st, g)?;
         let writes = match decision {
             SinkDecision::Skipped { .. } => Vec::new(),
             SinkDecision::Writes(w) => w,

@@ -62,7 +62,7 @@ impl Env {
             store: &conns.store,
             source: &conns.zoom,
             matcher: &conns.salesforce,
-            writer: &conns.salesforce,
+            sink: &conns.salesforce,
             settings: &settings,
             now: self.clock.now(),
         };

@@ -1,0 +1,76 @@
+//! The stages, in the order a record walks them:
+//!
+//! - [`feed`]: pages of the source, `--record`/`--limit`, `where`; gathered into batches
+//! - [`enrich`]: each record's child reads (run ahead of the batch, `enrich_concurrency`
+//!   at a time)
+//! - [`lookup`]: match rules, one query per rule per batch
+//! - [`render`]: `vars`, then each sink's templates into write intents
+//! - [`write`]: per sink, decides create / update / unchanged from the ledger and the
+//!   sink's current records, then hands the writes to the [`Ending`]
+//! - [`commit`]: ledger rows, dead letters and checkpoints of the batch, together
+//!
+//! A stage reads the run ([`Cx`]) and changes the [`Batch`]; none knows whether it is a
+//! run or a plan.
+
+pub mod commit;
+pub mod enrich;
+pub mod feed;
+pub mod lookup;
+pub mod render;
+pub mod write;
+
+use super::report::PipelineReport;
+use super::{Batch, Cx, Ending, StageError};
+use crate::state::NewDeadLetter;
+
+/// Lookups, vars, sinks and writes of a batch of enriched records. Every record's report
+/// is added to `report`, unless the batch stopped before its writes were known.
+pub async fn process(
+    cx: &Cx<'_>,
+    batch: &mut Batch,
+    ending: &mut dyn Ending,
+    report: &mut PipelineReport,
+) -> Result<(), StageError> {
+    report.records_read += batch.len() as u64;
+    if batch.is_empty() {
+        return Ok(());
+    }
+    lookup::resolve(cx, batch).await?;
+    render::vars(cx, batch).await;
+    let mut stop = None;
+    // Sinks in order; later sinks see what earlier ones wrote.
+    for sink in &cx.p.sinks {
+        let intents = render::sink_intents(cx, sink, batch).await;
+        stop = write::write(cx, sink, intents, batch, ending).await?;
+        if stop.is_some() {
+            break;
+        }
+    }
+    finish(batch, ending, report, cx.opts.detail);
+    match stop {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Records that failed before their writes go to dead letters with the reason; every
+/// record's report joins the run's.
+fn finish(batch: &mut Batch, ending: &mut dyn Ending, report: &mut PipelineReport, detail: bool) {
+    let reports = std::mem::take(&mut batch.reports);
+    for (i, mut r) in reports.into_iter().enumerate() {
+        if let Some(err) = &batch.failed[i] {
+            let msg = err.to_string();
+            ending.dead_letter(
+                &mut batch.commit,
+                NewDeadLetter {
+                    sink: String::new(),
+                    key: r.source.key.clone(),
+                    payload: batch.states[i].record.clone(),
+                    error: msg.clone(),
+                },
+            );
+            r.errors.push(msg);
+        }
+        report.push(r, detail);
+    }
+}

@@ -111,6 +111,40 @@ impl<'a> PipelineResolver<'a> {
         &mut self.diags.problems[n]
     }
 
+    /// A `for_each` written as a literal must be a list (or null, no items); only a template
+    /// may give a single value. `for_each: 42` or `for_each: participants` (a word without
+    /// `{{ }}`) is a mistake that would otherwise run once with that value as the item.
+    fn for_each_is_a_list(&mut self, f: &At<AnyValue>) -> bool {
+        let what = match &f.value {
+            Value::Array(_) | Value::Null => return true,
+            Value::String(s) if is_template(s) => return true,
+            Value::String(_) => "a text without `{{ }}`",
+            Value::Number(_) => "a number",
+            Value::Bool(_) => "a boolean",
+            Value::Object(_) => "a mapping",
+        };
+        let p = self.problem(
+            "ferry::for_each_not_list",
+            f.pos,
+            format!("`for_each` must be a list or a template that gives one; this is {what}"),
+        );
+        p.label = Some("not a list".into());
+        p.help = Some(match &f.value {
+            Value::String(s) => {
+                let s = s.trim();
+                let rooted = ROOT_NAMES.iter().any(|r| s.starts_with(&format!("{r}.")));
+                let path = if rooted {
+                    s.to_string()
+                } else {
+                    format!("record.{s}")
+                };
+                format!("did you mean `\"{{{{ {path} }}}}\"`?")
+            }
+            _ => "write a template like `\"{{ record.participants }}\"` or a list `[a, b]`".into(),
+        });
+        false
+    }
+
     fn errors(&self) -> usize {
         self.diags.errors().count()
     }
@@ -687,9 +721,13 @@ impl<'a> PipelineResolver<'a> {
             upto: i,
             item: false,
         };
-        let for_each = l.for_each.as_ref().and_then(|f| self.expr(f, base));
+        let for_each = l
+            .for_each
+            .as_ref()
+            .filter(|f| self.for_each_is_a_list(f))
+            .and_then(|f| self.expr(f, base));
         let item_scope = Scope {
-            item: for_each.is_some(),
+            item: l.for_each.is_some(),
             ..base
         };
         self.item_sample = match &for_each {
@@ -804,9 +842,13 @@ impl<'a> PipelineResolver<'a> {
             e
         };
         let when = s.when.as_ref().and_then(|w| compile(self, w, base));
-        let for_each = s.for_each.as_ref().and_then(|f| compile(self, f, base));
+        let for_each = s
+            .for_each
+            .as_ref()
+            .filter(|f| self.for_each_is_a_list(f))
+            .and_then(|f| compile(self, f, base));
         let item_scope = Scope {
-            item: for_each.is_some(),
+            item: s.for_each.is_some(),
             ..base
         };
         self.item_sample = match &for_each {

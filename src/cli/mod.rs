@@ -154,7 +154,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Demo(a) => demo::run(g, a).await,
         Command::Sandbox(a) => demo::sandbox(g, a).await,
         Command::Schema(a) => schema::run(g, a).await,
-        Command::Help { topic } => Ok(help(&topic)),
+        Command::Help { topic } => Ok(help(topic)),
         Command::HelpTopic { topic } => Ok(help(std::slice::from_ref(topic))),
     }
 }

@@ -70,3 +70,32 @@ fn a_wrong_expectation_fails_with_a_readable_diff() {
     assert!(out.contains(r#"produced: "Zoom: Demo""#), "{out}");
     assert!(out.contains("2 passed, 1 failed"), "{out}");
 }
+
+#[test]
+fn help_filters_lists_every_filter_with_an_example() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["help", "filters"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for f in ferry::template::FILTERS.iter().filter(|f| f.is_ferry()) {
+        assert!(text.contains(f.usage), "{} missing:\n{text}", f.name);
+    }
+    assert!(
+        text.contains("{{ record.start_time | zoom_datetime }}"),
+        "{text}"
+    );
+    // `ferry help <command>` still shows that command's help.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["help", "validate"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: ferry validate"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["help", "nonsense"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

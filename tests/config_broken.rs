@@ -114,3 +114,21 @@ fn json_output_lists_problems_for_editors() {
     assert_eq!(problems[0]["help"], "did you mean `source`?");
     assert_eq!(problems[1]["line"], 8);
 }
+
+#[test]
+fn secrets_written_inline_never_reach_a_diagnostic() {
+    let config = std::path::Path::new("tests/broken/projects/inline_secrets_masked/ferry.yaml");
+    let out = render(config, &[]);
+    assert!(out.contains("is written inline"), "{out}");
+    assert!(out.contains("wrong_kind_option"), "{out}");
+    for secret in [
+        "s3cr3t-zoom",
+        "whsec-plain-123",
+        "BEGIN PRIVATE KEY",
+        "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC",
+    ] {
+        assert!(!out.contains(secret), "{secret} shown:\n{out}");
+    }
+    // What is not a secret is still quoted as written.
+    assert!(out.contains("client_id: cid"), "{out}");
+}

@@ -356,8 +356,52 @@ fn filter_help_documents_every_filter() {
         "unique",
         "sha256",
         "json",
+        "zoom_datetime",
         "omit",
     ] {
-        assert!(ferry::template::FILTER_HELP.contains(f), "{f} undocumented");
+        assert!(
+            ferry::template::filter_help().contains(f),
+            "{f} undocumented"
+        );
     }
+}
+
+#[test]
+fn zoom_datetime_gives_zooms_start_time_format_in_utc() {
+    let cases = [
+        (json!("2026-03-15T14:00:00Z"), "2026-03-15T14:00:00Z"),
+        (json!("2026-03-15T09:00:00-05:00"), "2026-03-15T14:00:00Z"),
+        // Zoom's format has whole seconds: fractions are cut, not rounded into the next one.
+        (
+            json!("2026-03-15T15:00:59.999+01:00"),
+            "2026-03-15T14:00:59Z",
+        ),
+        (json!("2026-03-15 14:00:00"), "2026-03-15T14:00:00Z"),
+        (json!("2026-03-15"), "2026-03-15T00:00:00Z"),
+        (json!(1773583200), "2026-03-15T14:00:00Z"),
+        (json!(1773583200123_i64), "2026-03-15T14:00:00Z"),
+    ];
+    let t = Template::compile("{{ record.t | zoom_datetime }}").unwrap();
+    // The native evaluator computes it: the same answer as minijinja, without it.
+    assert!(t.is_native());
+    for (input, want) in cases {
+        let record = json!({ "t": input });
+        assert_eq!(
+            ok("{{ record.t | zoom_datetime }}", record.clone()),
+            json!(want),
+            "{input}"
+        );
+        let scope = json!({ "record": record });
+        let (direct0, slow0) = ferry::template::evaluation_counts();
+        assert_eq!(t.eval(&scope).unwrap(), json!(want), "native, {input}");
+        let (direct1, slow1) = ferry::template::evaluation_counts();
+        assert_eq!((direct1 - direct0, slow1 - slow0), (1, 0), "{input}");
+    }
+    assert_eq!(
+        ok("{{ record.t | zoom_datetime }}", json!({ "t": null })),
+        J::Null
+    );
+    assert_eq!(ok("{{ record.t | zoom_datetime }}", json!({})), J::Null);
+    let e = eval("{{ record.t | zoom_datetime }}", json!({ "t": "soon" })).unwrap_err();
+    assert!(e.contains("zoom_datetime") && e.contains("soon"), "{e}");
 }

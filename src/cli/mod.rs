@@ -28,6 +28,7 @@ pub const EXIT_INVALID: u8 = 2;
 #[command(
     name = "ferry",
     version,
+    disable_help_subcommand = true,
     about = "Keep Salesforce in step with Zoom, declaratively",
     long_about = "ferry reads Zoom (REST endpoints and webhooks), matches people to Salesforce \
 records and writes Salesforce objects, incrementally, as the pipelines in pipelines/*.yaml describe."
@@ -100,7 +101,10 @@ pub enum Command {
     Sandbox(demo::SandboxArgs),
     /// Print the JSON Schema of ferry.yaml and pipeline files
     Schema(schema::SchemaArgs),
-    /// Long-form help topics (`ferry help-topic filters`)
+    /// Help on a command (`ferry help plan`) or a topic (`ferry help filters`: every
+    /// template filter with an example)
+    Help { topic: Vec<String> },
+    /// Long-form help topics (the older spelling of `ferry help filters`)
     #[command(name = "help-topic", hide = true)]
     HelpTopic { topic: String },
 }
@@ -155,13 +159,34 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         #[cfg(feature = "sandbox")]
         Command::Sandbox(a) => demo::sandbox(g, a).await,
         Command::Schema(a) => schema::run(g, a).await,
-        Command::HelpTopic { topic } if topic == "filters" => {
-            print!("{}", crate::template::FILTER_HELP);
-            Ok(EXIT_OK)
+        Command::Help { topic } => Ok(help(topic)),
+        Command::HelpTopic { topic } => Ok(help(std::slice::from_ref(topic))),
+    }
+}
+
+/// `ferry help [COMMAND...|filters]`: a command's help, or a help topic.
+fn help(topic: &[String]) -> u8 {
+    if let [t] = topic
+        && t == "filters"
+    {
+        print!("{}", crate::template::filter_help());
+        return EXIT_OK;
+    }
+    // The command's own `--help`, as clap prints it.
+    let args = std::iter::once("ferry")
+        .chain(topic.iter().map(String::as_str))
+        .chain(std::iter::once("--help"));
+    match Cli::try_parse_from(args) {
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+            let _ = e.print();
+            EXIT_OK
         }
-        Command::HelpTopic { topic } => {
-            println!("no help topic named `{topic}`");
-            Ok(EXIT_INVALID)
+        _ => {
+            eprintln!(
+                "no command or help topic named `{}` (topics: filters)",
+                topic.join(" ")
+            );
+            EXIT_INVALID
         }
     }
 }

@@ -14,14 +14,19 @@ pub struct SourceFile {
     pub display: String,
     pub path: PathBuf,
     pub text: Arc<str>,
+    /// The text as diagnostics quote it: secrets written inline replaced by `*`, byte for
+    /// byte, so offsets into `text` hold in it.
+    pub shown: Arc<str>,
 }
 
 impl SourceFile {
     pub fn new(path: &Path, display: String, text: String) -> Self {
+        let shown = mask_secrets(&text);
         SourceFile {
             display,
             path: path.to_path_buf(),
             text: text.into(),
+            shown: shown.into(),
         }
     }
 
@@ -69,11 +74,139 @@ impl SourceFile {
     }
 }
 
+/// Keys whose values are secrets wherever they appear in ferry's files.
+pub const SECRET_KEYS: &[&str] = &[
+    "client_secret",
+    "private_key",
+    "refresh_token",
+    "webhook_secret",
+    "api_token",
+    "password",
+    "secret",
+    "token",
+    "access_token",
+];
+
+/// `text` with the value of every secret key written inline replaced by `*` (one per byte,
+/// so every offset stays valid): block (`key: value`, `key: |` and the lines under it) and
+/// flow (`{ key: value, ... }`) mappings alike. References (`${ENV}`, `${file:...}`) are
+/// kept: they name where a secret is, not the secret.
+pub fn mask_secrets(text: &str) -> String {
+    let mut out = text.as_bytes().to_vec();
+    let mut offset = 0;
+    // Indentation of a `key: |` block whose lines are being masked.
+    let mut block: Option<usize> = None;
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let trimmed = body.trim_start();
+        let indent = body.len() - trimmed.len();
+        if let Some(parent) = block {
+            if trimmed.is_empty() || indent > parent {
+                mask(&mut out, offset + indent, offset + body.len());
+                offset += line.len();
+                continue;
+            }
+            block = None;
+        }
+        for (start, end, is_block) in secret_values(body) {
+            if is_block {
+                block = Some(indent);
+            } else {
+                mask(&mut out, offset + start, offset + end);
+            }
+        }
+        offset += line.len();
+    }
+    // Only ASCII `*` replaced whole UTF-8 sequences, so the bytes are still UTF-8.
+    String::from_utf8(out).unwrap_or_else(|_| text.to_string())
+}
+
+fn mask(out: &mut [u8], start: usize, end: usize) {
+    for b in out.iter_mut().take(end).skip(start) {
+        *b = b'*';
+    }
+}
+
+/// Byte ranges of the secret values on one line, and whether a value is a block scalar
+/// (`|`, `>`) that continues on the lines below.
+fn secret_values(line: &str) -> Vec<(usize, usize, bool)> {
+    let mut found = Vec::new();
+    let bytes = line.as_bytes();
+    for key in SECRET_KEYS {
+        let mut from = 0;
+        while let Some(i) = line[from..].find(key) {
+            let at = from + i;
+            from = at + key.len();
+            let before_ok =
+                at == 0 || matches!(bytes[at - 1], b' ' | b'{' | b',' | b'-' | b'"' | b'\'');
+            let after = line[from..].trim_start_matches(['"', '\'']);
+            let Some(value) = after.strip_prefix(':') else {
+                continue;
+            };
+            if !before_ok {
+                continue;
+            }
+            let value_start = line.len() - value.len();
+            let lead = value.len() - value.trim_start().len();
+            let start = value_start + lead;
+            let flow = line[..at].contains('{');
+            let rest = &line[start..];
+            let mut end = start;
+            let mut quote: Option<char> = None;
+            for (j, c) in rest.char_indices() {
+                match quote {
+                    Some(q) if c == q => quote = None,
+                    Some(_) => {}
+                    None if j == 0 && (c == '"' || c == '\'') => quote = Some(c),
+                    None if flow && (c == ',' || c == '}') => break,
+                    None if c == '#' && rest[..j].ends_with(' ') => break,
+                    None => {}
+                }
+                end = start + j + c.len_utf8();
+            }
+            let value = line[start..end].trim_end();
+            let end = start + value.len();
+            let unquoted = value.trim_matches(['"', '\'']);
+            if unquoted.is_empty() || unquoted.starts_with("${") {
+                continue;
+            }
+            if matches!(unquoted.chars().next(), Some('|' | '>')) && !flow {
+                found.push((start, end, true));
+                continue;
+            }
+            found.push((start, end, false));
+        }
+    }
+    found
+}
+
 pub(crate) fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     while i > 0 && !s.is_char_boundary(i) {
         i -= 1;
     }
     i
+}
+
+#[cfg(test)]
+mod mask_tests {
+    use super::mask_secrets;
+
+    #[test]
+    fn inline_secrets_are_masked_and_references_kept() {
+        let text = "auth:\n  client_id: cid\n  client_secret: \"s3cr3t\" # note\n  refresh_token: ${TOKEN}\n\
+                    x: { client_secret: abc, a: b }\n  private_key: |\n    -----BEGIN-----\n    QUJD\n  after: 1\n\
+                    my_secret_name: shown\n";
+        let m = mask_secrets(text);
+        assert_eq!(m.len(), text.len());
+        for secret in ["s3cr3t", "abc", "BEGIN", "QUJD"] {
+            assert!(!m.contains(secret), "{secret} shown:\n{m}");
+        }
+        for kept in ["cid", "${TOKEN}", "# note", "a: b", "after: 1", "shown"] {
+            assert!(m.contains(kept), "{kept} hidden:\n{m}");
+        }
+        assert!(m.contains("client_secret: ********"), "{m}");
+        assert_eq!(m.lines().count(), text.lines().count());
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -169,7 +302,7 @@ impl Problem {
             len,
             label: None,
             help: None,
-            source: Some(NamedSource::new(file.display.clone(), file.text.clone())),
+            source: Some(NamedSource::new(file.display.clone(), file.shown.clone())),
         }
     }
 

@@ -9,73 +9,14 @@ use super::events::{KNOWN_EVENTS, is_known_event};
 use super::ferry_file::content_offset;
 use super::model::*;
 use super::spec::*;
-use crate::template::{ROOT_NAMES, Template, TemplateErrorKind, from_json, is_template};
+use crate::template::names::{FilterUse, NameUse, Uses};
+use crate::template::{FILTERS, ROOT_NAMES, Template, from_json, is_template};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Global functions minijinja provides; a template may call them without declaring them.
 const BUILTIN_FUNCTIONS: &[&str] = &["range", "dict", "namespace", "debug", "cycler", "joiner"];
-
-/// Filter names offered in "did you mean" hints: minijinja's own and ferry's documented ones.
-const KNOWN_FILTERS: &[&str] = &[
-    "abs",
-    "attr",
-    "batch",
-    "bool",
-    "capitalize",
-    "chain",
-    "count",
-    "d",
-    "default",
-    "dictsort",
-    "e",
-    "escape",
-    "first",
-    "float",
-    "format",
-    "groupby",
-    "indent",
-    "int",
-    "items",
-    "join",
-    "last",
-    "length",
-    "lines",
-    "list",
-    "lower",
-    "map",
-    "max",
-    "min",
-    "pprint",
-    "reject",
-    "rejectattr",
-    "replace",
-    "reverse",
-    "round",
-    "safe",
-    "select",
-    "selectattr",
-    "slice",
-    "sort",
-    "split",
-    "string",
-    "sum",
-    "title",
-    "tojson",
-    "trim",
-    "unique",
-    "upper",
-    "urlencode",
-    "zip",
-    "sf_datetime",
-    "sf_date",
-    "email_domain",
-    "truncate",
-    "minutes",
-    "sha256",
-    "json",
-];
 
 /// What the rest of ferry.yaml tells a pipeline.
 pub(crate) struct ConfigFacts<'a> {
@@ -168,6 +109,40 @@ impl<'a> PipelineResolver<'a> {
             .push(Problem::at_pos(self.file, code, pos, message));
         let n = self.diags.problems.len() - 1;
         &mut self.diags.problems[n]
+    }
+
+    /// A `for_each` written as a literal must be a list (or null, no items); only a template
+    /// may give a single value. `for_each: 42` or `for_each: participants` (a word without
+    /// `{{ }}`) is a mistake that would otherwise run once with that value as the item.
+    fn for_each_is_a_list(&mut self, f: &At<AnyValue>) -> bool {
+        let what = match &f.value {
+            Value::Array(_) | Value::Null => return true,
+            Value::String(s) if is_template(s) => return true,
+            Value::String(_) => "a text without `{{ }}`",
+            Value::Number(_) => "a number",
+            Value::Bool(_) => "a boolean",
+            Value::Object(_) => "a mapping",
+        };
+        let p = self.problem(
+            "ferry::for_each_not_list",
+            f.pos,
+            format!("`for_each` must be a list or a template that gives one; this is {what}"),
+        );
+        p.label = Some("not a list".into());
+        p.help = Some(match &f.value {
+            Value::String(s) => {
+                let s = s.trim();
+                let rooted = ROOT_NAMES.iter().any(|r| s.starts_with(&format!("{r}.")));
+                let path = if rooted {
+                    s.to_string()
+                } else {
+                    format!("record.{s}")
+                };
+                format!("did you mean `\"{{{{ {path} }}}}\"`?")
+            }
+            _ => "write a template like `\"{{ record.participants }}\"` or a list `[a, b]`".into(),
+        });
+        false
     }
 
     fn errors(&self) -> usize {
@@ -746,9 +721,13 @@ impl<'a> PipelineResolver<'a> {
             upto: i,
             item: false,
         };
-        let for_each = l.for_each.as_ref().and_then(|f| self.expr(f, base));
+        let for_each = l
+            .for_each
+            .as_ref()
+            .filter(|f| self.for_each_is_a_list(f))
+            .and_then(|f| self.expr(f, base));
         let item_scope = Scope {
-            item: for_each.is_some(),
+            item: l.for_each.is_some(),
             ..base
         };
         self.item_sample = match &for_each {
@@ -863,9 +842,13 @@ impl<'a> PipelineResolver<'a> {
             e
         };
         let when = s.when.as_ref().and_then(|w| compile(self, w, base));
-        let for_each = s.for_each.as_ref().and_then(|f| compile(self, f, base));
+        let for_each = s
+            .for_each
+            .as_ref()
+            .filter(|f| self.for_each_is_a_list(f))
+            .and_then(|f| compile(self, f, base));
         let item_scope = Scope {
-            item: for_each.is_some(),
+            item: s.for_each.is_some(),
             ..base
         };
         self.item_sample = match &for_each {
@@ -1131,14 +1114,14 @@ impl<'a> PipelineResolver<'a> {
                 let range = e.range.clone().unwrap_or(0..src.len());
                 let start = self.anchor(v.pos, &src, range.start);
                 let end = self.anchor(v.pos, &src, range.end.max(range.start));
-                let message = e.message.clone();
+                let message = e.detail.clone().unwrap_or_else(|| e.message.clone());
                 self.diags.push(
                     Problem::at(
                         self.file,
                         "ferry::template_syntax",
                         start,
                         end.saturating_sub(start).max(1),
-                        format!("template syntax: {}", clean_jinja(&message)),
+                        format!("template syntax: {}", message.trim()),
                     )
                     .label("here")
                     .help("templates use minijinja (Jinja2) syntax: `{{ record.field }}`, `{% if ... %}`"),
@@ -1147,9 +1130,10 @@ impl<'a> PipelineResolver<'a> {
             }
         };
         let before = self.errors();
-        self.check_names(&t, v.pos, &src, scope);
+        let uses = crate::template::names::uses(&src).unwrap_or_default();
+        self.check_names(&uses, v.pos, &src, scope);
         if self.errors() == before {
-            self.check_render(&t, v.pos, &src, scope);
+            self.check_filters(&uses.filters, v.pos, &src);
         }
         if self.errors() > before {
             return None;
@@ -1175,36 +1159,25 @@ impl<'a> PipelineResolver<'a> {
         }
     }
 
-    fn name_span(&self, pos: Pos, src: &str, needle: &str, fallback: &str) -> (usize, usize) {
-        let found = find_word(src, needle)
-            .map(|i| (i, needle.len()))
-            .or_else(|| find_word(src, fallback).map(|i| (i, fallback.len())));
-        match found {
-            Some((i, n)) => {
-                let s = self.anchor(pos, src, i);
-                (s, n)
-            }
-            None => (
-                content_offset(self.file, pos),
-                src.lines().next().map_or(1, str::len),
-            ),
-        }
+    /// The file range of a byte range inside a scalar's template source.
+    fn span_in(&self, pos: Pos, src: &str, r: &std::ops::Range<usize>) -> (usize, usize) {
+        let start = self.anchor(pos, src, r.start);
+        let end = self.anchor(pos, src, r.end.max(r.start));
+        (start, end.saturating_sub(start).max(1))
     }
 
-    fn check_names(&mut self, t: &Template, pos: Pos, src: &str, scope: Scope) {
-        for path in t.undeclared_variables() {
-            let segs: Vec<&str> = path.split('.').collect();
-            let root = segs[0];
-            let second = segs.get(1).copied();
-            let two = second
-                .map(|s| format!("{root}.{s}"))
-                .unwrap_or_else(|| root.to_string());
+    fn check_names(&mut self, uses: &Uses, pos: Pos, src: &str, scope: Scope) {
+        for NameUse { path, span } in &uses.names {
+            let Some(root) = path.first().map(String::as_str) else {
+                continue;
+            };
+            let second = path.get(1).map(String::as_str);
             let report = |this: &mut Self,
                           code: &'static str,
                           msg: String,
                           label: &str,
                           help: Option<String>| {
-                let (off, len) = this.name_span(pos, src, &two, root);
+                let (off, len) = this.span_in(pos, src, span);
                 this.diags.push(
                     Problem::at(this.file, code, off, len, msg)
                         .label(label)
@@ -1242,7 +1215,7 @@ impl<'a> PipelineResolver<'a> {
                 }
                 "lookups" | "vars" | "sinks" => {
                     let Some(name) = second else { continue };
-                    self.check_section_ref(root, name, scope, &two, pos, src);
+                    self.check_section_ref(root, name, scope, span, pos, src);
                 }
                 "record" => {
                     let Some(field) = second else { continue };
@@ -1305,7 +1278,7 @@ impl<'a> PipelineResolver<'a> {
         section: &str,
         name: &str,
         scope: Scope,
-        two: &str,
+        span: &std::ops::Range<usize>,
         pos: Pos,
         src: &str,
     ) {
@@ -1362,7 +1335,7 @@ impl<'a> PipelineResolver<'a> {
                 help.or_else(|| Some(format!("declare it under `{section}:`"))),
             )
         };
-        let (off, len) = self.name_span(pos, src, two, section);
+        let (off, len) = self.span_in(pos, src, span);
         self.diags.push(
             Problem::at(self.file, code, off, len, msg)
                 .label(label)
@@ -1430,66 +1403,48 @@ impl<'a> PipelineResolver<'a> {
         e.eval(&ctx).unwrap_or(Value::Null)
     }
 
-    /// Renders against the sample context: finds unknown filters and functions.
-    fn check_render(&mut self, t: &Template, pos: Pos, src: &str, scope: Scope) {
-        let ctx = from_json(&self.sample_context(scope));
-        let Err(e) = t.eval(&ctx) else { return };
-        let (code, what) = match e.kind {
-            TemplateErrorKind::UnknownFilter => ("ferry::unknown_filter", "filter"),
-            TemplateErrorKind::UnknownFunction => ("ferry::unknown_function", "function"),
-            // Other failures depend on the sample data, which is only an example.
-            _ => return,
-        };
-        let range = e.range.clone().unwrap_or(0..src.len());
-        let text = src.get(range.clone()).unwrap_or("");
-        let name = last_identifier(text)
-            .or_else(|| {
-                e.message
-                    .split_whitespace()
-                    .find(|w| w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-                    .map(str::to_string)
-            })
-            .unwrap_or_default();
-        let (start, len) = match find_word(&src[range.start.min(src.len())..], &name) {
-            Some(i) if !name.is_empty() => (self.anchor(pos, src, range.start + i), name.len()),
-            _ => {
-                let s = self.anchor(pos, src, range.start);
-                (s, range.len().max(1))
+    /// Filters the template applies: each must exist, and ferry's take the arguments
+    /// they take.
+    fn check_filters(&mut self, filters: &[FilterUse], pos: Pos, src: &str) {
+        for f in filters {
+            let (start, len) = self.span_in(pos, src, &f.span);
+            let Some(def) = crate::template::find_filter(&f.name) else {
+                let help = did_you_mean(&f.name, FILTERS.iter().map(|d| d.name))
+                    .or_else(|| Some("`ferry help filters` lists the filters".into()));
+                self.diags.push(
+                    Problem::at(
+                        self.file,
+                        "ferry::unknown_filter",
+                        start,
+                        len,
+                        format!("unknown filter `{}`", f.name),
+                    )
+                    .label("no such filter")
+                    .maybe_help(help),
+                );
+                continue;
+            };
+            if let Some((min, max)) = def.arity
+                && !(min..=max).contains(&f.positional)
+            {
+                let takes = match (min, max) {
+                    (0, 0) => "no arguments".to_string(),
+                    (a, b) if a == b => format!("{a} argument(s)"),
+                    (a, b) => format!("{a} to {b} arguments"),
+                };
+                self.diags.push(
+                    Problem::at(
+                        self.file,
+                        "ferry::filter_arguments",
+                        start,
+                        len,
+                        format!("`{}` takes {takes}, not {}", f.name, f.positional),
+                    )
+                    .label("wrong number of arguments")
+                    .help(format!("write it as `{}`", def.usage)),
+                );
             }
-        };
-        let help = if what == "filter" {
-            let existing: Vec<&str> = KNOWN_FILTERS
-                .iter()
-                .copied()
-                .filter(|f| filter_exists(f))
-                .collect();
-            did_you_mean(&name, existing)
-                .or_else(|| Some("`ferry help-topic filters` lists the filters".into()))
-        } else {
-            did_you_mean(&name, BUILTIN_FUNCTIONS.iter().copied())
-        };
-        self.diags.push(
-            Problem::at(
-                self.file,
-                code,
-                start,
-                len,
-                format!("unknown {what} `{name}`"),
-            )
-            .label(format!("no such {what}"))
-            .maybe_help(help),
-        );
-    }
-}
-
-/// True when the template environment has a filter of this name.
-fn filter_exists(name: &str) -> bool {
-    match Template::compile(&format!("{{{{ none | {name} }}}}")) {
-        Ok(t) => !matches!(
-            t.eval(&minijinja::Value::UNDEFINED),
-            Err(e) if e.kind == TemplateErrorKind::UnknownFilter
-        ),
-        Err(_) => false,
+        }
     }
 }
 
@@ -1537,46 +1492,4 @@ fn is_field_name(s: &str) -> bool {
     !s.is_empty()
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && s.starts_with(|c: char| c.is_ascii_alphabetic())
-}
-
-/// Byte index of `needle` in `hay` where it is not part of a longer identifier.
-fn find_word(hay: &str, needle: &str) -> Option<usize> {
-    if needle.is_empty() {
-        return None;
-    }
-    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    let mut from = 0;
-    while let Some(i) = hay[from..].find(needle) {
-        let at = from + i;
-        let before_ok = hay[..at]
-            .chars()
-            .next_back()
-            .is_none_or(|c| !is_ident(c) && c != '.');
-        let after_ok = hay[at + needle.len()..]
-            .chars()
-            .next()
-            .is_none_or(|c| !is_ident(c));
-        if before_ok && after_ok {
-            return Some(at);
-        }
-        from = at + needle.len();
-    }
-    None
-}
-
-fn last_identifier(text: &str) -> Option<String> {
-    // `x | sf_datetiem(...)`: the identifier after the last `|`.
-    let after = text.rsplit('|').next()?;
-    let ident: String = after
-        .trim_start()
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect();
-    (!ident.is_empty()).then_some(ident)
-}
-
-fn clean_jinja(message: &str) -> String {
-    let m = message.trim();
-    let m = m.strip_prefix("syntax error: ").unwrap_or(m);
-    m.to_string()
 }

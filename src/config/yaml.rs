@@ -151,7 +151,13 @@ pub fn to_problem(file: &SourceFile, e: &serde_saphyr::Error) -> Problem {
     let (code, message, help) = classify(&strip_position(&raw));
     let (offset, len) = match e.location() {
         Some(loc) if loc.line() > 0 => {
-            let off = file.offset_of(loc.line() as usize, loc.column() as usize);
+            let (mut line, mut column) = (loc.line() as usize, loc.column() as usize);
+            // A missing key is reported by the parser at the mapping's last key; the mapping
+            // starts at its first.
+            if code == "ferry::missing_key" {
+                (line, column) = mapping_start(&file.text, line, column);
+            }
+            let off = file.offset_of(line, column);
             let rest = &file.text[off..];
             let token = token_len(rest);
             (off, token)
@@ -168,6 +174,55 @@ pub fn to_problem(file: &SourceFile, e: &serde_saphyr::Error) -> Problem {
     Problem::at(file, code, offset, len, message)
         .label(label)
         .maybe_help(help)
+}
+
+/// The first key of the block mapping that has a key at `line`:`column` (1-based, the
+/// column in characters): the topmost line above at the same indentation without a line
+/// less indented between, or the `- ` list item that opens it. A key inside a flow mapping
+/// (`{ a: 1 }`) is left where it is.
+fn mapping_start(text: &str, line: usize, column: usize) -> (usize, usize) {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let Some(at) = line.checked_sub(1).and_then(|i| lines.get(i)) else {
+        return (line, column);
+    };
+    let key_col = column.saturating_sub(1);
+    let before: String = at.chars().take(key_col).collect();
+    if before.contains(['{', '[']) || before.trim_start_matches([' ', '-']).trim() != "" {
+        return (line, column);
+    }
+    let mut best = (line, column);
+    for i in (0..line - 1).rev() {
+        let l = lines[i];
+        let t = l.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let indent = l.chars().count() - t.chars().count();
+        // Where the line's key starts, after any `- ` list markers.
+        let mut key_at = indent;
+        let mut rest = t;
+        while let Some(r) = rest.strip_prefix('-') {
+            let r2 = r.trim_start_matches(' ');
+            if r2.len() == r.len() && !r.is_empty() {
+                break;
+            }
+            key_at += 1 + (r.len() - r2.len());
+            rest = r2;
+        }
+        if indent > key_col {
+            continue;
+        }
+        if key_at == key_col {
+            best = (i + 1, key_col + 1);
+            if indent < key_col {
+                // `- first_key:` opens the mapping.
+                break;
+            }
+            continue;
+        }
+        break;
+    }
+    best
 }
 
 /// Length of the token at the start of `rest`: a key up to `:`, a scalar up to the end of
@@ -350,6 +405,23 @@ mod tests {
         let d = run("nme: a\n");
         assert_eq!(d.len(), 1, "{d:#?}");
         assert_eq!(d.problems[0].help.as_deref(), Some("did you mean `name`?"));
+    }
+
+    #[test]
+    fn a_missing_key_points_at_the_first_key_of_its_mapping() {
+        // Top level, after a comment.
+        let d = run("# doc\ncount: 1\nitems: []\n");
+        assert_eq!((d.problems[0].line, d.problems[0].column), (2, 1), "{d:#?}");
+        assert_eq!(d.problems[0].code, "ferry::missing_key");
+        assert_eq!(
+            mapping_start("a:\n  b: 1\n  c:\n    d: 2\n  e: 3\n", 5, 3),
+            (2, 3)
+        );
+        assert_eq!(
+            mapping_start("- x: 1\n  y: 2\n- z: 1\n  w: 2\n", 4, 3),
+            (3, 3)
+        );
+        assert_eq!(mapping_start("a: { b: 1, c: 2 }\n", 1, 12), (1, 12));
     }
 
     #[test]

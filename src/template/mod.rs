@@ -12,24 +12,54 @@ use std::sync::Arc;
 mod native;
 pub use native::{Scope, Shared, VarRef};
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+pub mod names;
+mod registry;
+pub use registry::{FILTERS, FilterDef, find as find_filter};
 
-static CROSS_CHECK: AtomicBool = AtomicBool::new(false);
-static DIRECT: AtomicU64 = AtomicU64::new(0);
-static BY_MINIJINJA: AtomicU64 = AtomicU64::new(0);
+/// Tests and debug builds: evaluate every template both ways (directly and by minijinja)
+/// and turn any difference into an error naming both results. Release builds have no
+/// switch: the check is compiled out of the hot path.
+#[cfg(debug_assertions)]
+static CROSS_CHECK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Tests: evaluate every template both ways (directly and by minijinja) and turn any
-/// difference into an error naming both results.
+#[cfg(debug_assertions)]
 pub fn cross_check(on: bool) {
-    CROSS_CHECK.store(on, Ordering::Relaxed);
+    CROSS_CHECK.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Evaluations so far in this process: (answered directly, answered by minijinja).
+#[inline]
+fn cross_checking() -> bool {
+    #[cfg(debug_assertions)]
+    {
+        CROSS_CHECK.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        false
+    }
+}
+
+thread_local! {
+    /// Evaluations on this thread: (answered directly, answered by minijinja). Per thread,
+    /// so counting costs no shared memory traffic and one thread's measurement (the render
+    /// benchmark) is not mixed with others'.
+    static COUNTS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+fn count(direct: bool) {
+    COUNTS.with(|c| {
+        let (d, m) = c.get();
+        c.set(if direct {
+            (d.wrapping_add(1), m)
+        } else {
+            (d, m.wrapping_add(1))
+        });
+    });
+}
+
+/// Evaluations so far on this thread: (answered directly, answered by minijinja).
 pub fn evaluation_counts() -> (u64, u64) {
-    (
-        DIRECT.load(Ordering::Relaxed),
-        BY_MINIJINJA.load(Ordering::Relaxed),
-    )
+    COUNTS.with(std::cell::Cell::get)
 }
 
 /// The marker value `{{ omit }}` evaluates to: the field is left out of the write.
@@ -48,6 +78,8 @@ const CAPTURE: &str = "__ferry_value";
 #[error("{message}")]
 pub struct TemplateError {
     pub message: String,
+    /// minijinja's description alone, without the kind of error before it.
+    pub detail: Option<String>,
     /// Byte range inside the template source, when minijinja knows it.
     pub range: Option<std::ops::Range<usize>>,
     /// 1-based line inside the template source.
@@ -82,6 +114,7 @@ impl From<minijinja::Error> for TemplateError {
         }
         TemplateError {
             message,
+            detail: e.detail().map(str::to_string),
             range: e.range(),
             line: e.line(),
             kind,
@@ -152,67 +185,16 @@ fn text_formatter(
 }
 
 /// ferry's filters beyond minijinja's own, plus the builtins whose behaviour ferry changes
-/// (`truncate`, `unique`, and `length`/`first`/`last`, which treat null as empty). Each is
-/// documented in [`FILTER_HELP`].
+/// (`truncate`, `unique`, and `length`/`first`/`last`, which treat null as empty), as the
+/// filter table ([`FILTERS`]) lists them.
 pub fn register_filters(env: &mut Environment<'static>) {
-    env.add_filter("sf_datetime", filters::sf_datetime);
-    env.add_filter("sf_date", filters::sf_date);
-    env.add_filter("email_domain", filters::email_domain);
-    env.add_filter("truncate", filters::truncate);
-    env.add_filter("minutes", filters::minutes);
-    env.add_filter("unique", filters::unique);
-    env.add_filter("sha256", filters::sha256);
-    env.add_filter("json", filters::json);
-    env.add_filter("length", filters::length);
-    env.add_filter("count", filters::length);
-    env.add_filter("first", filters::first);
-    env.add_filter("last", filters::last);
+    registry::register(env);
 }
 
-/// `ferry help-topic filters`: each ferry filter with an example.
-pub const FILTER_HELP: &str = r#"Filters ferry adds to minijinja's own
-=====================================
-
-A missing value is null: `x.y` on a null `x` is null, `first` of an empty list is null,
-and every filter below turns null into null (or an empty list for `unique`).
-
-sf_datetime        a date/time as Salesforce wants it: ISO-8601, UTC, milliseconds
-    {{ record.start_time | sf_datetime }}       "2026-03-15T09:00:00-05:00" -> "2026-03-15T14:00:00.000Z"
-    reads RFC 3339 with any offset or Z, "2026-03-15 14:00:00" (taken as UTC),
-    "2026-03-15" (midnight UTC), epoch seconds or epoch milliseconds (numbers or digits)
-
-sf_date            the date part, YYYY-MM-DD, in UTC or at a fixed offset
-    {{ record.start_time | sf_date }}            "2026-03-15T23:30:00Z" -> "2026-03-15"
-    {{ record.start_time | sf_date('-05:00') }}  "2026-03-16T02:00:00Z" -> "2026-03-15"
-
-email_domain       the lower-cased domain of an email address; null when blank or invalid
-    {{ item.user_email | email_domain }}         "Pat@Contoso.COM" -> "contoso.com"
-
-truncate(n)        at most n characters; never cuts inside a character, an emoji or an
-                   accented letter; `end` is appended within the limit
-    {{ record.topic | truncate(240) }}
-    {{ record.topic | truncate(10, end='…') }}  "Quarterly business review" -> "Quarterly…"
-    Note: Salesforce counts an emoji as two characters of a field's length.
-
-minutes            seconds to whole minutes, rounded
-    {{ record.duration_seconds | minutes }}      90 -> 2, 89 -> 1
-
-unique             drops repeated items, keeping the first; text compares case-insensitively;
-                   with attribute=, compares that field (items without it are all kept)
-    {{ record.participants | unique(attribute='user_email') }}
-    {{ ['a@x.com', 'A@X.com', 'b@x.com'] | unique }}  -> ['a@x.com', 'b@x.com']
-
-sha256             hex SHA-256 of the text (lists and objects: of their compact JSON)
-    {{ record.uuid | sha256 }}
-
-json               compact JSON, nothing escaped for HTML
-    {{ record.settings | json }}                 {"a":1,"b":"<x>"}
-
-Special values
-    {{ omit }}                     leave this field out of the write
-    {{ x if y else omit }}         ... only when y is false
-    {{ none }}                     set the field to null
-"#;
+/// `ferry help filters`: each ferry filter with an example (made from [`FILTERS`]).
+pub fn filter_help() -> String {
+    registry::help()
+}
 
 mod filters {
     use super::{Value, to_json};
@@ -296,6 +278,14 @@ mod filters {
     pub fn sf_datetime(v: &Value) -> Result<Value, Error> {
         Ok(match parse_time("sf_datetime", v)? {
             Some(t) => Value::from(t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()),
+            None => Value::from(()),
+        })
+    }
+
+    /// Zoom's `yyyy-MM-ddTHH:mm:ssZ` (meeting create `start_time`): UTC, whole seconds.
+    pub fn zoom_datetime(v: &Value) -> Result<Value, Error> {
+        Ok(match parse_time("zoom_datetime", v)? {
+            Some(t) => Value::from(t.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
             None => Value::from(()),
         })
     }
@@ -644,7 +634,7 @@ impl Template {
     }
 
     /// The direct answer, when this template has a direct program and the scope can answer
-    /// it (None: minijinja answers). With [`cross_check`] on, the answer is compared with
+    /// it (None: minijinja answers). With the cross-check on (debug builds), the answer is compared with
     /// minijinja's (`as_json` shows the direct answer as minijinja's value would be, after
     /// `normalize`), and a difference is an error.
     fn direct<'a, T>(
@@ -656,8 +646,8 @@ impl Template {
     ) -> Option<Result<T, TemplateError>> {
         let p = self.native.as_deref().filter(|_| ctx.native())?;
         let r = run(p).ok()?;
-        DIRECT.fetch_add(1, Ordering::Relaxed);
-        if CROSS_CHECK.load(Ordering::Relaxed) {
+        count(true);
+        if cross_checking() {
             let got = as_json(&r);
             let slow = self.eval_minijinja(ctx).map(normalize);
             if slow.as_ref().ok() != Some(&got) {
@@ -666,6 +656,7 @@ impl Template {
                         "`{}`: direct evaluation gave {got}, minijinja {slow:?}",
                         self.source
                     ),
+                    detail: None,
                     range: None,
                     line: None,
                     kind: TemplateErrorKind::Other,
@@ -677,7 +668,7 @@ impl Template {
 
     /// minijinja's answer, counted.
     fn by_minijinja(&self, ctx: &dyn Scope) -> Result<serde_json::Value, TemplateError> {
-        BY_MINIJINJA.fetch_add(1, Ordering::Relaxed);
+        count(false);
         self.eval_minijinja(ctx)
     }
 
@@ -759,13 +750,9 @@ impl Template {
     pub fn truthy(&self, ctx: &dyn Scope) -> Result<bool, TemplateError> {
         // The direct answer without the value's JSON copy (a `when: "{{ sinks.event }}"`
         // would copy the whole record); under cross-checking the value path compares both.
-        if let (Some(p), true, false) = (
-            &self.native,
-            ctx.native(),
-            CROSS_CHECK.load(Ordering::Relaxed),
-        ) {
+        if let (Some(p), true, false) = (&self.native, ctx.native(), cross_checking()) {
             if let Some(Ok(b)) = p.truthy(ctx) {
-                DIRECT.fetch_add(1, Ordering::Relaxed);
+                count(true);
                 return Ok(b);
             }
         }

@@ -144,7 +144,7 @@ impl Scope for Json {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cmp {
+pub(super) enum Cmp {
     Eq,
     Ne,
     Lt,
@@ -156,21 +156,21 @@ enum Cmp {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Arith {
+pub(super) enum Arith {
     Add,
     Sub,
     Mul,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TestKind {
+pub(super) enum TestKind {
     None,
     Defined,
     Undefined,
 }
 
 #[derive(Debug, Clone)]
-enum SelTest {
+pub(super) enum SelTest {
     Truthy,
     Eq(Node),
     Ne(Node),
@@ -181,8 +181,10 @@ enum SelTest {
 }
 
 #[derive(Debug, Clone)]
-enum Filter {
+pub(super) enum Filter {
     SfDatetime,
+    /// A scalar filter computed by its minijinja function (see [`Lower::Scalar`]).
+    Scalar(fn(&minijinja::Value) -> Result<minijinja::Value, minijinja::Error>),
     SfDate(Option<Node>),
     EmailDomain,
     Truncate {
@@ -211,7 +213,7 @@ enum Filter {
 }
 
 #[derive(Debug, Clone)]
-enum Node {
+pub(super) enum Node {
     Const(Json),
     NoneLit,
     Omit,
@@ -501,11 +503,33 @@ fn node(e: &ast::Expr<'_>) -> R<Node> {
     })
 }
 
-/// Positional and keyword arguments of a call.
-type Args<'a, 'b> = (Vec<&'b ast::Expr<'a>>, Vec<(&'a str, &'b ast::Expr<'a>)>);
+/// A filter call's arguments, split into positional and keyword ones (splats are not
+/// covered), as the registry's native lowerings read them.
+pub(super) struct CallArgs<'a, 'b> {
+    pub pos: Vec<&'b ast::Expr<'a>>,
+    pub kw: Vec<(&'a str, &'b ast::Expr<'a>)>,
+}
 
-/// Splits call arguments into positional ones and keyword ones; splats are not covered.
-fn args<'a, 'b>(list: &'b [ast::CallArg<'a>]) -> R<Args<'a, 'b>> {
+impl CallArgs<'_, '_> {
+    /// No arguments at all.
+    pub fn none(&self) -> bool {
+        self.pos.is_empty() && self.kw.is_empty()
+    }
+}
+
+/// How the registry turns one of its filters into this evaluator's form.
+#[derive(Clone, Copy)]
+pub(super) enum Lower {
+    /// Not covered: templates using it are left to minijinja.
+    No,
+    /// A filter without arguments on a scalar, computed by its minijinja function (the
+    /// function's answer for text and numbers; anything else is left to minijinja).
+    Scalar(fn(&minijinja::Value) -> Result<minijinja::Value, minijinja::Error>),
+    /// A lowering of its own.
+    Custom(fn(&CallArgs<'_, '_>) -> R<Filter>),
+}
+
+fn args<'a, 'b>(list: &'b [ast::CallArg<'a>]) -> R<CallArgs<'a, 'b>> {
     let mut pos = Vec::new();
     let mut kw = Vec::new();
     for a in list {
@@ -515,7 +539,7 @@ fn args<'a, 'b>(list: &'b [ast::CallArg<'a>]) -> R<Args<'a, 'b>> {
             _ => return Err(Fallback),
         }
     }
-    Ok((pos, kw))
+    Ok(CallArgs { pos, kw })
 }
 
 fn const_str(e: &ast::Expr<'_>) -> R<String> {
@@ -526,77 +550,164 @@ fn const_str(e: &ast::Expr<'_>) -> R<String> {
 }
 
 fn filter(name: &str, list: &[ast::CallArg<'_>]) -> R<Filter> {
-    let (pos, kw) = args(list)?;
-    let none = pos.is_empty() && kw.is_empty();
-    Ok(match name {
-        "sf_datetime" if none => Filter::SfDatetime,
-        "sf_date" if kw.is_empty() && pos.len() <= 1 => {
-            Filter::SfDate(pos.first().map(|e| node(e)).transpose()?)
+    let def = super::registry::find(name).ok_or(Fallback)?;
+    match def.native {
+        Lower::No => Err(Fallback),
+        Lower::Scalar(f) if list.is_empty() => Ok(Filter::Scalar(f)),
+        Lower::Scalar(_) => Err(Fallback),
+        Lower::Custom(lower) => lower(&args(list)?),
+    }
+}
+
+/// The lowerings the registry names (`Lower::Custom`), one per filter.
+pub(super) mod lower {
+    use super::*;
+
+    type L = R<Filter>;
+
+    fn opt_node(e: Option<&&ast::Expr<'_>>) -> R<Option<Node>> {
+        e.map(|e| node(e)).transpose()
+    }
+
+    pub fn sf_datetime(c: &CallArgs<'_, '_>) -> L {
+        if c.none() {
+            Ok(Filter::SfDatetime)
+        } else {
+            Err(Fallback)
         }
-        "email_domain" if none => Filter::EmailDomain,
-        "truncate" if pos.len() <= 1 && kw.iter().all(|(k, _)| *k == "end") => Filter::Truncate {
-            length: pos.first().map(|e| node(e)).transpose()?,
-            end: kw.first().map(|(_, e)| node(e)).transpose()?,
-        },
-        "unique" if pos.is_empty() => {
-            let mut attribute = None;
-            let mut case_sensitive = false;
-            for (k, e) in kw {
-                match k {
-                    "attribute" => attribute = Some(const_str(e)?),
-                    "case_sensitive" => match e {
-                        ast::Expr::Const(c) if c.value.kind() == ValueKind::Bool => {
-                            case_sensitive = c.value.is_true()
-                        }
-                        _ => return Err(Fallback),
-                    },
-                    _ => return Err(Fallback),
-                }
-            }
-            Filter::Unique {
-                attribute,
-                case_sensitive,
-            }
+    }
+
+    pub fn sf_date(c: &CallArgs<'_, '_>) -> L {
+        if !c.kw.is_empty() || c.pos.len() > 1 {
+            return Err(Fallback);
         }
-        "length" | "count" if none => Filter::Length,
-        "first" if none => Filter::First,
-        "last" if none => Filter::Last,
-        "list" if none => Filter::List,
-        "join" if kw.is_empty() && pos.len() <= 1 => {
-            Filter::Join(pos.first().map(|e| node(e)).transpose()?)
+        Ok(Filter::SfDate(opt_node(c.pos.first())?))
+    }
+
+    pub fn email_domain(c: &CallArgs<'_, '_>) -> L {
+        if c.none() {
+            Ok(Filter::EmailDomain)
+        } else {
+            Err(Fallback)
         }
-        "map" if pos.is_empty() && kw.len() == 1 && kw[0].0 == "attribute" => {
-            Filter::MapAttr(const_str(kw[0].1)?)
+    }
+
+    pub fn truncate(c: &CallArgs<'_, '_>) -> L {
+        if c.pos.len() > 1 || !c.kw.iter().all(|(k, _)| *k == "end") {
+            return Err(Fallback);
         }
-        "selectattr" | "rejectattr" if kw.is_empty() && !pos.is_empty() && pos.len() <= 3 => {
-            let attr = const_str(pos[0])?;
-            let test = match (pos.get(1).map(|e| const_str(e)).transpose()?, pos.get(2)) {
-                (None, None) => SelTest::Truthy,
-                (Some(t), arg) => match (t.as_str(), arg) {
-                    ("eq" | "equalto" | "==", Some(a)) => SelTest::Eq(node(a)?),
-                    ("ne" | "!=", Some(a)) => SelTest::Ne(node(a)?),
-                    ("in", Some(a)) => SelTest::In(node(a)?),
-                    ("defined", None) => SelTest::Defined,
-                    ("undefined", None) => SelTest::Undefined,
-                    ("none", None) => SelTest::None,
+        Ok(Filter::Truncate {
+            length: opt_node(c.pos.first())?,
+            end: c.kw.first().map(|(_, e)| node(e)).transpose()?,
+        })
+    }
+
+    pub fn unique(c: &CallArgs<'_, '_>) -> L {
+        if !c.pos.is_empty() {
+            return Err(Fallback);
+        }
+        let mut attribute = None;
+        let mut case_sensitive = false;
+        for (k, e) in &c.kw {
+            match *k {
+                "attribute" => attribute = Some(const_str(e)?),
+                "case_sensitive" => match e {
+                    ast::Expr::Const(c) if c.value.kind() == ValueKind::Bool => {
+                        case_sensitive = c.value.is_true()
+                    }
                     _ => return Err(Fallback),
                 },
-                (None, Some(_)) => return Err(Fallback),
-            };
-            Filter::Select {
-                attr,
-                test,
-                reject: name == "rejectattr",
+                _ => return Err(Fallback),
             }
         }
-        "lower" if none => Filter::Lower,
-        "upper" if none => Filter::Upper,
-        "trim" if none => Filter::Trim,
-        "default" | "d" if kw.is_empty() && pos.len() == 1 => {
-            Filter::Default(Box::new(node(pos[0])?))
+        Ok(Filter::Unique {
+            attribute,
+            case_sensitive,
+        })
+    }
+
+    fn plain(c: &CallArgs<'_, '_>, f: Filter) -> L {
+        if c.none() { Ok(f) } else { Err(Fallback) }
+    }
+
+    pub fn length(c: &CallArgs<'_, '_>) -> L {
+        plain(c, Filter::Length)
+    }
+
+    pub fn first(c: &CallArgs<'_, '_>) -> L {
+        plain(c, Filter::First)
+    }
+
+    pub fn last(c: &CallArgs<'_, '_>) -> L {
+        plain(c, Filter::Last)
+    }
+
+    pub fn list(c: &CallArgs<'_, '_>) -> L {
+        plain(c, Filter::List)
+    }
+
+    pub fn lower(c: &CallArgs<'_, '_>) -> L {
+        plain(c, Filter::Lower)
+    }
+
+    pub fn upper(c: &CallArgs<'_, '_>) -> L {
+        plain(c, Filter::Upper)
+    }
+
+    pub fn trim(c: &CallArgs<'_, '_>) -> L {
+        plain(c, Filter::Trim)
+    }
+
+    pub fn join(c: &CallArgs<'_, '_>) -> L {
+        if !c.kw.is_empty() || c.pos.len() > 1 {
+            return Err(Fallback);
         }
-        _ => return Err(Fallback),
-    })
+        Ok(Filter::Join(opt_node(c.pos.first())?))
+    }
+
+    pub fn map(c: &CallArgs<'_, '_>) -> L {
+        match (c.pos.as_slice(), c.kw.as_slice()) {
+            ([], [("attribute", e)]) => Ok(Filter::MapAttr(const_str(e)?)),
+            _ => Err(Fallback),
+        }
+    }
+
+    fn select(c: &CallArgs<'_, '_>, reject: bool) -> L {
+        let pos = &c.pos;
+        if !c.kw.is_empty() || pos.is_empty() || pos.len() > 3 {
+            return Err(Fallback);
+        }
+        let attr = const_str(pos[0])?;
+        let test = match (pos.get(1).map(|e| const_str(e)).transpose()?, pos.get(2)) {
+            (None, None) => SelTest::Truthy,
+            (Some(t), arg) => match (t.as_str(), arg) {
+                ("eq" | "equalto" | "==", Some(a)) => SelTest::Eq(node(a)?),
+                ("ne" | "!=", Some(a)) => SelTest::Ne(node(a)?),
+                ("in", Some(a)) => SelTest::In(node(a)?),
+                ("defined", None) => SelTest::Defined,
+                ("undefined", None) => SelTest::Undefined,
+                ("none", None) => SelTest::None,
+                _ => return Err(Fallback),
+            },
+            (None, Some(_)) => return Err(Fallback),
+        };
+        Ok(Filter::Select { attr, test, reject })
+    }
+
+    pub fn selectattr(c: &CallArgs<'_, '_>) -> L {
+        select(c, false)
+    }
+
+    pub fn rejectattr(c: &CallArgs<'_, '_>) -> L {
+        select(c, true)
+    }
+
+    pub fn default(c: &CallArgs<'_, '_>) -> L {
+        match (c.pos.as_slice(), c.kw.is_empty()) {
+            ([d], true) => Ok(Filter::Default(Box::new(node(d)?))),
+            _ => Err(Fallback),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1184,6 +1295,7 @@ fn same_key(a: Key<'_>, b: Key<'_>, case_sensitive: bool) -> R<bool> {
 
 fn apply<'a>(f: &'a Filter, v: V<'a>, s: &'a dyn Scope) -> R<V<'a>> {
     Ok(match f {
+        Filter::Scalar(f) => call_scalar(&v, f)?,
         Filter::SfDatetime => match v.as_str().filter(|_| !matches!(v, V::Omit)) {
             // The common case, an RFC 3339 time, without the detour through template values.
             Some(st) => match chrono::DateTime::parse_from_rfc3339(st.trim()) {

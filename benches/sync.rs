@@ -5,6 +5,7 @@
 //! `FERRY_BENCH_MEETINGS=300 FERRY_BENCH_LIFTED=500,1000 cargo bench --bench sync`;
 //! `FERRY_BENCH_ONLY=render cargo bench --bench sync` measures the render throughput alone;
 //! `FERRY_BENCH_HEADROOM=0.8` runs the Zoom connection at another `headroom` (default 0.9).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 // The machinery is shared with tests/bench_smoke.rs, which reads fields this report does not.
 #[path = "support/mod.rs"]

@@ -1,7 +1,3 @@
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
 //! ferry: a declarative sync engine that keeps Salesforce in step with Zoom.
 //!
 //! The binary's commands live in [`cli`]; everything else is the library that tests and

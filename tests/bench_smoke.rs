@@ -1,6 +1,7 @@
 //! The benchmark machinery at a tiny scale: its figures must agree with each other (ferry's
 //! own counts with the simulators', the baseline spending more than ferry, a second run
 //! writing nothing). No timing is asserted.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 #[path = "../benches/support/mod.rs"]
 #[allow(dead_code)]

@@ -1,5 +1,6 @@
 //! `ferry test` runs the pipelines' offline tests and fails with a readable diff when an
 //! expectation is wrong; `ferry validate` on the example project is clean.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 use std::path::Path;
 use std::process::Command;

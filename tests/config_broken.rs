@@ -1,5 +1,6 @@
 //! The corpus of broken files under tests/broken/: every rendered diagnostic is locked by a
 //! snapshot, and the real binary exits 2 citing the expected line:column for each.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 mod config_support;
 

@@ -1,5 +1,6 @@
 //! The loader never panics: arbitrary bytes, and valid files mutated at random, give either
 //! a project or diagnostics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 mod config_support;
 

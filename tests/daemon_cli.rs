@@ -1,4 +1,5 @@
 //! `ferry daemon` as a process: it serves, and SIGTERM stops it cleanly (exit 0).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 use ferry::sim::sandbox::{EXAMPLE_PIPELINES, Sandbox, SandboxOptions};
 use std::io::{BufRead, BufReader};

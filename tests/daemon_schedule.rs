@@ -1,5 +1,6 @@
 //! Schedules on the injected clock: a 15m pipeline runs once per 15 minutes of clock time, a
 //! cron pipeline at its minute, and never two runs of one pipeline at once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 mod daemon_support;
 

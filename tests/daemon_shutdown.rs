@@ -1,5 +1,6 @@
 //! Graceful shutdown: stopping during a run ends it after the batch in flight, and the next
 //! start continues so that Salesforce ends exactly as one clean run leaves it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 mod daemon_support;
 

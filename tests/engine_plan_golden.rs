@@ -4,6 +4,7 @@
 //! partial run has written to before the pipelines changed (creates, updates with their
 //! diffs, unchanged records), so both endings of the engine and every decision of the write
 //! stage show in the output.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 mod support;
 

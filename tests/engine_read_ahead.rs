@@ -1,6 +1,7 @@
 //! The engine reads and enriches the next batch while the current one is looked up and
 //! written, so Zoom is not left idle between batches; and it reads at most one batch ahead,
 //! so memory stays bounded however long the backfill.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! `ferry run` and `ferry plan` end to end against the simulators: the org ends holding
 //! exactly what the pipelines define, a rerun writes nothing, a plan writes nothing and
 //! predicts the run.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 mod support;
 

@@ -2,6 +2,7 @@
 //! repeats forever, a body that never ends, a token that lives forever. ferry must end each
 //! read with a clear error (or read on, for a legal but odd value): no panic, no hang, no
 //! sleeping through a wait it was not meant to wait, all on a virtual clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 use axum::body::Body;
 use axum::extract::State;

@@ -1,5 +1,6 @@
 //! The HTTP layer against a tiny local server, on a virtual clock: the circuit breaker,
 //! the concurrency limit, daily-limit 429s and Retry-After.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;

@@ -1,4 +1,5 @@
 //! Wire shapes of the Salesforce sim, checked with a plain HTTP client.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 mod salesforce_common;
 

@@ -1,4 +1,5 @@
 //! `ferry state …` and `ferry deadletters …` against a seeded state file.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 use chrono::{DateTime, Utc};
 use ferry::state::{BatchCommit, LedgerState, LedgerWrite, NewDeadLetter, Store};

@@ -1,6 +1,7 @@
 //! One pipeline, one runner: the lease rows of the state file, with two stores on one file
 //! standing for two processes, and time driven by a manual clock. Also: the state file and
 //! its companions are private to their owner.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 use chrono::{DateTime, Utc};
 use ferry::clock::{Clock, ManualClock, SharedClock};

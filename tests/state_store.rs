@@ -1,4 +1,5 @@
 //! The state store through its public API, on real files in a temporary directory.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 use chrono::{DateTime, Duration, Utc};
 use ferry::clock::ManualClock;

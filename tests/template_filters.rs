@@ -1,4 +1,5 @@
 //! Every ferry filter, through the public template API.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 use ferry::template::{Template, from_json};
 use serde_json::{Value as J, json};

@@ -3,6 +3,7 @@
 //! a generated world's meetings run with the cross-check on (a difference is an error), the
 //! reference pipeline's templates are all covered by the direct path, and random values
 //! through a corpus of expressions give the same results (or both fail).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 #[path = "../benches/support/mod.rs"]
 #[allow(dead_code)]

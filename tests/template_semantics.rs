@@ -1,5 +1,6 @@
 //! Typed evaluation, omit, text rendering and the spec's missing-value rules, including the
 //! `vars` of the reference pipeline with zero, one Contact, one Lead, one Account-only match.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 use ferry::template::{OMIT_MARKER, Template, TemplateKind, from_json, is_omit};
 use serde_json::{Value as J, json};

@@ -1,5 +1,6 @@
 //! `ferry validate --online` checks sink and lookup fields against the org's describe and
 //! reports each problem at its place in the file.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! `ferry auth zoom` and the authorization-code flow, driven without a browser: the test
 //! opens the authorize URL itself and follows the simulator's redirect to the callback.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 use ferry::clock::{ManualClock, SharedClock};
 use ferry::connectors::zoom::auth::TokenCache;

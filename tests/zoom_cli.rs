@@ -1,4 +1,5 @@
 //! `ferry streams` and `ferry read` against the simulator.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 use ferry::connectors::zoom::ZoomPlan;
 use ferry::sim::world::{Scale, World};

@@ -1,6 +1,7 @@
 //! The simulator's responses against Zoom's OpenAPI response schemas: required properties are
 //! present and every property the sim sends has the spec's type. The fixture holds the
 //! response schemas of the served endpoints, extracted from Zoom's public specs.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 use ferry::clock::{ManualClock, SharedClock};
 use ferry::connectors::zoom::{ZoomPlan, encode_path_value};

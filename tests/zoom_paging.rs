@@ -1,5 +1,6 @@
 //! How a read pages: one page per API page for streams without a cursor, cursor order and
 //! safe cursors for incremental streams, and meetings that span a checkpoint.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 mod zoom_support;
 

@@ -4,6 +4,7 @@
 //! ids), plus what the Singer and Meltano taps and the newer manifest add. Every request must
 //! succeed or get the error Zoom would give, and the counts must agree with the world that
 //! ferry reads. `bench/peer/run.sh` runs the real package the same way, by hand.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 use chrono::{DateTime, Duration, Utc};
 use ferry::clock::{ManualClock, SharedClock};

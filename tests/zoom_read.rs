@@ -1,4 +1,5 @@
 //! Reading Zoom through the connector against the simulator.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 use chrono::{DateTime, Duration, Utc};
 use ferry::clock::{Clock, ManualClock, SharedClock};

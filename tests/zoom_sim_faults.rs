@@ -1,4 +1,5 @@
 //! The simulator's fault switches (reference checklist §11) and how the connector copes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 mod zoom_support;
 

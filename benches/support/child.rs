@@ -186,6 +186,9 @@ fn vm_hwm_kib(pid: libc::pid_t) -> Option<u64> {
         .ok()
 }
 
+// The benchmark's only unsafe code (the product denies it): the kernel's own accounting of
+// the child, which std does not expose.
+#[allow(unsafe_code)]
 fn wait_with_usage(pid: libc::pid_t) -> Result<(i32, libc::rusage), BenchError> {
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is a plain C struct for which all-zero bytes are a valid value.

@@ -355,15 +355,22 @@ impl Matcher for SalesforceSink {
         sobject: &str,
         select: &[String],
         wheres: &[Map<String, Value>],
-    ) -> Result<Vec<Vec<Value>>, String> {
+    ) -> Result<Vec<super::lookup::RuleMatch>, String> {
         let ws: Vec<BTreeMap<String, Value>> = wheres
             .iter()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .collect();
-        self.conn
-            .match_rule(sobject, select, &ws)
+        Ok(self
+            .conn
+            .match_rule_detailed(sobject, select, &ws)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|o| super::lookup::RuleMatch {
+                records: o.records,
+                unmatchable: o.unmatchable,
+            })
+            .collect())
     }
 }
 
@@ -375,42 +382,27 @@ impl Writer for SalesforceSink {
         op: WriteOp,
         records: Vec<Map<String, Value>>,
     ) -> Result<Vec<WriteOutcome>, String> {
+        self.write_partial(sobject, op, records)
+            .await
+            .map_err(|(e, _)| e)
+    }
+
+    async fn write_partial(
+        &self,
+        sobject: &str,
+        op: WriteOp,
+        records: Vec<Map<String, Value>>,
+    ) -> Result<Vec<WriteOutcome>, (String, Vec<WriteOutcome>)> {
         let op = match op {
             WriteOp::Insert => sf::WriteOp::Insert,
             WriteOp::Update => sf::WriteOp::Update,
             WriteOp::Upsert { external_id_field } => sf::WriteOp::Upsert { external_id_field },
             WriteOp::Publish => sf::WriteOp::Publish,
         };
-        let results = self
-            .conn
-            .write(sobject, op, records)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(results
-            .into_iter()
-            .map(|r| WriteOutcome {
-                id: r.id.clone(),
-                created: r.created,
-                error: (!r.errors.is_empty()).then(|| {
-                    r.errors
-                        .iter()
-                        .map(|e| {
-                            if e.fields.is_empty() {
-                                format!("{}: {}", e.status_code, e.message)
-                            } else {
-                                format!(
-                                    "{}: {} ({})",
-                                    e.status_code,
-                                    e.message,
-                                    e.fields.join(", ")
-                                )
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                }),
-            })
-            .collect())
+        match self.conn.write_partial(sobject, op, records).await {
+            Ok(results) => Ok(outcomes(results)),
+            Err((e, done)) => Err((e.to_string(), outcomes(done))),
+        }
     }
 
     async fn find(
@@ -426,36 +418,49 @@ impl Writer for SalesforceSink {
                 fields.push(must.to_string());
             }
         }
-        let mut out = Vec::new();
-        let mut distinct: Vec<&String> = values.iter().filter(|v| !v.is_empty()).collect();
-        distinct.sort();
-        distinct.dedup();
-        for chunk in distinct.chunks(300) {
-            let list = chunk
-                .iter()
-                .map(|v| format!("'{}'", sf::escape_soql(v)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let soql = format!(
-                "SELECT {} FROM {sobject} WHERE {field} IN ({list})",
-                fields.join(", ")
-            );
-            for r in self
-                .conn
-                .query_all(&soql)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                if let Value::Object(mut m) = r {
+        // Split by the request-size limit and sent together through Composite.
+        let rows = self
+            .conn
+            .find_in(sobject, field, values, &fields)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| match r {
+                Value::Object(mut m) => {
                     m.remove("attributes");
-                    out.push(m);
+                    Some(m)
                 }
-            }
-        }
-        Ok(out)
+                _ => None,
+            })
+            .collect())
     }
 
     fn calls(&self) -> u64 {
         self.http.metrics().requests(Service::Salesforce)
     }
+}
+
+/// The connector's per-record results as the engine's outcomes.
+fn outcomes(results: Vec<sf::RecordResult>) -> Vec<WriteOutcome> {
+    results
+        .into_iter()
+        .map(|r| WriteOutcome {
+            id: r.id.clone(),
+            created: r.created,
+            error: (!r.errors.is_empty()).then(|| {
+                r.errors
+                    .iter()
+                    .map(|e| {
+                        if e.fields.is_empty() {
+                            format!("{}: {}", e.status_code, e.message)
+                        } else {
+                            format!("{}: {} ({})", e.status_code, e.message, e.fields.join(", "))
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }),
+        })
+        .collect()
 }

@@ -104,6 +104,19 @@ pub trait Writer: Send + Sync {
         op: WriteOp,
         records: Vec<Map<String, Value>>,
     ) -> Result<Vec<WriteOutcome>, String>;
+    /// As [`Writer::write`]; a failure part-way also answers the outcomes of the records
+    /// Salesforce already acknowledged (the first ones of `records`, in order), so the
+    /// engine keeps them in the ledger.
+    async fn write_partial(
+        &self,
+        sobject: &str,
+        op: WriteOp,
+        records: Vec<Map<String, Value>>,
+    ) -> Result<Vec<WriteOutcome>, (String, Vec<WriteOutcome>)> {
+        self.write(sobject, op, records)
+            .await
+            .map_err(|e| (e, Vec::new()))
+    }
     /// Records whose `field` is one of `values`, with the `select`ed fields (for plans and for
     /// checks before re-inserting).
     async fn find(
@@ -709,6 +722,7 @@ impl Engine<'_> {
                 title: record_title(&rec),
                 writes: Vec::new(),
                 unmatched: Vec::new(),
+                unlookable: Vec::new(),
                 ambiguous: Vec::new(),
                 looked_up: 0,
                 skipped: Vec::new(),
@@ -734,6 +748,7 @@ impl Engine<'_> {
             .map_err(|e| e.to_string())?;
         for (r, n) in reports.iter_mut().zip(&notes) {
             r.unmatched = n.unmatched.clone();
+            r.unlookable = n.unlookable.clone();
             r.ambiguous = n.ambiguous.clone();
             r.looked_up = n.looked_up;
         }
@@ -1018,8 +1033,20 @@ impl Engine<'_> {
                         .iter()
                         .map(|n| intents[*n].1.fields.clone())
                         .collect();
-                    match self.writer.write(&sink.sobject, op.clone(), recs).await {
-                        Ok(outs) => {
+                    // A failure part-way keeps what Salesforce acknowledged before it.
+                    let outs = match self
+                        .writer
+                        .write_partial(&sink.sobject, op.clone(), recs)
+                        .await
+                    {
+                        Ok(outs) => outs,
+                        Err((e, done)) => {
+                            stop = Some(e);
+                            done
+                        }
+                    };
+                    {
+                        {
                             for (n, o) in to_create.iter().zip(outs) {
                                 self.record_outcome(
                                     commit,
@@ -1032,7 +1059,6 @@ impl Engine<'_> {
                                 );
                             }
                         }
-                        Err(e) => stop = Some(e),
                     }
                 }
                 if stop.is_none() && !to_update.is_empty() {
@@ -1054,8 +1080,15 @@ impl Engine<'_> {
                         WriteOp::Upsert { .. } => op.clone(),
                         _ => WriteOp::Update,
                     };
-                    match self.writer.write(&sink.sobject, uop, recs).await {
-                        Ok(outs) => {
+                    let outs = match self.writer.write_partial(&sink.sobject, uop, recs).await {
+                        Ok(outs) => outs,
+                        Err((e, done)) => {
+                            stop = Some(e);
+                            done
+                        }
+                    };
+                    {
+                        {
                             for ((n, id), mut o) in to_update.iter().zip(outs) {
                                 if o.id.is_none() {
                                     o.id = Some(id.clone());
@@ -1071,7 +1104,6 @@ impl Engine<'_> {
                                 );
                             }
                         }
-                        Err(e) => stop = Some(e),
                     }
                 }
             }

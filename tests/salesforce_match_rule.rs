@@ -282,3 +282,70 @@ async fn thousands_of_long_emails_split_by_their_encoded_length() {
     assert!(env.sim.longest_subrequest_url() > 10_000);
     assert!(env.sim.longest_request().total() <= 16_384);
 }
+
+#[tokio::test]
+async fn a_value_of_the_wrong_type_or_too_long_leaves_only_its_input_unmatched() {
+    let env = Env::start(|_| {}).await;
+    let acc = env.sim.seed(
+        "Account",
+        vec![
+            json!({"Name": "Big", "NumberOfEmployees": 500}),
+            json!({"Name": "Small", "NumberOfEmployees": 12}),
+        ],
+    );
+    let sf = env.connect().await;
+    let wheres = vec![
+        where1("NumberOfEmployees", "500"),
+        where1("NumberOfEmployees", "five hundred"),
+        BTreeMap::from([("NumberOfEmployees".to_string(), json!(12))]),
+        BTreeMap::from([("NumberOfEmployees".to_string(), json!(["12"]))]),
+    ];
+    let out = sf
+        .match_rule_detailed("Account", &["Name".to_string()], &wheres)
+        .await
+        .unwrap();
+    assert_eq!(out[0].records[0]["Id"].as_str(), Some(acc[0].as_str()));
+    assert!(out[0].unmatchable.is_none());
+    assert!(out[1].records.is_empty());
+    let why = out[1].unmatchable.as_deref().unwrap();
+    assert!(
+        why.contains("Account.NumberOfEmployees") && why.contains("not a number"),
+        "{why}"
+    );
+    assert_eq!(out[2].records[0]["Id"].as_str(), Some(acc[1].as_str()));
+    assert!(out[3].unmatchable.is_some());
+    // Ids and dates are checked too.
+    let out = sf
+        .match_rule_detailed(
+            "Contact",
+            &["Id".to_string()],
+            &[
+                where1("AccountId", "not-an-id"),
+                where1("AccountId", &acc[0]),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(out[0].unmatchable.as_deref().unwrap().contains("record id"));
+    assert!(out[1].unmatchable.is_none());
+
+    // A value too long for any query: that input alone is unmatched, the rest are found.
+    env.sim.seed(
+        "Contact",
+        vec![json!({"LastName": "A", "Email": "a@x.example"})],
+    );
+    let huge = format!("{}@x.example", "y".repeat(20_000));
+    let out = sf
+        .match_rule_detailed(
+            "Contact",
+            &["Id".to_string()],
+            &[where1("Email", &huge), where1("Email", "A@x.example")],
+        )
+        .await
+        .unwrap();
+    assert!(out[0].records.is_empty());
+    let why = out[0].unmatchable.as_deref().unwrap();
+    assert!(why.contains("too long"), "{why}");
+    assert_eq!(out[1].records.len(), 1);
+    assert_eq!(env.sim.oversize_refused(), 0);
+}

@@ -159,6 +159,8 @@ pub struct SalesforceConnection {
     pub api_version: String,
     /// API calls ferry may spend per rolling 24 hours (None: no budget of its own).
     pub daily_budget: Option<u64>,
+    /// The largest query request, in bytes of URI plus headers (None: the default).
+    pub max_request_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -59,6 +59,9 @@ pub struct ConnectionSpec {
     pub api_version: Option<At<LooseString>>,
     /// Salesforce: API calls ferry may spend per rolling 24 hours.
     pub daily_budget: Option<At<u64>>,
+    /// Salesforce: the largest request ferry builds for a query, in bytes of URI plus
+    /// headers (1,024 to 16,384; default 15,360). Longer lookups are split.
+    pub max_request_bytes: Option<At<u64>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

@@ -141,6 +141,9 @@ pub fn salesforce_settings(project: &Project) -> Result<SalesforceSettings, Conn
     let mut s = SalesforceSettings::new(auth);
     s.api_version = conn.api_version.clone();
     s.daily_budget = conn.daily_budget;
+    if let Some(n) = conn.max_request_bytes {
+        s.max_request_bytes = n;
+    }
     Ok(s)
 }
 

@@ -602,3 +602,40 @@ mod tests {
         assert_eq!(soql_literal(None, &Value::Null), "null");
     }
 }
+
+#[cfg(test)]
+mod value_tests {
+    use super::value_problem;
+    use serde_json::json;
+
+    #[test]
+    fn values_are_checked_against_their_field_type() {
+        for (ty, v) in [
+            ("int", json!(5)),
+            ("double", json!("5.5")),
+            ("boolean", json!("TRUE")),
+            ("boolean", json!(false)),
+            ("date", json!("2026-01-31")),
+            ("datetime", json!("2026-01-31T10:00:00Z")),
+            ("id", json!("001000000000001AAA")),
+            ("email", json!(5)),
+            ("string", json!("anything ' goes")),
+        ] {
+            assert_eq!(value_problem(Some(ty), &v), None, "{ty} {v}");
+        }
+        for (ty, v) in [
+            ("int", json!("12abc")),
+            ("double", json!("NaN")),
+            ("currency", json!(true)),
+            ("boolean", json!("yes")),
+            ("date", json!("31/01/2026")),
+            ("date", json!("2026-02-30")),
+            ("datetime", json!("2026-01-31")),
+            ("reference", json!("0010000000000")),
+            ("id", json!("001000000000001AA'")),
+            ("string", json!({"a": 1})),
+        ] {
+            assert!(value_problem(Some(ty), &v).is_some(), "{ty} {v}");
+        }
+    }
+}

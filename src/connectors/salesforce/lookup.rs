@@ -344,9 +344,9 @@ impl SalesforceConnector {
         // Values that do not fit their field leave their input out, with the reason.
         let mut members: Vec<usize> = members.to_vec();
         members.retain(|&m| {
-            for fi in 0..fields.len() {
+            for (fi, f) in fields.iter().enumerate() {
                 if let Some(why) = value_problem(ty(fi), value_of(m, fi)) {
-                    results[m].unmatchable = Some(format!("{}.{}: {why}", d.name, fields[fi].1));
+                    results[m].unmatchable = Some(format!("{}.{}: {why}", d.name, f.1));
                     return false;
                 }
             }

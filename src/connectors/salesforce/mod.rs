@@ -887,7 +887,7 @@ fn error_from_body(status: u16, body: &Value) -> SfError {
     let message = first
         .get("message")
         .and_then(Value::as_str)
-        .map_or_else(|| format!("HTTP {status}"), |m| snippet(m));
+        .map_or_else(|| format!("HTTP {status}"), snippet);
     SfError::Api {
         status,
         code,

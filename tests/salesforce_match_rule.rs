@@ -4,6 +4,7 @@
 
 mod salesforce_common;
 
+use ferry::sim::salesforce::SimCalls;
 use salesforce_common::*;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -64,7 +65,8 @@ async fn participants_of_1000_meetings_cost_one_query_per_rule_per_batch() {
     sf.describe("Contact").await.unwrap();
     sf.describe("Lead").await.unwrap();
     sf.describe("Account").await.unwrap();
-    let before = env.sim.calls().query;
+    let lookup_calls = |c: &SimCalls| c.query + c.composite;
+    let before = lookup_calls(&env.sim.calls());
     let select = vec![
         "Id".to_string(),
         "Email".to_string(),
@@ -127,11 +129,19 @@ async fn participants_of_1000_meetings_cost_one_query_per_rule_per_batch() {
     }
     assert_eq!(batches, 10);
     assert!(contacts_found > 3000 && leads_found > 1000 && accounts_found > 3000);
+    // The split queries of a rule's batch travel in one Composite call (one API call).
     assert_eq!(
-        env.sim.calls().query - before,
+        lookup_calls(&env.sim.calls()) - before,
         3 * batches,
-        "one query per rule per batch"
+        "one call per rule per batch"
     );
+    assert!(
+        env.sim.calls().composite > 0,
+        "the batches needed splitting"
+    );
+    assert!(env.sim.longest_request().total() <= 16_384);
+    assert!(env.sim.longest_subrequest_url() <= 16_384);
+    assert_eq!(env.sim.oversize_refused(), 0);
 }
 
 #[tokio::test]
@@ -149,17 +159,24 @@ async fn long_batches_split_by_soql_length_with_the_same_results() {
         .match_rule("Contact", &["Id".to_string()], &wheres)
         .await
         .unwrap();
-    let q1 = env.sim.calls().query;
-    assert_eq!(q1, 1);
+    let c1 = env.sim.calls();
+    assert_eq!(c1.query + c1.composite, 1);
     let mut s = env.settings();
-    s.max_soql_chars = 2_000;
+    s.max_request_bytes = 2_000;
     let small = env.connect_with(s).await;
     let split = small
         .match_rule("Contact", &["Id".to_string()], &wheres)
         .await
         .unwrap();
-    let q2 = env.sim.calls().query - q1;
-    assert!(q2 >= 3, "split into {q2} queries");
+    let c2 = env.sim.calls();
+    // Queries of at most 2,000 bytes: several, five to a Composite call.
+    assert_eq!(c2.query, c1.query, "split queries go through Composite");
+    assert!(c2.composite > c1.composite, "split into several queries");
+    assert!(
+        env.sim.longest_subrequest_url() <= 2_000,
+        "{}",
+        env.sim.longest_subrequest_url()
+    );
     assert_eq!(whole, split);
     assert_eq!(
         whole.iter().filter(|h| !h.is_empty()).count(),
@@ -254,6 +271,82 @@ async fn thousands_of_long_emails_split_by_their_encoded_length() {
         .await
         .unwrap();
     assert!(found.iter().all(|h| h.len() == 1));
-    let queries = env.sim.calls().query;
-    assert!((3..=6).contains(&queries), "{queries} queries");
+    // ~190 KB of encoded emails: a dozen queries of under 16 KB, five to a Composite call.
+    let c = env.sim.calls();
+    assert_eq!(c.query, 0);
+    assert!(
+        (2..=4).contains(&c.composite),
+        "{} composite calls",
+        c.composite
+    );
+    assert!(env.sim.longest_subrequest_url() <= 16_384);
+    assert!(env.sim.longest_subrequest_url() > 10_000);
+    assert!(env.sim.longest_request().total() <= 16_384);
+}
+
+#[tokio::test]
+async fn a_value_of_the_wrong_type_or_too_long_leaves_only_its_input_unmatched() {
+    let env = Env::start(|_| {}).await;
+    let acc = env.sim.seed(
+        "Account",
+        vec![
+            json!({"Name": "Big", "NumberOfEmployees": 500}),
+            json!({"Name": "Small", "NumberOfEmployees": 12}),
+        ],
+    );
+    let sf = env.connect().await;
+    let wheres = vec![
+        where1("NumberOfEmployees", "500"),
+        where1("NumberOfEmployees", "five hundred"),
+        BTreeMap::from([("NumberOfEmployees".to_string(), json!(12))]),
+        BTreeMap::from([("NumberOfEmployees".to_string(), json!(["12"]))]),
+    ];
+    let out = sf
+        .match_rule_detailed("Account", &["Name".to_string()], &wheres)
+        .await
+        .unwrap();
+    assert_eq!(out[0].records[0]["Id"].as_str(), Some(acc[0].as_str()));
+    assert!(out[0].unmatchable.is_none());
+    assert!(out[1].records.is_empty());
+    let why = out[1].unmatchable.as_deref().unwrap();
+    assert!(
+        why.contains("Account.NumberOfEmployees") && why.contains("not a number"),
+        "{why}"
+    );
+    assert_eq!(out[2].records[0]["Id"].as_str(), Some(acc[1].as_str()));
+    assert!(out[3].unmatchable.is_some());
+    // Ids and dates are checked too.
+    let out = sf
+        .match_rule_detailed(
+            "Contact",
+            &["Id".to_string()],
+            &[
+                where1("AccountId", "not-an-id"),
+                where1("AccountId", &acc[0]),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(out[0].unmatchable.as_deref().unwrap().contains("record id"));
+    assert!(out[1].unmatchable.is_none());
+
+    // A value too long for any query: that input alone is unmatched, the rest are found.
+    env.sim.seed(
+        "Contact",
+        vec![json!({"LastName": "A", "Email": "a@x.example"})],
+    );
+    let huge = format!("{}@x.example", "y".repeat(20_000));
+    let out = sf
+        .match_rule_detailed(
+            "Contact",
+            &["Id".to_string()],
+            &[where1("Email", &huge), where1("Email", "A@x.example")],
+        )
+        .await
+        .unwrap();
+    assert!(out[0].records.is_empty());
+    let why = out[0].unmatchable.as_deref().unwrap();
+    assert!(why.contains("too long"), "{why}");
+    assert_eq!(out[1].records.len(), 1);
+    assert_eq!(env.sim.oversize_refused(), 0);
 }

@@ -576,3 +576,182 @@ async fn an_event_relation_is_refused_twice_whether_seeded_or_created() {
     }
     assert_eq!(env.sim.records("EventRelation").len(), 2);
 }
+
+/// Salesforce's request limits: URI plus headers at most 16,384 bytes (414 for the URI, 431
+/// for the headers), SOQL at most 100,000 characters, Composite at most 25 subrequests of
+/// which 5 queries or Collections, no Accept/Authorization/Content-Type on subrequests.
+#[tokio::test]
+async fn request_size_soql_length_and_composite_limits() {
+    let env = Env::start(|_| {}).await;
+    let api = Api::login(&env).await;
+    env.sim.seed(
+        "Contact",
+        vec![json!({"LastName": "A", "Email": "a@x.example"})],
+    );
+    let in_list = |n: usize, width: usize| {
+        (0..n)
+            .map(|i| format!("'{i:0width$}@x.example'"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    // A GET whose URI is just over the limit: 414, in the REST error envelope.
+    let q = format!(
+        "SELECT Id FROM Contact WHERE Email IN ({})",
+        in_list(700, 12)
+    );
+    let path = format!("/query?q={}", q.replace(' ', "+"));
+    let uri_len = format!("/services/data/v{}{path}", env.sim.api_version).len();
+    assert!(uri_len > 16_384, "{uri_len}");
+    let before = env.sim.calls();
+    let (status, _, body) = api.call(M::GET, &path, None).await;
+    assert_eq!(status, 414);
+    assert_eq!(body[0]["errorCode"], "URI_TOO_LONG");
+    assert_eq!(env.sim.oversize_refused(), 1);
+    assert_eq!(
+        env.sim.calls(),
+        before,
+        "a refused request is not an API call"
+    );
+    assert!(env.sim.longest_request().uri >= uri_len);
+    // A URI under the limit whose headers take it over: 431.
+    let q = format!(
+        "SELECT Id FROM Contact WHERE Email IN ({})",
+        in_list(400, 12)
+    );
+    let path = format!("/query?q={}", q.replace(' ', "+"));
+    let resp = api
+        .http
+        .get(format!("{}{path}", api.base))
+        .bearer_auth(&api.token)
+        .header("X-Padding", "p".repeat(16_384 - path.len()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 431);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body[0]["errorCode"], "REQUEST_HEADER_FIELDS_TOO_LARGE");
+    // The same query without the padding is answered.
+    let (status, _, body) = api.call(M::GET, &path, None).await;
+    assert_eq!(status, 200, "{body}");
+
+    let sub = |url: String, r: &str| json!({"method": "GET", "url": url, "referenceId": r});
+    let qurl = |q: &str| {
+        format!(
+            "/services/data/v{}/query?q={}",
+            env.sim.api_version,
+            q.replace(' ', "+")
+        )
+    };
+    // A SOQL statement over 100,000 characters (in a Composite body): MALFORMED_QUERY.
+    let long = format!(
+        "SELECT Id FROM Contact WHERE Email IN ({})",
+        in_list(5_000, 12)
+    );
+    assert!(long.len() > 100_000);
+    let (status, _, body) = api
+        .call(
+            M::POST,
+            "/composite",
+            Some(json!({"compositeRequest": [sub(qurl(&long), "big")]})),
+        )
+        .await;
+    // The subrequest url is over 16,384 bytes too: the sim's stricter reading refuses the
+    // whole composite before it runs the query.
+    assert_eq!(status, 400);
+    assert_eq!(body[0]["errorCode"], "URI_TOO_LONG");
+    assert!(env.sim.longest_subrequest_url() > 100_000);
+    // With subrequest urls unbounded (the lenient reading), 100,001 characters of SOQL
+    // reach the query handler and get MALFORMED_QUERY; 100,000 pass.
+    env.sim.set_faults(|f| f.lenient_subrequest_urls = true);
+    let pad = 100_001 - "SELECT Id FROM Contact WHERE LastName = ''".len();
+    for (n, want) in [(pad, 400), (pad - 1, 200)] {
+        let q = format!(
+            "SELECT Id FROM Contact WHERE LastName = '{}'",
+            "x".repeat(n)
+        );
+        let (status, _, body) = api
+            .call(
+                M::POST,
+                "/composite",
+                Some(json!({"compositeRequest": [sub(qurl(&q), "q")]})),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let r = &body["compositeResponse"][0];
+        assert_eq!(r["httpStatusCode"], want, "{} chars", q.len());
+        if want == 400 {
+            assert_eq!(r["body"][0]["errorCode"], "MALFORMED_QUERY");
+        }
+    }
+    env.sim.set_faults(|f| f.lenient_subrequest_urls = false);
+
+    // Six query subrequests: 400; five: answered.
+    let q = "SELECT Id FROM Contact";
+    let six: Vec<Value> = (0..6).map(|i| sub(qurl(q), &format!("r{i}"))).collect();
+    let (status, _, body) = api
+        .call(
+            M::POST,
+            "/composite",
+            Some(json!({"compositeRequest": six})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body[0]["errorCode"], "INVALID_BATCH_REQUEST");
+    let five: Vec<Value> = (0..5).map(|i| sub(qurl(q), &format!("r{i}"))).collect();
+    let before = env.sim.calls();
+    let (status, _, body) = api
+        .call(
+            M::POST,
+            "/composite",
+            Some(json!({"compositeRequest": five})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["compositeResponse"].as_array().unwrap().len(), 5);
+    assert_eq!(body["compositeResponse"][4]["httpStatusCode"], 200);
+    let after = env.sim.calls();
+    assert_eq!(after.api_total() - before.api_total(), 1, "one API call");
+    // 26 subrequests: 400.
+    let many: Vec<Value> = (0..26)
+        .map(|i| {
+            sub(
+                format!("/services/data/v{}/limits", env.sim.api_version),
+                &format!("r{i}"),
+            )
+        })
+        .collect();
+    let (status, _, _) = api
+        .call(
+            M::POST,
+            "/composite",
+            Some(json!({"compositeRequest": many})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    // A subrequest setting Authorization (any case): 400.
+    for h in ["Authorization", "accept", "Content-Type"] {
+        let mut s = sub(qurl(q), "r0");
+        s["httpHeaders"] = json!({h: "x"});
+        let (status, _, body) = api
+            .call(
+                M::POST,
+                "/composite",
+                Some(json!({"compositeRequest": [s]})),
+            )
+            .await;
+        assert_eq!(status, 400, "{h}");
+        assert_eq!(body[0]["errorCode"], "INVALID_BATCH_REQUEST");
+    }
+    // Other headers are allowed.
+    let mut s = sub(qurl(q), "r0");
+    s["httpHeaders"] = json!({"Sforce-Query-Options": "batchSize=200"});
+    let (status, _, body) = api
+        .call(
+            M::POST,
+            "/composite",
+            Some(json!({"compositeRequest": [s]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["compositeResponse"][0]["httpStatusCode"], 200);
+}

@@ -339,6 +339,10 @@ impl FerryFileResolver<'_> {
                     self.not_for_kind(b.pos, "daily_budget", kind);
                     ok = false;
                 }
+                if let Some(b) = &c.max_request_bytes {
+                    self.not_for_kind(b.pos, "max_request_bytes", kind);
+                    ok = false;
+                }
             }
             ConnectionKind::Salesforce => {
                 let zoom_only = [
@@ -447,6 +451,27 @@ impl FerryFileResolver<'_> {
                     Some(b) => Some(b.value),
                     None => None,
                 };
+                let max_request_bytes = match &c.max_request_bytes {
+                    Some(b) if !(1024..=16_384).contains(&b.value) => {
+                        self.diags.push(
+                            Problem::at_pos(
+                                self.file,
+                                "ferry::out_of_range",
+                                b.pos,
+                                format!(
+                                    "max_request_bytes must be between 1024 and 16384, not {}",
+                                    b.value
+                                ),
+                            )
+                            .label("out of range")
+                            .help("Salesforce refuses requests whose URI and headers pass 16,384 bytes; leave it out for 15,360"),
+                        );
+                        ok = false;
+                        None
+                    }
+                    Some(b) => usize::try_from(b.value).ok(),
+                    None => None,
+                };
                 let api_version = c
                     .api_version
                     .as_ref()
@@ -473,6 +498,7 @@ impl FerryFileResolver<'_> {
                     api_version,
                     daily_budget,
                     max_wait,
+                    max_request_bytes,
                 })
             }
         };

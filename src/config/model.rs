@@ -163,6 +163,8 @@ pub struct SalesforceConnection {
     pub daily_budget: Option<u64>,
     /// The longest server-requested wait ferry sleeps through (`max_wait`, default 5m).
     pub max_wait: Duration,
+    /// The largest query request, in bytes of URI plus headers (None: the default).
+    pub max_request_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

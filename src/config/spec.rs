@@ -62,6 +62,9 @@ pub struct ConnectionSpec {
     /// The longest wait the service may ask for (Retry-After, X-RateLimit-Reset) that ferry
     /// sleeps through, like `5m` (the default); a longer one ends the batch at once.
     pub max_wait: Option<At<String>>,
+    /// Salesforce: the largest request ferry builds for a query, in bytes of URI plus
+    /// headers (1,024 to 16,384; default 15,360). Longer lookups are split.
+    pub max_request_bytes: Option<At<u64>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

@@ -62,6 +62,7 @@ impl Batch {
                 unmatched: Vec::new(),
                 ambiguous: Vec::new(),
                 looked_up: 0,
+                unlookable: Vec::new(),
                 skipped: Vec::new(),
                 errors: Vec::new(),
             });

@@ -162,6 +162,9 @@ pub fn salesforce_settings(project: &Project) -> Result<SalesforceSettings, Conn
     let mut s = SalesforceSettings::new(auth);
     s.api_version = conn.api_version.clone();
     s.daily_budget = conn.daily_budget;
+    if let Some(n) = conn.max_request_bytes {
+        s.max_request_bytes = n;
+    }
     Ok(s)
 }
 
@@ -339,15 +342,22 @@ impl Matcher for SalesforceSink {
         sobject: &str,
         select: &[String],
         wheres: &[Map<String, Value>],
-    ) -> Result<Vec<Vec<Value>>, ConnectorError> {
+    ) -> Result<Vec<super::lookup::RuleMatch>, ConnectorError> {
         let ws: Vec<BTreeMap<String, Value>> = wheres
             .iter()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .collect();
-        self.conn
-            .match_rule(sobject, select, &ws)
+        Ok(self
+            .conn
+            .match_rule_detailed(sobject, select, &ws)
             .await
-            .map_err(|e| sf_error(&e))
+            .map_err(|e| sf_error(&e))?
+            .into_iter()
+            .map(|o| super::lookup::RuleMatch {
+                records: o.records,
+                unmatchable: o.unmatchable,
+            })
+            .collect())
     }
 }
 
@@ -359,42 +369,27 @@ impl ObjectSink for SalesforceSink {
         op: WriteOp,
         records: Vec<Map<String, Value>>,
     ) -> Result<Vec<WriteOutcome>, ConnectorError> {
+        self.write_partial(sobject, op, records)
+            .await
+            .map_err(|(e, _)| e)
+    }
+
+    async fn write_partial(
+        &self,
+        sobject: &str,
+        op: WriteOp,
+        records: Vec<Map<String, Value>>,
+    ) -> Result<Vec<WriteOutcome>, (ConnectorError, Vec<WriteOutcome>)> {
         let op = match op {
             WriteOp::Insert => sf::WriteOp::Insert,
             WriteOp::Update => sf::WriteOp::Update,
             WriteOp::Upsert { external_id_field } => sf::WriteOp::Upsert { external_id_field },
             WriteOp::Publish => sf::WriteOp::Publish,
         };
-        let results = self
-            .conn
-            .write(sobject, op, records)
-            .await
-            .map_err(|e| sf_error(&e))?;
-        Ok(results
-            .into_iter()
-            .map(|r| WriteOutcome {
-                id: r.id.clone(),
-                created: r.created,
-                error: (!r.errors.is_empty()).then(|| {
-                    r.errors
-                        .iter()
-                        .map(|e| {
-                            if e.fields.is_empty() {
-                                format!("{}: {}", e.status_code, e.message)
-                            } else {
-                                format!(
-                                    "{}: {} ({})",
-                                    e.status_code,
-                                    e.message,
-                                    e.fields.join(", ")
-                                )
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                }),
-            })
-            .collect())
+        match self.conn.write_partial(sobject, op, records).await {
+            Ok(results) => Ok(outcomes(results)),
+            Err((e, done)) => Err((sf_error(&e), outcomes(done))),
+        }
     }
 
     async fn find(
@@ -410,33 +405,51 @@ impl ObjectSink for SalesforceSink {
                 fields.push(must.to_string());
             }
         }
-        let mut out = Vec::new();
-        let mut distinct: Vec<&String> = values.iter().filter(|v| !v.is_empty()).collect();
-        distinct.sort();
-        distinct.dedup();
-        for chunk in distinct.chunks(300) {
-            let list = chunk
-                .iter()
-                .map(|v| format!("'{}'", sf::escape_soql(v)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let soql = format!(
-                "SELECT {} FROM {sobject} WHERE {field} IN ({list})",
-                fields.join(", ")
-            );
-            for r in self.conn.query_all(&soql).await.map_err(|e| sf_error(&e))? {
-                if let Value::Object(mut m) = r {
+        // Split by the request-size limit and sent together through Composite.
+        let rows = self
+            .conn
+            .find_in(sobject, field, values, &fields)
+            .await
+            .map_err(|e| sf_error(&e))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| match r {
+                Value::Object(mut m) => {
                     m.remove("attributes");
-                    out.push(m);
+                    Some(m)
                 }
-            }
-        }
-        Ok(out)
+                _ => None,
+            })
+            .collect())
     }
 
     fn calls(&self) -> u64 {
         self.http.metrics().requests(Service::Salesforce)
     }
+}
+
+/// The connector's per-record results as the engine's outcomes.
+fn outcomes(results: Vec<sf::RecordResult>) -> Vec<WriteOutcome> {
+    results
+        .into_iter()
+        .map(|r| WriteOutcome {
+            id: r.id.clone(),
+            created: r.created,
+            error: (!r.errors.is_empty()).then(|| {
+                r.errors
+                    .iter()
+                    .map(|e| {
+                        if e.fields.is_empty() {
+                            format!("{}: {}", e.status_code, e.message)
+                        } else {
+                            format!("{}: {} ({})", e.status_code, e.message, e.fields.join(", "))
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }),
+        })
+        .collect()
 }
 
 /// Whether an HTTP failure may pass: the service unreachable, throttled, out of its

@@ -4,7 +4,7 @@
 //! it as a run's ledger would), counts the calls the writes would take, and commits
 //! nothing.
 
-use super::error::{ConnectorError, StageError};
+use super::error::StageError;
 use super::render::WriteIntent;
 use super::report::WriteAction;
 use super::{ObjectSink, WriteOp, WriteOutcome};
@@ -178,19 +178,25 @@ impl<'a> Applier<'a> {
         }
     }
 
+    /// Writes records; a failure part-way still answers the outcomes of the records the sink
+    /// acknowledged before it (the first ones, in order), so they reach the ledger and are
+    /// never written again.
     async fn write(
         &self,
         sink: &Sink,
         op: WriteOp,
         records: Vec<Map<String, Value>>,
-    ) -> Result<Vec<WriteOutcome>, StageError> {
-        self.sink
-            .write(&sink.sobject, op, records)
-            .await
-            .map_err(|error: ConnectorError| StageError::Sink {
-                sink: sink.name.clone(),
-                error,
-            })
+    ) -> (Vec<WriteOutcome>, Option<StageError>) {
+        match self.sink.write_partial(&sink.sobject, op, records).await {
+            Ok(outs) => (outs, None),
+            Err((error, done)) => (
+                done,
+                Some(StageError::Sink {
+                    sink: sink.name.clone(),
+                    error,
+                }),
+            ),
+        }
     }
 }
 
@@ -235,14 +241,13 @@ impl Ending for Applier<'_> {
                 .iter()
                 .map(|n| intents[*n].1.fields.clone())
                 .collect();
-            match self.write(sink, op.clone(), recs).await {
-                Ok(outs) => {
-                    for (n, o) in writes.create.iter().zip(outs) {
-                        let out = self.outcome(commit, sink, &intents[*n].1, o, true);
-                        results.insert(*n, out);
-                    }
-                }
-                Err(e) => return Some(e),
+            let (outs, failed) = self.write(sink, op.clone(), recs).await;
+            for (n, o) in writes.create.iter().zip(outs) {
+                let out = self.outcome(commit, sink, &intents[*n].1, o, true);
+                results.insert(*n, out);
+            }
+            if failed.is_some() {
+                return failed;
             }
         }
         if writes.update.is_empty() {
@@ -261,19 +266,15 @@ impl Ending for Applier<'_> {
             })
             .collect();
         let uop = if upsert { op } else { WriteOp::Update };
-        match self.write(sink, uop, recs).await {
-            Ok(outs) => {
-                for (u, mut o) in writes.update.into_iter().zip(outs) {
-                    if o.id.is_none() {
-                        o.id = Some(u.id);
-                    }
-                    let out = self.outcome(commit, sink, &intents[u.n].1, o, false);
-                    results.insert(u.n, out);
-                }
-                None
+        let (outs, failed) = self.write(sink, uop, recs).await;
+        for (u, mut o) in writes.update.into_iter().zip(outs) {
+            if o.id.is_none() {
+                o.id = Some(u.id);
             }
-            Err(e) => Some(e),
+            let out = self.outcome(commit, sink, &intents[u.n].1, o, false);
+            results.insert(u.n, out);
         }
+        failed
     }
 
     fn dead_letter(&mut self, commit: &mut BatchCommit, letter: NewDeadLetter) {

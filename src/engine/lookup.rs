@@ -9,8 +9,16 @@ use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
+/// One where-map's answer: its matches, most recently modified first, or why it cannot be
+/// looked up at all (a value of the wrong type for its field, or too long for any query).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuleMatch {
+    pub records: Vec<Value>,
+    pub unmatchable: Option<String>,
+}
+
 /// Finds Salesforce records by field values. One call answers many where-maps: the result
-/// has one list per input, most recently modified first.
+/// has one entry per input.
 #[async_trait::async_trait]
 pub trait Matcher: Send + Sync {
     async fn match_rule(
@@ -18,7 +26,7 @@ pub trait Matcher: Send + Sync {
         sobject: &str,
         select: &[String],
         wheres: &[Map<String, Value>],
-    ) -> Result<Vec<Vec<Value>>, ConnectorError>;
+    ) -> Result<Vec<RuleMatch>, ConnectorError>;
 }
 
 /// Cached rule results, so a person seen often costs one query per `cache` period.
@@ -48,6 +56,10 @@ pub struct LookupNotes {
     /// People (or records) looked up, over all lookups; a hand-written integration spends
     /// one query on each.
     pub looked_up: usize,
+    /// Unmatched values that could not be looked up at all, each with the reason
+    /// ("12ab: Contact.Employees__c: '12ab' is not a number (double field)"). Each is in
+    /// `unmatched` too.
+    pub unlookable: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +154,8 @@ async fn resolve_one(
     }
     // Matches per pending entry (canned ones borrowed from the table until placed).
     let mut found: Vec<Option<Cow<'_, Value>>> = vec![None; pending.len()];
+    // Why an entry could not be looked up (kept if no later rule matches it).
+    let mut why_not: Vec<Option<String>> = vec![None; pending.len()];
     match source {
         LookupSource::Canned(canned) => {
             let table = canned.get(name);
@@ -215,6 +229,7 @@ async fn resolve_one(
                     Some(c) if lookup.cache.is_some() => c.get_many(&scope, &keys),
                     _ => HashMap::new(),
                 };
+                let mut unlookable: HashMap<String, String> = HashMap::new();
                 let missing: Vec<(String, Map<String, Value>)> = distinct
                     .into_iter()
                     .filter(|(k, _)| !answers.contains_key(k))
@@ -232,9 +247,17 @@ async fn resolve_one(
                             error,
                         })?;
                     let mut fresh = Vec::new();
-                    for ((k, _), recs) in missing.iter().zip(results) {
+                    for ((k, _), rm) in missing.iter().zip(results) {
+                        if let Some(why) = rm.unmatchable {
+                            // Not cached: the reason is about the value, not Salesforce.
+                            unlookable.insert(k.clone(), why);
+                            continue;
+                        }
                         let v = Value::Array(
-                            recs.into_iter().map(|r| clean(r, &rule.sobject)).collect(),
+                            rm.records
+                                .into_iter()
+                                .map(|r| clean(r, &rule.sobject))
+                                .collect(),
                         );
                         fresh.push((k.clone(), v.clone()));
                         answers.insert(k.clone(), v);
@@ -257,7 +280,12 @@ async fn resolve_one(
                             }
                             found[pi] = Some(Cow::Owned(recs[0].clone()));
                         }
-                        _ => still_open.push((pi, pd)),
+                        _ => {
+                            if let Some(why) = unlookable.get(&k) {
+                                why_not[pi] = Some(why.clone());
+                            }
+                            still_open.push((pi, pd));
+                        }
                     }
                 }
                 open = still_open;
@@ -265,11 +293,14 @@ async fn resolve_one(
         }
     }
 
-    for (pd, hit) in pending.iter().zip(&found) {
+    for ((pd, hit), why) in pending.iter().zip(&found).zip(&why_not) {
         if hit.is_none() && !pd.display.is_empty() {
             let n = &mut notes[pd.record];
             if !n.unmatched.contains(&pd.display) {
                 n.unmatched.push(pd.display.clone());
+                if let Some(why) = why {
+                    n.unlookable.push(format!("{}: {why}", pd.display));
+                }
             }
         }
     }

@@ -117,6 +117,19 @@ pub trait ObjectSink: Send + Sync {
         op: WriteOp,
         records: Vec<Map<String, Value>>,
     ) -> Result<Vec<WriteOutcome>, ConnectorError>;
+    /// As [`ObjectSink::write`]; a failure part-way also answers the outcomes of the records
+    /// the sink already acknowledged (the first ones of `records`, in order), so the engine
+    /// keeps them in the ledger.
+    async fn write_partial(
+        &self,
+        object: &str,
+        op: WriteOp,
+        records: Vec<Map<String, Value>>,
+    ) -> Result<Vec<WriteOutcome>, (ConnectorError, Vec<WriteOutcome>)> {
+        self.write(object, op, records)
+            .await
+            .map_err(|e| (e, Vec::new()))
+    }
     /// Records whose `field` is one of `values`, with the `select`ed fields (for plans and for
     /// checks before re-inserting).
     async fn find(

@@ -62,6 +62,9 @@ pub struct RecordReport {
     pub title: String,
     pub writes: Vec<WriteReport>,
     pub unmatched: Vec<String>,
+    /// Unmatched values no query could look up, with the reason (also in `unmatched`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unlookable: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ambiguous: Vec<String>,
     #[serde(skip)]
@@ -87,6 +90,10 @@ pub struct Summary {
     pub unchanged: u64,
     pub skip: u64,
     pub unmatched: u64,
+    /// Of `unmatched`: values that could not be looked up at all (wrong type for the
+    /// field, or too long for any query).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unlookable: u64,
     pub error: u64,
     /// Dead letters retried successfully at the start of the run.
     #[serde(skip_serializing_if = "is_zero")]
@@ -163,6 +170,7 @@ impl PipelineReport {
         }
         self.summary.skip += r.skipped.len() as u64;
         self.summary.unmatched += r.unmatched.len() as u64;
+        self.summary.unlookable += r.unlookable.len() as u64;
         self.summary.looked_up += r.looked_up as u64;
         self.summary.error += r.errors.len() as u64;
         if keep_detail {
@@ -188,8 +196,13 @@ impl PipelineReport {
         } else {
             ("created", "updated")
         };
+        let unlookable = if s.unlookable > 0 {
+            format!(" ({} of them could not be looked up)", s.unlookable)
+        } else {
+            String::new()
+        };
         format!(
-            "{verb}: {} {c}, {} {u}, {} unchanged, {} skipped, {} people not in Salesforce, {} errors.",
+            "{verb}: {} {c}, {} {u}, {} unchanged, {} skipped, {} people not in Salesforce{unlookable}, {} errors.",
             s.create, s.update, s.unchanged, s.skip, s.unmatched, s.error
         )
     }
@@ -262,6 +275,9 @@ impl PipelineReport {
             if !r.unmatched.is_empty() {
                 let _ = writeln!(out, "  not in Salesforce: {}", r.unmatched.join(", "));
             }
+            for u in &r.unlookable {
+                let _ = writeln!(out, "  could not be looked up: {u}");
+            }
             for a in &r.ambiguous {
                 let _ = writeln!(out, "  ambiguous: {a}");
             }
@@ -301,6 +317,14 @@ impl PipelineReport {
                     "| {} | | | not in Salesforce | {} |",
                     src,
                     r.unmatched.join(", ")
+                );
+            }
+            for u in &r.unlookable {
+                let _ = writeln!(
+                    out,
+                    "| {} | | | could not be looked up | {} |",
+                    src,
+                    u.replace('|', "\\|")
                 );
             }
             for e in &r.errors {

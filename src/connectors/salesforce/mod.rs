@@ -16,7 +16,7 @@ pub use auth::{
     authorize_interactively, jwt_audience, token_key,
 };
 pub use budget::{Budget, BudgetScope, parse_limit_info};
-pub use lookup::{escape_soql, soql_literal};
+pub use lookup::{MatchOutcome, escape_soql, soql_literal, value_problem};
 pub use write::{RecordError, RecordResult, WriteOp};
 
 use crate::clock::SharedClock;
@@ -28,6 +28,18 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// Salesforce's limit on the URI plus headers of a REST call, in bytes.
+pub const REQUEST_BYTES_LIMIT: usize = 16_384;
+/// The default of `max_request_bytes`: the limit less 1 KiB of margin.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = REQUEST_BYTES_LIMIT - 1024;
+/// The longest SOQL statement Salesforce accepts, in characters.
+pub const MAX_SOQL_CHARS: usize = 100_000;
+/// Query subrequests one Composite call may carry.
+const COMPOSITE_QUERIES: usize = 5;
+/// Header bytes the HTTP stack adds beyond ferry's own (Host, Accept, Accept-Encoding,
+/// Content-Length, User-Agent), counted generously.
+const STACK_HEADER_BYTES: usize = 256;
+
 /// Connector settings (from ferry.yaml's `salesforce:` block).
 #[derive(Clone, Debug)]
 pub struct SalesforceSettings {
@@ -38,10 +50,11 @@ pub struct SalesforceSettings {
     pub daily_budget: Option<u64>,
     /// Writes of at least this many records go through Bulk API 2.0.
     pub bulk_threshold: usize,
-    /// The longest lookup query, in characters of its URL-encoded form (it travels in the
-    /// GET /query URL, which the HTTP stack cannot send beyond 65,534); longer batches are
-    /// split.
-    pub max_soql_chars: usize,
+    /// The largest request ferry builds for a query, in bytes of URI plus headers as sent.
+    /// Salesforce refuses more than 16,384 (414 / 431); the default leaves a margin for
+    /// headers ferry cannot see. Lookups longer than this are split (and the parts sent
+    /// together through Composite).
+    pub max_request_bytes: usize,
     /// How often records refused with UNABLE_TO_LOCK_ROW are sent again.
     pub lock_retries: u32,
 }
@@ -53,7 +66,7 @@ impl SalesforceSettings {
             api_version: "61.0".into(),
             daily_budget: None,
             bulk_threshold: 2000,
-            max_soql_chars: 60_000,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             lock_retries: 5,
         }
     }
@@ -613,43 +626,163 @@ impl SalesforceConnector {
     /// Runs a SOQL query and follows `nextRecordsUrl` to the end. Records lose their
     /// `attributes` envelope.
     pub async fn query_all(&self, soql: &str) -> Result<Vec<Value>, SfError> {
-        let mut path = format!("/query?q={}", enc(soql));
-        let mut out = Vec::new();
+        let mut all = self.query_many(&[soql.to_string()]).await?;
+        Ok(all.pop().unwrap_or_default())
+    }
+
+    /// The URI path a data call uses for `path` (relative to the versioned root, or
+    /// absolute from `/services/`).
+    fn data_path(&self, path: &str) -> String {
+        if path.starts_with("/services/") {
+            path.to_string()
+        } else {
+            format!("/services/data/v{}{path}", self.settings.api_version)
+        }
+    }
+
+    /// The bytes of a GET of `path` as the request-size limit counts them: URI, ferry's
+    /// Authorization header, and what the HTTP stack adds.
+    pub(crate) async fn get_request_bytes(&self, path: &str) -> usize {
+        let token = self.session.lock().await.access_token.expose().len();
+        self.data_path(path)
+            .len()
+            .saturating_add("authorization: Bearer \r\n".len() + token)
+            .saturating_add(STACK_HEADER_BYTES)
+    }
+
+    /// Runs several SOQL queries, following `nextRecordsUrl` to the end of each; answers
+    /// the rows of each query, in order. Rounds of up to five pending pages travel in one
+    /// Composite call (one API call); a round of one is a plain GET. Each query must fit a
+    /// GET within `max_request_bytes` (see [`Self::get_request_bytes`]): that keeps every
+    /// subrequest url within Salesforce's URI limit too.
+    pub async fn query_many(&self, queries: &[String]) -> Result<Vec<Vec<Value>>, SfError> {
+        let mut out: Vec<Vec<Value>> = vec![Vec::new(); queries.len()];
+        for q in queries {
+            let chars = q.chars().count();
+            if chars > MAX_SOQL_CHARS {
+                return Err(SfError::Config {
+                    message: format!(
+                        "a SOQL query of {chars} characters is longer than Salesforce's {MAX_SOQL_CHARS}"
+                    ),
+                });
+            }
+        }
+        let mut pending: Vec<(usize, String)> = queries
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (i, format!("/query?q={}", enc_query(q))))
+            .collect();
         // nextRecordsUrl values already followed: one that comes again would loop forever.
         let mut followed = std::collections::BTreeSet::new();
-        let mut pages = 0u32;
-        loop {
-            pages = pages.saturating_add(1);
-            if pages > MAX_QUERY_PAGES {
+        let mut pages_read = 0u32;
+        while !pending.is_empty() {
+            pages_read =
+                pages_read.saturating_add(u32::try_from(pending.len()).unwrap_or(u32::MAX));
+            if pages_read > MAX_QUERY_PAGES {
                 return Err(SfError::Malformed {
                     what: format!(
                         "a query that did not end after {MAX_QUERY_PAGES} pages (nextRecordsUrl never runs out)"
                     ),
                 });
             }
-            let resp = self.send(Method::GET, &path, None, true).await?;
-            if !resp.is_success() {
-                return Err(api_error(&resp));
-            }
-            let page: QueryPage = resp.json().map_err(|_| SfError::Malformed {
-                what: "a query result page".into(),
-            })?;
-            out.extend(page.records.into_iter().map(strip_attributes));
-            match page.next_records_url {
-                Some(next) if !page.done => {
-                    if !followed.insert(next.clone()) {
-                        return Err(SfError::Malformed {
-                            what: format!(
-                                "a query result page whose nextRecordsUrl repeats one already followed (after {pages} pages)"
-                            ),
-                        });
+            let mut next = Vec::new();
+            for round in pending.chunks(COMPOSITE_QUERIES) {
+                let pages = if let [(_, path)] = round {
+                    vec![self.get_page(path).await?]
+                } else {
+                    let paths: Vec<&str> = round.iter().map(|(_, p)| p.as_str()).collect();
+                    self.composite_pages(&paths).await?
+                };
+                for ((i, _), page) in round.iter().zip(pages) {
+                    if let Some(rows) = out.get_mut(*i) {
+                        rows.extend(page.records.into_iter().map(strip_attributes));
                     }
-                    path = next;
+                    if let Some(url) = page.next_records_url.filter(|_| !page.done) {
+                        if !followed.insert(url.clone()) {
+                            return Err(SfError::Malformed {
+                                what: format!(
+                                    "a query result page whose nextRecordsUrl repeats one already followed (after {pages_read} pages)"
+                                ),
+                            });
+                        }
+                        next.push((*i, url));
+                    }
                 }
-                _ => return Ok(out),
             }
+            pending = next;
         }
+        Ok(out)
     }
+
+    async fn get_page(&self, path: &str) -> Result<QueryPage, SfError> {
+        let resp = self.send(Method::GET, path, None, true).await?;
+        if !resp.is_success() {
+            return Err(api_error(&resp));
+        }
+        resp.json().map_err(|_| SfError::Malformed {
+            what: "a query result page".into(),
+        })
+    }
+
+    /// GETs of query pages as the subrequests of one Composite call, answered in order.
+    async fn composite_pages(&self, paths: &[&str]) -> Result<Vec<QueryPage>, SfError> {
+        let subs: Vec<Value> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                serde_json::json!({"method": "GET", "url": self.data_path(p), "referenceId": format!("q{i}")})
+            })
+            .collect();
+        let body = Body::Json(serde_json::json!({"allOrNone": false, "compositeRequest": subs}));
+        // Only reads: sending it again is safe.
+        let resp = self
+            .send(Method::POST, "/composite", Some(&body), true)
+            .await?;
+        if !resp.is_success() {
+            return Err(api_error(&resp));
+        }
+        let answer: CompositeAnswer = resp.json().map_err(|_| SfError::Malformed {
+            what: "the Composite response".into(),
+        })?;
+        let mut pages = Vec::with_capacity(paths.len());
+        for i in 0..paths.len() {
+            let reference = format!("q{i}");
+            let sub = answer
+                .composite_response
+                .iter()
+                .find(|s| s.reference_id == reference)
+                .ok_or_else(|| SfError::Malformed {
+                    what: format!("a Composite response without subrequest {reference}"),
+                })?;
+            if !(200..300).contains(&sub.http_status_code) {
+                return Err(error_from_body(sub.http_status_code, &sub.body));
+            }
+            let page: QueryPage =
+                serde_json::from_value(sub.body.clone()).map_err(|_| SfError::Malformed {
+                    what: "a query result page in a Composite response".into(),
+                })?;
+            pages.push(page);
+        }
+        Ok(pages)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CompositeAnswer {
+    #[serde(default)]
+    composite_response: Vec<CompositeSub>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CompositeSub {
+    #[serde(default)]
+    body: Value,
+    #[serde(default)]
+    http_status_code: u16,
+    #[serde(default)]
+    reference_id: String,
 }
 
 /// The most pages one `query_all` follows (20,000,000 records at 2,000 a page).
@@ -684,6 +817,42 @@ const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMER
 /// Percent-encodes one URL component as ferry sends it (the benchmark measures queries with it).
 pub fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, COMPONENT).to_string()
+}
+
+/// Encoding for a query-string value (SOQL in `?q=`), as short as is safe: a space is `+`,
+/// and the characters a query component may carry as they are (`@`, `,`, `(`, `)`, `=`,
+/// `:`, `/`, `!`, `*`, `;`, `$`) stay; `'` is encoded, as HTTP stacks do for http(s) URLs
+/// anyway, so the length measured is the length sent.
+pub(crate) fn enc_query(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + s.len() / 4);
+    for b in s.bytes() {
+        match b {
+            b' ' => out.push('+'),
+            b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'_'
+            | b'.'
+            | b'~'
+            | b'@'
+            | b','
+            | b'('
+            | b')'
+            | b'='
+            | b':'
+            | b'/'
+            | b'!'
+            | b'*'
+            | b';'
+            | b'$' => out.push(char::from(b)),
+            other => {
+                out.push('%');
+                out.push_str(&format!("{other:02X}"));
+            }
+        }
+    }
+    out
 }
 
 /// Turns a top-level REST error (an array of `{message, errorCode, fields}`) into an
@@ -723,6 +892,28 @@ pub(crate) fn api_error(resp: &Response) -> SfError {
         } else {
             code
         },
+        message,
+    }
+}
+
+/// An error from a Composite subrequest's body (the REST error envelope).
+fn error_from_body(status: u16, body: &Value) -> SfError {
+    let first = match body {
+        Value::Array(a) => a.first().cloned().unwrap_or(Value::Null),
+        other => other.clone(),
+    };
+    let code = first
+        .get("errorCode")
+        .or_else(|| first.get("statusCode"))
+        .and_then(Value::as_str)
+        .map_or_else(|| format!("HTTP_{status}"), String::from);
+    let message = first
+        .get("message")
+        .and_then(Value::as_str)
+        .map_or_else(|| format!("HTTP {status}"), snippet);
+    SfError::Api {
+        status,
+        code,
         message,
     }
 }

@@ -146,17 +146,42 @@ impl SalesforceConnector {
         op: WriteOp,
         records: Vec<Map<String, Value>>,
     ) -> Result<Vec<RecordResult>, SfError> {
+        self.write_partial(sobject, op, records)
+            .await
+            .map_err(|(e, _)| e)
+    }
+
+    /// As [`Self::write`]; when a request fails as a whole part-way (one Collections chunk
+    /// after its retries), the error comes with the results of the chunks Salesforce
+    /// already answered: one per record of that prefix of `records`, so what was written
+    /// is never forgotten (and never written again).
+    pub async fn write_partial(
+        &self,
+        sobject: &str,
+        op: WriteOp,
+        records: Vec<Map<String, Value>>,
+    ) -> Result<Vec<RecordResult>, (SfError, Vec<RecordResult>)> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
         if records.len() >= self.settings.bulk_threshold && op != WriteOp::Publish {
-            return self.write_bulk(sobject, &op, &records).await;
+            return self
+                .write_bulk(sobject, &op, &records)
+                .await
+                .map_err(|e| (e, Vec::new()));
         }
         let mut results: Vec<RecordResult> = vec![RecordResult::default(); records.len()];
         let indices: Vec<usize> = (0..records.len()).collect();
+        let mut done = 0usize;
         for chunk in indices.chunks(CHUNK) {
-            self.write_chunk_with_retries(sobject, &op, &records, chunk, &mut results)
-                .await?;
+            if let Err(e) = self
+                .write_chunk_with_retries(sobject, &op, &records, chunk, &mut results)
+                .await
+            {
+                results.truncate(done);
+                return Err((e, results));
+            }
+            done += chunk.len();
         }
         Ok(results)
     }

@@ -25,6 +25,7 @@ pub async fn resolve(cx: &Cx<'_>, batch: &mut Batch) -> Result<(), StageError> {
         r.unmatched = n.unmatched;
         r.ambiguous = n.ambiguous;
         r.looked_up = n.looked_up;
+        r.unlookable = n.unlookable.clone();
     }
     Ok(())
 }

@@ -52,6 +52,33 @@ pub struct SfFaults {
     pub bulk_fail_job: Option<String>,
     /// How long (virtual time) a Bulk job stays InProgress after UploadComplete.
     pub bulk_processing: Duration,
+    /// Composite subrequest urls are not held to the 16,384-byte URI limit (whether real
+    /// Salesforce holds them to it is undocumented; by default the sim does).
+    pub lenient_subrequest_urls: bool,
+    /// Let this many sObject Collections requests through untouched ...
+    pub collections_5xx_skip: u32,
+    /// ... then answer the next N Collections requests 500 (a chunk failing as a whole).
+    pub collections_5xx_next: u32,
+}
+
+/// Salesforce's cap on the request URI plus the request headers of any REST call, in bytes
+/// (knowledge article 000386264): a longer URI gets 414, longer headers 431.
+pub const MAX_REQUEST_BYTES: usize = 16_384;
+/// The longest SOQL statement Salesforce accepts, in characters.
+pub const MAX_SOQL_CHARS: usize = 100_000;
+
+/// The size of one request as the limit counts it: the URI (path and query, as sent) and
+/// every header line (`name: value` plus CRLF).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestSize {
+    pub uri: usize,
+    pub headers: usize,
+}
+
+impl RequestSize {
+    pub fn total(&self) -> usize {
+        self.uri.saturating_add(self.headers)
+    }
 }
 
 /// How to start a sim.
@@ -173,6 +200,12 @@ pub(crate) struct SimState {
     pub(crate) jobs: BTreeMap<String, BulkJob>,
     pub(crate) published: Vec<(String, Value)>,
     pub(crate) seq: u64,
+    /// The largest request (URI plus headers) the data host received, refused ones included.
+    pub(crate) longest_request: RequestSize,
+    /// The longest Composite subrequest `url` received.
+    pub(crate) longest_subrequest_url: usize,
+    /// Requests refused with 414 or 431 for their size.
+    pub(crate) oversize_refused: u64,
 }
 
 impl SimState {
@@ -284,6 +317,9 @@ impl SalesforceSim {
             jobs: BTreeMap::new(),
             published: Vec::new(),
             seq: 0,
+            longest_request: RequestSize::default(),
+            longest_subrequest_url: 0,
+            oversize_refused: 0,
         };
         st.sync_write_faults();
         let state: Shared = Arc::new(Mutex::new(st));
@@ -343,6 +379,21 @@ impl SfSimHandle {
     /// API calls answered so far, by kind.
     pub fn calls(&self) -> SimCalls {
         lock(&self.state).calls.clone()
+    }
+
+    /// The largest request (URI plus header bytes) the sim received so far.
+    pub fn longest_request(&self) -> RequestSize {
+        lock(&self.state).longest_request
+    }
+
+    /// The longest Composite subrequest `url` received so far, in bytes.
+    pub fn longest_subrequest_url(&self) -> usize {
+        lock(&self.state).longest_subrequest_url
+    }
+
+    /// Requests refused with 414 URI_TOO_LONG or 431 for their size.
+    pub fn oversize_refused(&self) -> u64 {
+        lock(&self.state).oversize_refused
     }
 
     /// The org's API usage in the rolling 24 h window.
@@ -430,9 +481,59 @@ async fn instance_handler(
         clock.sleep(d).await;
     }
     let mut st = lock(&state);
+    // The request-size limit comes first: Salesforce's front end refuses an oversize
+    // request before it authenticates or counts it.
+    let size = RequestSize {
+        uri: uri.path_and_query().map_or(0, |pq| pq.as_str().len()),
+        headers: headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum(),
+    };
+    if size.total() > st.longest_request.total() {
+        st.longest_request = size;
+    }
+    if let Some(refused) = oversize_reply(size) {
+        st.oversize_refused += 1;
+        return refused;
+    }
     let path = uri.path().trim_end_matches('/').to_string();
     if method == Method::POST && path == "/services/oauth2/token" {
         return st.token(true, &headers, &body).into_response();
     }
     st.serve_api(&method, &path, uri.query().unwrap_or(""), &headers, &body)
+}
+
+/// 414 for a URI over the limit, 431 for a URI plus headers over it. The body follows the
+/// REST error envelope; the real answer comes from Salesforce's front end and its exact body
+/// is unverified (it may be an HTML page): the JSON form is the one ferry must read anyway.
+fn oversize_reply(size: RequestSize) -> Option<Response> {
+    let (status, code, message) = if size.uri > MAX_REQUEST_BYTES {
+        (
+            StatusCode::URI_TOO_LONG,
+            "URI_TOO_LONG",
+            format!(
+                "The request URI is {} bytes; Salesforce accepts at most {MAX_REQUEST_BYTES} bytes of URI and headers",
+                size.uri
+            ),
+        )
+    } else if size.total() > MAX_REQUEST_BYTES {
+        (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "REQUEST_HEADER_FIELDS_TOO_LARGE",
+            format!(
+                "The request URI and headers are {} bytes; Salesforce accepts at most {MAX_REQUEST_BYTES}",
+                size.total()
+            ),
+        )
+    } else {
+        return None;
+    };
+    Some(
+        (
+            status,
+            axum::Json(serde_json::json!([{"errorCode": code, "message": message}])),
+        )
+            .into_response(),
+    )
 }

@@ -91,6 +91,11 @@ impl SimState {
                 401,
                 json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]),
             )
+        } else if is_collections(path) && self.collections_fault() {
+            Reply::Json(
+                500,
+                json!([{"message": "An unexpected error occurred. Please include this ErrorId if you contact support: 1234567890-12345 (-1234567890)", "errorCode": "UNKNOWN_EXCEPTION"}]),
+            )
         } else if self.faults.http_5xx_next > 0 {
             self.faults.http_5xx_next -= 1;
             Reply::Json(
@@ -130,6 +135,19 @@ impl SimState {
             resp.headers_mut().insert("Sforce-Limit-Info", v);
         }
         resp
+    }
+
+    /// Whether this Collections request falls to the `collections_5xx` switches.
+    fn collections_fault(&mut self) -> bool {
+        if self.faults.collections_5xx_skip > 0 {
+            self.faults.collections_5xx_skip -= 1;
+            return false;
+        }
+        if self.faults.collections_5xx_next > 0 {
+            self.faults.collections_5xx_next -= 1;
+            return true;
+        }
+        false
     }
 
     fn count_call(&mut self, method: &Method, rest: &str) {
@@ -500,6 +518,21 @@ impl SimState {
     }
 
     fn query(&mut self, q: &str, all: bool, batch: Option<usize>) -> Reply {
+        let chars = q.chars().count();
+        if chars > super::MAX_SOQL_CHARS {
+            // Salesforce documents the 100,000-character cap on a SOQL statement; the error
+            // code is not documented. MALFORMED_QUERY is what the parser answers for a
+            // statement it refuses, so the sim answers it (400) with the length in the text.
+            return ApiErr::new(
+                400,
+                "MALFORMED_QUERY",
+                format!(
+                    "SOQL statements cannot be longer than {} characters (this one has {chars})",
+                    super::MAX_SOQL_CHARS
+                ),
+            )
+            .into();
+        }
         let parsed = match soql::parse(q) {
             Ok(p) => p,
             Err(e) => {
@@ -912,6 +945,38 @@ impl SimState {
                 "Composite requests may hold at most 5 query or sObject Collections subrequests",
             )
             .into();
+        }
+        for s in subs {
+            // Subrequests inherit the composite's own Accept, Authorization and Content-Type.
+            if let Some(h) = s.get("httpHeaders").and_then(Value::as_object)
+                && let Some(bad) = h.keys().find(|k| {
+                    ["accept", "authorization", "content-type"]
+                        .iter()
+                        .any(|b| k.eq_ignore_ascii_case(b))
+                })
+            {
+                return ApiErr::new(
+                    400,
+                    "INVALID_BATCH_REQUEST",
+                    format!("A subrequest may not set the {bad} header"),
+                )
+                .into();
+            }
+            // Whether a subrequest's url is held to the 16,384-byte URI limit is not
+            // documented; the sim takes the stricter reading and refuses the composite.
+            let len = s.get("url").and_then(Value::as_str).map_or(0, str::len);
+            self.longest_subrequest_url = self.longest_subrequest_url.max(len);
+            if len > super::MAX_REQUEST_BYTES && !self.faults.lenient_subrequest_urls {
+                return ApiErr::new(
+                    400,
+                    "URI_TOO_LONG",
+                    format!(
+                        "A subrequest url is {len} bytes; at most {} are accepted",
+                        super::MAX_REQUEST_BYTES
+                    ),
+                )
+                .into();
+            }
         }
         let snapshot = all_or_none.then(|| (self.org.records.clone(), self.published.len()));
         let mut results: Vec<(String, u16, Value)> = Vec::new();
@@ -1355,6 +1420,10 @@ pub(crate) enum CollectionOp {
 
 fn code(s: u16) -> StatusCode {
     StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+fn is_collections(path: &str) -> bool {
+    strip_version(path).is_some_and(|r| r.trim_start_matches('/').starts_with("composite/sobjects"))
 }
 
 fn strip_version(path: &str) -> Option<&str> {

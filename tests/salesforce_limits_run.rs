@@ -2,6 +2,7 @@
 //! distinct attendee emails never sends a request over 16,384 bytes and spends about one
 //! call per match rule per batch; a Collections chunk that fails as a whole does not make
 //! the next run write the chunks before it again.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 mod support;
 

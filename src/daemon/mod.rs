@@ -374,7 +374,10 @@ impl Shared {
                 "run finished"
             ),
         }
-        let shared_report = Arc::new(report.clone());
+        // Shown on the status page: the reason a run stopped carries no URLs, SOQL or emails.
+        let mut shown = report.clone();
+        shown.stopped = shown.stopped.as_deref().map(status::sanitize_error);
+        let shared_report = Arc::new(shown);
         self.update_status(|s| {
             let ps = s.pipelines.entry(name.to_string()).or_default();
             ps.running = false;

@@ -203,14 +203,14 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let depth = shared.store.inbox_depth().unwrap_or(0);
+    let inbox = shared.store.inbox_counts().unwrap_or_default();
     let conns = shared.conns();
     let b = conns.salesforce.conn.budget();
     let budget = b
         .daily_budget
         .or(b.org_max)
         .map(|limit| (b.used_by_ferry, limit));
-    let body = shared.metrics.render(conns.http.metrics(), depth, budget);
+    let body = shared.metrics.render(conns.http.metrics(), inbox, budget);
     (
         StatusCode::OK,
         [(

@@ -269,3 +269,28 @@ async fn the_daemon_answers_only_its_own_host_names() {
     assert_eq!(code, 421);
     assert!(h.shutdown().await.clean);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_on_a_stream_without_a_single_record_fetch_is_refused_at_its_line() {
+    let broken = "pipeline: attendees\nschedule: 1h\ntriggers: [webinar.ended]\n\nsource:\n  stream: zoom.past_webinar_participants\n  params: { webinar_uuid: abc }\n\nsinks: {}\n";
+    let env = Env::new(5, &[("attendees.yaml", broken)]).await;
+    let err = match ferry::daemon::Daemon::start(&env.config, env.options()).await {
+        Ok(_) => panic!("a pipeline that cannot be triggered loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("ferry::not_triggerable"), "{err}");
+    assert!(err.contains("attendees.yaml:3:"), "file:line:column: {err}");
+    assert!(err.contains("schedule"), "the hint: {err}");
+    // Every example pipeline that declares triggers loads (webinars gained a fetch, phone
+    // call history takes its records from the event).
+    let all = ferry::sim::sandbox::EXAMPLE_PIPELINES;
+    let env = Env::new(5, all).await;
+    let h = env.start().await;
+    assert!(
+        h.project()
+            .pipelines
+            .iter()
+            .any(|p| p.triggers.iter().any(|t| t == "webinar.ended"))
+    );
+    assert!(h.shutdown().await.clean);
+}

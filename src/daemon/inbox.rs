@@ -80,7 +80,7 @@ pub fn redact_payload(v: &Value) -> Value {
 pub enum ProcessError {
     #[error("pipeline {pipeline}: stream {stream} has no single-record fetch")]
     NoSingleFetch { pipeline: String, stream: String },
-    #[error("pipeline {pipeline}: the event has no `{param}` for {stream}")]
+    #[error("pipeline {pipeline}: the event has no (usable) `{param}` for {stream}")]
     MissingParam {
         pipeline: String,
         stream: String,
@@ -132,13 +132,24 @@ async fn process(shared: &Arc<Shared>, ev: &InboxEvent) -> Result<(), ProcessErr
             return Err(ProcessError::Stopping);
         }
         let stream = stream.strip_prefix("zoom.").unwrap_or(&stream).to_string();
-        let single = catalog::catalog()
-            .get(&stream)
-            .and_then(|d| d.single.clone())
-            .ok_or_else(|| ProcessError::NoSingleFetch {
-                pipeline: pipeline.clone(),
-                stream: stream.clone(),
-            })?;
+        let def = catalog::catalog().get(&stream).cloned();
+        if let Some(field) = def.as_ref().and_then(|d| d.event_records.clone()) {
+            // The event carries the records (Zoom Phone): run on them, no fetch.
+            let records =
+                event_records(object, &field).ok_or_else(|| ProcessError::MissingParam {
+                    pipeline: pipeline.clone(),
+                    stream: stream.clone(),
+                    param: field.clone(),
+                })?;
+            run_triggered(shared, &pipeline, records).await?;
+            continue;
+        }
+        let single =
+            def.and_then(|d| d.single.clone())
+                .ok_or_else(|| ProcessError::NoSingleFetch {
+                    pipeline: pipeline.clone(),
+                    stream: stream.clone(),
+                })?;
         let mut params = BTreeMap::new();
         for name in &single.params {
             let v = param_from_event(object, name).ok_or_else(|| ProcessError::MissingParam {
@@ -162,27 +173,49 @@ async fn process(shared: &Arc<Shared>, ev: &InboxEvent) -> Result<(), ProcessErr
             tracing::info!(pipeline, event = %ev.event, "Zoom has no such record (any more); nothing to do");
             continue;
         };
-        let Some(report) = shared
-            .run_pipeline(&pipeline, Some(vec![record]), Trigger::Webhook)
-            .await
-        else {
-            if shared.shutdown().is_triggered() {
-                return Err(ProcessError::Stopping);
-            }
-            // The pipeline is gone since the event arrived.
-            continue;
-        };
-        if let Some(why) = report.stopped {
-            if shared.shutdown().is_triggered() {
-                // Left pending, not counted as a failure: the next start processes it again
-                // (the ledger keeps that from writing twice).
-                return Err(ProcessError::Stopping);
-            }
-            return Err(ProcessError::Run {
-                pipeline,
-                message: why,
-            });
+        run_triggered(shared, &pipeline, vec![record]).await?;
+    }
+    Ok(())
+}
+
+/// Most records one event may carry (Zoom sends a call or two per call-history event).
+const MAX_EVENT_RECORDS: usize = 1000;
+
+/// The records an event carries in `payload.object.<field>` (an array of objects).
+fn event_records(object: &Value, field: &str) -> Option<Vec<Value>> {
+    let items = object.get(field)?.as_array()?;
+    if items.is_empty() || items.len() > MAX_EVENT_RECORDS || !items.iter().all(Value::is_object) {
+        return None;
+    }
+    Some(items.clone())
+}
+
+/// Runs a pipeline on the records an event named; a run that stops is a failure (retried).
+async fn run_triggered(
+    shared: &Arc<Shared>,
+    pipeline: &str,
+    records: Vec<Value>,
+) -> Result<(), ProcessError> {
+    let Some(report) = shared
+        .run_pipeline(pipeline, Some(records), Trigger::Webhook)
+        .await
+    else {
+        if shared.shutdown().is_triggered() {
+            return Err(ProcessError::Stopping);
         }
+        // The pipeline is gone since the event arrived.
+        return Ok(());
+    };
+    if let Some(why) = report.stopped {
+        if shared.shutdown().is_triggered() {
+            // Left pending, not counted as a failure: the next start processes it again
+            // (the ledger keeps that from writing twice).
+            return Err(ProcessError::Stopping);
+        }
+        return Err(ProcessError::Run {
+            pipeline: pipeline.to_string(),
+            message: why,
+        });
     }
     Ok(())
 }
@@ -291,6 +324,18 @@ mod tests {
         let mut later = body.clone();
         later["event_ts"] = json!(2);
         assert_ne!(a, delivery_id(None, &later));
+    }
+
+    #[test]
+    fn phone_events_carry_their_records() {
+        let object = json!({"user_id": "u", "call_logs": [{"id": "a"}, {"id": "b"}]});
+        assert_eq!(
+            event_records(&object, "call_logs").map(|r| r.len()),
+            Some(2)
+        );
+        assert_eq!(event_records(&object, "recordings"), None);
+        assert_eq!(event_records(&json!({"call_logs": []}), "call_logs"), None);
+        assert_eq!(event_records(&json!({"call_logs": [1]}), "call_logs"), None);
     }
 
     #[test]

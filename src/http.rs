@@ -473,6 +473,19 @@ impl HttpClient {
         self.limiter.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// While a daily limit of the service blocks one of its categories: when the last such
+    /// block lifts (the daemon resumes a stopped pipeline then). None when nothing is blocked.
+    pub fn daily_limit_until(&self, service: Service) -> Option<DateTime<Utc>> {
+        let now = self.clock.now();
+        self.lock_limiter()
+            .buckets
+            .iter()
+            .filter(|((s, _), _)| *s == service)
+            .filter_map(|(_, b)| b.blocked_until)
+            .filter(|t| *t > now)
+            .max()
+    }
+
     /// Checks the circuit and the daily caps, then reserves a slot in the category's bucket.
     fn admit(&self, service: Service, category: &str) -> Result<Duration, HttpError> {
         let now = self.clock.now();

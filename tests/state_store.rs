@@ -251,15 +251,75 @@ fn inbox_drops_duplicate_deliveries() {
     assert_eq!(s.inbox_depth().unwrap(), 1);
     // A redelivery after processing is still a duplicate.
     assert!(!s.inbox_put("d-1", "meeting.ended", &payload, at).unwrap());
-    for i in 0..ferry::state::MAX_INBOX_ATTEMPTS {
-        assert_eq!(s.inbox_depth().unwrap(), 1, "attempt {i}");
-        s.inbox_failed(pending[1].id, "Salesforce down").unwrap();
+}
+
+#[test]
+fn a_failing_inbox_event_is_retried_with_backoff_for_a_day_then_is_dead_until_retried() {
+    use ferry::clock::Clock;
+    use ferry::state::{INBOX_RETRY_HOURS, InboxFailure, inbox_retry_delay};
+    let at = t("2026-03-15T14:40:00Z");
+    let clock = ManualClock::new(at);
+    let s = Store::in_memory().unwrap().with_clock(clock.clone());
+    let payload = json!({ "event": "meeting.ended", "payload": { "object": { "uuid": "abc==" } } });
+    assert!(s.inbox_put("d-1", "meeting.ended", &payload, at).unwrap());
+    let id = s.inbox_due(at, 10).unwrap()[0].id;
+    let mut attempts = 0;
+    let mut waits = Vec::new();
+    loop {
+        let now = clock.now();
+        assert_eq!(
+            s.inbox_due(now, 10).unwrap().len(),
+            1,
+            "due at attempt {attempts}"
+        );
+        match s.inbox_failed(id, "Salesforce down").unwrap() {
+            InboxFailure::Retry(next) => {
+                attempts += 1;
+                assert_eq!(next - now, inbox_retry_delay(attempts - 1));
+                waits.push((next - now).num_seconds());
+                // Not due before its time; still pending (it counts in the depth).
+                assert!(
+                    s.inbox_due(next - chrono::Duration::seconds(1), 10)
+                        .unwrap()
+                        .is_empty()
+                );
+                assert_eq!(s.inbox_depth().unwrap(), 1);
+                let c = s.inbox_counts().unwrap();
+                assert_eq!((c.pending, c.retrying, c.dead), (0, 1, 0));
+                clock.set(next);
+            }
+            InboxFailure::Dead => break,
+        }
+        assert!(attempts < 1000, "never gave up");
     }
-    assert_eq!(
-        s.inbox_depth().unwrap(),
-        0,
-        "gives up after the last attempt"
-    );
+    // Retried for the whole day, with waits that grow and are capped.
+    assert!(clock.now() - at >= chrono::Duration::hours(INBOX_RETRY_HOURS));
+    assert!(clock.now() - at < chrono::Duration::hours(INBOX_RETRY_HOURS + 2));
+    assert_eq!(waits[0], 30);
+    assert!(waits.windows(2).all(|w| w[1] >= w[0]), "{waits:?}");
+    assert_eq!(*waits.last().unwrap(), 3600);
+    assert!(attempts > 20, "about hourly attempts for a day: {attempts}");
+    assert_eq!(s.inbox_depth().unwrap(), 0);
+    assert!(s.inbox_due(clock.now(), 10).unwrap().is_empty());
+    let c = s.inbox_counts().unwrap();
+    assert_eq!((c.pending, c.retrying, c.dead), (0, 0, 1));
+    let dead = s.inbox_list(true, 10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].state, "dead");
+    assert_eq!(dead[0].last_error.as_deref(), Some("Salesforce down"));
+    assert_eq!(dead[0].payload, payload);
+    // An admin re-queues it: due now, with a new day of retries.
+    assert!(s.inbox_retry(id).unwrap());
+    assert!(!s.inbox_retry(id + 100).unwrap());
+    let due = s.inbox_due(clock.now(), 10).unwrap();
+    assert_eq!((due.len(), due[0].attempts), (1, 0));
+    assert!(matches!(
+        s.inbox_failed(id, "still down").unwrap(),
+        InboxFailure::Retry(_)
+    ));
+    s.inbox_done(id).unwrap();
+    assert!(!s.inbox_retry(id).unwrap(), "a done event is not re-queued");
+    assert_eq!(s.inbox_entry(id).unwrap().unwrap().state, "done");
 }
 
 #[test]

@@ -125,6 +125,7 @@ async fn sim_responses_match_zoom_openapi_schemas() {
             "/past_webinars/{webinarId}/participants",
             format!("/past_webinars/{}/participants", wb.id),
         ),
+        ("/webinars/{webinarId}", format!("/webinars/{}", wb.id)),
         (
             "/webinars/{webinarId}/panelists",
             format!("/webinars/{}/panelists", wb.id),

@@ -10,6 +10,7 @@ mod daemon;
 mod deadletters;
 #[cfg(feature = "sandbox")]
 mod demo;
+mod inbox;
 mod plan;
 mod read;
 mod run;
@@ -89,6 +90,8 @@ pub enum Command {
     State(state::StateArgs),
     /// List, retry or drop dead letters
     Deadletters(deadletters::DeadlettersArgs),
+    /// List, show or retry the daemon's webhook events (dead letters included)
+    Inbox(inbox::InboxArgs),
     /// Authorization-code flows that store a refresh token
     Auth(auth::AuthArgs),
     /// Run on schedules and webhooks, reload changed files, serve /healthz, /metrics and a status page
@@ -152,6 +155,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Read(a) => read::run(g, a).await,
         Command::State(a) => state::run(g, a).await,
         Command::Deadletters(a) => deadletters::run(g, a).await,
+        Command::Inbox(a) => inbox::run(g, a).await,
         Command::Auth(a) => auth::run(g, a).await,
         Command::Daemon(a) => daemon::run(g, a).await,
         #[cfg(feature = "sandbox")]

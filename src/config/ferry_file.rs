@@ -309,6 +309,27 @@ impl FerryFileResolver<'_> {
             }
             None => None,
         };
+        let mut public_host = Vec::new();
+        if let Some(h) = spec.daemon.as_ref().and_then(|d| d.public_host.as_ref()) {
+            for name in h.value.items() {
+                match public_host_name(name) {
+                    Some(n) => public_host.push(n),
+                    None => {
+                        ok = false;
+                        self.diags.push(
+                            Problem::at_pos(
+                                self.file,
+                                "ferry::bad_public_host",
+                                h.pos,
+                                format!("`{name}` is not a host name for daemon.public_host"),
+                            )
+                            .label("not a host name")
+                            .help("write the name clients use, without scheme or path, like ferry.example.com or ferry.example.com:8443"),
+                        );
+                    }
+                }
+            }
+        }
         let settings = spec
             .settings
             .as_ref()
@@ -319,7 +340,11 @@ impl FerryFileResolver<'_> {
             state,
             connections,
             settings,
-            daemon: Daemon { listen, api_token },
+            daemon: Daemon {
+                listen,
+                api_token,
+                public_host,
+            },
         })
     }
 
@@ -715,5 +740,51 @@ fn io_reason(e: &std::io::Error) -> String {
         std::io::ErrorKind::NotFound => "no such file".to_string(),
         std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
         _ => e.to_string(),
+    }
+}
+
+/// A `daemon.public_host` entry as the daemon compares it with a Host header: lowercase,
+/// without a trailing dot; None when it is not a host name (with an optional port).
+pub(crate) fn public_host_name(s: &str) -> Option<String> {
+    let s = s.trim().to_ascii_lowercase();
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.ends_with(']') => (h, Some(p)),
+        _ => (s.as_str(), None),
+    };
+    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+        return None;
+    }
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && (host.starts_with('[') && host.ends_with(']')
+            || host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+    ok.then(|| match port {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod public_host_tests {
+    use super::public_host_name;
+
+    #[test]
+    fn public_host_names_are_normalised_and_checked() {
+        assert_eq!(
+            public_host_name("Ferry.Example.com."),
+            Some("ferry.example.com".into())
+        );
+        assert_eq!(
+            public_host_name("ferry.example.com:8443"),
+            Some("ferry.example.com:8443".into())
+        );
+        assert_eq!(public_host_name("[::1]:8787"), Some("[::1]:8787".into()));
+        assert_eq!(public_host_name("https://ferry.example.com"), None);
+        assert_eq!(public_host_name("ferry.example.com/path"), None);
+        assert_eq!(public_host_name("ferry.example.com:99999"), None);
+        assert_eq!(public_host_name(""), None);
     }
 }

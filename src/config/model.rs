@@ -81,6 +81,9 @@ pub struct Daemon {
     pub listen: String,
     /// The bearer token of `POST /runs/{pipeline}` (None: the endpoint is off).
     pub api_token: Option<Secret>,
+    /// `daemon.public_host`: host names (lowercase, maybe with `:port`) the daemon answers
+    /// for besides its listen address.
+    pub public_host: Vec<String>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";

@@ -308,6 +308,24 @@ impl<'a> PipelineResolver<'a> {
                 ));
                 continue;
             }
+            if let Some((src, Some(info))) = source
+                && !info.single_fetch
+            {
+                let p = self.problem(
+                    "ferry::not_triggerable",
+                    t.pos,
+                    format!(
+                        "`{}` cannot trigger a pipeline reading `{}`: that stream has no single-record fetch",
+                        t.value, src.stream
+                    ),
+                );
+                p.label = Some("nothing to fetch for one event".into());
+                p.help = Some(
+                    "remove `triggers:` and run it on a `schedule:`, or read a stream the event names one record of (see `ferry streams`)"
+                        .into(),
+                );
+                continue;
+            }
             out.push(t.value.clone());
         }
         out

@@ -146,6 +146,28 @@ pub struct DaemonSpec {
     /// Bearer token that `POST /runs/{pipeline}` must carry to start a run; without it that
     /// endpoint is off. A secret: `${NAME}` or `${file:PATH}`.
     pub api_token: Option<At<String>>,
+    /// Host names (one, or a list) the daemon answers for besides its listen address, e.g.
+    /// the name a proxy forwards or Zoom calls (`ferry.example.com`, optionally with
+    /// `:port`). Requests for any other Host are refused (defeats DNS rebinding). Needed when
+    /// listening on 0.0.0.0 or behind a proxy.
+    pub public_host: Option<At<OneOrMany>>,
+}
+
+/// One string, or a list of them.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn items(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(s) => vec![s.as_str()],
+            OneOrMany::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
 }
 
 /// A string that may be written without quotes even when it looks like a number

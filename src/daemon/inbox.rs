@@ -7,7 +7,7 @@ use crate::state::InboxEvent;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Events taken from the inbox per pass.
@@ -36,12 +36,51 @@ pub fn delivery_id(request_id: Option<&str>, body: &Value) -> String {
     format!("h:{}", hex::encode(h.finalize()))
 }
 
+/// A delivery's body fit to show an admin: values of keys that name secrets (passwords,
+/// passcodes, tokens, secrets) and the query part of URLs (Zoom puts passcodes and tokens
+/// there: `?pwd=`, `?tk=`, `access_token=`) are replaced by `[redacted]`.
+pub fn redact_payload(v: &Value) -> Value {
+    fn secret_key(k: &str) -> bool {
+        let k = k.to_ascii_lowercase();
+        [
+            "password",
+            "passcode",
+            "token",
+            "secret",
+            "pwd",
+            "signature",
+        ]
+        .iter()
+        .any(|s| k.contains(s))
+    }
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let v = if secret_key(k) && !v.is_null() && v.as_str() != Some("") {
+                        Value::String("[redacted]".into())
+                    } else {
+                        redact_payload(v)
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(redact_payload).collect()),
+        Value::String(s) if s.contains("://") && s.contains('?') => {
+            let base = s.split('?').next().unwrap_or_default();
+            Value::String(format!("{base}?[redacted]"))
+        }
+        other => other.clone(),
+    }
+}
+
 /// Why an event could not be processed (it is retried later).
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     #[error("pipeline {pipeline}: stream {stream} has no single-record fetch")]
     NoSingleFetch { pipeline: String, stream: String },
-    #[error("pipeline {pipeline}: the event has no `{param}` for {stream}")]
+    #[error("pipeline {pipeline}: the event has no (usable) `{param}` for {stream}")]
     MissingParam {
         pipeline: String,
         stream: String,
@@ -93,13 +132,24 @@ async fn process(shared: &Arc<Shared>, ev: &InboxEvent) -> Result<(), ProcessErr
             return Err(ProcessError::Stopping);
         }
         let stream = stream.strip_prefix("zoom.").unwrap_or(&stream).to_string();
-        let single = catalog::catalog()
-            .get(&stream)
-            .and_then(|d| d.single.clone())
-            .ok_or_else(|| ProcessError::NoSingleFetch {
-                pipeline: pipeline.clone(),
-                stream: stream.clone(),
-            })?;
+        let def = catalog::catalog().get(&stream).cloned();
+        if let Some(field) = def.as_ref().and_then(|d| d.event_records.clone()) {
+            // The event carries the records (Zoom Phone): run on them, no fetch.
+            let records =
+                event_records(object, &field).ok_or_else(|| ProcessError::MissingParam {
+                    pipeline: pipeline.clone(),
+                    stream: stream.clone(),
+                    param: field.clone(),
+                })?;
+            run_triggered(shared, &pipeline, records).await?;
+            continue;
+        }
+        let single =
+            def.and_then(|d| d.single.clone())
+                .ok_or_else(|| ProcessError::NoSingleFetch {
+                    pipeline: pipeline.clone(),
+                    stream: stream.clone(),
+                })?;
         let mut params = BTreeMap::new();
         for name in &single.params {
             let v = param_from_event(object, name).ok_or_else(|| ProcessError::MissingParam {
@@ -123,27 +173,49 @@ async fn process(shared: &Arc<Shared>, ev: &InboxEvent) -> Result<(), ProcessErr
             tracing::info!(pipeline, event = %ev.event, "Zoom has no such record (any more); nothing to do");
             continue;
         };
-        let Some(report) = shared
-            .run_pipeline(&pipeline, Some(vec![record]), Trigger::Webhook)
-            .await
-        else {
-            if shared.shutdown().is_triggered() {
-                return Err(ProcessError::Stopping);
-            }
-            // The pipeline is gone since the event arrived.
-            continue;
-        };
-        if let Some(why) = report.stopped {
-            if shared.shutdown().is_triggered() {
-                // Left pending, not counted as a failure: the next start processes it again
-                // (the ledger keeps that from writing twice).
-                return Err(ProcessError::Stopping);
-            }
-            return Err(ProcessError::Run {
-                pipeline,
-                message: why,
-            });
+        run_triggered(shared, &pipeline, vec![record]).await?;
+    }
+    Ok(())
+}
+
+/// Most records one event may carry (Zoom sends a call or two per call-history event).
+const MAX_EVENT_RECORDS: usize = 1000;
+
+/// The records an event carries in `payload.object.<field>` (an array of objects).
+fn event_records(object: &Value, field: &str) -> Option<Vec<Value>> {
+    let items = object.get(field)?.as_array()?;
+    if items.is_empty() || items.len() > MAX_EVENT_RECORDS || !items.iter().all(Value::is_object) {
+        return None;
+    }
+    Some(items.clone())
+}
+
+/// Runs a pipeline on the records an event named; a run that stops is a failure (retried).
+async fn run_triggered(
+    shared: &Arc<Shared>,
+    pipeline: &str,
+    records: Vec<Value>,
+) -> Result<(), ProcessError> {
+    let Some(report) = shared
+        .run_pipeline(pipeline, Some(records), Trigger::Webhook)
+        .await
+    else {
+        if shared.shutdown().is_triggered() {
+            return Err(ProcessError::Stopping);
         }
+        // The pipeline is gone since the event arrived.
+        return Ok(());
+    };
+    if let Some(why) = report.stopped {
+        if shared.shutdown().is_triggered() {
+            // Left pending, not counted as a failure: the next start processes it again
+            // (the ledger keeps that from writing twice).
+            return Err(ProcessError::Stopping);
+        }
+        return Err(ProcessError::Run {
+            pipeline: pipeline.to_string(),
+            message: why,
+        });
     }
     Ok(())
 }
@@ -161,16 +233,12 @@ fn purge(shared: &Shared, now: DateTime<Utc>) {
     }
 }
 
-/// How long a failed event waits before its next attempt (doubling per attempt).
-fn retry_delay(attempts: i64) -> chrono::Duration {
-    let exp = attempts.clamp(0, 6) as u32;
-    chrono::Duration::seconds(30 * 2i64.pow(exp))
-}
-
-/// Takes pending events (oldest first), processes them, and marks each done or failed.
-/// Events stored before a restart are pending and are processed after it.
+/// Takes the events that are due (never tried, or failed and past their retry time; oldest
+/// first), processes them, and marks each done or failed. A failure is retried with growing
+/// waits for [`crate::state::INBOX_RETRY_HOURS`] from receipt, then kept as a dead letter for
+/// `ferry inbox`. Events stored before a restart are processed after it; their retry times
+/// live in the state file, so a restart neither forgets nor hurries them.
 pub(crate) async fn run_processor(shared: Arc<Shared>) {
-    let mut not_before: HashMap<i64, DateTime<Utc>> = HashMap::new();
     // Finished events are purged at start and then hourly, so the state file does not grow
     // with every delivery ever received.
     let mut next_purge = shared.clock.now();
@@ -179,39 +247,47 @@ pub(crate) async fn run_processor(shared: Arc<Shared>) {
             break;
         }
         let wake = shared.inbox_wake.notified();
-        let pending = match shared.store.inbox_pending(BATCH) {
+        let now = shared.clock.now();
+        let due = match shared.store.inbox_due(now, BATCH) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!("cannot read the webhook inbox: {e}");
                 Vec::new()
             }
         };
-        let now = shared.clock.now();
         let mut did = 0usize;
-        for ev in &pending {
+        for ev in &due {
             if shared.shutdown().is_triggered() {
                 break;
-            }
-            if not_before.get(&ev.id).is_some_and(|t| *t > now) {
-                continue;
             }
             did += 1;
             match process(&shared, ev).await {
                 Ok(()) => {
-                    not_before.remove(&ev.id);
                     if let Err(e) = shared.store.inbox_done(ev.id) {
                         tracing::error!(inbox_id = ev.id, "cannot mark a webhook event done: {e}");
                     }
                 }
                 Err(ProcessError::Stopping) => break,
                 Err(e) => {
-                    tracing::warn!(inbox_id = ev.id, event = %ev.event, "webhook event failed: {e}");
-                    not_before.insert(ev.id, shared.clock.now() + retry_delay(ev.attempts));
-                    if let Err(e2) = shared.store.inbox_failed(ev.id, &e.to_string()) {
-                        tracing::error!(
+                    // Kept for `ferry inbox` and shown to admins: no URLs, queries or emails.
+                    let why = super::status::sanitize_error(&e.to_string());
+                    match shared.store.inbox_failed(ev.id, &why) {
+                        Ok(crate::state::InboxFailure::Retry(at)) => tracing::warn!(
+                            inbox_id = ev.id,
+                            event = %ev.event,
+                            attempt = ev.attempts + 1,
+                            next_attempt = %at,
+                            "webhook event failed; retrying later: {why}"
+                        ),
+                        Ok(crate::state::InboxFailure::Dead) => tracing::error!(
+                            inbox_id = ev.id,
+                            event = %ev.event,
+                            "webhook event failed for a day; kept as a dead letter (ferry inbox list): {why}"
+                        ),
+                        Err(e2) => tracing::error!(
                             inbox_id = ev.id,
                             "cannot record a failed webhook event: {e2}"
-                        );
+                        ),
                     }
                 }
             }
@@ -248,6 +324,45 @@ mod tests {
         let mut later = body.clone();
         later["event_ts"] = json!(2);
         assert_ne!(a, delivery_id(None, &later));
+    }
+
+    #[test]
+    fn phone_events_carry_their_records() {
+        let object = json!({"user_id": "u", "call_logs": [{"id": "a"}, {"id": "b"}]});
+        assert_eq!(
+            event_records(&object, "call_logs").map(|r| r.len()),
+            Some(2)
+        );
+        assert_eq!(event_records(&object, "recordings"), None);
+        assert_eq!(event_records(&json!({"call_logs": []}), "call_logs"), None);
+        assert_eq!(event_records(&json!({"call_logs": [1]}), "call_logs"), None);
+    }
+
+    #[test]
+    fn shown_payloads_hide_secrets() {
+        let body = json!({"event": "recording.completed", "download_token": "abc.def",
+            "payload": {"plainToken": "p", "object": {"uuid": "u==", "password": "123456",
+            "recording_play_passcode": "x", "share_url": "https://zoom.us/rec/share/a?pwd=secret",
+            "recording_files": [{"download_url": "https://zoom.us/rec/download/x?access_token=t"}],
+            "topic": "kept", "encrypted_password": ""}}});
+        let r = redact_payload(&body);
+        let text = r.to_string();
+        for secret in [
+            "abc.def",
+            "123456",
+            "pwd=secret",
+            "access_token=t",
+            "\"x\"",
+            "\"p\"",
+        ] {
+            assert!(!text.contains(secret), "{secret} shown in {text}");
+        }
+        assert_eq!(r["payload"]["object"]["topic"], "kept");
+        assert_eq!(r["payload"]["object"]["uuid"], "u==");
+        assert_eq!(
+            r["payload"]["object"]["share_url"],
+            "https://zoom.us/rec/share/a?[redacted]"
+        );
     }
 
     #[test]

@@ -61,7 +61,7 @@ impl DaemonMetrics {
     pub fn render(
         &self,
         http: &HttpMetrics,
-        inbox_depth: u64,
+        inbox: crate::state::InboxCounts,
         budget: Option<(u64, u64)>,
     ) -> String {
         let t = self.with(|t| t.clone());
@@ -201,7 +201,20 @@ impl DaemonMetrics {
             "ferry_inbox_depth",
             "Webhook events stored and not yet processed.",
             "gauge",
-            vec![(String::new(), inbox_depth.to_string())],
+            vec![(String::new(), (inbox.pending + inbox.retrying).to_string())],
+        );
+        family(
+            "ferry_inbox_events",
+            "Webhook events in the inbox by state: pending (not tried yet), retrying (failed, tried again later), dead (failed for a day; see `ferry inbox`).",
+            "gauge",
+            [
+                ("pending", inbox.pending),
+                ("retrying", inbox.retrying),
+                ("dead", inbox.dead),
+            ]
+            .into_iter()
+            .map(|(k, v)| (format!("state=\"{k}\""), v.to_string()))
+            .collect(),
         );
         if let Some((used, max)) = budget {
             family(

@@ -173,6 +173,10 @@ pub struct PipelineStatus {
     pub last_started: Option<DateTime<Utc>>,
     pub last_finished: Option<DateTime<Utc>>,
     pub next_run: Option<DateTime<Utc>>,
+    /// The last run stopped at a daily limit (Salesforce's, ferry's `daily_budget` or
+    /// Zoom's): the scheduler runs the pipeline again at this time, when the limit lets calls
+    /// go, without waiting for its next scheduled time.
+    pub resume_at: Option<DateTime<Utc>>,
     #[serde(skip)]
     pub last_report: Option<Arc<PipelineReport>>,
 }
@@ -410,9 +414,21 @@ impl Shared {
                 "run finished"
             ),
         }
-        let shared_report = Arc::new(report.clone());
+        // Shown on the status page: the reason a run stopped carries no URLs, SOQL or emails.
+        let mut shown = report.clone();
+        shown.stopped = shown.stopped.as_deref().map(status::sanitize_error);
+        let shared_report = Arc::new(shown);
+        let resume_at = if report.stopped.is_some() {
+            limit_lifts_at(&conns)
+        } else {
+            None
+        };
+        if let Some(t) = resume_at {
+            tracing::info!(pipeline = name, resume_at = %t, "stopped at a daily limit; resuming when it lets calls go");
+        }
         self.update_status(|s| {
             let ps = s.pipelines.entry(name.to_string()).or_default();
+            ps.resume_at = resume_at;
             ps.running = false;
             ps.runs_finished += 1;
             ps.last_finished = Some(finished);
@@ -421,6 +437,14 @@ impl Shared {
         self.schedule_wake.notify_one();
         Some(report)
     }
+}
+
+/// While a daily limit stops calls (ferry's Salesforce budget, the org's allowance, Zoom's
+/// daily caps): when all of them let calls go again.
+fn limit_lifts_at(conns: &Connections) -> Option<DateTime<Utc>> {
+    let sf = conns.salesforce.conn.budget_reopens_at();
+    let zoom = conns.http.daily_limit_until(crate::http::Service::Zoom);
+    sf.into_iter().chain(zoom).max()
 }
 
 /// Counts a run in flight, so a shutdown can wait for it.

@@ -226,7 +226,7 @@ async fn reconnect_to(shared: Arc<Shared>, project: Arc<crate::config::Project>)
             );
             shared.update_status(|s| {
                 s.connection_reload_failures += 1;
-                s.connection_error = Some(e.to_string());
+                s.connection_error = Some(super::status::sanitize_error(&e.to_string()));
             });
         }
     }

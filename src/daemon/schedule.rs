@@ -46,6 +46,16 @@ pub(crate) fn last_starts(shared: &Shared) -> BTreeMap<String, DateTime<Utc>> {
     }
 }
 
+/// True when the pipeline's last run stopped at a daily limit that lets calls go by now.
+fn resume_due(shared: &Shared, pipeline: &str, now: DateTime<Utc>) -> bool {
+    shared
+        .status()
+        .pipelines
+        .get(pipeline)
+        .and_then(|p| p.resume_at)
+        .is_some_and(|t| now >= t)
+}
+
 /// A schedule's identity, to notice when a reload changed it.
 fn fingerprint(s: &Schedule) -> String {
     match s {
@@ -96,11 +106,23 @@ pub(crate) async fn run_scheduler(
                 entry.at = next_run(schedule, Some(now), now);
                 let task = shared.spawn_run(&p.name, Trigger::Schedule);
                 running.insert(p.name.clone(), task);
+            } else if !running.contains_key(&p.name) && resume_due(&shared, &p.name, now) {
+                // The last run stopped at a daily limit that now lets calls go: go on from
+                // its checkpoint now rather than at the next scheduled time.
+                shared.update_status(|s| {
+                    if let Some(ps) = s.pipelines.get_mut(&p.name) {
+                        ps.resume_at = None;
+                    }
+                });
+                tracing::info!(pipeline = %p.name, "the daily limit lets calls go again; resuming");
+                let task = shared.spawn_run(&p.name, Trigger::Schedule);
+                running.insert(p.name.clone(), task);
             }
         }
         shared.update_status(|s| {
             for (name, d) in &due {
-                s.pipelines.entry(name.clone()).or_default().next_run = Some(d.at);
+                let ps = s.pipelines.entry(name.clone()).or_default();
+                ps.next_run = Some(ps.resume_at.map_or(d.at, |r| r.min(d.at)));
             }
             for (name, ps) in s.pipelines.iter_mut() {
                 if !due.contains_key(name) {

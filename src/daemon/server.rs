@@ -11,13 +11,25 @@ use axum::routing::{get, post};
 use std::sync::Arc;
 
 pub(crate) async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
+    let local = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!("the HTTP server cannot read its address: {e}");
+            return;
+        }
+    };
+    let hosts = Arc::new(HostCheck { local });
     let app = axum::Router::new()
         .route("/", get(status_page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/zoom/webhook", post(zoom_webhook))
         .route("/runs/{pipeline}", post(run_now))
-        .with_state(shared.clone());
+        .with_state(shared.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            (shared.clone(), hosts),
+            check_host,
+        ));
     let stop = shared.clone();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.shutdown().wait().await })
@@ -25,6 +37,92 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener
     if let Err(e) = result {
         tracing::error!("the HTTP server stopped: {e}");
     }
+}
+
+/// Which Host headers the daemon answers: its listen address (the IP and port it is bound
+/// to; any IP literal with that port when it listens on all addresses), `localhost` and the
+/// loopback addresses with that port when it listens on loopback (or on all addresses), and
+/// the names in `daemon.public_host`. A browser page on another name that resolves to this
+/// machine (DNS rebinding) sends its own name as Host, and is refused.
+struct HostCheck {
+    local: std::net::SocketAddr,
+}
+
+impl HostCheck {
+    fn allows(&self, host: &str, public: &[String]) -> bool {
+        let host = host.trim().to_ascii_lowercase();
+        let (name, port) = split_host(&host);
+        let name = name.strip_suffix('.').unwrap_or(name);
+        // A configured public name: with its port if one is configured, else with any.
+        if public.iter().any(|p| {
+            let (pn, pp) = split_host(p);
+            pn == name && (pp.is_none() || pp == port)
+        }) {
+            return true;
+        }
+        let Some(port) = port else {
+            return false;
+        };
+        if port.parse::<u16>().ok() != Some(self.local.port()) {
+            return false;
+        }
+        let ip = self.local.ip();
+        let literal: Option<std::net::IpAddr> = name
+            .strip_prefix('[')
+            .and_then(|n| n.strip_suffix(']'))
+            .unwrap_or(name)
+            .parse()
+            .ok();
+        if ip.is_unspecified() {
+            // Listening everywhere: an address literal is this machine's (a rebinding
+            // attack needs a name); names need daemon.public_host.
+            return literal.is_some() || name == "localhost";
+        }
+        if literal == Some(ip) {
+            return true;
+        }
+        ip.is_loopback() && (name == "localhost" || literal.is_some_and(|l| l.is_loopback()))
+    }
+}
+
+/// `name:port` → (name, Some(port)); `[v6]:port` too; a bare name → (name, None).
+fn split_host(h: &str) -> (&str, Option<&str>) {
+    if h.starts_with('[') {
+        return match h.rsplit_once("]:") {
+            Some((n, p)) => (&h[..n.len() + 1], Some(p)),
+            None => (h, None),
+        };
+    }
+    match h.rsplit_once(':') {
+        Some((n, p)) if !n.contains(':') => (n, Some(p)),
+        _ => (h, None),
+    }
+}
+
+/// Refuses, with 421, a request whose Host the daemon does not answer for (see
+/// [`HostCheck`]); a request without Host gets 400.
+async fn check_host(
+    State((shared, hosts)): State<(Arc<Shared>, Arc<HostCheck>)>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let Some(host) = host else {
+        return text(StatusCode::BAD_REQUEST, "a Host header is required");
+    };
+    if !hosts.allows(&host, &shared.project().config.daemon.public_host) {
+        tracing::warn!("refused a request for a host this daemon does not answer for");
+        return text(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this ferry daemon does not answer for that host name; add it to daemon.public_host in ferry.yaml",
+        );
+    }
+    next.run(req).await
 }
 
 fn text(status: StatusCode, body: &str) -> Response {
@@ -203,14 +301,14 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let depth = shared.store.inbox_depth().unwrap_or(0);
+    let inbox = shared.store.inbox_counts().unwrap_or_default();
     let conns = shared.conns();
     let b = conns.salesforce.conn.budget();
     let budget = b
         .daily_budget
         .or(b.org_max)
         .map(|limit| (b.used_by_ferry, limit));
-    let body = shared.metrics.render(conns.http.metrics(), depth, budget);
+    let body = shared.metrics.render(conns.http.metrics(), inbox, budget);
     (
         StatusCode::OK,
         [(
@@ -229,4 +327,60 @@ async fn status_page(State(shared): State<Arc<Shared>>) -> Response {
         status::render_html(&shared),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(local: &str) -> HostCheck {
+        HostCheck {
+            local: local.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn only_the_listen_address_loopback_names_and_public_hosts_are_answered() {
+        let public = vec![
+            "ferry.example.com".to_string(),
+            "hooks.example.com:8443".to_string(),
+        ];
+        let lo = check("127.0.0.1:8787");
+        for ok in [
+            "127.0.0.1:8787",
+            "localhost:8787",
+            "LOCALHOST:8787",
+            "[::1]:8787",
+            "ferry.example.com",
+            "ferry.example.com:443",
+            "Ferry.Example.Com.",
+            "hooks.example.com:8443",
+        ] {
+            assert!(lo.allows(ok, &public), "{ok}");
+        }
+        for bad in [
+            "attacker.example:8787",
+            "localhost:9999",
+            "127.0.0.1",
+            "10.0.0.5:8787",
+            "hooks.example.com",
+            "hooks.example.com:443",
+            "ferry.example.com.evil.net",
+            "",
+        ] {
+            assert!(!lo.allows(bad, &public), "{bad}");
+        }
+        assert!(!lo.allows("ferry.example.com", &[]));
+        let any = check("0.0.0.0:8787");
+        assert!(any.allows("10.0.0.5:8787", &[]));
+        assert!(any.allows("localhost:8787", &[]));
+        assert!(!any.allows("ferry.example.com:8787", &[]));
+        assert!(any.allows("ferry.example.com", &public));
+        let lan = check("10.0.0.5:8787");
+        assert!(lan.allows("10.0.0.5:8787", &[]));
+        assert!(
+            !lan.allows("localhost:8787", &[]),
+            "not listening on loopback"
+        );
+    }
 }

@@ -19,8 +19,81 @@ pub(crate) fn health_json(shared: &Shared) -> serde_json::Value {
         "connection_error": st.connection_error,
         "pipelines": shared.project().pipelines.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
         "inbox_depth": shared.store.inbox_depth().ok(),
+        "inbox": shared.store.inbox_counts().ok(),
         "shutting_down": shared.shutdown().is_triggered(),
     })
+}
+
+/// The most of an error kept for display.
+const MAX_SHOWN_ERROR: usize = 2000;
+
+/// An error message made fit to show on `/healthz`, the status page and `ferry inbox`:
+/// request URLs (which carry ids, tokens and queries), SOQL statements and email addresses
+/// are replaced by `[url]`, `[query]` and `[email]`, and the text is bounded. Applied where
+/// such errors are stored for display, so no later reader sees the original.
+pub fn sanitize_error(s: &str) -> String {
+    let mut out = String::new();
+    for (i, line) in s.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&sanitize_line(line));
+    }
+    if out.chars().count() > MAX_SHOWN_ERROR {
+        let cut: String = out.chars().take(MAX_SHOWN_ERROR - 1).collect();
+        return format!("{cut}…");
+    }
+    out
+}
+
+fn bare(w: &str) -> &str {
+    w.trim_matches(|c: char| !c.is_alphanumeric())
+}
+
+fn sanitize_line(line: &str) -> String {
+    let words: Vec<&str> = line.split(' ').collect();
+    let mut o: Vec<String> = Vec::with_capacity(words.len());
+    for (k, w) in words.iter().enumerate() {
+        // A SOQL statement runs to the end of the line: its WHERE clause holds the data.
+        if bare(w).eq_ignore_ascii_case("select")
+            && words[k + 1..]
+                .iter()
+                .any(|x| bare(x).eq_ignore_ascii_case("from"))
+        {
+            let lead: String = w.chars().take_while(|c| !c.is_alphanumeric()).collect();
+            o.push(format!("{lead}[query]"));
+            break;
+        }
+        o.push(sanitize_word(w));
+    }
+    o.join(" ")
+}
+
+fn sanitize_word(w: &str) -> String {
+    let keep = |c: char| c.is_alphanumeric() || c == '/';
+    let (Some(start), Some(last)) = (w.find(keep), w.rfind(keep)) else {
+        return w.to_string();
+    };
+    let end = last + w[last..].chars().next().map_or(1, char::len_utf8);
+    let core = &w[start..end];
+    let url = core.contains("://")
+        || (core.starts_with('/') && (core.contains('?') || core.contains("/services/")))
+        || core.contains("%40");
+    let email = core.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && domain.contains('.')
+            && domain
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '.' || c == '-')
+    });
+    let replaced = if url {
+        "[url]"
+    } else if email {
+        "[email]"
+    } else {
+        return w.to_string();
+    };
+    format!("{}{replaced}{}", &w[..start], &w[end..])
 }
 
 fn esc(s: &str) -> String {
@@ -54,16 +127,28 @@ pub(crate) fn render_html(shared: &Shared) -> String {
     let store = &shared.store;
     let checkpoints = store.checkpoints(None).unwrap_or_default();
     let dead = store.deadletter_counts().unwrap_or_default();
-    let depth = store.inbox_depth().unwrap_or(0);
+    let inbox = store.inbox_counts().unwrap_or_default();
     let mut o = String::new();
     let _ = write!(
         o,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <title>ferry daemon</title><style>{STYLE}</style></head><body>\n\
-         <h1>ferry daemon</h1>\n<p>Now: {} · webhook inbox: {depth} pending · \
+         <h1>ferry daemon</h1>\n<p>Now: {} · webhook inbox: <span id=\"inbox\">{} pending, \
+         {} retrying, <span class=\"{}\">{} dead</span></span> · \
          <a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">healthz</a></p>\n",
-        when(Some(shared.clock.now()))
+        when(Some(shared.clock.now())),
+        inbox.pending,
+        inbox.retrying,
+        if inbox.dead > 0 { "bad" } else { "ok" },
+        inbox.dead,
     );
+    if inbox.dead > 0 {
+        o.push_str(
+            "<p class=\"bad\">Webhook events failed for a day and are kept as dead letters: \
+             <code>ferry inbox list --dead</code> shows them, <code>ferry inbox retry ID</code> \
+             re-queues one.</p>\n",
+        );
+    }
     if !st.files_in_error.is_empty() {
         o.push_str(
             "<h2 class=\"bad\">Files in error</h2>\n<p>The previous version keeps running until these are fixed.</p>\n\
@@ -187,6 +272,29 @@ fn human(d: std::time::Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_shown_carry_no_urls_queries_or_emails() {
+        let e = "fetching the record: GET https://api.zoom.us/v2/past_meetings/abc%3D%3D?x=1 answered 503 (for pat.buyer@contoso.com)";
+        let s = sanitize_error(e);
+        assert_eq!(
+            s,
+            "fetching the record: GET [url] answered 503 (for [email])"
+        );
+        let q = "MALFORMED_QUERY: \"SELECT Id FROM Contact WHERE Email IN ('a@b.com')\" ^ ERROR\nnext line kept";
+        assert_eq!(
+            sanitize_error(q),
+            "MALFORMED_QUERY: \"[query]\nnext line kept"
+        );
+        assert_eq!(
+            sanitize_error("GET /services/data/v61.0/query?q=SELECT+Id failed"),
+            "GET [url] failed"
+        );
+        // Ordinary text is kept.
+        let plain = "Salesforce API budget reached: ferry has made 10 of the 10 calls; select a smaller batch";
+        assert_eq!(sanitize_error(plain), plain);
+        assert!(sanitize_error(&"x".repeat(5000)).chars().count() <= MAX_SHOWN_ERROR);
+    }
 
     #[test]
     fn html_is_escaped_and_durations_read_well() {

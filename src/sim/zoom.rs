@@ -1382,6 +1382,25 @@ impl SimState {
                 })).collect();
                 self.page("webinars", items, q, 300, json!({"page_number": 1}), now)
             }
+            "GET /webinars/{webinarId}" => {
+                // "Get a webinar": by numeric id (the spec's webinarId); a UUID is refused
+                // as Zoom does for an id it does not know.
+                let Some(x) = w.webinars.iter().find(|x| x.id.to_string() == id0) else {
+                    return error(404, 3001, &format!("Webinar does not exist: {id0}."));
+                };
+                let host = &w.users[x.host];
+                (
+                    200,
+                    json!({
+                        "uuid": x.uuid, "id": x.id, "host_id": host.id, "host_email": host.email,
+                        "topic": x.topic, "type": 5, "start_time": iso(x.start),
+                        "duration": (x.end - x.start).num_minutes(), "timezone": "UTC", "agenda": "",
+                        "created_at": iso(x.created_at), "join_url": format!("https://zoom.us/j/{}", x.id),
+                        "start_url": format!("https://zoom.us/s/{}", x.id), "password": "",
+                        "is_simulive": false, "record_file_id": "", "settings": {}, "tracking_fields": [],
+                    }),
+                )
+            }
             "GET /webinars/{webinarId}/registrants"
             | "GET /past_webinars/{webinarId}/absentees" => {
                 let absentees = endpoint.contains("absentees");
@@ -1553,6 +1572,7 @@ fn route<'a>(seg: &[&'a str]) -> Option<(Route, Vec<&'a str>)> {
         ),
         ["users", id, "recordings"] => (r("GET /users/{userId}/recordings", "medium"), vec![*id]),
         ["users", id, "webinars"] => (r("GET /users/{userId}/webinars", "medium"), vec![*id]),
+        ["webinars", id] => (r("GET /webinars/{webinarId}", "light"), vec![*id]),
         ["webinars", id, "registrants"] => (
             r("GET /webinars/{webinarId}/registrants", "medium"),
             vec![*id],

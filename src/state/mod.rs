@@ -21,7 +21,10 @@ mod tokens;
 pub use cache::CACHE_MISS_NONE;
 pub use checkpoints::{Checkpoint, CheckpointRow};
 pub use deadletters::{DeadLetter, DeadLetterCount, NewDeadLetter};
-pub use inbox::{INBOX_KEEP_DONE_DAYS, INBOX_KEEP_FAILED_DAYS, InboxEvent, MAX_INBOX_ATTEMPTS};
+pub use inbox::{
+    INBOX_KEEP_DONE_DAYS, INBOX_KEEP_FAILED_DAYS, INBOX_RETRY_HOURS, InboxCounts, InboxEntry,
+    InboxEvent, InboxFailure, inbox_retry_delay,
+};
 pub use key::{StateKey, key_file_path, load_or_create_key_file};
 pub use lease::{
     DEFAULT_LEASE_TTL, Held, Lease, LeaseBackend, LeaseGuard, LeaseKeeper, Renewal, acquire_now,

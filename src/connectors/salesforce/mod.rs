@@ -451,8 +451,7 @@ impl SalesforceConnector {
                 if let Some((used, max)) =
                     resp.header("sforce-limit-info").and_then(parse_limit_info)
                 {
-                    b.org_used = Some(used);
-                    b.org_max = Some(max);
+                    b.org_reading(used, max, now);
                 }
             }
             if resp.status == 401 {

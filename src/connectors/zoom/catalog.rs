@@ -116,6 +116,11 @@ pub struct StreamDef {
     pub no_data: Vec<i64>,
     #[serde(default)]
     pub single: Option<SingleDef>,
+    /// For events whose payload carries the records themselves (Zoom Phone's call history
+    /// and recordings): the array field of the event's `payload.object` holding them. A
+    /// trigger then runs the pipeline on those records without a fetch.
+    #[serde(default)]
+    pub event_records: Option<String>,
     #[serde(default)]
     pub triggers: Vec<String>,
     pub sample: serde_json::Value,
@@ -185,7 +190,7 @@ impl StreamCatalog for ZoomCatalog {
             required_params: d.required.clone(),
             sample: d.sample.clone(),
             incremental: d.incremental(),
-            single_fetch: d.single.is_some(),
+            single_fetch: d.single.is_some() || d.event_records.is_some(),
             triggers: d.triggers.clone(),
         })
     }

@@ -198,7 +198,8 @@ pub fn load_project_with(
             }
         };
         let file = SourceFile::new(path, display, text);
-        let Some(pspec) = yaml::parse::<spec::PipelineSpec>(&file, &mut diags) else {
+        let Some(pspec) = yaml::parse_recovering::<spec::PipelineSpec>(&file, &mut diags, true)
+        else {
             continue;
         };
         let name = pspec.pipeline.value.clone();

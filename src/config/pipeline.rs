@@ -665,6 +665,18 @@ impl<'a> PipelineResolver<'a> {
         })
     }
 
+    /// The word a [`Choice`] holds; one that is not one of its words is reported here.
+    fn choice<T: Copy>(&mut self, c: &At<Choice<T>>) -> Option<T> {
+        match &c.value {
+            Choice::Known(t) => Some(*t),
+            Choice::Unknown { reason, .. } => {
+                self.diags
+                    .push(super::yaml::choice_problem(self.file, c.pos, reason));
+                None
+            }
+        }
+    }
+
     fn check_name(&mut self, name: &At<String>, what: &str) {
         let ok = !name.value.is_empty()
             && name
@@ -865,7 +877,7 @@ impl<'a> PipelineResolver<'a> {
                 FieldSpec::Plain(p) => (At::new(p.clone(), v.pos), OnUpdate::Overwrite),
                 FieldSpec::Detailed(d) => (
                     d.value.clone(),
-                    match d.on_update.as_ref().map(|o| o.value) {
+                    match d.on_update.as_ref().and_then(|o| self.choice(o)) {
                         Some(OnUpdateSpec::Keep) => OnUpdate::Keep,
                         _ => OnUpdate::Overwrite,
                     },
@@ -881,10 +893,20 @@ impl<'a> PipelineResolver<'a> {
                 });
             }
         }
-        let key = self.sink_key(s, name, item_scope, &mut compile);
+        let action = self.choice(&s.action);
+        let key = match action {
+            Some(action) => self.sink_key(action, s, name, item_scope, &mut compile),
+            // The action is reported; a key written as a template is still checked.
+            None => s
+                .key
+                .as_ref()
+                .filter(|k| k.value.as_str().is_some_and(is_template))
+                .and_then(|k| compile(self, k, item_scope))
+                .map(SinkKey::Template),
+        };
         self.item_sample = Value::Null;
-        match s.action.value {
-            SinkActionSpec::Update if s.id.is_none() && s.search_by.is_none() => {
+        match action {
+            Some(SinkActionSpec::Update) if s.id.is_none() && s.search_by.is_none() => {
                 let p = self.problem(
                     "ferry::missing_id",
                     s.action.pos,
@@ -893,7 +915,7 @@ impl<'a> PipelineResolver<'a> {
                 p.label = Some("update needs `id`".into());
                 p.help = Some("add `id: \"{{ lookups.NAME.Id }}\"` (or use `action: upsert` with an external-id `key`)".into());
             }
-            SinkActionSpec::Publish if !s.sobject.value.ends_with("__e") => {
+            Some(SinkActionSpec::Publish) if !s.sobject.value.ends_with("__e") => {
                 let p = self.problem(
                     "ferry::publish_sobject",
                     s.sobject.pos,
@@ -908,7 +930,7 @@ impl<'a> PipelineResolver<'a> {
             _ => {}
         }
         if let Some(sb) = &s.search_by
-            && s.action.value != SinkActionSpec::Update
+            && action.is_some_and(|a| a != SinkActionSpec::Update)
         {
             let p = self.problem(
                 "ferry::search_by",
@@ -917,7 +939,8 @@ impl<'a> PipelineResolver<'a> {
             );
             p.label = Some("ignored for this action".into());
         }
-        if s.action.value != SinkActionSpec::Update
+        if let Some(action) = action
+            && action != SinkActionSpec::Update
             && let Some(idv) = &s.id
         {
             let p = self.problem(
@@ -925,7 +948,7 @@ impl<'a> PipelineResolver<'a> {
                 idv.pos,
                 format!(
                     "`id` applies to `action: update`; this sink is `{}`",
-                    s.action.value.as_str()
+                    action.as_str()
                 ),
             );
             p.label = Some("not used".into());
@@ -940,7 +963,7 @@ impl<'a> PipelineResolver<'a> {
             name: name.value.clone(),
             connection: connection?,
             sobject: s.sobject.value.clone(),
-            action: match s.action.value {
+            action: match action? {
                 SinkActionSpec::Insert => SinkAction::Insert,
                 SinkActionSpec::Update => SinkAction::Update,
                 SinkActionSpec::Upsert => SinkAction::Upsert,
@@ -960,12 +983,13 @@ impl<'a> PipelineResolver<'a> {
 
     fn sink_key(
         &mut self,
+        action: SinkActionSpec,
         s: &SinkSpec,
         name: &At<String>,
         scope: Scope,
         compile: &mut impl FnMut(&mut Self, &At<AnyValue>, Scope) -> Option<LocatedExpr>,
     ) -> Option<SinkKey> {
-        match (s.action.value, &s.key) {
+        match (action, &s.key) {
             (SinkActionSpec::Upsert, None) => {
                 let p = self.problem(
                     "ferry::missing_key_field",

@@ -780,9 +780,8 @@ impl<'a> PipelineResolver<'a> {
                 select.insert(0, "Id".into());
             }
             for f in &select {
-                fields
-                    .entry(f.clone())
-                    .or_insert_with(|| sample_sf_value(f, &r.sobject.value));
+                let leaf = f.rsplit('.').next().unwrap_or(f);
+                insert_path(&mut fields, f, sample_sf_value(leaf, &r.sobject.value));
             }
             rules.push(MatchRule {
                 sobject: r.sobject.value.clone(),
@@ -1157,7 +1156,7 @@ impl<'a> PipelineResolver<'a> {
         let uses = crate::template::names::uses(&src).unwrap_or_default();
         self.check_names(&uses, v.pos, &src, scope);
         if self.errors() == before {
-            self.check_filters(&uses.filters, v.pos, &src);
+            self.check_filters(&uses.filters, v.pos, &src, scope);
         }
         if self.errors() > before {
             return None;
@@ -1240,6 +1239,27 @@ impl<'a> PipelineResolver<'a> {
                 "lookups" | "vars" | "sinks" => {
                     let Some(name) = second else { continue };
                     self.check_section_ref(root, name, scope, span, pos, src);
+                }
+                "item" => {
+                    let Some(field) = second else { continue };
+                    if !self.facts.strict_fields {
+                        continue;
+                    }
+                    let Some(keys) = known_fields(&self.item_sample) else {
+                        continue;
+                    };
+                    if has_field(&keys, field) {
+                        continue;
+                    }
+                    let help = did_you_mean(field, keys.iter().map(String::as_str))
+                        .or_else(|| Some(format!("the items have: {}", keys.join(", "))));
+                    report(
+                        self,
+                        "ferry::unknown_field",
+                        format!("the items of this `for_each` have no field `{field}`"),
+                        "not in the item's sample",
+                        help,
+                    );
                 }
                 "record" => {
                     let Some(field) = second else { continue };
@@ -1429,8 +1449,11 @@ impl<'a> PipelineResolver<'a> {
 
     /// Filters the template applies: each must exist, and ferry's take the arguments
     /// they take.
-    fn check_filters(&mut self, filters: &[FilterUse], pos: Pos, src: &str) {
+    fn check_filters(&mut self, filters: &[FilterUse], pos: Pos, src: &str, scope: Scope) {
         for f in filters {
+            if self.facts.strict_fields && !f.attributes.is_empty() {
+                self.check_attributes(f, pos, src, scope);
+            }
             let (start, len) = self.span_in(pos, src, &f.span);
             let Some(def) = crate::template::find_filter(&f.name) else {
                 let help = did_you_mean(&f.name, FILTERS.iter().map(|d| d.name))
@@ -1467,6 +1490,82 @@ impl<'a> PipelineResolver<'a> {
                     .label("wrong number of arguments")
                     .help(format!("write it as `{}`", def.usage)),
                 );
+            }
+        }
+    }
+}
+
+impl PipelineResolver<'_> {
+    /// The attributes a filter reads from its input's items (`unique(attribute='email')`)
+    /// must be fields of those items, where the sample shows what they are.
+    fn check_attributes(&mut self, f: &FilterUse, pos: Pos, src: &str, scope: Scope) {
+        let Some(input) = f.input.clone().and_then(|r| src.get(r)) else {
+            return;
+        };
+        let Ok(t) = Template::compile(&format!("{{{{ {input} }}}}")) else {
+            return;
+        };
+        let ctx = from_json(&self.sample_context(scope));
+        let items = match t.eval(&ctx) {
+            Ok(Value::Array(a)) => a,
+            _ => return,
+        };
+        let Some(keys) = items.first().and_then(known_fields) else {
+            return;
+        };
+        for (attr, span) in &f.attributes {
+            let field = attr.split('.').next().unwrap_or(attr);
+            if has_field(&keys, field) {
+                continue;
+            }
+            let help = did_you_mean(field, keys.iter().map(String::as_str))
+                .or_else(|| Some(format!("the items have: {}", keys.join(", "))));
+            let (off, len) = self.span_in(pos, src, span);
+            self.diags.push(
+                Problem::at(
+                    self.file,
+                    "ferry::unknown_field",
+                    off,
+                    len,
+                    format!("the items of `{}` have no field `{field}`", input.trim()),
+                )
+                .label("not in the items' sample")
+                .maybe_help(help),
+            );
+        }
+    }
+}
+
+/// The field names of a sample item, when the sample shows them (a mapping with fields);
+/// None where the shape is unknown, so nothing is guessed.
+fn known_fields(v: &Value) -> Option<Vec<String>> {
+    match v {
+        Value::Object(m) if !m.is_empty() => Some(m.keys().cloned().collect()),
+        _ => None,
+    }
+}
+
+/// Whether `field` is one of `keys`. A name that differs only in case is let through:
+/// Salesforce answers with its own spelling of a selected field, which the sample cannot
+/// know.
+fn has_field(keys: &[String], field: &str) -> bool {
+    keys.iter()
+        .any(|k| k == field || k.eq_ignore_ascii_case(field))
+}
+
+/// Sets `path` (`Account.Name`) in a sample record: a relationship field is read as a
+/// nested record, as Salesforce answers it.
+fn insert_path(m: &mut Map<String, Value>, path: &str, value: Value) {
+    match path.split_once('.') {
+        None => {
+            m.entry(path.to_string()).or_insert(value);
+        }
+        Some((head, rest)) => {
+            let slot = m
+                .entry(head.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(inner) = slot {
+                insert_path(inner, rest, value);
             }
         }
     }

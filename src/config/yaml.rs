@@ -243,6 +243,15 @@ pub fn to_problem(file: &SourceFile, e: &serde_saphyr::Error) -> Problem {
         }
         _ => (file.text.len(), 0),
     };
+    let (message, help) = match code {
+        "ferry::yaml_syntax" => {
+            match indentation_hint(&file.text, &message, file.line_col(offset).0) {
+                Some((m, h)) => (m, Some(h)),
+                None => (message, help),
+            }
+        }
+        _ => (message, help),
+    };
     let label = match code {
         "ferry::unknown_key" => "unknown key",
         "ferry::missing_key" => "in this mapping",
@@ -253,6 +262,88 @@ pub fn to_problem(file: &SourceFile, e: &serde_saphyr::Error) -> Problem {
     Problem::at(file, code, offset, len, message)
         .label(label)
         .maybe_help(help)
+}
+
+/// Where a YAML syntax error is most likely a line indented wrongly, our words for it and a
+/// hint naming the line to check and the indentation the lines around it have.
+fn indentation_hint(text: &str, parser: &str, line: usize) -> Option<(String, String)> {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let this = *lines.get(line.checked_sub(1)?)?;
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    // The nearest line above with content, and where its key starts (after any `- `).
+    let above = lines[..line - 1]
+        .iter()
+        .rev()
+        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))?;
+    let key_col = |l: &str| {
+        let mut at = indent(l);
+        while l[at..].starts_with("- ") {
+            at += 2;
+            at += indent(&l[at..]);
+        }
+        at
+    };
+    let here = indent(this);
+    let spaces = |n: usize| {
+        if n == 1 {
+            "1 space".to_string()
+        } else {
+            format!("{n} spaces")
+        }
+    };
+    if parser.contains("did not find expected '-' indicator") {
+        // The nearest `- ` item at or left of this line.
+        let item = lines[..line - 1].iter().rev().find(|l| {
+            let t = l.trim_start();
+            t.starts_with("- ") && indent(l) <= here
+        });
+        let hint = match item {
+            Some(item) => format!(
+                "check the indentation of line {line}: a key of the list item above lines up with its first key ({}); a new item starts with `- ` at {}",
+                spaces(key_col(item)),
+                spaces(indent(item))
+            ),
+            None => format!(
+                "check the indentation of line {line}: it does not line up with the list above it"
+            ),
+        };
+        return Some((
+            format!("line {line} is not lined up with the list it is in"),
+            hint,
+        ));
+    }
+    if parser.contains("did not find expected key") {
+        return Some((
+            format!("line {line} is not lined up with the keys above it"),
+            format!(
+                "check the indentation of line {line} ({}): keys of one mapping start in the same column; the line above starts its key at {}",
+                spaces(here),
+                spaces(key_col(above))
+            ),
+        ));
+    }
+    if parser.contains("mapping values are not allowed") {
+        let above_has_value = above
+            .split_once(':')
+            .is_some_and(|(_, v)| !v.trim().is_empty() && !v.trim_start().starts_with('#'));
+        let deeper = here > key_col(above);
+        let hint = if deeper && above_has_value {
+            format!(
+                "check the indentation of line {line}: it is indented deeper than the key above it ({} vs {}), so it reads as part of that key's value",
+                spaces(here),
+                spaces(key_col(above))
+            )
+        } else {
+            format!(
+                "check the indentation of line {line}, or quote a value that contains `: ` (like \"a: b\")"
+            )
+        };
+        return Some((
+            format!("line {line} has a `key:` where a value was expected"),
+            hint,
+        ));
+    }
+    None
 }
 
 /// The first key of the block mapping that has a key at `line`:`column` (1-based, the
@@ -556,6 +647,52 @@ mod tests {
         let mut d2 = Diagnostics::default();
         assert!(parse::<Doc>(&f, &mut d2).is_none());
         assert_eq!(d2.len(), 2);
+    }
+
+    #[test]
+    fn a_misindented_line_gets_a_hint_naming_it() {
+        let d = run("name: a\nitems:\n  - id: x\n     flag: true\n");
+        assert_eq!(d.len(), 1, "{d:#?}");
+        let p = &d.problems[0];
+        assert_eq!(p.code, "ferry::yaml_syntax");
+        assert!(
+            !p.message.contains("indicator") && !p.message.contains("block"),
+            "{p:#?}"
+        );
+        let help = p.help.as_deref().unwrap_or("");
+        assert!(help.contains("line 4"), "{help}");
+
+        let d = run("name: a\nitems:\n  - id: x\n   flag: true\n");
+        let help = d.problems[0].help.clone().unwrap_or_default();
+        assert!(
+            help.starts_with("check the indentation of line 4"),
+            "{d:#?}"
+        );
+        assert!(help.contains("(4 spaces)"), "{help}");
+
+        let d = run("name: a\n count: 3\n");
+        assert_eq!(
+            d.problems[0].message,
+            "line 2 has a `key:` where a value was expected"
+        );
+        assert!(
+            d.problems[0]
+                .help
+                .as_deref()
+                .unwrap_or("")
+                .contains("deeper than the key above"),
+            "{d:#?}"
+        );
+
+        let d = run("items:\n  - id: x\n    flag: true\n   - id: y\nname: a\n");
+        assert!(
+            d.problems[0]
+                .help
+                .as_deref()
+                .unwrap_or("")
+                .contains("line 4"),
+            "{d:#?}"
+        );
     }
 
     #[test]

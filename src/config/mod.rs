@@ -183,6 +183,7 @@ pub fn load_project_with(
     };
     let mut pipelines: Vec<Pipeline> = Vec::new();
     let mut names: Vec<(String, String, usize)> = Vec::new();
+    let mut sources: Vec<SourceFile> = Vec::new();
     for (path, _) in &pipeline_paths {
         files.push(path.clone());
         let display = shown_path(&root_shown, &root, path);
@@ -223,7 +224,9 @@ pub fn load_project_with(
         if let Some(p) = resolver.resolve(&pspec) {
             pipelines.push(p);
         }
+        sources.push(file);
     }
+    pipeline::conflicting_writers(&pipelines, &sources, &mut diags);
     diags.sort();
     match config {
         Some(config) if !diags.has_errors() => Ok(Project {

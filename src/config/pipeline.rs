@@ -1571,6 +1571,87 @@ fn insert_path(m: &mut Map<String, Value>, path: &str, value: Value) {
     }
 }
 
+/// Warns where two pipelines write the same field of the same Salesforce record: the same
+/// object through the same connection, found the same way (upsert by the same external-id
+/// field, update by the same `id` template or the same `search_by` field). Each would
+/// overwrite the other's value on every run. Inserts create new records and are left out.
+pub(crate) fn conflicting_writers(
+    pipelines: &[Pipeline],
+    files: &[SourceFile],
+    diags: &mut Diagnostics,
+) {
+    // (pipeline, sink, how the record is found)
+    let mut writers: Vec<(&Pipeline, &Sink, String)> = Vec::new();
+    for p in pipelines {
+        for s in &p.sinks {
+            let by = match (s.action, &s.key, &s.id, &s.search_by) {
+                (SinkAction::Upsert, Some(SinkKey::ExternalIdField(f)), _, _) => {
+                    format!("upsert by {f}")
+                }
+                (SinkAction::Update, _, _, Some(f)) => format!("update by {f}"),
+                (SinkAction::Update, _, Some(id), None) => match &id.value {
+                    Expr::Template(t) => format!(
+                        "update by id {}",
+                        t.source().split_whitespace().collect::<String>()
+                    ),
+                    Expr::Literal(v) => format!("update by id {v}"),
+                },
+                _ => continue,
+            };
+            writers.push((p, s, by));
+        }
+    }
+    for (i, (p, s, by)) in writers.iter().enumerate() {
+        for (j, (q, t, by2)) in writers.iter().enumerate() {
+            if i == j || p.name == q.name || by != by2 {
+                continue;
+            }
+            if s.connection != t.connection || !s.sobject.eq_ignore_ascii_case(&t.sobject) {
+                continue;
+            }
+            let key_field = by.strip_prefix("upsert by ").unwrap_or("");
+            let both: Vec<&str> = s
+                .fields
+                .iter()
+                .map(|f| f.name.as_str())
+                .filter(|f| !f.eq_ignore_ascii_case(key_field))
+                .filter(|f| t.fields.iter().any(|g| g.name.eq_ignore_ascii_case(f)))
+                .collect();
+            if both.is_empty() {
+                continue;
+            }
+            let Some(file) = files.iter().find(|f| *f.display == *s.pos.file) else {
+                continue;
+            };
+            let listed = both
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let pos = Pos {
+                line: s.pos.line,
+                column: s.pos.column,
+                offset: 0,
+                len: s.name.len(),
+            };
+            diags.push(
+                Problem::at_pos(
+                    file,
+                    "ferry::conflicting_writers",
+                    pos,
+                    format!(
+                        "pipeline `{}` (sink `{}`, {}:{}) also writes {listed} of the same {} records ({by})",
+                        q.name, t.name, t.pos.file, t.pos.line, s.sobject
+                    ),
+                )
+                .warning()
+                .label("two pipelines write these fields")
+                .help("each run would overwrite the other pipeline's values; let one pipeline own each field, or give one of them `on_update: keep`"),
+            );
+        }
+    }
+}
+
 fn stage_name(s: Stage) -> &'static str {
     match s {
         Stage::Source => "the source is read",

@@ -183,6 +183,7 @@ pub fn load_project_with(
     };
     let mut pipelines: Vec<Pipeline> = Vec::new();
     let mut names: Vec<(String, String, usize)> = Vec::new();
+    let mut sources: Vec<SourceFile> = Vec::new();
     for (path, _) in &pipeline_paths {
         files.push(path.clone());
         let display = shown_path(&root_shown, &root, path);
@@ -198,7 +199,8 @@ pub fn load_project_with(
             }
         };
         let file = SourceFile::new(path, display, text);
-        let Some(pspec) = yaml::parse::<spec::PipelineSpec>(&file, &mut diags) else {
+        let Some(pspec) = yaml::parse_recovering::<spec::PipelineSpec>(&file, &mut diags, true)
+        else {
             continue;
         };
         let name = pspec.pipeline.value.clone();
@@ -222,7 +224,9 @@ pub fn load_project_with(
         if let Some(p) = resolver.resolve(&pspec) {
             pipelines.push(p);
         }
+        sources.push(file);
     }
+    pipeline::conflicting_writers(&pipelines, &sources, &mut diags);
     diags.sort();
     match config {
         Some(config) if !diags.has_errors() => Ok(Project {

@@ -683,6 +683,18 @@ impl<'a> PipelineResolver<'a> {
         })
     }
 
+    /// The word a [`Choice`] holds; one that is not one of its words is reported here.
+    fn choice<T: Copy>(&mut self, c: &At<Choice<T>>) -> Option<T> {
+        match &c.value {
+            Choice::Known(t) => Some(*t),
+            Choice::Unknown { reason, .. } => {
+                self.diags
+                    .push(super::yaml::choice_problem(self.file, c.pos, reason));
+                None
+            }
+        }
+    }
+
     fn check_name(&mut self, name: &At<String>, what: &str) {
         let ok = !name.value.is_empty()
             && name
@@ -786,9 +798,8 @@ impl<'a> PipelineResolver<'a> {
                 select.insert(0, "Id".into());
             }
             for f in &select {
-                fields
-                    .entry(f.clone())
-                    .or_insert_with(|| sample_sf_value(f, &r.sobject.value));
+                let leaf = f.rsplit('.').next().unwrap_or(f);
+                insert_path(&mut fields, f, sample_sf_value(leaf, &r.sobject.value));
             }
             rules.push(MatchRule {
                 sobject: r.sobject.value.clone(),
@@ -883,7 +894,7 @@ impl<'a> PipelineResolver<'a> {
                 FieldSpec::Plain(p) => (At::new(p.clone(), v.pos), OnUpdate::Overwrite),
                 FieldSpec::Detailed(d) => (
                     d.value.clone(),
-                    match d.on_update.as_ref().map(|o| o.value) {
+                    match d.on_update.as_ref().and_then(|o| self.choice(o)) {
                         Some(OnUpdateSpec::Keep) => OnUpdate::Keep,
                         _ => OnUpdate::Overwrite,
                     },
@@ -899,10 +910,20 @@ impl<'a> PipelineResolver<'a> {
                 });
             }
         }
-        let key = self.sink_key(s, name, item_scope, &mut compile);
+        let action = self.choice(&s.action);
+        let key = match action {
+            Some(action) => self.sink_key(action, s, name, item_scope, &mut compile),
+            // The action is reported; a key written as a template is still checked.
+            None => s
+                .key
+                .as_ref()
+                .filter(|k| k.value.as_str().is_some_and(is_template))
+                .and_then(|k| compile(self, k, item_scope))
+                .map(SinkKey::Template),
+        };
         self.item_sample = Value::Null;
-        match s.action.value {
-            SinkActionSpec::Update if s.id.is_none() && s.search_by.is_none() => {
+        match action {
+            Some(SinkActionSpec::Update) if s.id.is_none() && s.search_by.is_none() => {
                 let p = self.problem(
                     "ferry::missing_id",
                     s.action.pos,
@@ -911,7 +932,7 @@ impl<'a> PipelineResolver<'a> {
                 p.label = Some("update needs `id`".into());
                 p.help = Some("add `id: \"{{ lookups.NAME.Id }}\"` (or use `action: upsert` with an external-id `key`)".into());
             }
-            SinkActionSpec::Publish if !s.sobject.value.ends_with("__e") => {
+            Some(SinkActionSpec::Publish) if !s.sobject.value.ends_with("__e") => {
                 let p = self.problem(
                     "ferry::publish_sobject",
                     s.sobject.pos,
@@ -926,7 +947,7 @@ impl<'a> PipelineResolver<'a> {
             _ => {}
         }
         if let Some(sb) = &s.search_by
-            && s.action.value != SinkActionSpec::Update
+            && action.is_some_and(|a| a != SinkActionSpec::Update)
         {
             let p = self.problem(
                 "ferry::search_by",
@@ -935,7 +956,8 @@ impl<'a> PipelineResolver<'a> {
             );
             p.label = Some("ignored for this action".into());
         }
-        if s.action.value != SinkActionSpec::Update
+        if let Some(action) = action
+            && action != SinkActionSpec::Update
             && let Some(idv) = &s.id
         {
             let p = self.problem(
@@ -943,7 +965,7 @@ impl<'a> PipelineResolver<'a> {
                 idv.pos,
                 format!(
                     "`id` applies to `action: update`; this sink is `{}`",
-                    s.action.value.as_str()
+                    action.as_str()
                 ),
             );
             p.label = Some("not used".into());
@@ -958,7 +980,7 @@ impl<'a> PipelineResolver<'a> {
             name: name.value.clone(),
             connection: connection?,
             sobject: s.sobject.value.clone(),
-            action: match s.action.value {
+            action: match action? {
                 SinkActionSpec::Insert => SinkAction::Insert,
                 SinkActionSpec::Update => SinkAction::Update,
                 SinkActionSpec::Upsert => SinkAction::Upsert,
@@ -978,12 +1000,13 @@ impl<'a> PipelineResolver<'a> {
 
     fn sink_key(
         &mut self,
+        action: SinkActionSpec,
         s: &SinkSpec,
         name: &At<String>,
         scope: Scope,
         compile: &mut impl FnMut(&mut Self, &At<AnyValue>, Scope) -> Option<LocatedExpr>,
     ) -> Option<SinkKey> {
-        match (s.action.value, &s.key) {
+        match (action, &s.key) {
             (SinkActionSpec::Upsert, None) => {
                 let p = self.problem(
                     "ferry::missing_key_field",
@@ -1151,7 +1174,7 @@ impl<'a> PipelineResolver<'a> {
         let uses = crate::template::names::uses(&src).unwrap_or_default();
         self.check_names(&uses, v.pos, &src, scope);
         if self.errors() == before {
-            self.check_filters(&uses.filters, v.pos, &src);
+            self.check_filters(&uses.filters, v.pos, &src, scope);
         }
         if self.errors() > before {
             return None;
@@ -1234,6 +1257,27 @@ impl<'a> PipelineResolver<'a> {
                 "lookups" | "vars" | "sinks" => {
                     let Some(name) = second else { continue };
                     self.check_section_ref(root, name, scope, span, pos, src);
+                }
+                "item" => {
+                    let Some(field) = second else { continue };
+                    if !self.facts.strict_fields {
+                        continue;
+                    }
+                    let Some(keys) = known_fields(&self.item_sample) else {
+                        continue;
+                    };
+                    if has_field(&keys, field) {
+                        continue;
+                    }
+                    let help = did_you_mean(field, keys.iter().map(String::as_str))
+                        .or_else(|| Some(format!("the items have: {}", keys.join(", "))));
+                    report(
+                        self,
+                        "ferry::unknown_field",
+                        format!("the items of this `for_each` have no field `{field}`"),
+                        "not in the item's sample",
+                        help,
+                    );
                 }
                 "record" => {
                     let Some(field) = second else { continue };
@@ -1423,8 +1467,11 @@ impl<'a> PipelineResolver<'a> {
 
     /// Filters the template applies: each must exist, and ferry's take the arguments
     /// they take.
-    fn check_filters(&mut self, filters: &[FilterUse], pos: Pos, src: &str) {
+    fn check_filters(&mut self, filters: &[FilterUse], pos: Pos, src: &str, scope: Scope) {
         for f in filters {
+            if self.facts.strict_fields && !f.attributes.is_empty() {
+                self.check_attributes(f, pos, src, scope);
+            }
             let (start, len) = self.span_in(pos, src, &f.span);
             let Some(def) = crate::template::find_filter(&f.name) else {
                 let help = did_you_mean(&f.name, FILTERS.iter().map(|d| d.name))
@@ -1462,6 +1509,163 @@ impl<'a> PipelineResolver<'a> {
                     .help(format!("write it as `{}`", def.usage)),
                 );
             }
+        }
+    }
+}
+
+impl PipelineResolver<'_> {
+    /// The attributes a filter reads from its input's items (`unique(attribute='email')`)
+    /// must be fields of those items, where the sample shows what they are.
+    fn check_attributes(&mut self, f: &FilterUse, pos: Pos, src: &str, scope: Scope) {
+        let Some(input) = f.input.clone().and_then(|r| src.get(r)) else {
+            return;
+        };
+        let Ok(t) = Template::compile(&format!("{{{{ {input} }}}}")) else {
+            return;
+        };
+        let ctx = from_json(&self.sample_context(scope));
+        let items = match t.eval(&ctx) {
+            Ok(Value::Array(a)) => a,
+            _ => return,
+        };
+        let Some(keys) = items.first().and_then(known_fields) else {
+            return;
+        };
+        for (attr, span) in &f.attributes {
+            let field = attr.split('.').next().unwrap_or(attr);
+            if has_field(&keys, field) {
+                continue;
+            }
+            let help = did_you_mean(field, keys.iter().map(String::as_str))
+                .or_else(|| Some(format!("the items have: {}", keys.join(", "))));
+            let (off, len) = self.span_in(pos, src, span);
+            self.diags.push(
+                Problem::at(
+                    self.file,
+                    "ferry::unknown_field",
+                    off,
+                    len,
+                    format!("the items of `{}` have no field `{field}`", input.trim()),
+                )
+                .label("not in the items' sample")
+                .maybe_help(help),
+            );
+        }
+    }
+}
+
+/// The field names of a sample item, when the sample shows them (a mapping with fields);
+/// None where the shape is unknown, so nothing is guessed.
+fn known_fields(v: &Value) -> Option<Vec<String>> {
+    match v {
+        Value::Object(m) if !m.is_empty() => Some(m.keys().cloned().collect()),
+        _ => None,
+    }
+}
+
+/// Whether `field` is one of `keys`. A name that differs only in case is let through:
+/// Salesforce answers with its own spelling of a selected field, which the sample cannot
+/// know.
+fn has_field(keys: &[String], field: &str) -> bool {
+    keys.iter()
+        .any(|k| k == field || k.eq_ignore_ascii_case(field))
+}
+
+/// Sets `path` (`Account.Name`) in a sample record: a relationship field is read as a
+/// nested record, as Salesforce answers it.
+fn insert_path(m: &mut Map<String, Value>, path: &str, value: Value) {
+    match path.split_once('.') {
+        None => {
+            m.entry(path.to_string()).or_insert(value);
+        }
+        Some((head, rest)) => {
+            let slot = m
+                .entry(head.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(inner) = slot {
+                insert_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// Warns where two pipelines write the same field of the same Salesforce record: the same
+/// object through the same connection, found the same way (upsert by the same external-id
+/// field, update by the same `id` template or the same `search_by` field). Each would
+/// overwrite the other's value on every run. Inserts create new records and are left out.
+pub(crate) fn conflicting_writers(
+    pipelines: &[Pipeline],
+    files: &[SourceFile],
+    diags: &mut Diagnostics,
+) {
+    // (pipeline, sink, how the record is found)
+    let mut writers: Vec<(&Pipeline, &Sink, String)> = Vec::new();
+    for p in pipelines {
+        for s in &p.sinks {
+            let by = match (s.action, &s.key, &s.id, &s.search_by) {
+                (SinkAction::Upsert, Some(SinkKey::ExternalIdField(f)), _, _) => {
+                    format!("upsert by {f}")
+                }
+                (SinkAction::Update, _, _, Some(f)) => format!("update by {f}"),
+                (SinkAction::Update, _, Some(id), None) => match &id.value {
+                    Expr::Template(t) => format!(
+                        "update by id {}",
+                        t.source().split_whitespace().collect::<String>()
+                    ),
+                    Expr::Literal(v) => format!("update by id {v}"),
+                },
+                _ => continue,
+            };
+            writers.push((p, s, by));
+        }
+    }
+    for (i, (p, s, by)) in writers.iter().enumerate() {
+        for (j, (q, t, by2)) in writers.iter().enumerate() {
+            if i == j || p.name == q.name || by != by2 {
+                continue;
+            }
+            if s.connection != t.connection || !s.sobject.eq_ignore_ascii_case(&t.sobject) {
+                continue;
+            }
+            let key_field = by.strip_prefix("upsert by ").unwrap_or("");
+            let both: Vec<&str> = s
+                .fields
+                .iter()
+                .map(|f| f.name.as_str())
+                .filter(|f| !f.eq_ignore_ascii_case(key_field))
+                .filter(|f| t.fields.iter().any(|g| g.name.eq_ignore_ascii_case(f)))
+                .collect();
+            if both.is_empty() {
+                continue;
+            }
+            let Some(file) = files.iter().find(|f| *f.display == *s.pos.file) else {
+                continue;
+            };
+            let listed = both
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let pos = Pos {
+                line: s.pos.line,
+                column: s.pos.column,
+                offset: 0,
+                len: s.name.len(),
+            };
+            diags.push(
+                Problem::at_pos(
+                    file,
+                    "ferry::conflicting_writers",
+                    pos,
+                    format!(
+                        "pipeline `{}` (sink `{}`, {}:{}) also writes {listed} of the same {} records ({by})",
+                        q.name, t.name, t.pos.file, t.pos.line, s.sobject
+                    ),
+                )
+                .warning()
+                .label("two pipelines write these fields")
+                .help("each run would overwrite the other pipeline's values; let one pipeline own each field, or give one of them `on_update: keep`"),
+            );
         }
     }
 }

@@ -218,6 +218,59 @@ impl JsonSchema for LooseString {
     }
 }
 
+/// One of a fixed set of words (an enum), read without stopping the file's checking: a
+/// word that is not one of them is kept with the parser's reason, and the checks report it
+/// at its line next to every other problem of the file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Choice<T> {
+    Known(T),
+    /// What was written (as text) and why it is not one of the words.
+    Unknown {
+        written: String,
+        reason: String,
+    },
+}
+
+impl<T: Copy> Choice<T> {
+    pub fn known(&self) -> Option<T> {
+        match self {
+            Choice::Known(t) => Some(*t),
+            Choice::Unknown { .. } => None,
+        }
+    }
+}
+
+impl<'de, T: de::DeserializeOwned> Deserialize<'de> for Choice<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        match T::deserialize(&v) {
+            Ok(t) => Ok(Choice::Known(t)),
+            Err(e) => Ok(Choice::Unknown {
+                written: match &v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                },
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Choice<T> {
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+    fn schema_id() -> Cow<'static, str> {
+        T::schema_id()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // pipeline files
 
@@ -363,7 +416,7 @@ pub struct SinkSpec {
     /// Salesforce connection (default: the only one).
     pub connection: Option<At<String>>,
     pub sobject: At<String>,
-    pub action: At<SinkActionSpec>,
+    pub action: At<Choice<SinkActionSpec>>,
     /// upsert: the external-id field; insert: a template that identifies the record in the
     /// ledger (required); publish: optional idempotency key.
     pub key: Option<At<AnyValue>>,
@@ -411,7 +464,7 @@ pub enum FieldSpec {
 pub struct FieldDetailSpec {
     pub value: At<AnyValue>,
     #[serde(default)]
-    pub on_update: Option<At<OnUpdateSpec>>,
+    pub on_update: Option<At<Choice<OnUpdateSpec>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

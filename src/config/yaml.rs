@@ -17,18 +17,43 @@ fn options() -> serde_saphyr::Options {
 /// Parses a file into `T`. On a problem, blanks the offending entry and parses again to find
 /// the next one; returns `None` when the file had any problem.
 pub fn parse<T: DeserializeOwned>(file: &SourceFile, diags: &mut Diagnostics) -> Option<T> {
+    parse_recovering(file, diags, false)
+}
+
+/// [`parse`], but when every problem was an unknown key that could be read as the key it
+/// most likely means (`sorce:` as `source:`) or dropped, returns what was read that way, so
+/// the checks after parsing can go on and report the file's other problems in the same
+/// pass. The problems are reported all the same: the caller must not run what it gets.
+pub fn parse_recovering<T: DeserializeOwned>(
+    file: &SourceFile,
+    diags: &mut Diagnostics,
+    recover: bool,
+) -> Option<T> {
     let mut text = file.text.to_string();
     let mut blanked_keys: Vec<String> = Vec::new();
+    // Whether the text still means what the admin meant, with each unknown key read as its
+    // suggestion (or, with no suggestion, dropped).
+    let mut faithful = recover;
+    let mut renamed_lines: Vec<usize> = Vec::new();
     let mut found = 0;
     loop {
         match serde_saphyr::from_str_with_options::<T>(&text, options()) {
-            Ok(v) => return if found == 0 { Some(v) } else { None },
+            Ok(v) => {
+                return if found == 0 || faithful {
+                    Some(v)
+                } else {
+                    None
+                };
+            }
             Err(e) => {
                 let problem = to_problem(file, &e);
-                let suppressed = problem.code == "ferry::missing_key"
+                let suppressed = (problem.code == "ferry::missing_key"
                     && blanked_keys
                         .iter()
-                        .any(|k| problem.message.contains(&format!("`{k}`")));
+                        .any(|k| problem.message.contains(&format!("`{k}`"))))
+                    // A key read as its suggestion that the mapping already has.
+                    || (problem.code == "ferry::duplicate_key"
+                        && renamed_lines.contains(&problem.line));
                 if !suppressed {
                     diags.push(problem.clone());
                 }
@@ -36,11 +61,31 @@ pub fn parse<T: DeserializeOwned>(file: &SourceFile, diags: &mut Diagnostics) ->
                 if found >= MAX_PARSE_PROBLEMS
                     || problem.code == "ferry::yaml_syntax"
                     || problem.code == "ferry::missing_key"
+                    || suppressed
                 {
                     return None;
                 }
                 let loc = e.location()?;
                 let line = loc.line() as usize;
+                if faithful && problem.code == "ferry::unknown_key" {
+                    let wrong = problem
+                        .message
+                        .strip_prefix("unknown key `")
+                        .and_then(|m| m.strip_suffix('`'));
+                    let meant = problem.help.as_deref().and_then(suggested);
+                    if let (Some(wrong), Some(meant)) = (wrong, meant.as_deref())
+                        && let Some(next) = rename_key(&text, line, wrong, meant)
+                    {
+                        renamed_lines.push(line);
+                        text = next;
+                        continue;
+                    }
+                    if meant.is_some() {
+                        faithful = false;
+                    }
+                } else {
+                    faithful = false;
+                }
                 match blank_entry(&text, line) {
                     Some((next, key)) => {
                         if let Some(k) = key {
@@ -62,6 +107,40 @@ pub fn parse<T: DeserializeOwned>(file: &SourceFile, diags: &mut Diagnostics) ->
             }
         }
     }
+}
+
+/// `text` with the key `from` that starts line `line` (1-based, after its indentation and
+/// any `- `) written as `to`, without moving anything after it on the line: only when the
+/// names are as long, nothing but a comment follows the colon, or the spaces after the
+/// colon can absorb the difference.
+fn rename_key(text: &str, line: usize, from: &str, to: &str) -> Option<String> {
+    let mut lines: Vec<String> = text.split('\n').map(str::to_string).collect();
+    let l = lines.get(line.checked_sub(1)?)?.clone();
+    let indent = l.len() - l.trim_start().len();
+    let mut at = indent;
+    while l[at..].starts_with("- ") {
+        at += 2;
+        at += l[at..].len() - l[at..].trim_start().len();
+    }
+    let rest = l[at..].strip_prefix(from)?.strip_prefix(':')?;
+    let after = rest.trim_start();
+    let spaces = rest.len() - after.len();
+    let grow = to.len().saturating_sub(from.len());
+    let shrink = from.len().saturating_sub(to.len());
+    let value_part = if after.is_empty() || after.starts_with('#') {
+        rest.to_string()
+    } else if shrink > 0 {
+        format!("{}{}", " ".repeat(spaces + shrink), after)
+    } else if spaces > grow {
+        format!("{}{}", " ".repeat(spaces - grow), after)
+    } else {
+        return None;
+    };
+    let renamed = format!("{}{to}:{value_part}", &l[..at]);
+    if let Some(slot) = lines.get_mut(line - 1) {
+        *slot = renamed;
+    }
+    Some(lines.join("\n"))
 }
 
 /// The name in a "did you mean `x`?" hint.
@@ -164,6 +243,15 @@ pub fn to_problem(file: &SourceFile, e: &serde_saphyr::Error) -> Problem {
         }
         _ => (file.text.len(), 0),
     };
+    let (message, help) = match code {
+        "ferry::yaml_syntax" => {
+            match indentation_hint(&file.text, &message, file.line_col(offset).0) {
+                Some((m, h)) => (m, Some(h)),
+                None => (message, help),
+            }
+        }
+        _ => (message, help),
+    };
     let label = match code {
         "ferry::unknown_key" => "unknown key",
         "ferry::missing_key" => "in this mapping",
@@ -174,6 +262,88 @@ pub fn to_problem(file: &SourceFile, e: &serde_saphyr::Error) -> Problem {
     Problem::at(file, code, offset, len, message)
         .label(label)
         .maybe_help(help)
+}
+
+/// Where a YAML syntax error is most likely a line indented wrongly, our words for it and a
+/// hint naming the line to check and the indentation the lines around it have.
+fn indentation_hint(text: &str, parser: &str, line: usize) -> Option<(String, String)> {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let this = *lines.get(line.checked_sub(1)?)?;
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    // The nearest line above with content, and where its key starts (after any `- `).
+    let above = lines[..line - 1]
+        .iter()
+        .rev()
+        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))?;
+    let key_col = |l: &str| {
+        let mut at = indent(l);
+        while l[at..].starts_with("- ") {
+            at += 2;
+            at += indent(&l[at..]);
+        }
+        at
+    };
+    let here = indent(this);
+    let spaces = |n: usize| {
+        if n == 1 {
+            "1 space".to_string()
+        } else {
+            format!("{n} spaces")
+        }
+    };
+    if parser.contains("did not find expected '-' indicator") {
+        // The nearest `- ` item at or left of this line.
+        let item = lines[..line - 1].iter().rev().find(|l| {
+            let t = l.trim_start();
+            t.starts_with("- ") && indent(l) <= here
+        });
+        let hint = match item {
+            Some(item) => format!(
+                "check the indentation of line {line}: a key of the list item above lines up with its first key ({}); a new item starts with `- ` at {}",
+                spaces(key_col(item)),
+                spaces(indent(item))
+            ),
+            None => format!(
+                "check the indentation of line {line}: it does not line up with the list above it"
+            ),
+        };
+        return Some((
+            format!("line {line} is not lined up with the list it is in"),
+            hint,
+        ));
+    }
+    if parser.contains("did not find expected key") {
+        return Some((
+            format!("line {line} is not lined up with the keys above it"),
+            format!(
+                "check the indentation of line {line} ({}): keys of one mapping start in the same column; the line above starts its key at {}",
+                spaces(here),
+                spaces(key_col(above))
+            ),
+        ));
+    }
+    if parser.contains("mapping values are not allowed") {
+        let above_has_value = above
+            .split_once(':')
+            .is_some_and(|(_, v)| !v.trim().is_empty() && !v.trim_start().starts_with('#'));
+        let deeper = here > key_col(above);
+        let hint = if deeper && above_has_value {
+            format!(
+                "check the indentation of line {line}: it is indented deeper than the key above it ({} vs {}), so it reads as part of that key's value",
+                spaces(here),
+                spaces(key_col(above))
+            )
+        } else {
+            format!(
+                "check the indentation of line {line}, or quote a value that contains `: ` (like \"a: b\")"
+            )
+        };
+        return Some((
+            format!("line {line} has a `key:` where a value was expected"),
+            hint,
+        ));
+    }
+    None
 }
 
 /// The first key of the block mapping that has a key at `line`:`column` (1-based, the
@@ -259,6 +429,20 @@ fn strip_position(msg: &str) -> String {
         .and_then(|m| m.split_once(": ").map(|(_, r)| r))
         .unwrap_or(msg);
     msg.to_string()
+}
+
+/// The problem for a [`super::spec::Choice`] that is not one of its words, with the same
+/// wording and hint a parse error would have.
+pub(crate) fn choice_problem(file: &SourceFile, pos: super::at::Pos, reason: &str) -> Problem {
+    let (code, message, help) = classify(&strip_position(reason));
+    let label = match code {
+        "ferry::unknown_value" => "not allowed here",
+        "ferry::wrong_type" => "wrong type",
+        _ => "here",
+    };
+    Problem::at_pos(file, code, pos, message)
+        .label(label)
+        .maybe_help(help)
 }
 
 /// Our wording for serde-saphyr's messages: (code, message, hint).
@@ -422,6 +606,93 @@ mod tests {
             (3, 3)
         );
         assert_eq!(mapping_start("a: { b: 1, c: 2 }\n", 1, 12), (1, 12));
+    }
+
+    #[test]
+    fn a_misspelt_key_is_read_as_its_suggestion_without_moving_columns() {
+        let text = "a:\n  sobjetc: Event\n  acton: x\n  fieldz:\n    f: 1\n  namee:   y\n";
+        assert_eq!(
+            rename_key(text, 2, "sobjetc", "sobject").as_deref(),
+            Some("a:\n  sobject: Event\n  acton: x\n  fieldz:\n    f: 1\n  namee:   y\n")
+        );
+        // Longer, with the value right after the colon: it would move; refused.
+        assert_eq!(rename_key(text, 3, "acton", "action"), None);
+        // Longer, with nothing after the colon, or room in the spaces: done.
+        let t = rename_key(text, 4, "fieldz", "fieldss").unwrap();
+        assert_eq!(t.split('\n').nth(3), Some("  fieldss:"));
+        let t = rename_key(text, 6, "namee", "nameee").unwrap();
+        assert_eq!(t.split('\n').nth(5), Some("  nameee:  y"));
+        assert_eq!(
+            t.split('\n').nth(5).map(str::len),
+            text.split('\n').nth(5).map(str::len)
+        );
+    }
+
+    #[test]
+    fn recovery_reads_on_after_a_misspelt_key_and_still_reports_it() {
+        let f = SourceFile::new(
+            Path::new("t.yaml"),
+            "t.yaml".into(),
+            "nmae: a\ncount: 2\nextra: 1\n".into(),
+        );
+        let mut d = Diagnostics::default();
+        let doc = parse_recovering::<Doc>(&f, &mut d, true).expect("recovered");
+        assert_eq!((doc.name.as_str(), doc.count), ("a", 2));
+        let codes: Vec<_> = d.problems.iter().map(|p| (p.line, p.code)).collect();
+        assert_eq!(
+            codes,
+            vec![(1, "ferry::unknown_key"), (3, "ferry::unknown_key")]
+        );
+        // Without recovery the same file gives the same problems and nothing to check.
+        let mut d2 = Diagnostics::default();
+        assert!(parse::<Doc>(&f, &mut d2).is_none());
+        assert_eq!(d2.len(), 2);
+    }
+
+    #[test]
+    fn a_misindented_line_gets_a_hint_naming_it() {
+        let d = run("name: a\nitems:\n  - id: x\n     flag: true\n");
+        assert_eq!(d.len(), 1, "{d:#?}");
+        let p = &d.problems[0];
+        assert_eq!(p.code, "ferry::yaml_syntax");
+        assert!(
+            !p.message.contains("indicator") && !p.message.contains("block"),
+            "{p:#?}"
+        );
+        let help = p.help.as_deref().unwrap_or("");
+        assert!(help.contains("line 4"), "{help}");
+
+        let d = run("name: a\nitems:\n  - id: x\n   flag: true\n");
+        let help = d.problems[0].help.clone().unwrap_or_default();
+        assert!(
+            help.starts_with("check the indentation of line 4"),
+            "{d:#?}"
+        );
+        assert!(help.contains("(4 spaces)"), "{help}");
+
+        let d = run("name: a\n count: 3\n");
+        assert_eq!(
+            d.problems[0].message,
+            "line 2 has a `key:` where a value was expected"
+        );
+        assert!(
+            d.problems[0]
+                .help
+                .as_deref()
+                .unwrap_or("")
+                .contains("deeper than the key above"),
+            "{d:#?}"
+        );
+
+        let d = run("items:\n  - id: x\n    flag: true\n   - id: y\nname: a\n");
+        assert!(
+            d.problems[0]
+                .help
+                .as_deref()
+                .unwrap_or("")
+                .contains("line 4"),
+            "{d:#?}"
+        );
     }
 
     #[test]

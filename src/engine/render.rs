@@ -1,7 +1,7 @@
 //! The render stage: from a source record with its enrichments and lookup results to the
 //! writes each sink asks for. Shared by `run`, `plan` and the offline `ferry test`.
 
-use crate::config::{Expr, OnUpdate, Pipeline, Sink, SinkAction as Action, SinkKey};
+use crate::config::{Expr, LocatedExpr, OnUpdate, Pipeline, Sink, SinkAction as Action, SinkKey};
 use crate::template::{self, TemplateError};
 use minijinja::Value as Jv;
 use serde_json::{Map, Value};
@@ -427,7 +427,7 @@ pub fn render_sink(
             let list = items(fe, &base, || format!("sinks.{}.for_each", sink.name))?;
             if list.is_empty() {
                 return Ok(SinkDecision::Skipped {
-                    reason: "`for_each` has no items".into(),
+                    reason: empty_for_each_reason(fe, st.lookups()),
                 });
             }
             let n = list.len();
@@ -438,6 +438,58 @@ pub fn render_sink(
         }
     }
     Ok(SinkDecision::Writes(out))
+}
+
+/// Why a sink's `for_each` has no items, in words: for each `for_each` lookup it reads,
+/// how many of its items were skipped by its `skip`, not found, or matched.
+fn empty_for_each_reason(fe: &LocatedExpr, lookups: &Map<String, Value>) -> String {
+    let mut why = Vec::new();
+    if let Some(t) = fe.value.as_template() {
+        let mut seen: Vec<String> = Vec::new();
+        for path in t.undeclared_variables() {
+            let mut segs = path.split('.');
+            let (Some("lookups"), Some(name)) = (segs.next(), segs.next()) else {
+                continue;
+            };
+            if seen.iter().any(|s| s == name) {
+                continue;
+            }
+            seen.push(name.to_string());
+            let Some(Value::Object(m)) = lookups.get(name) else {
+                continue;
+            };
+            let count = |k: &str| m.get(k).and_then(Value::as_array).map_or(0, Vec::len);
+            let (matched, unmatched, skipped) =
+                (count("matched"), count("unmatched"), count("skipped"));
+            let total = matched + unmatched + skipped;
+            if !m.contains_key("matched") {
+                continue;
+            }
+            let mut parts = Vec::new();
+            if skipped > 0 {
+                parts.push(format!(
+                    "{skipped} of {total} items skipped by lookups.{name}.skip"
+                ));
+            }
+            if unmatched > 0 {
+                parts.push(format!(
+                    "{unmatched} of {total} not found by lookups.{name}"
+                ));
+            }
+            if matched > 0 {
+                parts.push(format!("{matched} of {total} matched"));
+            }
+            if total == 0 {
+                parts.push(format!("lookups.{name} had no items to look up"));
+            }
+            why.push(parts.join(", "));
+        }
+    }
+    if why.is_empty() {
+        "`for_each` has no items".into()
+    } else {
+        format!("`for_each` has no items: {}", why.join("; "))
+    }
 }
 
 fn render_one(
@@ -523,5 +575,53 @@ pub fn sink_result_value<W: std::borrow::Borrow<WriteIntent>>(
         Value::Array(writes.iter().map(one).collect())
     } else {
         writes.first().map(one).unwrap_or(Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod empty_for_each_tests {
+    use super::*;
+    use crate::config::{Located, SourcePos};
+    use serde_json::json;
+
+    fn fe(src: &str) -> LocatedExpr {
+        Located {
+            value: Expr::Template(template::Template::compile(src).unwrap()),
+            pos: SourcePos {
+                file: "p.yaml".into(),
+                line: 1,
+                column: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn an_empty_for_each_over_a_lookup_says_why() {
+        let items: Vec<Value> = (0..17).map(|i| json!({ "email": i })).collect();
+        let mut lookups = Map::new();
+        lookups.insert(
+            "people".into(),
+            json!({ "matched": [], "unmatched": [], "skipped": items }),
+        );
+        let why = empty_for_each_reason(&fe("{{ lookups.people.matched }}"), &lookups);
+        assert_eq!(
+            why,
+            "`for_each` has no items: 17 of 17 items skipped by lookups.people.skip"
+        );
+        lookups.insert(
+            "people".into(),
+            json!({ "matched": [], "unmatched": [{}, {}], "skipped": [{}] }),
+        );
+        let why = empty_for_each_reason(
+            &fe("{{ lookups.people.matched | selectattr('AccountId') }}"),
+            &lookups,
+        );
+        assert_eq!(
+            why,
+            "`for_each` has no items: 1 of 3 items skipped by lookups.people.skip, 2 of 3 not found by lookups.people"
+        );
+        // Not over a lookup: the plain words.
+        let why = empty_for_each_reason(&fe("{{ record.participants }}"), &lookups);
+        assert_eq!(why, "`for_each` has no items");
     }
 }

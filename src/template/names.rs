@@ -26,6 +26,13 @@ pub struct FilterUse {
     pub span: Range<usize>,
     /// Its positional arguments.
     pub positional: usize,
+    /// The attribute names it reads from its input's items, with where each is written:
+    /// an `attribute='x'` argument, or the first argument of `selectattr`, `rejectattr`
+    /// and `groupby`, when written as a literal string.
+    pub attributes: Vec<(String, Range<usize>)>,
+    /// Where the filter's input is written (`record.participants` in
+    /// `record.participants | unique(attribute='email')`), when it has one.
+    pub input: Option<Range<usize>>,
 }
 
 /// Everything [`uses`] finds.
@@ -58,6 +65,19 @@ pub fn uses(source: &str) -> Option<Uses> {
 fn range(s: Span) -> Range<usize> {
     let start = s.start_offset as usize;
     start..(s.end_offset as usize).max(start)
+}
+
+/// Where an expression's text starts: a filter's or test's span starts at its name, after
+/// its input.
+fn leftmost(e: &ast::Expr<'_>) -> usize {
+    match e {
+        ast::Expr::Filter(f) => match &f.expr {
+            Some(input) => leftmost(input),
+            None => f.span().start_offset as usize,
+        },
+        ast::Expr::Test(t) => leftmost(&t.expr),
+        other => other.span().start_offset as usize,
+    }
 }
 
 #[derive(Default)]
@@ -229,6 +249,20 @@ impl<'a> Walker<'a> {
                     self.expr(input);
                 }
                 let start = f.span().start_offset as usize;
+                let mut attributes = Vec::new();
+                let first_is_attribute = matches!(f.name, "selectattr" | "rejectattr" | "groupby");
+                for (i, a) in f.args.iter().enumerate() {
+                    let e = match a {
+                        ast::CallArg::Kwarg("attribute", e) => e,
+                        ast::CallArg::Pos(e) if i == 0 && first_is_attribute => e,
+                        _ => continue,
+                    };
+                    if let ast::Expr::Const(c) = e
+                        && let Some(name) = c.value.as_str()
+                    {
+                        attributes.push((name.to_string(), range(c.span())));
+                    }
+                }
                 self.filters.push(FilterUse {
                     name: f.name.to_string(),
                     span: start..start + f.name.len(),
@@ -237,6 +271,12 @@ impl<'a> Walker<'a> {
                         .iter()
                         .filter(|a| matches!(a, ast::CallArg::Pos(_)))
                         .count(),
+                    attributes,
+                    input: f.expr.as_ref().map(|e| {
+                        let end = e.span().end_offset as usize;
+                        let begin = leftmost(e);
+                        begin..end.max(begin)
+                    }),
                 });
                 self.call_args(&f.args);
             }
@@ -330,6 +370,43 @@ mod tests {
                 ("truncate", "truncate", 2),
                 ("upper", "upper", 0)
             ]
+        );
+    }
+
+    #[test]
+    fn attribute_arguments_are_found_with_the_filter_input() {
+        let src = "{{ record.participants | selectattr('user_email') | unique(attribute='emial') | map(attribute=\"name\") | first }}";
+        let u = uses(src).unwrap();
+        let got: Vec<(&str, Vec<&str>, &str)> = u
+            .filters
+            .iter()
+            .map(|f| {
+                (
+                    f.name.as_str(),
+                    f.attributes.iter().map(|(_, r)| &src[r.clone()]).collect(),
+                    f.input.clone().map(|r| &src[r]).unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got[0],
+            ("selectattr", vec!["'user_email'"], "record.participants")
+        );
+        assert_eq!(
+            got[1],
+            (
+                "unique",
+                vec!["'emial'"],
+                "record.participants | selectattr('user_email')"
+            )
+        );
+        assert_eq!(got[2].1, vec!["\"name\""]);
+        assert_eq!(u.filters[1].attributes[0].0, "emial");
+        // `map('upper')` names a filter, not an attribute.
+        assert!(
+            uses("{{ x | map('upper') }}").unwrap().filters[0]
+                .attributes
+                .is_empty()
         );
     }
 

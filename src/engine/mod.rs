@@ -19,6 +19,7 @@ pub mod lookup;
 pub mod render;
 pub mod report;
 pub mod retry;
+pub mod schema;
 pub mod stage;
 pub mod testing;
 

@@ -99,6 +99,17 @@ pub fn write_op(sink: &Sink) -> WriteOp {
     }
 }
 
+/// What a dead letter of a write keeps, for `ferry deadletters` and retries.
+pub fn dead_letter_payload(w: &WriteIntent) -> Value {
+    serde_json::json!({
+        "sobject": w.sobject,
+        "fields": w.fields,
+        "id": w.id,
+        "update_fields": w.update_fields(),
+        "hash": w.hash(),
+    })
+}
+
 /// A run's ending: writes go to the sink, the batch is committed to the state store.
 pub struct Applier<'a> {
     store: &'a Store,
@@ -158,13 +169,7 @@ impl<'a> Applier<'a> {
                 commit.dead_letters.push(NewDeadLetter {
                     sink: sink.name.clone(),
                     key: w.key.clone(),
-                    payload: serde_json::json!({
-                        "sobject": w.sobject,
-                        "fields": w.fields,
-                        "id": w.id,
-                        "update_fields": w.update_fields(),
-                        "hash": w.hash(),
-                    }),
+                    payload: dead_letter_payload(w),
                     error: err.clone(),
                 });
                 Outcome {

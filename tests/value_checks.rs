@@ -138,7 +138,11 @@ async fn validate_online_reports_each_refused_value_at_its_line_with_the_filter_
     );
     at(
         "bad-values.yaml:26:7",
-        &["Subject", "300 characters into Task.Subject, which holds 255", "truncate(255)"],
+        &[
+            "Subject",
+            "300 characters into Task.Subject, which holds 255",
+            "truncate(255)",
+        ],
     );
     at(
         "bad-values.yaml:33:7",

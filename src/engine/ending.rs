@@ -99,6 +99,16 @@ pub fn write_op(sink: &Sink) -> WriteOp {
     }
 }
 
+/// The Id a plan gives a record it would create, for the sinks after it to read.
+pub fn planned_id(sobject: &str, key: &str) -> String {
+    format!("(new {sobject} {key})")
+}
+
+/// Whether a value is such a planned Id (it is not checked as an Id: the run has a real one).
+pub fn is_planned_id(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| s.starts_with("(new "))
+}
+
 /// What a dead letter of a write keeps, for `ferry deadletters` and retries.
 pub fn dead_letter_payload(w: &WriteIntent) -> Value {
     serde_json::json!({
@@ -360,7 +370,7 @@ impl Ending for Differ {
         self.calls += n_writes.div_ceil(RECORDS_PER_CALL);
         for n in writes.create {
             let w = &intents[n].1;
-            let placeholder = format!("(new {} {})", sink.sobject, w.key);
+            let placeholder = planned_id(&sink.sobject, &w.key);
             self.plan(&sink.name, &w.key, Some(placeholder.clone()), w.hash());
             results.insert(
                 n,

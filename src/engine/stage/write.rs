@@ -5,7 +5,7 @@
 //! and into `sinks.NAME` for the sinks after this one.
 
 use crate::config::{Sink, SinkAction, SinkKey};
-use crate::engine::ending::{Diff, Outcome, Update, Writes};
+use crate::engine::ending::{self, Diff, Outcome, Update, Writes};
 use crate::engine::render::{self, WriteIntent};
 use crate::engine::report::{WriteAction, WriteReport};
 use crate::engine::{Batch, Cx, Ending, StageError};
@@ -284,9 +284,19 @@ async fn refuse(
     let Some(schema) = schema else {
         return Ok(());
     };
+    // A plan's Ids of records it would create are placeholders: not judged.
+    let check = |fields: &Map<String, Value>, creating: bool| {
+        let mut found = schema.check_write(fields, creating);
+        found.retain(|r| {
+            !fields
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case(&r.field) && ending::is_planned_id(v))
+        });
+        found
+    };
     let mut refused: Vec<(usize, String)> = Vec::new();
     d.create.retain(|n| {
-        let found = schema.check_write(&intents[*n].1.fields, true);
+        let found = check(&intents[*n].1.fields, true);
         if found.is_empty() {
             return true;
         }
@@ -294,7 +304,7 @@ async fn refuse(
         false
     });
     update.retain(|u| {
-        let found = schema.check_write(&intents[u.n].1.update_fields(), false);
+        let found = check(&intents[u.n].1.update_fields(), false);
         if found.is_empty() {
             return true;
         }

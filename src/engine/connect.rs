@@ -613,3 +613,77 @@ mod error_kind_tests {
         assert_eq!(s.kind, ErrorKind::Retryable);
     }
 }
+
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+
+    #[test]
+    fn a_describe_becomes_the_field_schema_the_checks_use() {
+        let d: sf::Describe = serde_json::from_value(serde_json::json!({
+            "name": "Task",
+            "fields": [
+                {"name": "Subject", "type": "combobox", "length": 255, "nillable": true,
+                 "createable": true},
+                {"name": "Status", "type": "picklist", "length": 40, "restrictedPicklist": true,
+                 "createable": true, "nillable": false, "defaultedOnCreate": true,
+                 "picklistValues": [{"value": "Open", "active": true},
+                                    {"value": "Old", "active": false}]},
+                {"name": "CallDurationInSeconds", "type": "int", "digits": 8, "nillable": true},
+                {"name": "Amount__c", "type": "currency", "precision": 18, "scale": 2},
+                {"name": "WhoId", "type": "reference", "referenceTo": ["Contact", "Lead"],
+                 "nillable": true},
+                {"name": "Campaign__c", "type": "reference", "referenceTo": ["Campaign"],
+                 "createable": true, "nillable": false}
+            ]
+        }))
+        .unwrap();
+        let prefixes: std::collections::HashMap<String, String> =
+            [("contact", "003"), ("lead", "00Q")]
+                .into_iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+        let s = salesforce_schema(&d, &prefixes);
+        let subject = s.field("subject").unwrap();
+        assert_eq!(subject.kind, FieldKind::Text);
+        assert_eq!(subject.max_length, Some(255));
+        let status = s.field("Status").unwrap();
+        assert_eq!(
+            status.kind,
+            FieldKind::Picklist {
+                allowed: Some(vec!["Open".into()])
+            },
+            "inactive values are not allowed"
+        );
+        assert!(!status.required_on_create, "defaulted on create");
+        assert_eq!(
+            s.field("CallDurationInSeconds").unwrap().kind,
+            FieldKind::Int { digits: Some(8) }
+        );
+        assert_eq!(
+            s.field("Amount__c").unwrap().kind,
+            FieldKind::Number {
+                precision: Some(18),
+                scale: Some(2)
+            }
+        );
+        assert_eq!(
+            s.field("WhoId").unwrap().kind,
+            FieldKind::Reference {
+                to: vec![
+                    ("Contact".into(), Some("003".into())),
+                    ("Lead".into(), Some("00Q".into()))
+                ]
+            }
+        );
+        let campaign = s.field("Campaign__c").unwrap();
+        assert!(campaign.required_on_create);
+        assert_eq!(
+            campaign.kind,
+            FieldKind::Reference {
+                to: vec![("Campaign".into(), None)]
+            },
+            "an unknown prefix leaves the shape check only"
+        );
+    }
+}

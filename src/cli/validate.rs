@@ -95,18 +95,27 @@ mod online {
     use crate::config::diagnostic::SourceFile;
     use crate::config::{Diagnostics, Problem, Project, SinkAction, SinkKey, SourcePos};
     use crate::connectors::salesforce::{FieldAction, FieldProblemKind, SalesforceConnector};
-    use crate::engine::connect::salesforce_settings;
+    use crate::engine::ObjectSink;
+    use crate::engine::connect::{SalesforceSink, salesforce_settings};
     use crate::http::HttpClient;
     use std::collections::HashMap;
 
     pub async fn check(project: &Project) -> Result<Diagnostics, String> {
         let settings = salesforce_settings(project).map_err(|e| e.to_string())?;
-        let sf = SalesforceConnector::connect(settings, HttpClient::new(crate::clock::system()))
+        let http = HttpClient::new(crate::clock::system());
+        let sf = SalesforceConnector::connect(settings, http.clone())
             .await
             .map_err(|e| e.to_string())?;
+        let sf_sink = SalesforceSink {
+            conn: std::sync::Arc::new(sf),
+            http,
+        };
+        let sf = &*sf_sink.conn;
         let mut files: HashMap<String, Option<SourceFile>> = HashMap::new();
         let mut diags = Diagnostics::default();
+        let samples = super::values::Samples::new(project);
         for p in &project.pipelines {
+            let record = samples.record(p);
             for sink in &p.sinks {
                 let action = match sink.action {
                     SinkAction::Insert => FieldAction::Insert,
@@ -134,6 +143,7 @@ mod online {
                             .filter(|p| !p.field.is_empty()),
                     );
                 }
+                let object_missing = found.iter().any(|fp| fp.field.is_empty());
                 for fp in found {
                     let at = sink
                         .fields
@@ -141,7 +151,32 @@ mod online {
                         .find(|f| f.name == fp.field)
                         .map(|f| (f.value.pos.clone(), f.name.clone()))
                         .unwrap_or((sink.pos.clone(), sink.sobject.clone()));
-                    diags.push(problem(&mut files, &at.0, &at.1, &fp.kind, fp.message));
+                    let (label, help) = kind_words(&fp.kind);
+                    diags.push(problem(&mut files, &at.0, &at.1, label, help, fp.message));
+                }
+                if !object_missing {
+                    // A describe that fails here was reported by the name checks above.
+                    let schema = sf_sink.field_schema(&sink.sobject).await.ok().flatten();
+                    super::values::check_sink(
+                        &samples,
+                        record.as_ref(),
+                        p,
+                        schema.as_ref(),
+                        sink,
+                        &mut |pos, name, label, r| {
+                            let mut p = problem(
+                                &mut files,
+                                pos,
+                                name,
+                                label,
+                                r.hint.clone(),
+                                r.reason.clone(),
+                            );
+                            p.code = "ferry::online_value";
+                            diags.push(p);
+                        },
+                    )
+                    .await;
                 }
             }
             for lookup in &p.lookups {
@@ -159,7 +194,8 @@ mod online {
                             .find(|(f, _)| *f == fp.field)
                             .map(|(f, e)| (e.pos.clone(), f.clone()))
                             .unwrap_or((rule.pos.clone(), fp.field.clone()));
-                        diags.push(problem(&mut files, &at.0, &at.1, &fp.kind, fp.message));
+                        let (label, help) = kind_words(&fp.kind);
+                        diags.push(problem(&mut files, &at.0, &at.1, label, help, fp.message));
                     }
                 }
             }
@@ -172,7 +208,8 @@ mod online {
         files: &mut HashMap<String, Option<SourceFile>>,
         pos: &SourcePos,
         name: &str,
-        kind: &FieldProblemKind,
+        label: &str,
+        help: Option<String>,
         message: String,
     ) -> Problem {
         let file = files.entry(pos.file.to_string()).or_insert_with(|| {
@@ -181,26 +218,6 @@ mod online {
                 .ok()
                 .map(|text| SourceFile::new(path, pos.file.to_string(), text))
         });
-        let (label, help) = match kind {
-            FieldProblemKind::UnknownField { suggestion } => (
-                "not a field of this object in the org",
-                suggestion.as_ref().map(|s| format!("did you mean `{s}`?")),
-            ),
-            FieldProblemKind::NotCreateable => (
-                "Salesforce does not let this field be set on create",
-                Some("remove it, or ask the org admin for create access".to_string()),
-            ),
-            FieldProblemKind::NotUpdateable => (
-                "Salesforce does not let this field be updated",
-                Some("use `on_update: keep` to set it on create only".to_string()),
-            ),
-            FieldProblemKind::NotExternalId => (
-                "not an external-id field",
-                Some("an upsert `key` must be a field marked External ID in the org".to_string()),
-            ),
-            FieldProblemKind::UnknownObject => ("no such object in the org", None),
-            FieldProblemKind::DescribeFailed => ("describe failed", None),
-        };
         match file {
             Some(f) => {
                 // Point at the field's name where the line has it, else at the value.
@@ -224,6 +241,145 @@ mod online {
                     .maybe_help(help)
             }
             None => Problem::without_source(&pos.file, "ferry::online_field", message),
+        }
+    }
+
+    /// What the name checks' findings say at their place.
+    fn kind_words(kind: &FieldProblemKind) -> (&'static str, Option<String>) {
+        match kind {
+            FieldProblemKind::UnknownField { suggestion } => (
+                "not a field of this object in the org",
+                suggestion.as_ref().map(|s| format!("did you mean `{s}`?")),
+            ),
+            FieldProblemKind::NotCreateable => (
+                "Salesforce does not let this field be set on create",
+                Some("remove it, or ask the org admin for create access".to_string()),
+            ),
+            FieldProblemKind::NotUpdateable => (
+                "Salesforce does not let this field be updated",
+                Some("use `on_update: keep` to set it on create only".to_string()),
+            ),
+            FieldProblemKind::NotExternalId => (
+                "not an external-id field",
+                Some("an upsert `key` must be a field marked External ID in the org".to_string()),
+            ),
+            FieldProblemKind::UnknownObject => ("no such object in the org", None),
+            FieldProblemKind::DescribeFailed => ("describe failed", None),
+        }
+    }
+}
+
+/// `--online` value checks: each sink field rendered against the stream's sample record
+/// (with its enrichments' samples) and checked against the sink's field schema, as a plan
+/// checks real records. Values that depend on lookups render empty here and are not judged.
+mod values {
+    use crate::config::{Pipeline, Project, Sink, SinkAction, SourcePos, StreamCatalog};
+    use crate::engine::render::{self, Globals, RecordState};
+    use crate::engine::schema::{ObjectSchema, Refusal};
+    use serde_json::Value;
+
+    pub struct Samples {
+        catalogs: Vec<Box<dyn StreamCatalog>>,
+        settings: Value,
+    }
+
+    impl Samples {
+        pub fn new(project: &Project) -> Self {
+            Samples {
+                catalogs: crate::config::builtin_catalogs(),
+                settings: Value::Object(project.config.settings.clone()),
+            }
+        }
+
+        fn sample(&self, stream: &str) -> Option<(Value, bool)> {
+            self.catalogs.iter().find_map(|c| {
+                c.stream(stream)
+                    .map(|info| (info.sample, c.single_record(stream)))
+            })
+        }
+
+        /// The pipeline's source sample with each enrichment's sample under its name (a
+        /// list for list streams). None when the stream has no sample.
+        pub fn record(&self, p: &Pipeline) -> Option<Value> {
+            let (mut record, _) = self.sample(&p.source.stream)?;
+            if let Value::Object(m) = &mut record {
+                for e in &p.enrich {
+                    if let Some((sample, single)) = self.sample(&e.stream) {
+                        let v = if single {
+                            sample
+                        } else {
+                            Value::Array(vec![sample])
+                        };
+                        m.insert(e.name.clone(), v);
+                    }
+                }
+            }
+            Some(record)
+        }
+    }
+
+    /// Reports each value of `sink` the sink would refuse for the sample record, at the
+    /// field's place, and the fields a create needs that the sink does not set, at the sink.
+    pub async fn check_sink(
+        samples: &Samples,
+        record: Option<&Value>,
+        p: &Pipeline,
+        schema: Option<&ObjectSchema>,
+        sink: &Sink,
+        report: &mut dyn FnMut(&SourcePos, &str, &str, &Refusal),
+    ) {
+        let Some(schema) = schema else { return };
+        if matches!(
+            sink.action,
+            SinkAction::Insert | SinkAction::Upsert | SinkAction::Publish
+        ) {
+            let named: Vec<&str> = sink.fields.iter().map(|f| f.name.as_str()).collect();
+            for f in schema.missing_on_create(&named) {
+                report(
+                    &sink.pos,
+                    &sink.name,
+                    "a create needs more fields",
+                    &Refusal {
+                        field: f.name.clone(),
+                        reason: format!(
+                            "sink {} creates {} records without {}, which Salesforce requires on create",
+                            sink.name, schema.object, f.name
+                        ),
+                        hint: Some(format!("set `{}` in the sink's fields", f.name)),
+                    },
+                );
+            }
+        }
+        let Some(record) = record else { return };
+        let g = Globals::new(&samples.settings, "validate", &p.name, "", true);
+        let mut st = RecordState::new(record.clone());
+        // A var that needs lookups fails on a sample; the fields that read it are skipped.
+        let _ = render::eval_vars(p, &mut st, &g);
+        let item: Option<(Value, usize)> = match &sink.for_each {
+            Some(fe) => {
+                let base = st.scope(&g, None);
+                match render::items(fe, &base, String::new) {
+                    Ok(list) => list.first().map(|v| (v.clone().into_owned(), list.len())),
+                    Err(_) => None,
+                }
+            }
+            None => None,
+        };
+        let ctx = st.scope(&g, item.as_ref().map(|(v, n)| (v, 0, *n)));
+        for f in &sink.fields {
+            let Ok(v) = f.value.eval(&ctx) else { continue };
+            // Empty: a lookup or an optional field the sample lacks; nothing to judge.
+            if v.is_null() || crate::template::is_omit(&v) {
+                continue;
+            }
+            if let Some(r) = schema.check_value(&f.name, &v, false) {
+                report(
+                    &f.value.pos,
+                    &f.name,
+                    "Salesforce would refuse this value",
+                    &r,
+                );
+            }
         }
     }
 }

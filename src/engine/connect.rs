@@ -2,6 +2,7 @@
 //! shared), the Zoom source, the Salesforce matcher and writer, tokens kept in the state file.
 
 use super::error::{ConnectorError, ErrorKind};
+use super::schema::{FieldKind, FieldSchema, ObjectSchema};
 use super::{FetchError, Matcher, ObjectSink, Page, ReadSpec, Source, WriteOp, WriteOutcome};
 use crate::clock::SharedClock;
 use crate::config::{self, ConnectionKind, Project};
@@ -426,6 +427,93 @@ impl ObjectSink for SalesforceSink {
     fn calls(&self) -> u64 {
         self.http.metrics().requests(Service::Salesforce)
     }
+
+    async fn field_schema(&self, sobject: &str) -> Result<Option<ObjectSchema>, ConnectorError> {
+        let d = self
+            .conn
+            .describe(sobject)
+            .await
+            .map_err(|e| sf_error(&e))?;
+        // Without the org's object list, references are checked for an Id's shape only.
+        let prefixes = match self.conn.key_prefixes().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot read the org's object list ({e}); Id prefixes are not checked"
+                );
+                Arc::new(std::collections::HashMap::new())
+            }
+        };
+        Ok(Some(salesforce_schema(&d, &prefixes)))
+    }
+}
+
+/// An sObject's describe as the engine's field schema. `prefixes`: object name (lower
+/// case) → id prefix, from the global describe.
+pub fn salesforce_schema(
+    d: &sf::Describe,
+    prefixes: &std::collections::HashMap<String, String>,
+) -> ObjectSchema {
+    let fields = d
+        .fields
+        .iter()
+        .map(|f| {
+            let allowed = || {
+                f.restricted_picklist.then(|| {
+                    f.picklist_values
+                        .iter()
+                        .filter(|v| v.active)
+                        .map(|v| v.value.clone())
+                        .collect()
+                })
+            };
+            let kind = match f.field_type.as_str() {
+                "string" | "textarea" | "phone" | "url" | "combobox" | "encryptedstring" => {
+                    FieldKind::Text
+                }
+                "email" => FieldKind::Email,
+                "int" => FieldKind::Int {
+                    digits: (f.digits > 0).then_some(f.digits),
+                },
+                "double" | "currency" | "percent" => FieldKind::Number {
+                    precision: (f.precision > 0).then_some(f.precision),
+                    scale: (f.precision > 0).then_some(f.scale),
+                },
+                "boolean" => FieldKind::Boolean,
+                "date" => FieldKind::Date,
+                "datetime" => FieldKind::DateTime,
+                "id" => FieldKind::Id,
+                "reference" => FieldKind::Reference {
+                    to: f
+                        .reference_to
+                        .iter()
+                        .map(|o| (o.clone(), prefixes.get(&o.to_ascii_lowercase()).cloned()))
+                        .collect(),
+                },
+                "picklist" => FieldKind::Picklist { allowed: allowed() },
+                "multipicklist" => FieldKind::MultiPicklist { allowed: allowed() },
+                _ => FieldKind::Other,
+            };
+            let texty = matches!(
+                kind,
+                FieldKind::Text
+                    | FieldKind::Email
+                    | FieldKind::Picklist { .. }
+                    | FieldKind::MultiPicklist { .. }
+            );
+            FieldSchema {
+                name: f.name.clone(),
+                kind,
+                max_length: (texty && f.length > 0).then_some(f.length),
+                required_on_create: f.required_on_create(),
+                nillable: f.nillable,
+            }
+        })
+        .collect();
+    ObjectSchema {
+        object: d.name.clone(),
+        fields,
+    }
 }
 
 /// The connector's per-record results as the engine's outcomes.
@@ -536,5 +624,79 @@ mod error_kind_tests {
             message: "down".into(),
         });
         assert_eq!(s.kind, ErrorKind::Retryable);
+    }
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+
+    #[test]
+    fn a_describe_becomes_the_field_schema_the_checks_use() {
+        let d: sf::Describe = serde_json::from_value(serde_json::json!({
+            "name": "Task",
+            "fields": [
+                {"name": "Subject", "type": "combobox", "length": 255, "nillable": true,
+                 "createable": true},
+                {"name": "Status", "type": "picklist", "length": 40, "restrictedPicklist": true,
+                 "createable": true, "nillable": false, "defaultedOnCreate": true,
+                 "picklistValues": [{"value": "Open", "active": true},
+                                    {"value": "Old", "active": false}]},
+                {"name": "CallDurationInSeconds", "type": "int", "digits": 8, "nillable": true},
+                {"name": "Amount__c", "type": "currency", "precision": 18, "scale": 2},
+                {"name": "WhoId", "type": "reference", "referenceTo": ["Contact", "Lead"],
+                 "nillable": true},
+                {"name": "Campaign__c", "type": "reference", "referenceTo": ["Campaign"],
+                 "createable": true, "nillable": false}
+            ]
+        }))
+        .unwrap();
+        let prefixes: std::collections::HashMap<String, String> =
+            [("contact", "003"), ("lead", "00Q")]
+                .into_iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+        let s = salesforce_schema(&d, &prefixes);
+        let subject = s.field("subject").unwrap();
+        assert_eq!(subject.kind, FieldKind::Text);
+        assert_eq!(subject.max_length, Some(255));
+        let status = s.field("Status").unwrap();
+        assert_eq!(
+            status.kind,
+            FieldKind::Picklist {
+                allowed: Some(vec!["Open".into()])
+            },
+            "inactive values are not allowed"
+        );
+        assert!(!status.required_on_create, "defaulted on create");
+        assert_eq!(
+            s.field("CallDurationInSeconds").unwrap().kind,
+            FieldKind::Int { digits: Some(8) }
+        );
+        assert_eq!(
+            s.field("Amount__c").unwrap().kind,
+            FieldKind::Number {
+                precision: Some(18),
+                scale: Some(2)
+            }
+        );
+        assert_eq!(
+            s.field("WhoId").unwrap().kind,
+            FieldKind::Reference {
+                to: vec![
+                    ("Contact".into(), Some("003".into())),
+                    ("Lead".into(), Some("00Q".into()))
+                ]
+            }
+        );
+        let campaign = s.field("Campaign__c").unwrap();
+        assert!(campaign.required_on_create);
+        assert_eq!(
+            campaign.kind,
+            FieldKind::Reference {
+                to: vec![("Campaign".into(), None)]
+            },
+            "an unknown prefix leaves the shape check only"
+        );
     }
 }

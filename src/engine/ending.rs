@@ -99,6 +99,27 @@ pub fn write_op(sink: &Sink) -> WriteOp {
     }
 }
 
+/// The Id a plan gives a record it would create, for the sinks after it to read.
+pub fn planned_id(sobject: &str, key: &str) -> String {
+    format!("(new {sobject} {key})")
+}
+
+/// Whether a value is such a planned Id (it is not checked as an Id: the run has a real one).
+pub fn is_planned_id(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| s.starts_with("(new "))
+}
+
+/// What a dead letter of a write keeps, for `ferry deadletters` and retries.
+pub fn dead_letter_payload(w: &WriteIntent) -> Value {
+    serde_json::json!({
+        "sobject": w.sobject,
+        "fields": w.fields,
+        "id": w.id,
+        "update_fields": w.update_fields(),
+        "hash": w.hash(),
+    })
+}
+
 /// A run's ending: writes go to the sink, the batch is committed to the state store.
 pub struct Applier<'a> {
     store: &'a Store,
@@ -158,13 +179,7 @@ impl<'a> Applier<'a> {
                 commit.dead_letters.push(NewDeadLetter {
                     sink: sink.name.clone(),
                     key: w.key.clone(),
-                    payload: serde_json::json!({
-                        "sobject": w.sobject,
-                        "fields": w.fields,
-                        "id": w.id,
-                        "update_fields": w.update_fields(),
-                        "hash": w.hash(),
-                    }),
+                    payload: dead_letter_payload(w),
                     error: err.clone(),
                 });
                 Outcome {
@@ -356,7 +371,7 @@ impl Ending for Differ {
         self.calls += n_writes.div_ceil(RECORDS_PER_CALL);
         for n in writes.create {
             let w = &intents[n].1;
-            let placeholder = format!("(new {} {})", sink.sobject, w.key);
+            let placeholder = planned_id(&sink.sobject, &w.key);
             self.plan(&sink.name, &w.key, Some(placeholder.clone()), w.hash());
             results.insert(
                 n,

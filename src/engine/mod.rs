@@ -19,6 +19,7 @@ pub mod lookup;
 pub mod render;
 pub mod report;
 pub mod retry;
+pub mod schema;
 pub mod stage;
 pub mod testing;
 
@@ -141,6 +142,15 @@ pub trait ObjectSink: Send + Sync {
     ) -> Result<Vec<Map<String, Value>>, ConnectorError>;
     /// Requests spent so far.
     fn calls(&self) -> u64;
+    /// The fields of `object` as the sink checks values (types, lengths, restricted
+    /// picklists, required fields), so a value it would refuse is reported before it is
+    /// sent. `None`: the sink kind has no schema to check against.
+    async fn field_schema(
+        &self,
+        _object: &str,
+    ) -> Result<Option<schema::ObjectSchema>, ConnectorError> {
+        Ok(None)
+    }
 }
 
 /// Called with the report so far after each batch.

@@ -159,6 +159,14 @@ pub struct FieldDescribe {
     pub picklist_values: Vec<PicklistValue>,
     #[serde(default)]
     pub restricted_picklist: bool,
+    /// Whole numbers (int): the most digits.
+    #[serde(default)]
+    pub digits: u32,
+    /// Decimals (double, currency, percent): all digits, and those after the point.
+    #[serde(default)]
+    pub precision: u32,
+    #[serde(default)]
+    pub scale: u32,
     #[serde(default)]
     pub reference_to: Vec<String>,
     #[serde(default)]
@@ -268,6 +276,8 @@ pub struct SalesforceConnector {
     session: tokio::sync::Mutex<Session>,
     token_store: Option<Arc<dyn TokenStore>>,
     describes: Mutex<HashMap<String, Arc<Describe>>>,
+    /// Object name (lower case) → id prefix, from the global describe.
+    key_prefixes: Mutex<Option<Arc<HashMap<String, String>>>>,
     budget: Mutex<BudgetState>,
 }
 
@@ -310,6 +320,7 @@ impl SalesforceConnector {
             }),
             token_store: store,
             describes: Mutex::new(HashMap::new()),
+            key_prefixes: Mutex::new(None),
             budget: Mutex::new(BudgetState::default()),
         })
     }
@@ -505,6 +516,47 @@ impl SalesforceConnector {
         let d = Arc::new(d);
         lock(&self.describes).insert(key, d.clone());
         Ok(d)
+    }
+
+    /// The id prefix (`keyPrefix`) of every object of the org, by lower-case object name,
+    /// from one global describe (`GET /sobjects`), cached for the connector's life.
+    pub async fn key_prefixes(&self) -> Result<Arc<HashMap<String, String>>, SfError> {
+        if let Some(p) = lock(&self.key_prefixes).as_ref() {
+            return Ok(p.clone());
+        }
+        let resp = self.send(Method::GET, "/sobjects", None, true).await?;
+        if !resp.is_success() {
+            return Err(api_error(&resp));
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Global {
+            #[serde(default)]
+            sobjects: Vec<Basic>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Basic {
+            name: String,
+            #[serde(default)]
+            key_prefix: Option<String>,
+        }
+        let g: Global = resp.json().map_err(|_| SfError::Malformed {
+            what: "the global describe (the org's object list)".into(),
+        })?;
+        let map: HashMap<String, String> = g
+            .sobjects
+            .into_iter()
+            // A prefix is three characters; anything else the server says is not used.
+            .filter_map(|o| {
+                o.key_prefix
+                    .filter(|p| p.len() == 3 && p.chars().all(|c| c.is_ascii_alphanumeric()))
+                    .map(|p| (o.name.to_ascii_lowercase(), p))
+            })
+            .collect();
+        let map = Arc::new(map);
+        *lock(&self.key_prefixes) = Some(map.clone());
+        Ok(map)
     }
 
     /// Forgets a cached describe (after INVALID_FIELD errors, or on reload).

@@ -5,7 +5,7 @@
 //! and into `sinks.NAME` for the sinks after this one.
 
 use crate::config::{Sink, SinkAction, SinkKey};
-use crate::engine::ending::{Diff, Outcome, Update, Writes};
+use crate::engine::ending::{self, Diff, Outcome, Update, Writes};
 use crate::engine::render::{self, WriteIntent};
 use crate::engine::report::{WriteAction, WriteReport};
 use crate::engine::{Batch, Cx, Ending, StageError};
@@ -27,7 +27,8 @@ pub async fn write(
     if sink.action == SinkAction::Insert && !d.create.is_empty() {
         adopt(cx, sink, &intents, &mut d, batch, ending).await?;
     }
-    let update = read_current(cx, sink, &intents, &mut d, batch, ending).await?;
+    let mut update = read_current(cx, sink, &intents, &mut d, batch, ending).await?;
+    refuse(cx, sink, &intents, &mut d, &mut update, batch, ending).await?;
     let writes = Writes {
         intents: &intents,
         create: std::mem::take(&mut d.create),
@@ -254,6 +255,90 @@ async fn read_current(
         }
     }
     Ok(update)
+}
+
+/// Values the sink would refuse (checked against its field schema) are not sent: the
+/// record is reported as an error with the reason and the filter that fixes it, and a run
+/// dead-letters it. A plan shows the same, before anything is written.
+async fn refuse(
+    cx: &Cx<'_>,
+    sink: &Sink,
+    intents: &[(usize, WriteIntent)],
+    d: &mut Decided,
+    update: &mut Vec<Update>,
+    batch: &mut Batch,
+    ending: &mut dyn Ending,
+) -> Result<(), StageError> {
+    if d.create.is_empty() && update.is_empty() {
+        return Ok(());
+    }
+    let schema = cx
+        .engine
+        .sink
+        .field_schema(&sink.sobject)
+        .await
+        .map_err(|error| StageError::Sink {
+            sink: sink.name.clone(),
+            error,
+        })?;
+    let Some(schema) = schema else {
+        return Ok(());
+    };
+    // A plan's Ids of records it would create are placeholders: not judged.
+    let check = |fields: &Map<String, Value>, creating: bool| {
+        let mut found = schema.check_write(fields, creating);
+        found.retain(|r| {
+            !fields
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case(&r.field) && ending::is_planned_id(v))
+        });
+        found
+    };
+    let mut refused: Vec<(usize, String)> = Vec::new();
+    d.create.retain(|n| {
+        let found = check(&intents[*n].1.fields, true);
+        if found.is_empty() {
+            return true;
+        }
+        refused.push((*n, refusal_message(&found)));
+        false
+    });
+    update.retain(|u| {
+        let found = check(&intents[u.n].1.update_fields(), false);
+        if found.is_empty() {
+            return true;
+        }
+        refused.push((u.n, refusal_message(&found)));
+        false
+    });
+    for (n, message) in refused {
+        let w = &intents[n].1;
+        ending.dead_letter(
+            &mut batch.commit,
+            crate::state::NewDeadLetter {
+                sink: sink.name.clone(),
+                key: w.key.clone(),
+                payload: crate::engine::ending::dead_letter_payload(w),
+                error: message.clone(),
+            },
+        );
+        d.results.insert(
+            n,
+            Outcome {
+                action: WriteAction::Error,
+                id: None,
+                created: false,
+                message: Some(message),
+                diff: None,
+            },
+        );
+    }
+    Ok(())
+}
+
+fn refusal_message(found: &[crate::engine::schema::Refusal]) -> String {
+    let each: Vec<String> = found.iter().map(ToString::to_string).collect();
+    format!("not sent: {}", each.join("; "))
 }
 
 async fn find(

@@ -96,6 +96,13 @@ impl FieldMeta {
                        "label": v, "validFor": null, "value": v})
             })
             .collect();
+        // Number sizes as a standard org has them: whole numbers of up to 9 digits, decimals
+        // of 18 digits with 2 after the point (Amount's currency(16, 2) allows 16 before).
+        let (digits, precision, scale) = match self.ftype {
+            "int" => (9, 0, 0),
+            "double" | "currency" | "percent" => (0, 18, 2),
+            _ => (0, 0, 0),
+        };
         json!({
             "aggregatable": self.ftype != "textarea",
             "autoNumber": false,
@@ -105,6 +112,7 @@ impl FieldMeta {
             "custom": self.custom,
             "defaultValue": self.default_value,
             "defaultedOnCreate": self.defaulted_on_create,
+            "digits": digits,
             "externalId": self.external_id,
             "filterable": self.ftype != "textarea",
             "idLookup": self.id_lookup,
@@ -113,9 +121,11 @@ impl FieldMeta {
             "name": self.name,
             "nillable": self.nillable,
             "picklistValues": picklist,
+            "precision": precision,
             "referenceTo": self.reference_to,
             "relationshipName": self.relationship_name,
             "restrictedPicklist": self.restricted_picklist,
+            "scale": scale,
             "soapType": soap_type,
             "sortable": self.ftype != "textarea",
             "type": self.ftype,

@@ -109,6 +109,9 @@ pub struct Summary {
     /// Dead letters retried successfully at the start of the run.
     #[serde(skip_serializing_if = "is_zero")]
     pub retried: u64,
+    /// Records kept as dead letters by this run (a plan keeps none).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dead_lettered: u64,
     pub api_calls: ApiCalls,
     /// People and records looked up in Salesforce (before batching and caching).
     #[serde(skip)]
@@ -197,6 +200,17 @@ impl PipelineReport {
 
     pub fn failed(&self) -> bool {
         self.stopped.is_some()
+    }
+
+    /// The run stops early for `why` (an org-wide failure, the budget, a state error): the
+    /// batch it stopped in, or the run itself, counts as one error, so a summary never says
+    /// `0 errors` about a run that did not finish. Only the first reason is kept. A
+    /// shutdown is not an error: set `stopped` directly for it.
+    pub fn stop(&mut self, why: String) {
+        if self.stopped.is_none() {
+            self.summary.error += 1;
+            self.stopped = Some(why);
+        }
     }
 
     /// The summary line of the spec.

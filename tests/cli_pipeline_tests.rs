@@ -36,8 +36,8 @@ fn the_example_project_validates_and_its_tests_pass() {
     assert!(out.contains(" passed, 0 failed"), "{out}");
 }
 
-#[test]
-fn a_wrong_expectation_fails_with_a_readable_diff() {
+/// A copy of the example project with one pipeline file: meetings-to-events, edited.
+fn project_with(edit: impl Fn(String) -> String) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
     std::fs::create_dir_all(dir.path().join("examples/sandbox/secrets")).expect("mkdir");
@@ -53,13 +53,22 @@ fn a_wrong_expectation_fails_with_a_readable_diff() {
         .expect("copy secret");
     }
     std::fs::copy(repo().join("ferry.yaml"), dir.path().join("ferry.yaml")).expect("copy");
-    let pipeline = std::fs::read_to_string(repo().join("pipelines/meetings-to-events.yaml"))
-        .expect("read")
-        .replace(
+    let original =
+        std::fs::read_to_string(repo().join("pipelines/meetings-to-events.yaml")).expect("read");
+    let pipeline = edit(original.clone());
+    assert_ne!(pipeline, original, "the edit changed nothing");
+    std::fs::write(dir.path().join("pipelines/meetings.yaml"), pipeline).expect("write");
+    dir
+}
+
+#[test]
+fn a_wrong_expectation_fails_with_a_readable_diff() {
+    let dir = project_with(|p| {
+        p.replace(
             r#"event: [ { Subject: "Zoom: Demo","#,
             r#"event: [ { Subject: "Zoom: Demo call","#,
-        );
-    std::fs::write(dir.path().join("pipelines/meetings.yaml"), pipeline).expect("write");
+        )
+    });
     let (code, out) = ferry(dir.path(), &["test"]);
     assert_eq!(code, 1, "{out}");
     assert!(
@@ -70,6 +79,31 @@ fn a_wrong_expectation_fails_with_a_readable_diff() {
     assert!(out.contains(r#"expected: "Zoom: Demo call""#), "{out}");
     assert!(out.contains(r#"produced: "Zoom: Demo""#), "{out}");
     assert!(out.contains("2 passed, 1 failed"), "{out}");
+}
+
+/// `WhatId: null` expects the field cleared (the Lead test's Event writes WhatId as null);
+/// `<absent>` expects a field left out (the Event sink has no `Location`), and fails when
+/// the sink writes it, even as null.
+#[test]
+fn tests_tell_a_field_set_to_null_from_a_field_left_out() {
+    let lead_expect = "event: [ { WhoId: 00QL, WhatId: null } ]";
+    let dir = project_with(|p| {
+        p.replace(
+            lead_expect,
+            "event: [ { WhoId: 00QL, WhatId: null, Location: <absent> } ]",
+        )
+    });
+    let (code, out) = ferry(dir.path(), &["test"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("3 passed, 0 failed"), "{out}");
+
+    let dir =
+        project_with(|p| p.replace(lead_expect, "event: [ { WhoId: 00QL, WhatId: <absent> } ]"));
+    let (code, out) = ferry(dir.path(), &["test"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("field `WhatId`"), "{out}");
+    assert!(out.contains("expected: (not set)"), "{out}");
+    assert!(out.contains("produced: null"), "{out}");
 }
 
 #[test]

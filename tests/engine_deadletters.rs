@@ -45,6 +45,8 @@ async fn a_rejected_record_is_dead_lettered_and_the_rest_is_written_then_retried
         .deadletters(Some("meetings-to-events"))
         .expect("letters");
     assert_eq!(letters.len() as u64, report.summary.error);
+    assert_eq!(letters.len() as u64, report.summary.dead_lettered);
+    assert_eq!(report.to_json()["summary"]["dead_lettered"], letters.len());
     assert!(letters.iter().all(|l| l.sink == "event"));
     assert!(
         letters
@@ -111,6 +113,14 @@ async fn a_spent_budget_stops_the_run_and_the_next_run_finishes_the_job() {
         "stops with a clear message: {stopped}"
     );
     assert!(env.sandbox.salesforce.calls().collections + env.sandbox.salesforce.calls().query <= 4);
+    // The stopped batch counts as an error: the summary never says `0 errors` of it.
+    assert_eq!(first.summary.error, 1, "{}", first.summary_line());
+    assert!(
+        first.summary_line().contains("1 errors"),
+        "{}",
+        first.summary_line()
+    );
+    assert_eq!(first.summary.dead_lettered, 0);
 
     // More budget: the next run picks up where the first stopped, and the org ends as a
     // clean run's would.
@@ -122,4 +132,34 @@ async fn a_spent_budget_stops_the_run_and_the_next_run_finishes_the_job() {
     assert_eq!(env.org(), clean.org());
     let third = env.run_one("meetings-to-events", Mode::Run).await;
     assert_eq!(writes(&[third]), 0);
+}
+
+/// `ferry run` exits 1 when records went to dead letters (a scheduler notices), and 0 with
+/// `--allow-dead-letters`, the choice of an admin who reads them on their own schedule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_dead_letters_exits_1_unless_allowed() {
+    let rejecting = |o: &mut ferry::sim::sandbox::SandboxOptions| {
+        o.sf_faults = SfFaults {
+            validation_rule: Some(("Event".into(), "Subject".into(), "pricing".into())),
+            ..SfFaults::default()
+        };
+    };
+    for (extra, code) in [(None, 1), (Some("--allow-dead-letters"), 0)] {
+        // The process reads the system clock: the world is generated around it.
+        let env = Env::start(ferry::clock::system(), 60, rejecting).await;
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+        c.arg("--config")
+            .arg(&env.config)
+            .args(["run", "meetings-to-events"])
+            .args(extra)
+            .env("FERRY_LOG", "error");
+        let out = tokio::task::spawn_blocking(move || c.output())
+            .await
+            .expect("join")
+            .expect("ferry starts");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(out.status.code(), Some(code), "{extra:?}: {text}");
+        assert!(text.contains("went to dead letters"), "{text}");
+        assert!(!text.contains(" 0 errors"), "{text}");
+    }
 }

@@ -64,6 +64,7 @@ async fn read_prints_json_lines() {
     )
     .unwrap();
     let since = (chrono::Utc::now() - chrono::Duration::days(20)).to_rfc3339();
+    let cfg_for_since = cfg.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_ferry"))
             .args([
@@ -99,4 +100,51 @@ async fn read_prints_json_lines() {
             .iter()
             .all(|r| r["uuid"].is_string() && r["participants_count"].as_u64().unwrap() >= 2)
     );
+
+    // `--since` takes a pipeline's forms; a start beyond Zoom's six months begins at the
+    // horizon (the simulator refuses such a window, as Zoom does); a bad value is a usage
+    // error (exit 2) in plain words.
+    let date = (chrono::Utc::now() - chrono::Duration::days(20))
+        .format("%Y-%m-%d")
+        .to_string();
+    let read_since = move |since: String| {
+        let cfg = cfg_for_since.clone();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_ferry"))
+                .args([
+                    "--config",
+                    cfg.to_str().unwrap(),
+                    "read",
+                    "zoom.past_meetings",
+                    "--param",
+                    "user_id=all",
+                    "--since",
+                    &since,
+                    "--limit",
+                    "2",
+                ])
+                .output()
+                .unwrap()
+        }
+    };
+    let out = tokio::task::spawn_blocking(read_since(date)).await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+
+    let out = tokio::task::spawn_blocking(read_since("2020-01-01".into()))
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("six months"), "{err}");
+    assert!(!err.contains("Some("), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+
+    let out = tokio::task::spawn_blocking(read_since("last tuesday".into()))
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("`last tuesday` is not a time"), "{err}");
 }

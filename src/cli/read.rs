@@ -12,7 +12,9 @@ pub struct ReadArgs {
     /// A stream parameter, `k=v` (repeatable)
     #[arg(long = "param", value_name = "K=V")]
     pub params: Vec<String>,
-    /// Start of the window for incremental streams (RFC 3339; default 30 days ago)
+    /// Start of the window for incremental streams, as a pipeline's `since`: a date
+    /// (2026-07-01) or an RFC 3339 time; default 30 days ago. Zoom serves about six months:
+    /// an earlier start begins at that horizon, as runs do
     #[arg(long)]
     pub since: Option<String>,
     /// Stop after this many records
@@ -60,6 +62,27 @@ fn connection_settings(
     Ok((crate::engine::connect::zoom_settings(z), z.max_wait))
 }
 
+/// Where a read starts: `--since` (default 30 days ago), never before Zoom's history
+/// horizon, so an old `--since` reads what Zoom still has instead of failing (as runs do).
+fn read_start(
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> chrono::DateTime<chrono::Utc> {
+    let horizon = crate::engine::connect::zoom_horizon(now);
+    match since {
+        Some(s) if s < horizon => {
+            eprintln!(
+                "note: Zoom keeps about six months of history; reading from {} instead of {}",
+                horizon.format("%Y-%m-%d %H:%M UTC"),
+                s.format("%Y-%m-%d %H:%M UTC")
+            );
+            horizon
+        }
+        Some(s) => s,
+        None => (now - chrono::Duration::days(30)).max(horizon),
+    }
+}
+
 pub async fn run(g: &Global, a: &ReadArgs) -> anyhow::Result<u8> {
     let (connection, stream) = a.stream.split_once('.').unwrap_or(("zoom", &a.stream));
     if catalog().get(stream).is_none() {
@@ -81,15 +104,32 @@ pub async fn run(g: &Global, a: &ReadArgs) -> anyhow::Result<u8> {
             .unwrap_or_else(|| serde_json::Value::String(v.to_string()));
         params.insert(k.to_string(), value);
     }
-    let (cfg, max_wait) = connection_settings(g, connection)?;
+    let since = match a
+        .since
+        .as_deref()
+        .map(|s| (s, crate::config::parse_since(s)))
+    {
+        Some((_, Some(t))) => Some(t),
+        Some((s, None)) => {
+            eprintln!(
+                "error: --since `{s}` is not a time; write a date like 2026-07-01 or a time like 2026-07-01T09:00:00Z"
+            );
+            return Ok(EXIT_INVALID);
+        }
+        None => None,
+    };
+    // ferry.yaml unreadable, or no such Zoom connection: the arguments or the file are
+    // wrong, not the service (exit 2).
+    let (cfg, max_wait) = match connection_settings(g, connection) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(EXIT_INVALID);
+        }
+    };
     let clock = crate::clock::system();
     let now = clock.now();
-    let since = match &a.since {
-        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
-            .with_context(|| format!("--since {s} is not an RFC 3339 time"))?
-            .with_timezone(&chrono::Utc),
-        None => now - chrono::Duration::days(30),
-    };
+    let since = read_start(since, now);
     // Tokens go to the state file: an oauth refresh rotates the refresh token, and losing
     // the new one would need a human to re-authorize.
     let store = open_state(g)?;
@@ -108,4 +148,24 @@ pub async fn run(g: &Global, a: &ReadArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_start_before_zoom_history_begins_at_the_horizon() {
+        let now = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 20, 12, 0, 0)
+            .single()
+            .unwrap_or_default();
+        let horizon = crate::engine::connect::zoom_horizon(now);
+        let old = crate::config::parse_since("2025-01-01");
+        assert_eq!(read_start(old, now), horizon);
+        let recent = crate::config::parse_since("2026-10-01");
+        assert_eq!(read_start(recent, now), recent.unwrap_or_default());
+        assert_eq!(read_start(None, now), now - chrono::Duration::days(30));
+    }
 }

@@ -16,6 +16,10 @@ pub struct RunArgs {
     /// finish (0: report who runs it and fail at once)
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     pub wait: u64,
+    /// Exit 0 even when records went to dead letters (a run that stopped still exits 1).
+    /// Without it, any dead letter makes the run exit 1, so a scheduler notices
+    #[arg(long)]
+    pub allow_dead_letters: bool,
 }
 
 pub async fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
@@ -86,7 +90,7 @@ pub async fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
         if let Some(b) = bar {
             b.finish_and_clear();
         }
-        failed |= report.failed();
+        failed |= report.failed() || (report.summary.dead_lettered > 0 && !a.allow_dead_letters);
         if g.log_format == LogFormat::Json {
             let zoom_http = conns.http.metrics().total(Service::Zoom);
             let sf_http = conns.http.metrics().total(Service::Salesforce);
@@ -99,6 +103,7 @@ pub async fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
                 skipped = report.summary.skip,
                 unmatched = report.summary.unmatched,
                 errors = report.summary.error,
+                dead_lettered = report.summary.dead_lettered,
                 zoom_calls = report.summary.api_calls.zoom,
                 salesforce_calls = report.summary.api_calls.salesforce,
                 zoom_429 = zoom_http.responses_429.saturating_sub(http_before.0.responses_429),
@@ -121,6 +126,13 @@ pub async fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
             if let Some(s) = &report.stopped {
                 println!("  Stopped: {s}");
             }
+        }
+        if report.summary.dead_lettered > 0 {
+            println!(
+                "  {} record(s) went to dead letters: `ferry deadletters list {}` shows why; \
+                 the next run retries them",
+                report.summary.dead_lettered, p.name
+            );
         }
     }
     Ok(if failed { EXIT_FAILED } else { EXIT_OK })

@@ -550,7 +550,8 @@ pub struct TestSpec {
     /// matched record.
     #[serde(default)]
     pub lookups: OrderedMap<At<String>, AnyValue>,
-    /// Per sink: the records it must produce (a subset match each; `[]` means none).
+    /// Per sink: the records it must produce (a subset match each; `[]` means none). A field
+    /// expected `null` must be written as null; `<absent>` expects it not written at all.
     #[serde(default)]
     pub expect: OrderedMap<At<String>, Vec<AnyValue>>,
 }

@@ -43,7 +43,7 @@ impl DaemonMetrics {
             }
             *t.skipped.entry(r.pipeline.clone()).or_default() += r.summary.skip;
             *t.unchanged.entry(r.pipeline.clone()).or_default() += r.summary.unchanged;
-            *t.dead_lettered.entry(r.pipeline.clone()).or_default() += r.summary.error;
+            *t.dead_lettered.entry(r.pipeline.clone()).or_default() += r.summary.dead_lettered;
             let outcome = if r.failed() { "failed" } else { "ok" };
             *t.runs.entry((r.pipeline.clone(), outcome)).or_default() += 1;
             let d = t.durations.entry(r.pipeline.clone()).or_default();

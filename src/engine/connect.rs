@@ -249,7 +249,12 @@ pub struct ZoomSource {
 
 /// How far back Zoom's report and history endpoints reach: six months, less a margin for
 /// the windows' lead (a report lists a meeting by its start, the cursor is its end).
-const ZOOM_HISTORY_DAYS: i64 = 177;
+pub const ZOOM_HISTORY_DAYS: i64 = 177;
+
+/// The earliest start Zoom serves for a read ending at `until` (see [`ZOOM_HISTORY_DAYS`]).
+pub fn zoom_horizon(until: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    until - chrono::Duration::days(ZOOM_HISTORY_DAYS)
+}
 
 fn stream_name(s: &str) -> &str {
     s.strip_prefix("zoom.").unwrap_or(s)
@@ -269,7 +274,7 @@ impl Source for ZoomSource {
     ) -> BoxStream<'static, Result<Page, ConnectorError>> {
         // Zoom serves reports and call history for the last six months only; a start
         // further back is answered with an error, so reads begin at that horizon.
-        let horizon = window.until - chrono::Duration::days(ZOOM_HISTORY_DAYS);
+        let horizon = zoom_horizon(window.until);
         let floor = horizon + window.lookback;
         let checkpoints = window
             .checkpoints

@@ -4,6 +4,7 @@
 
 use super::error::ConnectorError;
 use super::render::{self, Globals, RecordState, RenderError};
+use super::report::Unmatched;
 use crate::config::{Lookup, Pipeline};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -49,8 +50,8 @@ pub enum LookupSource<'a> {
 /// Facts worth reporting about one record's lookups.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LookupNotes {
-    /// Match values (e.g. emails) of people no rule found.
-    pub unmatched: Vec<String>,
+    /// Match values (e.g. emails) no rule found, with the lookup and what it looked for.
+    pub unmatched: Vec<Unmatched>,
     /// "2 Contact records match pat@contoso.com; took 003…, the most recently modified".
     pub ambiguous: Vec<String>,
     /// People (or records) looked up, over all lookups; a hand-written integration spends
@@ -293,11 +294,21 @@ async fn resolve_one(
         }
     }
 
+    let (what, person) = sought(lookup);
     for ((pd, hit), why) in pending.iter().zip(&found).zip(&why_not) {
         if hit.is_none() && !pd.display.is_empty() {
             let n = &mut notes[pd.record];
-            if !n.unmatched.contains(&pd.display) {
-                n.unmatched.push(pd.display.clone());
+            if !n
+                .unmatched
+                .iter()
+                .any(|u| u.lookup == *name && u.value == pd.display)
+            {
+                n.unmatched.push(Unmatched {
+                    lookup: name.clone(),
+                    what: what.clone(),
+                    person,
+                    value: pd.display.clone(),
+                });
                 if let Some(why) = why {
                     n.unlookable.push(format!("{}: {why}", pd.display));
                 }
@@ -359,6 +370,43 @@ fn is_skipped(lookup: &Lookup, ctx: &dyn crate::template::Scope) -> Result<bool,
     }
 }
 
+/// What a lookup looks for, in words, and whether that is a person: a rule matching a
+/// Contact, Lead or User on an email or phone field finds people; anything else (an
+/// Opportunity by AccountId, an Event by a meeting's UUID) finds records.
+pub fn sought(lookup: &Lookup) -> (String, bool) {
+    let by_contact_field = |r: &crate::config::MatchRule| {
+        r.where_.iter().any(|(f, _)| {
+            let f = f.to_ascii_lowercase();
+            f.contains("email") || f.contains("phone")
+        })
+    };
+    let people = lookup
+        .rules
+        .iter()
+        .find(|r| matches!(r.sobject.as_str(), "Contact" | "Lead" | "User") && by_contact_field(r));
+    if let Some(rule) = people {
+        let all_users = lookup.rules.iter().all(|r| r.sobject == "User");
+        let what = if all_users && rule.sobject == "User" {
+            "a Salesforce user"
+        } else {
+            "a person"
+        };
+        return (what.to_string(), true);
+    }
+    let Some(first) = lookup.rules.first() else {
+        return ("a record".to_string(), false);
+    };
+    let sobject = &first.sobject;
+    let article = match sobject.chars().next() {
+        Some(c) if "AEIOUaeiou".contains(c) => "an",
+        _ => "a",
+    };
+    match first.where_.first() {
+        Some((field, _)) => (format!("{article} {sobject} by {field}"), false),
+        None => (format!("{article} {sobject}"), false),
+    }
+}
+
 /// The value people are known by in reports: the first rule's first `where` value.
 fn display_key(lookup: &Lookup, ctx: &dyn crate::template::Scope) -> Result<String, RenderError> {
     let Some((field, expr)) = lookup.rules.first().and_then(|r| r.where_.first()) else {
@@ -398,5 +446,44 @@ fn clean(r: Value, sobject: &str) -> Value {
             Value::Object(m)
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_lookups_say_what_they_look_for() {
+        let owned = crate::config::builtin_catalogs();
+        let catalogs: Vec<&dyn crate::config::StreamCatalog> =
+            owned.iter().map(|c| c.as_ref()).collect();
+        let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ferry.yaml");
+        let project = crate::config::load_project(&config, &catalogs).expect("example project");
+        let sought_by = |pipeline: &str, lookup: &str| {
+            let p = project.pipeline(pipeline).expect("pipeline");
+            let l = p.lookups.iter().find(|l| l.name == lookup).expect("lookup");
+            sought(l)
+        };
+        assert_eq!(
+            sought_by("meetings-to-events", "attendees"),
+            ("a person".to_string(), true)
+        );
+        assert_eq!(
+            sought_by("meetings-to-events", "owner"),
+            ("a Salesforce user".to_string(), true)
+        );
+        assert_eq!(
+            sought_by("meetings-to-events", "opportunity"),
+            ("an Opportunity by AccountId".to_string(), false)
+        );
+        assert_eq!(
+            sought_by("recordings-to-events", "event"),
+            ("an Event by Zoom_Meeting_UUID__c".to_string(), false)
+        );
+        assert_eq!(
+            sought_by("phone-calls-to-tasks", "person"),
+            ("a person".to_string(), true)
+        );
     }
 }

@@ -261,7 +261,7 @@ impl Engine<'_> {
         let pages = match cx.pages() {
             Ok(pages) => pages,
             Err(e) => {
-                report.stopped = Some(e.to_string());
+                report.stop(e.to_string());
                 return report;
             }
         };
@@ -360,7 +360,7 @@ impl Cx<'_> {
                 let gathered = stage::feed::gather(&mut rx, self.opts.batch_size).await;
                 if gathered.is_empty() {
                     if let Some(e) = gathered.stop {
-                        report.stopped = Some(e.to_string());
+                        report.stop(e.to_string());
                     }
                     break;
                 }

@@ -55,13 +55,28 @@ pub struct SourceRef {
     pub key: String,
 }
 
+/// A value a lookup did not find in Salesforce, and what the lookup was looking for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Unmatched {
+    /// The lookup's name (`lookups.NAME`).
+    pub lookup: String,
+    /// What was looked for, in words: "a person", "a Salesforce user", "an Opportunity by
+    /// AccountId".
+    pub what: String,
+    /// True when the lookup finds people (Contact, Lead or User by an email or phone field):
+    /// only these count as people not in Salesforce.
+    pub person: bool,
+    /// The value looked for (the first match rule's first `where` value).
+    pub value: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RecordReport {
     pub source: SourceRef,
     #[serde(skip)]
     pub title: String,
     pub writes: Vec<WriteReport>,
-    pub unmatched: Vec<String>,
+    pub unmatched: Vec<Unmatched>,
     /// Unmatched values no query could look up, with the reason (also in `unmatched`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unlookable: Vec<String>,
@@ -89,15 +104,21 @@ pub struct Summary {
     pub update: u64,
     pub unchanged: u64,
     pub skip: u64,
+    /// People not in Salesforce (lookups of people only).
     pub unmatched: u64,
     /// Of `unmatched`: values that could not be looked up at all (wrong type for the
     /// field, or too long for any query).
     #[serde(skip_serializing_if = "is_zero")]
     pub unlookable: u64,
+    /// Other records a lookup did not find (an Account's Opportunity, a meeting's Event).
+    pub not_found: u64,
     pub error: u64,
     /// Dead letters retried successfully at the start of the run.
     #[serde(skip_serializing_if = "is_zero")]
     pub retried: u64,
+    /// Records kept as dead letters by this run (a plan keeps none).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dead_lettered: u64,
     pub api_calls: ApiCalls,
     /// People and records looked up in Salesforce (before batching and caching).
     #[serde(skip)]
@@ -169,7 +190,9 @@ impl PipelineReport {
             }
         }
         self.summary.skip += r.skipped.len() as u64;
-        self.summary.unmatched += r.unmatched.len() as u64;
+        let people = r.unmatched.iter().filter(|u| u.person).count() as u64;
+        self.summary.unmatched += people;
+        self.summary.not_found += r.unmatched.len() as u64 - people;
         self.summary.unlookable += r.unlookable.len() as u64;
         self.summary.looked_up += r.looked_up as u64;
         self.summary.error += r.errors.len() as u64;
@@ -187,6 +210,17 @@ impl PipelineReport {
         self.stopped.is_some()
     }
 
+    /// The run stops early for `why` (an org-wide failure, the budget, a state error): the
+    /// batch it stopped in, or the run itself, counts as one error, so a summary never says
+    /// `0 errors` about a run that did not finish. Only the first reason is kept. A
+    /// shutdown is not an error: set `stopped` directly for it.
+    pub fn stop(&mut self, why: String) {
+        if self.stopped.is_none() {
+            self.summary.error += 1;
+            self.stopped = Some(why);
+        }
+    }
+
     /// The summary line of the spec.
     pub fn summary_line(&self) -> String {
         let s = &self.summary;
@@ -197,12 +231,17 @@ impl PipelineReport {
             ("created", "updated")
         };
         let unlookable = if s.unlookable > 0 {
-            format!(" ({} of them could not be looked up)", s.unlookable)
+            format!(" ({} values could not be looked up)", s.unlookable)
+        } else {
+            String::new()
+        };
+        let others = if s.not_found > 0 {
+            format!(", {} other records not found", s.not_found)
         } else {
             String::new()
         };
         format!(
-            "{verb}: {} {c}, {} {u}, {} unchanged, {} skipped, {} people not in Salesforce{unlookable}, {} errors.",
+            "{verb}: {} {c}, {} {u}, {} unchanged, {} skipped, {} people not in Salesforce{others}{unlookable}, {} errors.",
             s.create, s.update, s.unchanged, s.skip, s.unmatched, s.error
         )
     }
@@ -272,8 +311,8 @@ impl PipelineReport {
             for s in &r.skipped {
                 let _ = writeln!(out, "  skipped: {s}");
             }
-            if !r.unmatched.is_empty() {
-                let _ = writeln!(out, "  not in Salesforce: {}", r.unmatched.join(", "));
+            for (head, values) in unmatched_groups(&r.unmatched) {
+                let _ = writeln!(out, "  not in Salesforce ({head}): {values}");
             }
             for u in &r.unlookable {
                 let _ = writeln!(out, "  could not be looked up: {u}");
@@ -311,12 +350,13 @@ impl PipelineReport {
                     write_detail(w).replace('|', "\\|")
                 );
             }
-            if !r.unmatched.is_empty() {
+            for (head, values) in unmatched_groups(&r.unmatched) {
                 let _ = writeln!(
                     out,
-                    "| {} | | | not in Salesforce | {} |",
+                    "| {} | | | not in Salesforce | {}: {} |",
                     src,
-                    r.unmatched.join(", ")
+                    head,
+                    values.replace('|', "\\|")
                 );
             }
             for u in &r.unlookable {
@@ -336,21 +376,27 @@ impl PipelineReport {
     }
 }
 
-fn noun(stream: &str) -> &str {
-    let s = stream.rsplit('.').next().unwrap_or(stream);
-    if s.contains("meeting") {
-        "meeting"
-    } else if s.contains("webinar") {
-        "webinar"
-    } else if s.contains("call") || s.contains("phone") {
-        "call"
-    } else if s.contains("user") {
-        "user"
-    } else if s.contains("recording") {
-        "recording"
-    } else {
-        "record"
+/// Per lookup, in order of first appearance: "lookups.NAME, what" and the values not found.
+fn unmatched_groups(list: &[Unmatched]) -> Vec<(String, String)> {
+    let mut groups: Vec<(&str, &str, Vec<&str>)> = Vec::new();
+    for u in list {
+        match groups.iter_mut().find(|(l, _, _)| *l == u.lookup) {
+            Some((_, _, values)) => values.push(&u.value),
+            None => groups.push((&u.lookup, &u.what, vec![&u.value])),
+        }
     }
+    groups
+        .into_iter()
+        .map(|(l, what, values)| (format!("lookups.{l}, {what}"), values.join(", ")))
+        .collect()
+}
+
+/// What one record of a stream is, in words (the catalog's `noun`; "record" when unknown).
+fn noun(stream: &str) -> &'static str {
+    let s = stream.rsplit('.').next().unwrap_or(stream);
+    crate::connectors::zoom::catalog::catalog()
+        .get(s)
+        .map_or("record", |d| d.noun.as_str())
 }
 
 fn short(v: &Value) -> String {
@@ -392,5 +438,104 @@ fn write_detail(w: &WriteReport) -> String {
         WriteAction::Unchanged => w.id.clone().unwrap_or_default(),
         WriteAction::Skip => w.reason.clone().unwrap_or_default(),
         WriteAction::Error => w.message.clone().unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unmatched(lookup: &str, what: &str, person: bool, value: &str) -> Unmatched {
+        Unmatched {
+            lookup: lookup.into(),
+            what: what.into(),
+            person,
+            value: value.into(),
+        }
+    }
+
+    fn record(stream: &str, unmatched: Vec<Unmatched>) -> RecordReport {
+        RecordReport {
+            source: SourceRef {
+                stream: stream.into(),
+                key: "k1".into(),
+            },
+            title: "\"Demo\"".into(),
+            writes: Vec::new(),
+            unmatched,
+            unlookable: Vec::new(),
+            ambiguous: Vec::new(),
+            looked_up: 0,
+            skipped: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_people_count_as_people_not_in_salesforce_and_each_names_its_lookup() {
+        let mut rep = PipelineReport::new("p", true);
+        rep.push(
+            record(
+                "zoom.past_meetings",
+                vec![
+                    unmatched("attendees", "a person", true, "pat@contoso.com"),
+                    unmatched("attendees", "a person", true, "lee@fabrikam.example"),
+                    unmatched("opportunity", "an Opportunity by AccountId", false, "001A"),
+                ],
+            ),
+            true,
+        );
+        assert_eq!(rep.summary.unmatched, 2);
+        assert_eq!(rep.summary.not_found, 1);
+        let line = rep.summary_line();
+        assert!(
+            line.contains("2 people not in Salesforce, 1 other records not found"),
+            "{line}"
+        );
+        let text = rep.render_text();
+        assert!(text.contains("meeting k1 \"Demo\""), "{text}");
+        assert!(
+            text.contains(
+                "not in Salesforce (lookups.attendees, a person): pat@contoso.com, lee@fabrikam.example"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "not in Salesforce (lookups.opportunity, an Opportunity by AccountId): 001A"
+            ),
+            "{text}"
+        );
+        let md = rep.render_markdown();
+        assert!(
+            md.contains(
+                "| not in Salesforce | lookups.opportunity, an Opportunity by AccountId: 001A |"
+            ),
+            "{md}"
+        );
+        let json = rep.to_json();
+        assert_eq!(json["summary"]["unmatched"], 2);
+        assert_eq!(json["summary"]["not_found"], 1);
+        assert_eq!(json["records"][0]["unmatched"][2]["lookup"], "opportunity");
+        assert_eq!(json["records"][0]["unmatched"][2]["person"], false);
+    }
+
+    #[test]
+    fn a_summary_without_other_records_keeps_its_words() {
+        let rep = PipelineReport::new("p", false);
+        assert_eq!(
+            rep.summary_line(),
+            "Run: 0 created, 0 updated, 0 unchanged, 0 skipped, 0 people not in Salesforce, 0 errors."
+        );
+    }
+
+    #[test]
+    fn records_are_labelled_by_what_their_stream_yields() {
+        assert_eq!(noun("zoom.user_recordings"), "recording");
+        assert_eq!(noun("zoom.past_meetings"), "meeting");
+        assert_eq!(noun("zoom.webinar_registrants"), "registrant");
+        assert_eq!(noun("zoom.phone_call_history"), "call");
+        assert_eq!(noun("zoom.users"), "user");
+        assert_eq!(noun("other.unknown_stream"), "record");
     }
 }

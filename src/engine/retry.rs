@@ -26,7 +26,13 @@ pub async fn retry_dead_letters(
     };
     let (writes, records): (Vec<_>, Vec<_>) = due.into_iter().partition(|d| !d.sink.is_empty());
     for letter in writes {
+        let before = report.summary.retried;
         retry_write(cx, &letter, report).await;
+        if report.summary.retried == before {
+            // Still a dead letter after this run (records retried through the stages are
+            // counted by the commit that keeps their new letters).
+            report.summary.dead_lettered += 1;
+        }
     }
     if !records.is_empty() {
         retry_records(cx, records, applier, report).await;

@@ -143,6 +143,10 @@ pub async fn produce_with(
     Ok(out)
 }
 
+/// The expected value of a field the sink must not write at all. `null` means "written as
+/// null" (Salesforce clears the field), which is a different outcome from leaving it alone.
+pub const ABSENT: &str = "<absent>";
+
 /// Compares expected (subset) records with produced ones; None when they agree.
 fn compare(sink: &str, expected: &[Value], got: &[Map<String, Value>]) -> Option<String> {
     let mut msg = String::new();
@@ -167,17 +171,32 @@ fn compare(sink: &str, expected: &[Value], got: &[Map<String, Value>]) -> Option
             continue;
         };
         for (field, want) in e {
-            let have = g.get(field).cloned().unwrap_or(Value::Null);
-            if !loosely_equal(want, &have) {
+            let agree = match (want.as_str() == Some(ABSENT), g.get(field)) {
+                // `<absent>`: the sink must leave the field alone (not in what it writes).
+                (true, have) => have.is_none(),
+                // `null` expects the field written as null (cleared), not left out.
+                (false, None) => false,
+                (false, Some(have)) => loosely_equal(want, have),
+            };
+            if !agree {
+                let expected = if want.as_str() == Some(ABSENT) {
+                    "(not set)".to_string()
+                } else {
+                    want.to_string()
+                };
+                let produced = g
+                    .get(field)
+                    .map_or_else(|| "(not set)".to_string(), Value::to_string);
+                let hint = if want.is_null() && !g.contains_key(field) {
+                    format!(
+                        "\n    hint: `null` expects the field cleared; write `{field}: {ABSENT}` to expect it left out"
+                    )
+                } else {
+                    String::new()
+                };
                 let _ = writeln!(
                     msg,
-                    "sink `{sink}` record {i}, field `{field}`:\n    expected: {}\n    produced: {}",
-                    want,
-                    if g.contains_key(field) {
-                        have.to_string()
-                    } else {
-                        "(not set)".into()
-                    }
+                    "sink `{sink}` record {i}, field `{field}`:\n    expected: {expected}\n    produced: {produced}{hint}"
                 );
             }
         }
@@ -195,5 +214,40 @@ fn loosely_equal(want: &Value, have: &Value) -> bool {
             a.to_string() == *b
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn produced(v: Value) -> Vec<Map<String, Value>> {
+        match v {
+            Value::Object(m) => vec![m],
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn null_expects_the_field_cleared_and_absent_expects_it_left_out() {
+        let cleared = produced(json!({"Subject": "Demo", "ContactId": null}));
+        let left_out = produced(json!({"Subject": "Demo"}));
+        let set = produced(json!({"Subject": "Demo", "ContactId": "003A"}));
+        let want_null = [json!({"ContactId": null})];
+        let want_absent = [json!({"ContactId": ABSENT})];
+
+        assert_eq!(compare("s", &want_null, &cleared), None);
+        let msg = compare("s", &want_null, &left_out).unwrap_or_default();
+        assert!(msg.contains("expected: null"), "{msg}");
+        assert!(msg.contains("produced: (not set)"), "{msg}");
+        assert!(msg.contains("`ContactId: <absent>`"), "{msg}");
+        assert!(compare("s", &want_null, &set).is_some());
+
+        assert_eq!(compare("s", &want_absent, &left_out), None);
+        let msg = compare("s", &want_absent, &cleared).unwrap_or_default();
+        assert!(msg.contains("expected: (not set)"), "{msg}");
+        assert!(msg.contains("produced: null"), "{msg}");
+        assert!(compare("s", &want_absent, &set).is_some());
     }
 }

@@ -84,6 +84,9 @@ pub struct StreamDef {
     #[serde(skip_deserializing)]
     pub name: String,
     pub description: String,
+    /// What one record is, in words ("meeting", "recording", "registrant"): reports label
+    /// records with it.
+    pub noun: String,
     pub path: String,
     /// Fixed query parameters (overridable by params of the same name).
     #[serde(default)]

@@ -139,7 +139,9 @@ pub enum ZoomError {
     #[error("Zoom authentication failed: {0}")]
     Auth(#[from] auth::AuthError),
     #[error(
-        "Zoom answered HTTP {status} code {code:?} on {path}: {message} (tracking id {tracking_id:?})"
+        "Zoom answered HTTP {status}{} on {path}: {message}{}",
+        code_words(*code),
+        tracking_words(tracking_id.as_deref())
     )]
     Api {
         status: u16,
@@ -148,7 +150,7 @@ pub enum ZoomError {
         path: String,
         tracking_id: Option<String>,
     },
-    #[error("not found on {path} (code {code:?}): {message}")]
+    #[error("not found on {path}{}: {message}", code_words(*code))]
     NotFound {
         code: Option<i64>,
         message: String,
@@ -158,6 +160,17 @@ pub enum ZoomError {
     Malformed { path: String, message: String },
     #[error(transparent)]
     Http(#[from] HttpError),
+}
+
+/// " (code 300)", or nothing when Zoom sent no code.
+fn code_words(code: Option<i64>) -> String {
+    code.map(|c| format!(" (code {c})")).unwrap_or_default()
+}
+
+/// " (tracking id X)", or nothing when Zoom sent none.
+fn tracking_words(id: Option<&str>) -> String {
+    id.map(|t| format!(" (tracking id {t})"))
+        .unwrap_or_default()
 }
 
 impl ZoomError {
@@ -533,6 +546,45 @@ impl ZoomConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_texts_carry_no_debug_formatting() {
+        let e = ZoomError::Api {
+            status: 400,
+            code: Some(300),
+            message: "The next page token is invalid or expired.".into(),
+            path: "/report/meetings".into(),
+            tracking_id: Some("sim-18".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "Zoom answered HTTP 400 (code 300) on /report/meetings: The next page token is \
+             invalid or expired. (tracking id sim-18)"
+        );
+        let bare = ZoomError::Api {
+            status: 502,
+            code: None,
+            message: "bad gateway".into(),
+            path: "/users".into(),
+            tracking_id: None,
+        };
+        assert_eq!(
+            bare.to_string(),
+            "Zoom answered HTTP 502 on /users: bad gateway"
+        );
+        let nf = ZoomError::NotFound {
+            code: Some(3001),
+            message: "Meeting does not exist".into(),
+            path: "/meetings/1".into(),
+        };
+        assert_eq!(
+            nf.to_string(),
+            "not found on /meetings/1 (code 3001): Meeting does not exist"
+        );
+        for text in [e.to_string(), bare.to_string(), nf.to_string()] {
+            assert!(!text.contains("Some(") && !text.contains("None"), "{text}");
+        }
+    }
 
     #[test]
     fn uuids_are_double_encoded_only_when_zoom_needs_it() {

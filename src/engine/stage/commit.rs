@@ -27,12 +27,12 @@ pub fn commit(
         }
     }
     if let Some(e) = outcome.err().or(halt) {
-        report.stopped = Some(e.to_string());
+        report.stop(e.to_string());
     }
     match ending.commit(&batch.commit) {
-        Ok(()) => {}
+        Ok(()) => report.summary.dead_lettered += batch.commit.dead_letters.len() as u64,
         // Another process runs the pipeline now: say who, not "saving state".
-        Err(e @ crate::state::StateError::LeaseLost { .. }) => report.stopped = Some(e.to_string()),
-        Err(e) => report.stopped = Some(StageError::SaveState(e).to_string()),
+        Err(e @ crate::state::StateError::LeaseLost { .. }) => report.stop(e.to_string()),
+        Err(e) => report.stop(StageError::SaveState(e).to_string()),
     }
 }

@@ -148,10 +148,17 @@ async fn validate_online_reports_each_refused_value_at_its_line_with_the_filter_
         "bad-values.yaml:33:7",
         &["CallType", "restricted picklist", "`Inbound`"],
     );
-    // The sink that is right has no finding.
+    // The sink that is right has no value finding (the warnings that these test sinks and
+    // the example phone pipeline both write Task by Zoom_Call_Id__c are another check's).
+    let value_findings: Vec<&str> = text
+        .split("ferry::")
+        .filter(|d| d.starts_with("online_value"))
+        .collect();
     for line in 34..=45 {
         assert!(
-            !text.contains(&format!("bad-values.yaml:{line}:")),
+            !value_findings
+                .iter()
+                .any(|d| d.contains(&format!("bad-values.yaml:{line}:"))),
             "nothing at line {line}:\n{text}"
         );
     }

@@ -93,7 +93,7 @@ pub async fn run(g: &Global, a: &ValidateArgs) -> anyhow::Result<u8> {
 mod online {
     use crate::config::at::Pos;
     use crate::config::diagnostic::SourceFile;
-    use crate::config::{Diagnostics, Problem, Project, SinkAction, SinkKey, SourcePos};
+    use crate::config::{Code, Diagnostics, Problem, Project, SinkAction, SinkKey, SourcePos};
     use crate::connectors::salesforce::{FieldAction, FieldProblemKind, SalesforceConnector};
     use crate::engine::ObjectSink;
     use crate::engine::connect::{SalesforceSink, salesforce_settings};
@@ -172,7 +172,7 @@ mod online {
                                 r.hint.clone(),
                                 r.reason.clone(),
                             );
-                            p.code = "ferry::online_value";
+                            p.code = Code::OnlineValue;
                             diags.push(p);
                         },
                     )
@@ -236,11 +236,11 @@ mod online {
                         0
                     },
                 };
-                Problem::at_pos(f, "ferry::online_field", at, message)
+                Problem::at_pos(f, Code::OnlineField, at, message)
                     .label(label)
                     .maybe_help(help)
             }
-            None => Problem::without_source(&pos.file, "ferry::online_field", message),
+            None => Problem::without_source(&pos.file, Code::OnlineField, message),
         }
     }
 

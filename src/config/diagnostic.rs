@@ -8,6 +8,162 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// A file the loader read, kept so diagnostics can quote it.
+/// What kind of problem a diagnostic reports: stable names (`ferry::unknown_key`) that
+/// scripts, editors and the docs can rely on; one variant each, so a typo is a build error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    AmbiguousConnection,
+    BadAddress,
+    BadApiVersion,
+    BadDuration,
+    BadName,
+    BadPublicHost,
+    BadSchedule,
+    BadTime,
+    BadUrl,
+    ConflictingWriters,
+    DeclaredLater,
+    DuplicateKey,
+    DuplicatePipeline,
+    EmptyMatch,
+    EmptySecret,
+    FilterArguments,
+    ForEachNotList,
+    IdNotUpdate,
+    InlineSecret,
+    Interpolation,
+    ItemOutsideForEach,
+    Jsonpath,
+    KeyNotField,
+    KeyWithoutValue,
+    MissingEnv,
+    MissingFile,
+    MissingId,
+    MissingKey,
+    MissingKeyField,
+    MissingParam,
+    NoSinks,
+    NotAvailableYet,
+    NotIncremental,
+    NotTriggerable,
+    OnlineField,
+    OnlineValue,
+    OutOfRange,
+    PublishSobject,
+    SearchBy,
+    ShadowedField,
+    TemplateSyntax,
+    TriggerForStream,
+    UnknownConnection,
+    UnknownEvent,
+    UnknownField,
+    UnknownFilter,
+    UnknownKey,
+    UnknownLookup,
+    UnknownName,
+    UnknownParam,
+    UnknownReference,
+    UnknownSetting,
+    UnknownSink,
+    UnknownStream,
+    UnknownValue,
+    Unreadable,
+    WrongAuthOption,
+    WrongAuthType,
+    WrongConnectionKind,
+    WrongKindOption,
+    WrongType,
+    YamlSyntax,
+}
+
+impl Code {
+    /// The code as printed (`ferry::unknown_key`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::AmbiguousConnection => "ferry::ambiguous_connection",
+            Code::BadAddress => "ferry::bad_address",
+            Code::BadApiVersion => "ferry::bad_api_version",
+            Code::BadDuration => "ferry::bad_duration",
+            Code::BadName => "ferry::bad_name",
+            Code::BadPublicHost => "ferry::bad_public_host",
+            Code::BadSchedule => "ferry::bad_schedule",
+            Code::BadTime => "ferry::bad_time",
+            Code::BadUrl => "ferry::bad_url",
+            Code::ConflictingWriters => "ferry::conflicting_writers",
+            Code::DeclaredLater => "ferry::declared_later",
+            Code::DuplicateKey => "ferry::duplicate_key",
+            Code::DuplicatePipeline => "ferry::duplicate_pipeline",
+            Code::EmptyMatch => "ferry::empty_match",
+            Code::EmptySecret => "ferry::empty_secret",
+            Code::FilterArguments => "ferry::filter_arguments",
+            Code::ForEachNotList => "ferry::for_each_not_list",
+            Code::IdNotUpdate => "ferry::id_not_update",
+            Code::InlineSecret => "ferry::inline_secret",
+            Code::Interpolation => "ferry::interpolation",
+            Code::ItemOutsideForEach => "ferry::item_outside_for_each",
+            Code::Jsonpath => "ferry::jsonpath",
+            Code::KeyNotField => "ferry::key_not_field",
+            Code::KeyWithoutValue => "ferry::key_without_value",
+            Code::MissingEnv => "ferry::missing_env",
+            Code::MissingFile => "ferry::missing_file",
+            Code::MissingId => "ferry::missing_id",
+            Code::MissingKey => "ferry::missing_key",
+            Code::MissingKeyField => "ferry::missing_key_field",
+            Code::MissingParam => "ferry::missing_param",
+            Code::NoSinks => "ferry::no_sinks",
+            Code::NotAvailableYet => "ferry::not_available_yet",
+            Code::NotIncremental => "ferry::not_incremental",
+            Code::NotTriggerable => "ferry::not_triggerable",
+            Code::OnlineField => "ferry::online_field",
+            Code::OnlineValue => "ferry::online_value",
+            Code::OutOfRange => "ferry::out_of_range",
+            Code::PublishSobject => "ferry::publish_sobject",
+            Code::SearchBy => "ferry::search_by",
+            Code::ShadowedField => "ferry::shadowed_field",
+            Code::TemplateSyntax => "ferry::template_syntax",
+            Code::TriggerForStream => "ferry::trigger_for_stream",
+            Code::UnknownConnection => "ferry::unknown_connection",
+            Code::UnknownEvent => "ferry::unknown_event",
+            Code::UnknownField => "ferry::unknown_field",
+            Code::UnknownFilter => "ferry::unknown_filter",
+            Code::UnknownKey => "ferry::unknown_key",
+            Code::UnknownLookup => "ferry::unknown_lookup",
+            Code::UnknownName => "ferry::unknown_name",
+            Code::UnknownParam => "ferry::unknown_param",
+            Code::UnknownReference => "ferry::unknown_reference",
+            Code::UnknownSetting => "ferry::unknown_setting",
+            Code::UnknownSink => "ferry::unknown_sink",
+            Code::UnknownStream => "ferry::unknown_stream",
+            Code::UnknownValue => "ferry::unknown_value",
+            Code::Unreadable => "ferry::unreadable",
+            Code::WrongAuthOption => "ferry::wrong_auth_option",
+            Code::WrongAuthType => "ferry::wrong_auth_type",
+            Code::WrongConnectionKind => "ferry::wrong_connection_kind",
+            Code::WrongKindOption => "ferry::wrong_kind_option",
+            Code::WrongType => "ferry::wrong_type",
+            Code::YamlSyntax => "ferry::yaml_syntax",
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Code {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl serde::Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SourceFile {
     /// The path as shown to the user (relative to where ferry was pointed at).
@@ -221,7 +377,7 @@ pub enum Severity {
 pub struct Problem {
     pub severity: Severity,
     /// A stable identifier of the problem class (`ferry::unknown_key`).
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
     /// The file as shown to the user.
     pub file: String,
@@ -283,7 +439,7 @@ impl Problem {
     /// A problem at a byte range of a file.
     pub fn at(
         file: &SourceFile,
-        code: &'static str,
+        code: Code,
         offset: usize,
         len: usize,
         message: impl Into<String>,
@@ -307,12 +463,7 @@ impl Problem {
     }
 
     /// A problem at a node's position; the caret covers the node's first line.
-    pub fn at_pos(
-        file: &SourceFile,
-        code: &'static str,
-        pos: Pos,
-        message: impl Into<String>,
-    ) -> Problem {
+    pub fn at_pos(file: &SourceFile, code: Code, pos: Pos, message: impl Into<String>) -> Problem {
         let offset = if pos.is_known() {
             file.offset_of(pos.line, pos.column)
         } else {
@@ -329,7 +480,7 @@ impl Problem {
     }
 
     /// A problem with no position in any file (a file that cannot be read).
-    pub fn without_source(file: &str, code: &'static str, message: impl Into<String>) -> Problem {
+    pub fn without_source(file: &str, code: Code, message: impl Into<String>) -> Problem {
         Problem {
             severity: Severity::Error,
             code,

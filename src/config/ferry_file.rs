@@ -1,6 +1,7 @@
 //! ferry.yaml: `${NAME}` / `${file:PATH}` interpolation, connection checks, secrets.
 
 use super::at::{At, Pos};
+use super::diagnostic::Code;
 use super::diagnostic::{Diagnostics, Problem, SourceFile};
 use super::model::*;
 use super::spec::{AuthSpec, ConnectionSpec, FerryConfigSpec};
@@ -56,7 +57,7 @@ impl FerryFileResolver<'_> {
                 self.diags.push(
                     Problem::at(
                         self.file,
-                        "ferry::interpolation",
+                        Code::Interpolation,
                         base + start,
                         2,
                         "`${` without a closing `}`",
@@ -86,7 +87,7 @@ impl FerryFileResolver<'_> {
                         self.diags.push(
                             Problem::at(
                                 self.file,
-                                "ferry::missing_file",
+                                Code::MissingFile,
                                 span.0,
                                 span.1,
                                 format!("cannot read `{}`: {}", path.trim(), io_reason(&e)),
@@ -109,7 +110,7 @@ impl FerryFileResolver<'_> {
                     self.diags.push(
                         Problem::at(
                             self.file,
-                            "ferry::interpolation",
+                            Code::Interpolation,
                             span.0,
                             span.1,
                             format!(
@@ -129,7 +130,7 @@ impl FerryFileResolver<'_> {
                             self.diags.push(
                                 Problem::at(
                                     self.file,
-                                    "ferry::missing_env",
+                                    Code::MissingEnv,
                                     span.0,
                                     span.1,
                                     format!("environment variable `{name}` is not set"),
@@ -155,7 +156,7 @@ impl FerryFileResolver<'_> {
             self.diags.push(
                 Problem::at_pos(
                     self.file,
-                    "ferry::inline_secret",
+                    Code::InlineSecret,
                     s.pos,
                     format!("`{key}` is written inline"),
                 )
@@ -188,7 +189,7 @@ impl FerryFileResolver<'_> {
                     self.diags.push(
                         Problem::at_pos(
                             self.file,
-                            "ferry::bad_url",
+                            Code::BadUrl,
                             at.pos,
                             format!("`{u}` is not a URL"),
                         )
@@ -210,7 +211,7 @@ impl FerryFileResolver<'_> {
         self.diags.push(
             Problem::at_pos(
                 self.file,
-                "ferry::wrong_kind_option",
+                Code::WrongKindOption,
                 pos,
                 format!(
                     "`{key}` is a {other} option; this connection is `kind: {}`",
@@ -233,7 +234,7 @@ impl FerryFileResolver<'_> {
             self.diags.push(
                 Problem::at_pos(
                     self.file,
-                    "ferry::missing_key",
+                    Code::MissingKey,
                     auth_pos,
                     format!("auth `type: {}` needs `{key}`", auth_type.as_str()),
                 )
@@ -271,7 +272,7 @@ impl FerryFileResolver<'_> {
                     self.diags.push(
                         Problem::at_pos(
                             self.file,
-                            "ferry::bad_address",
+                            Code::BadAddress,
                             l.pos,
                             format!("`{v}` is not an address to listen on"),
                         )
@@ -296,7 +297,7 @@ impl FerryFileResolver<'_> {
                     self.diags.push(
                         Problem::at_pos(
                             self.file,
-                            "ferry::empty_secret",
+                            Code::EmptySecret,
                             t.pos,
                             "`daemon.api_token` is empty",
                         )
@@ -319,7 +320,7 @@ impl FerryFileResolver<'_> {
                         self.diags.push(
                             Problem::at_pos(
                                 self.file,
-                                "ferry::bad_public_host",
+                                Code::BadPublicHost,
                                 h.pos,
                                 format!("`{name}` is not a host name for daemon.public_host"),
                             )
@@ -387,7 +388,7 @@ impl FerryFileResolver<'_> {
             self.diags.push(
                 Problem::at_pos(
                     self.file,
-                    "ferry::missing_key",
+                    Code::MissingKey,
                     name.pos,
                     format!("connection `{}` has no `auth`", name.value),
                 )
@@ -404,7 +405,7 @@ impl FerryFileResolver<'_> {
                 Ok(d) => d,
                 Err(e) => {
                     self.diags.push(
-                        Problem::at_pos(self.file, "ferry::bad_duration", w.pos, e.to_string())
+                        Problem::at_pos(self.file, Code::BadDuration, w.pos, e.to_string())
                             .label("not a duration")
                             .help("like 5m: the longest wait the service may ask for that ferry sleeps through"),
                     );
@@ -422,7 +423,7 @@ impl FerryFileResolver<'_> {
                         self.diags.push(
                             Problem::at_pos(
                                 self.file,
-                                "ferry::out_of_range",
+                                Code::OutOfRange,
                                 h.pos,
                                 format!("headroom {} is outside (0, 1]", h.value),
                             )
@@ -463,7 +464,7 @@ impl FerryFileResolver<'_> {
                         self.diags.push(
                             Problem::at_pos(
                                 self.file,
-                                "ferry::out_of_range",
+                                Code::OutOfRange,
                                 b.pos,
                                 "a daily budget of 0 allows no API calls",
                             )
@@ -481,7 +482,7 @@ impl FerryFileResolver<'_> {
                         self.diags.push(
                             Problem::at_pos(
                                 self.file,
-                                "ferry::out_of_range",
+                                Code::OutOfRange,
                                 b.pos,
                                 format!(
                                     "max_request_bytes must be between 1024 and 16384, not {}",
@@ -508,7 +509,7 @@ impl FerryFileResolver<'_> {
                     self.diags.push(
                         Problem::at_pos(
                             self.file,
-                            "ferry::bad_api_version",
+                            Code::BadApiVersion,
                             v.pos,
                             format!("`{}` is not a Salesforce API version", v.value.0),
                         )
@@ -554,7 +555,7 @@ impl FerryFileResolver<'_> {
                 self.diags.push(
                     Problem::at_pos(
                         self.file,
-                        "ferry::wrong_auth_option",
+                        Code::WrongAuthOption,
                         v.pos,
                         format!(
                             "`{key}` does not apply to auth `type: {}`",
@@ -628,7 +629,7 @@ impl FerryFileResolver<'_> {
                 self.diags.push(
                     Problem::at_pos(
                         self.file,
-                        "ferry::wrong_auth_type",
+                        Code::WrongAuthType,
                         a.type_.pos,
                         format!(
                             "`{}` is a Salesforce auth type; Zoom uses server_to_server or oauth",
@@ -719,7 +720,7 @@ impl FerryFileResolver<'_> {
                 self.diags.push(
                     Problem::at_pos(
                         self.file,
-                        "ferry::wrong_auth_type",
+                        Code::WrongAuthType,
                         a.type_.pos,
                         format!(
                             "`{}` is a Zoom auth type; Salesforce uses jwt_bearer, refresh_token or client_credentials",

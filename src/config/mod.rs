@@ -15,7 +15,7 @@ pub mod spec;
 mod yaml;
 
 pub use catalog::{StreamCatalog, StreamInfo};
-pub use diagnostic::{Diagnostics, Problem, Severity, SourceFile};
+pub use diagnostic::{Code, Diagnostics, Problem, Severity, SourceFile};
 pub use ferry_file::EnvLookup;
 pub use model::*;
 
@@ -102,7 +102,7 @@ pub fn load_project_with(
             diags.push(
                 Problem::without_source(
                     &config_display,
-                    "ferry::unreadable",
+                    Code::Unreadable,
                     format!("cannot read {config_display}: {e}"),
                 )
                 .help("run ferry where ferry.yaml is, or pass --config PATH"),
@@ -142,7 +142,7 @@ pub fn load_project_with(
                         diags.push(
                             Problem::at_pos(
                                 &config_file,
-                                "ferry::missing_file",
+                                Code::MissingFile,
                                 p.pos,
                                 format!("no pipeline file or directory `{}`", p.value),
                             )
@@ -192,7 +192,7 @@ pub fn load_project_with(
             Err(e) => {
                 diags.push(Problem::without_source(
                     &display,
-                    "ferry::unreadable",
+                    Code::Unreadable,
                     format!("cannot read {display}: {e}"),
                 ));
                 continue;
@@ -208,7 +208,7 @@ pub fn load_project_with(
             diags.push(
                 Problem::at_pos(
                     &file,
-                    "ferry::duplicate_pipeline",
+                    Code::DuplicatePipeline,
                     pspec.pipeline.pos,
                     format!("another pipeline is already named `{name}`"),
                 )

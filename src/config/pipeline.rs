@@ -4,6 +4,7 @@
 
 use super::at::{At, OrderedMap, Pos};
 use super::catalog::{StreamCatalog, StreamInfo};
+use super::diagnostic::Code;
 use super::diagnostic::{Diagnostics, Problem, SourceFile, did_you_mean};
 use super::events::{KNOWN_EVENTS, is_known_event};
 use super::ferry_file::content_offset;
@@ -99,12 +100,7 @@ impl<'a> PipelineResolver<'a> {
         }
     }
 
-    fn problem(
-        &mut self,
-        code: &'static str,
-        pos: Pos,
-        message: impl Into<String>,
-    ) -> &mut Problem {
+    fn problem(&mut self, code: Code, pos: Pos, message: impl Into<String>) -> &mut Problem {
         self.diags
             .push(Problem::at_pos(self.file, code, pos, message));
         let n = self.diags.problems.len() - 1;
@@ -124,7 +120,7 @@ impl<'a> PipelineResolver<'a> {
             Value::Object(_) => "a mapping",
         };
         let p = self.problem(
-            "ferry::for_each_not_list",
+            Code::ForEachNotList,
             f.pos,
             format!("`for_each` must be a list or a template that gives one; this is {what}"),
         );
@@ -160,7 +156,7 @@ impl<'a> PipelineResolver<'a> {
                 .any(|c| c.is_whitespace() || c == '/')
         {
             self.problem(
-                "ferry::bad_name",
+                Code::BadName,
                 spec.pipeline.pos,
                 format!("`{}` is not a pipeline name", spec.pipeline.value),
             )
@@ -212,7 +208,7 @@ impl<'a> PipelineResolver<'a> {
             self.diags.push(
                 Problem::at(
                     self.file,
-                    "ferry::no_sinks",
+                    Code::NoSinks,
                     end,
                     0,
                     "the pipeline has no `sinks`",
@@ -258,8 +254,8 @@ impl<'a> PipelineResolver<'a> {
         match parsed {
             Ok(s) => Some(Some(s)),
             Err(e) => {
-                self.problem("ferry::bad_schedule", pos, e.to_string())
-                    .label = Some("invalid schedule".into());
+                self.problem(Code::BadSchedule, pos, e.to_string()).label =
+                    Some("invalid schedule".into());
                 let p = self.diags.problems.last_mut()?;
                 p.help = Some(
                     "write an interval (30s, 15m, 2h, 1d) or 5 cron fields: minute hour day month weekday"
@@ -281,7 +277,7 @@ impl<'a> PipelineResolver<'a> {
                 let help = did_you_mean(&t.value, KNOWN_EVENTS.iter().copied())
                     .unwrap_or_else(|| "known events include meeting.ended, recording.completed, webinar.ended, phone.callee_ended".into());
                 let p = self.problem(
-                    "ferry::unknown_event",
+                    Code::UnknownEvent,
                     t.pos,
                     format!("`{}` is not a Zoom webhook event ferry knows", t.value),
                 );
@@ -294,7 +290,7 @@ impl<'a> PipelineResolver<'a> {
                 && !info.triggers.contains(&t.value)
             {
                 let p = self.problem(
-                    "ferry::trigger_for_stream",
+                    Code::TriggerForStream,
                     t.pos,
                     format!(
                         "`{}` cannot trigger a pipeline reading `{}`",
@@ -312,7 +308,7 @@ impl<'a> PipelineResolver<'a> {
                 && !info.single_fetch
             {
                 let p = self.problem(
-                    "ferry::not_triggerable",
+                    Code::NotTriggerable,
                     t.pos,
                     format!(
                         "`{}` cannot trigger a pipeline reading `{}`: that stream has no single-record fetch",
@@ -349,7 +345,7 @@ impl<'a> PipelineResolver<'a> {
                 Some((_, k)) if *k == kind => return Some((conn.to_string(), stream.to_string())),
                 Some((_, k)) => {
                     let p = self.problem(
-                        "ferry::wrong_connection_kind",
+                        Code::WrongConnectionKind,
                         s.pos,
                         format!(
                             "connection `{conn}` is {}, not {}",
@@ -380,7 +376,7 @@ impl<'a> PipelineResolver<'a> {
                         }
                     });
                     let p = self.problem(
-                        "ferry::unknown_connection",
+                        Code::UnknownConnection,
                         s.pos,
                         format!("no connection named `{conn}` in ferry.yaml"),
                     );
@@ -397,7 +393,7 @@ impl<'a> PipelineResolver<'a> {
             [one] => Some((one.to_string(), text.to_string())),
             [] => {
                 let p = self.problem(
-                    "ferry::unknown_connection",
+                    Code::UnknownConnection,
                     s.pos,
                     format!("ferry.yaml has no {} connection", kind.as_str()),
                 );
@@ -407,7 +403,7 @@ impl<'a> PipelineResolver<'a> {
             }
             many => {
                 let p = self.problem(
-                    "ferry::ambiguous_connection",
+                    Code::AmbiguousConnection,
                     s.pos,
                     format!("ferry.yaml has several {} connections", kind.as_str()),
                 );
@@ -443,7 +439,7 @@ impl<'a> PipelineResolver<'a> {
         let help = did_you_mean(stream, names.iter().map(String::as_str))
             .unwrap_or_else(|| "`ferry streams` lists them".into());
         let p = self.problem(
-            "ferry::unknown_stream",
+            Code::UnknownStream,
             s.pos,
             format!("no stream named `{stream}`"),
         );
@@ -474,7 +470,7 @@ impl<'a> PipelineResolver<'a> {
                         }
                     });
                 let p = self.problem(
-                    "ferry::unknown_param",
+                    Code::UnknownParam,
                     k.pos,
                     format!("stream `{stream}` has no parameter `{}`", k.value),
                 );
@@ -492,7 +488,7 @@ impl<'a> PipelineResolver<'a> {
             for r in &info.required_params {
                 if !params.iter().any(|(k, _)| &k.value == r) {
                     let p = self.problem(
-                        "ferry::missing_param",
+                        Code::MissingParam,
                         stream_pos,
                         format!("stream `{stream}` needs the parameter `{r}`"),
                     );
@@ -503,7 +499,7 @@ impl<'a> PipelineResolver<'a> {
         }
         if stream == "request" && !params.iter().any(|(k, _)| k.value == "path") {
             let p = self.problem(
-                "ferry::missing_param",
+                Code::MissingParam,
                 stream_pos,
                 "`request` needs a `path` parameter",
             );
@@ -517,7 +513,7 @@ impl<'a> PipelineResolver<'a> {
     fn jsonpath(&mut self, v: &At<AnyValue>) {
         let Some(path) = v.value.as_str() else {
             let p = self.problem(
-                "ferry::wrong_type",
+                Code::WrongType,
                 v.pos,
                 "`record_selector` must be a JSONPath string",
             );
@@ -543,7 +539,7 @@ impl<'a> PipelineResolver<'a> {
             self.diags.push(
                 Problem::at(
                     self.file,
-                    "ferry::jsonpath",
+                    Code::Jsonpath,
                     off,
                     1,
                     format!("`{path}` is not a valid JSONPath: {short}"),
@@ -576,11 +572,7 @@ impl<'a> PipelineResolver<'a> {
         let since = s.since.as_ref().and_then(|t| {
             let parsed = parse_since(&t.value);
             if parsed.is_none() {
-                let p = self.problem(
-                    "ferry::bad_time",
-                    t.pos,
-                    format!("`{}` is not a time", t.value),
-                );
+                let p = self.problem(Code::BadTime, t.pos, format!("`{}` is not a time", t.value));
                 p.label = Some("not RFC 3339".into());
                 p.help = Some("write it like 2026-01-01T00:00:00Z".into());
             }
@@ -596,7 +588,7 @@ impl<'a> PipelineResolver<'a> {
             ] {
                 if let Some(at) = at {
                     let p = self.problem(
-                        "ferry::not_incremental",
+                        Code::NotIncremental,
                         at.pos,
                         format!("`{key}` applies to incremental streams; `{stream_name}` is read whole each run"),
                     );
@@ -625,7 +617,7 @@ impl<'a> PipelineResolver<'a> {
         match parse_duration(&d.value) {
             Ok(v) => Some(v),
             Err(e) => {
-                let p = self.problem("ferry::bad_duration", d.pos, e.to_string());
+                let p = self.problem(Code::BadDuration, d.pos, e.to_string());
                 p.label = Some("not a duration".into());
                 p.help = Some("durations look like 30s, 15m, 2h, 24h, 1d".into());
                 None
@@ -659,7 +651,7 @@ impl<'a> PipelineResolver<'a> {
             && rs.contains_key(&name.value)
         {
             let p = self.problem(
-                "ferry::shadowed_field",
+                Code::ShadowedField,
                 name.pos,
                 format!(
                     "`{}` is already a field of the source record; this enrich would replace it",
@@ -704,7 +696,7 @@ impl<'a> PipelineResolver<'a> {
             && !name.value.starts_with(|c: char| c.is_ascii_digit());
         if !ok {
             let p = self.problem(
-                "ferry::bad_name",
+                Code::BadName,
                 name.pos,
                 format!(
                     "`{}` cannot be used as a {what} name in templates",
@@ -767,7 +759,7 @@ impl<'a> PipelineResolver<'a> {
         let skip = l.skip.as_ref().and_then(|s| self.expr(s, item_scope));
         if l.match_.value.is_empty() {
             let p = self.problem(
-                "ferry::empty_match",
+                Code::EmptyMatch,
                 l.match_.pos,
                 format!("lookup `{}` has no match rules", name.value),
             );
@@ -780,7 +772,7 @@ impl<'a> PipelineResolver<'a> {
         for r in &l.match_.value {
             if r.where_.is_empty() {
                 let p = self.problem(
-                    "ferry::empty_match",
+                    Code::EmptyMatch,
                     r.sobject.pos,
                     format!("the `{}` rule has no `where` conditions", r.sobject.value),
                 );
@@ -925,7 +917,7 @@ impl<'a> PipelineResolver<'a> {
         match action {
             Some(SinkActionSpec::Update) if s.id.is_none() && s.search_by.is_none() => {
                 let p = self.problem(
-                    "ferry::missing_id",
+                    Code::MissingId,
                     s.action.pos,
                     format!("sink `{}` updates records but has no `id`", name.value),
                 );
@@ -934,7 +926,7 @@ impl<'a> PipelineResolver<'a> {
             }
             Some(SinkActionSpec::Publish) if !s.sobject.value.ends_with("__e") => {
                 let p = self.problem(
-                    "ferry::publish_sobject",
+                    Code::PublishSobject,
                     s.sobject.pos,
                     format!(
                         "`publish` writes Platform Events; `{}` is not one",
@@ -950,7 +942,7 @@ impl<'a> PipelineResolver<'a> {
             && action.is_some_and(|a| a != SinkActionSpec::Update)
         {
             let p = self.problem(
-                "ferry::search_by",
+                Code::SearchBy,
                 sb.pos,
                 "`search_by` applies to `action: update` only",
             );
@@ -961,7 +953,7 @@ impl<'a> PipelineResolver<'a> {
             && let Some(idv) = &s.id
         {
             let p = self.problem(
-                "ferry::id_not_update",
+                Code::IdNotUpdate,
                 idv.pos,
                 format!(
                     "`id` applies to `action: update`; this sink is `{}`",
@@ -1009,7 +1001,7 @@ impl<'a> PipelineResolver<'a> {
         match (action, &s.key) {
             (SinkActionSpec::Upsert, None) => {
                 let p = self.problem(
-                    "ferry::missing_key_field",
+                    Code::MissingKeyField,
                     s.action.pos,
                     format!("sink `{}` upserts but has no `key`", name.value),
                 );
@@ -1024,7 +1016,7 @@ impl<'a> PipelineResolver<'a> {
                 Some(f) if !is_template(f) && is_field_name(f) => {
                     if !s.fields.iter().any(|(n, _)| n.value == f) {
                         let p = self.problem(
-                            "ferry::key_without_value",
+                            Code::KeyWithoutValue,
                             k.pos,
                             format!("the external-id field `{f}` has no value in `fields`"),
                         );
@@ -1036,7 +1028,7 @@ impl<'a> PipelineResolver<'a> {
                 }
                 _ => {
                     let p = self.problem(
-                        "ferry::key_not_field",
+                        Code::KeyNotField,
                         k.pos,
                         "an upsert `key` names the external-id field, not a value",
                     );
@@ -1047,7 +1039,7 @@ impl<'a> PipelineResolver<'a> {
             },
             (SinkActionSpec::Insert, None) => {
                 let p = self.problem(
-                    "ferry::missing_key_field",
+                    Code::MissingKeyField,
                     s.action.pos,
                     format!("sink `{}` inserts but has no `key`", name.value),
                 );
@@ -1068,7 +1060,7 @@ impl<'a> PipelineResolver<'a> {
             let mut ok = true;
             if !t.record.is_object() && !t.record.is_null() {
                 let p = self.problem(
-                    "ferry::wrong_type",
+                    Code::WrongType,
                     t.name.pos,
                     format!("test `{}`: `record` must be a mapping", t.name.value),
                 );
@@ -1080,7 +1072,7 @@ impl<'a> PipelineResolver<'a> {
                     let names: Vec<&str> =
                         spec.lookups.iter().map(|(n, _)| n.value.as_str()).collect();
                     let p = self.problem(
-                        "ferry::unknown_lookup",
+                        Code::UnknownLookup,
                         k.pos,
                         format!("the pipeline has no lookup named `{}`", k.value),
                     );
@@ -1095,7 +1087,7 @@ impl<'a> PipelineResolver<'a> {
                     let names: Vec<&str> =
                         spec.sinks.iter().map(|(n, _)| n.value.as_str()).collect();
                     let p = self.problem(
-                        "ferry::unknown_sink",
+                        Code::UnknownSink,
                         k.pos,
                         format!("the pipeline has no sink named `{}`", k.value),
                     );
@@ -1159,7 +1151,7 @@ impl<'a> PipelineResolver<'a> {
                 self.diags.push(
                     Problem::at(
                         self.file,
-                        "ferry::template_syntax",
+                        Code::TemplateSyntax,
                         start,
                         end.saturating_sub(start).max(1),
                         format!("template syntax: {}", message.trim()),
@@ -1213,18 +1205,15 @@ impl<'a> PipelineResolver<'a> {
                 continue;
             };
             let second = path.get(1).map(String::as_str);
-            let report = |this: &mut Self,
-                          code: &'static str,
-                          msg: String,
-                          label: &str,
-                          help: Option<String>| {
-                let (off, len) = this.span_in(pos, src, span);
-                this.diags.push(
-                    Problem::at(this.file, code, off, len, msg)
-                        .label(label)
-                        .maybe_help(help),
-                );
-            };
+            let report =
+                |this: &mut Self, code: Code, msg: String, label: &str, help: Option<String>| {
+                    let (off, len) = this.span_in(pos, src, span);
+                    this.diags.push(
+                        Problem::at(this.file, code, off, len, msg)
+                            .label(label)
+                            .maybe_help(help),
+                    );
+                };
             if !ROOT_NAMES.contains(&root) {
                 if BUILTIN_FUNCTIONS.contains(&root) {
                     continue;
@@ -1237,7 +1226,7 @@ impl<'a> PipelineResolver<'a> {
                 });
                 report(
                     self,
-                    "ferry::unknown_name",
+                    Code::UnknownName,
                     format!("unknown name `{root}`"),
                     "not defined",
                     help,
@@ -1248,7 +1237,7 @@ impl<'a> PipelineResolver<'a> {
                 "item" | "loop" if !scope.item => {
                     report(
                         self,
-                        "ferry::item_outside_for_each",
+                        Code::ItemOutsideForEach,
                         format!("`{root}` exists only inside `for_each`"),
                         "no for_each here",
                         Some("add `for_each:` to this lookup or sink, or refer to `record`".into()),
@@ -1273,7 +1262,7 @@ impl<'a> PipelineResolver<'a> {
                         .or_else(|| Some(format!("the items have: {}", keys.join(", "))));
                     report(
                         self,
-                        "ferry::unknown_field",
+                        Code::UnknownField,
                         format!("the items of this `for_each` have no field `{field}`"),
                         "not in the item's sample",
                         help,
@@ -1307,7 +1296,7 @@ impl<'a> PipelineResolver<'a> {
                     };
                     report(
                         self,
-                        "ferry::unknown_field",
+                        Code::UnknownField,
                         msg,
                         "not in the stream's sample record",
                         help,
@@ -1323,7 +1312,7 @@ impl<'a> PipelineResolver<'a> {
                             .or_else(|| Some("add it under `settings:` in ferry.yaml".into()));
                         report(
                             self,
-                            "ferry::unknown_setting",
+                            Code::UnknownSetting,
                             format!("ferry.yaml's settings have no `{key}`"),
                             "not in settings",
                             help,
@@ -1373,7 +1362,7 @@ impl<'a> PipelineResolver<'a> {
         let declared_list: Vec<String> = declared.to_vec();
         let (code, msg, label, help) = if order(scope.stage) < order(stage_of) {
             (
-                "ferry::not_available_yet",
+                Code::NotAvailableYet,
                 format!(
                     "`{section}.{name}` is not available here: {section} are computed after {}",
                     stage_name(scope.stage)
@@ -1383,7 +1372,7 @@ impl<'a> PipelineResolver<'a> {
             )
         } else if let Some(later) = self.declared_later(section, name) {
             (
-                "ferry::declared_later",
+                Code::DeclaredLater,
                 format!("{singular} `{name}` is declared later (line {later})"),
                 "declared below this use",
                 Some(format!("move `{name}` above the {singular} that uses it")),
@@ -1391,7 +1380,7 @@ impl<'a> PipelineResolver<'a> {
         } else {
             let help = did_you_mean(name, declared_list.iter().map(String::as_str));
             (
-                "ferry::unknown_reference",
+                Code::UnknownReference,
                 format!("no {singular} named `{name}`"),
                 "not declared",
                 help.or_else(|| Some(format!("declare it under `{section}:`"))),
@@ -1479,7 +1468,7 @@ impl<'a> PipelineResolver<'a> {
                 self.diags.push(
                     Problem::at(
                         self.file,
-                        "ferry::unknown_filter",
+                        Code::UnknownFilter,
                         start,
                         len,
                         format!("unknown filter `{}`", f.name),
@@ -1500,7 +1489,7 @@ impl<'a> PipelineResolver<'a> {
                 self.diags.push(
                     Problem::at(
                         self.file,
-                        "ferry::filter_arguments",
+                        Code::FilterArguments,
                         start,
                         len,
                         format!("`{}` takes {takes}, not {}", f.name, f.positional),
@@ -1542,7 +1531,7 @@ impl PipelineResolver<'_> {
             self.diags.push(
                 Problem::at(
                     self.file,
-                    "ferry::unknown_field",
+                    Code::UnknownField,
                     off,
                     len,
                     format!("the items of `{}` have no field `{field}`", input.trim()),
@@ -1655,7 +1644,7 @@ pub(crate) fn conflicting_writers(
             diags.push(
                 Problem::at_pos(
                     file,
-                    "ferry::conflicting_writers",
+                    Code::ConflictingWriters,
                     pos,
                     format!(
                         "pipeline `{}` (sink `{}`, {}:{}) also writes {listed} of the same {} records ({by})",

@@ -1,6 +1,7 @@
 //! Typed YAML parsing with positions, turning serde errors into problems, and recovering
 //! after a bad entry so that one file can report several problems at once.
 
+use super::diagnostic::Code;
 use super::diagnostic::{Diagnostics, Problem, SourceFile, did_you_mean};
 use serde::de::DeserializeOwned;
 
@@ -47,27 +48,27 @@ pub fn parse_recovering<T: DeserializeOwned>(
             }
             Err(e) => {
                 let problem = to_problem(file, &e);
-                let suppressed = (problem.code == "ferry::missing_key"
+                let suppressed = (problem.code == Code::MissingKey
                     && blanked_keys
                         .iter()
                         .any(|k| problem.message.contains(&format!("`{k}`"))))
                     // A key read as its suggestion that the mapping already has.
-                    || (problem.code == "ferry::duplicate_key"
+                    || (problem.code == Code::DuplicateKey
                         && renamed_lines.contains(&problem.line));
                 if !suppressed {
                     diags.push(problem.clone());
                 }
                 found += 1;
                 if found >= MAX_PARSE_PROBLEMS
-                    || problem.code == "ferry::yaml_syntax"
-                    || problem.code == "ferry::missing_key"
+                    || problem.code == Code::YamlSyntax
+                    || problem.code == Code::MissingKey
                     || suppressed
                 {
                     return None;
                 }
                 let loc = e.location()?;
                 let line = loc.line() as usize;
-                if faithful && problem.code == "ferry::unknown_key" {
+                if faithful && problem.code == Code::UnknownKey {
                     let wrong = problem
                         .message
                         .strip_prefix("unknown key `")
@@ -233,7 +234,7 @@ pub fn to_problem(file: &SourceFile, e: &serde_saphyr::Error) -> Problem {
             let (mut line, mut column) = (loc.line() as usize, loc.column() as usize);
             // A missing key is reported by the parser at the mapping's last key; the mapping
             // starts at its first.
-            if code == "ferry::missing_key" {
+            if code == Code::MissingKey {
                 (line, column) = mapping_start(&file.text, line, column);
             }
             let off = file.offset_of(line, column);
@@ -244,19 +245,17 @@ pub fn to_problem(file: &SourceFile, e: &serde_saphyr::Error) -> Problem {
         _ => (file.text.len(), 0),
     };
     let (message, help) = match code {
-        "ferry::yaml_syntax" => {
-            match indentation_hint(&file.text, &message, file.line_col(offset).0) {
-                Some((m, h)) => (m, Some(h)),
-                None => (message, help),
-            }
-        }
+        Code::YamlSyntax => match indentation_hint(&file.text, &message, file.line_col(offset).0) {
+            Some((m, h)) => (m, Some(h)),
+            None => (message, help),
+        },
         _ => (message, help),
     };
     let label = match code {
-        "ferry::unknown_key" => "unknown key",
-        "ferry::missing_key" => "in this mapping",
-        "ferry::wrong_type" => "wrong type",
-        "ferry::unknown_value" => "not allowed here",
+        Code::UnknownKey => "unknown key",
+        Code::MissingKey => "in this mapping",
+        Code::WrongType => "wrong type",
+        Code::UnknownValue => "not allowed here",
         _ => "here",
     };
     Problem::at(file, code, offset, len, message)
@@ -436,8 +435,8 @@ fn strip_position(msg: &str) -> String {
 pub(crate) fn choice_problem(file: &SourceFile, pos: super::at::Pos, reason: &str) -> Problem {
     let (code, message, help) = classify(&strip_position(reason));
     let label = match code {
-        "ferry::unknown_value" => "not allowed here",
-        "ferry::wrong_type" => "wrong type",
+        Code::UnknownValue => "not allowed here",
+        Code::WrongType => "wrong type",
         _ => "here",
     };
     Problem::at_pos(file, code, pos, message)
@@ -446,7 +445,7 @@ pub(crate) fn choice_problem(file: &SourceFile, pos: super::at::Pos, reason: &st
 }
 
 /// Our wording for serde-saphyr's messages: (code, message, hint).
-fn classify(message: &str) -> (&'static str, String, Option<String>) {
+fn classify(message: &str) -> (Code, String, Option<String>) {
     let quoted = |rest: &str| rest.split('`').next().unwrap_or("").to_string();
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let name = quoted(rest);
@@ -454,7 +453,7 @@ fn classify(message: &str) -> (&'static str, String, Option<String>) {
         let help = did_you_mean(&name, candidates.iter().map(String::as_str)).or_else(|| {
             (!candidates.is_empty()).then(|| format!("valid keys here: {}", candidates.join(", ")))
         });
-        return ("ferry::unknown_key", format!("unknown key `{name}`"), help);
+        return (Code::UnknownKey, format!("unknown key `{name}`"), help);
     }
     if let Some(rest) = message.strip_prefix("unknown variant `") {
         let name = quoted(rest);
@@ -463,7 +462,7 @@ fn classify(message: &str) -> (&'static str, String, Option<String>) {
             (!candidates.is_empty()).then(|| format!("one of: {}", candidates.join(", ")))
         });
         return (
-            "ferry::unknown_value",
+            Code::UnknownValue,
             format!("`{name}` is not one of {}", candidates.join(", ")),
             help,
         );
@@ -471,7 +470,7 @@ fn classify(message: &str) -> (&'static str, String, Option<String>) {
     if let Some(rest) = message.strip_prefix("missing field `") {
         let name = quoted(rest);
         return (
-            "ferry::missing_key",
+            Code::MissingKey,
             format!("missing key `{name}`"),
             Some(format!("add `{name}:` to this mapping")),
         );
@@ -479,7 +478,7 @@ fn classify(message: &str) -> (&'static str, String, Option<String>) {
     if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
         let name = rest.split(',').next().unwrap_or(rest).trim();
         return (
-            "ferry::duplicate_key",
+            Code::DuplicateKey,
             format!("`{name}` is written twice in this mapping"),
             Some("each key may appear once; remove one of them".into()),
         );
@@ -498,12 +497,12 @@ fn classify(message: &str) -> (&'static str, String, Option<String>) {
                 }
                 _ => None,
             };
-            return ("ferry::wrong_type", ours.to_string(), help);
+            return (Code::WrongType, ours.to_string(), help);
         }
     }
     if message.starts_with("invalid boolean") {
         return (
-            "ferry::wrong_type",
+            Code::WrongType,
             "expected `true` or `false`".into(),
             Some("ferry reads only `true` and `false` as booleans (not yes/no/on/off)".into()),
         );
@@ -514,9 +513,9 @@ fn classify(message: &str) -> (&'static str, String, Option<String>) {
         || message.starts_with("invalid")
         || message.contains("cannot deserialize")
     {
-        return ("ferry::wrong_type", message.to_string(), None);
+        return (Code::WrongType, message.to_string(), None);
     }
-    ("ferry::yaml_syntax", message.to_string(), None)
+    (Code::YamlSyntax, message.to_string(), None)
 }
 
 /// The names after "expected one of" / "expected `a` or `b`" in a serde message.
@@ -575,9 +574,9 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                (2, 1, "ferry::unknown_key"),
-                (5, 11, "ferry::wrong_type"),
-                (6, 5, "ferry::unknown_key"),
+                (2, 1, Code::UnknownKey),
+                (5, 11, Code::WrongType),
+                (6, 5, Code::UnknownKey),
             ],
             "{d:#?}"
         );
@@ -596,7 +595,7 @@ mod tests {
         // Top level, after a comment.
         let d = run("# doc\ncount: 1\nitems: []\n");
         assert_eq!((d.problems[0].line, d.problems[0].column), (2, 1), "{d:#?}");
-        assert_eq!(d.problems[0].code, "ferry::missing_key");
+        assert_eq!(d.problems[0].code, Code::MissingKey);
         assert_eq!(
             mapping_start("a:\n  b: 1\n  c:\n    d: 2\n  e: 3\n", 5, 3),
             (2, 3)
@@ -639,10 +638,7 @@ mod tests {
         let doc = parse_recovering::<Doc>(&f, &mut d, true).expect("recovered");
         assert_eq!((doc.name.as_str(), doc.count), ("a", 2));
         let codes: Vec<_> = d.problems.iter().map(|p| (p.line, p.code)).collect();
-        assert_eq!(
-            codes,
-            vec![(1, "ferry::unknown_key"), (3, "ferry::unknown_key")]
-        );
+        assert_eq!(codes, vec![(1, Code::UnknownKey), (3, Code::UnknownKey)]);
         // Without recovery the same file gives the same problems and nothing to check.
         let mut d2 = Diagnostics::default();
         assert!(parse::<Doc>(&f, &mut d2).is_none());
@@ -654,7 +650,7 @@ mod tests {
         let d = run("name: a\nitems:\n  - id: x\n     flag: true\n");
         assert_eq!(d.len(), 1, "{d:#?}");
         let p = &d.problems[0];
-        assert_eq!(p.code, "ferry::yaml_syntax");
+        assert_eq!(p.code, Code::YamlSyntax);
         assert!(
             !p.message.contains("indicator") && !p.message.contains("block"),
             "{p:#?}"

@@ -349,4 +349,31 @@ async fn a_value_of_the_wrong_type_or_too_long_leaves_only_its_input_unmatched()
     assert!(why.contains("too long"), "{why}");
     assert_eq!(out[1].records.len(), 1);
     assert_eq!(env.sim.oversize_refused(), 0);
+
+    // A value that fits in a request but not in a WHERE clause (over 4,000 characters): the
+    // simulator refuses such a query as Salesforce does, and ferry never sends it.
+    let long = format!("{}@x.example", "z".repeat(4_000));
+    let before = env.sim.calls();
+    let out = sf
+        .match_rule_detailed(
+            "Contact",
+            &["Id".to_string()],
+            &[where1("Email", &long), where1("Email", "A@x.example")],
+        )
+        .await
+        .unwrap();
+    let why = out[0].unmatchable.as_deref().unwrap();
+    assert!(why.contains("4000"), "{why}");
+    assert_eq!(out[1].records.len(), 1);
+    let after = env.sim.calls();
+    assert_eq!(
+        after.query + after.composite,
+        before.query + before.composite + 1
+    );
+    let q = format!("SELECT Id FROM Contact WHERE Email = '{long}'");
+    let err = sf.query_all(&q).await.unwrap_err().to_string();
+    assert!(
+        err.contains("MALFORMED_QUERY") && err.contains("4000"),
+        "{err}"
+    );
 }

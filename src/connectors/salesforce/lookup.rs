@@ -119,6 +119,9 @@ pub struct MatchOutcome {
 /// Why `v` cannot be compared with a field of `field_type`, if it cannot. Salesforce would
 /// answer such a query with MALFORMED_QUERY or INVALID_QUERY_FILTER_OPERATOR and fail the
 /// whole batch, so the one input is left out instead.
+/// The longest string Salesforce compares in a WHERE clause (its SOQL limits).
+pub const MAX_WHERE_STRING_CHARS: usize = 4000;
+
 pub fn value_problem(field_type: Option<&str>, v: &Value) -> Option<String> {
     let ty = field_type.unwrap_or("string");
     let text = match v {
@@ -136,6 +139,14 @@ pub fn value_problem(field_type: Option<&str>, v: &Value) -> Option<String> {
         }
         t
     };
+    // Salesforce refuses a string of more than 4,000 characters in a WHERE clause.
+    if text.chars().count() > MAX_WHERE_STRING_CHARS {
+        return Some(format!(
+            "'{}' is too long to look up: {} characters, and Salesforce compares at most {MAX_WHERE_STRING_CHARS} in a query",
+            shown(),
+            text.chars().count()
+        ));
+    }
     match (ty, v) {
         ("int" | "double" | "currency" | "percent", Value::Number(_)) => None,
         ("int" | "double" | "currency" | "percent", Value::String(_)) => {
@@ -276,7 +287,14 @@ impl SalesforceConnector {
         for v in distinct {
             let t = format!("'{}'", escape_soql(v));
             let (t_len, t_chars) = (super::enc_query(&t).len(), t.chars().count() + 2);
-            if overhead + t_len > limit || head.len() + 1 + t_chars > MAX_SOQL_CHARS {
+            // A value no query may hold (over the request limit, or over the 4,000 characters
+            // Salesforce compares in a WHERE clause) cannot be searched for: it is left out of
+            // the queries (an external-id or key field holds far less anyway), and the write
+            // decides without it.
+            if overhead + t_len > limit
+                || head.len() + 1 + t_chars > MAX_SOQL_CHARS
+                || v.chars().count() > MAX_WHERE_STRING_CHARS
+            {
                 tracing::debug!(
                     sobject,
                     field,

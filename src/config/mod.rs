@@ -5,11 +5,11 @@
 //! resolves and checks everything, collecting every problem before it reports.
 
 pub mod at;
-pub mod catalog;
+pub(crate) mod catalog;
 pub mod diagnostic;
-pub mod events;
+pub(crate) mod events;
 mod ferry_file;
-pub mod model;
+pub(crate) mod model;
 mod pipeline;
 pub mod spec;
 mod yaml;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use super::diagnostic::{Diagnostics, Problem, Severity, SourceFile};
+pub use super::diagnostic::{Problem, Severity};
 pub use super::spec::{AuthType, ConnectionKind, ZoomPlan};
 
 /// Where an item was written: for run-time errors that cite the file.

@@ -11,16 +11,16 @@
 //! chosen once, in [`Engine::run`]; no stage asks which one it has. Dead letters an admin
 //! marked for retry go through the same stages first ([`retry`]).
 
-pub mod batch;
+pub(crate) mod batch;
 pub mod connect;
-pub mod ending;
-pub mod error;
-pub mod lookup;
+pub(crate) mod ending;
+pub(crate) mod error;
+pub(crate) mod lookup;
 pub mod render;
 pub mod report;
-pub mod retry;
+pub(crate) mod retry;
 pub mod schema;
-pub mod stage;
+pub(crate) mod stage;
 pub mod testing;
 
 pub use batch::Batch;

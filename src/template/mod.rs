@@ -12,7 +12,7 @@ use std::sync::Arc;
 mod native;
 pub use native::{Scope, Shared, VarRef};
 
-pub mod names;
+pub(crate) mod names;
 mod registry;
 pub use registry::{FILTERS, FilterDef, find as find_filter};
 

@@ -7,7 +7,7 @@
 //! `FERRY_BENCH_HEADROOM=0.8` runs the Zoom connection at another `headroom` (default 0.9).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
-// The machinery is shared with tests/bench_smoke.rs, which reads fields this report does not.
+// The machinery is shared with tests/it/bench_smoke.rs, which reads fields this report does not.
 #[path = "support/mod.rs"]
 #[allow(dead_code)]
 mod bench;

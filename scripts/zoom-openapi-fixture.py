@@ -3,7 +3,7 @@
 
 For each GET endpoint the simulator serves, the 200 response schema is kept with only
 `type`, `properties`, `required` and `items` ($ref and allOf resolved), which is what
-tests/zoom_openapi.rs checks the simulator's answers against.
+tests/it/zoom_openapi.rs checks the simulator's answers against.
 
 Usage: scripts/zoom-openapi-fixture.py SPEC_DIR > tests/fixtures/zoom-openapi-responses.json
 where SPEC_DIR holds ZoomMeetingAPISpec.json, ZoomPhoneAPISpec.json and ZoomUsersAPISpec-2026.json.

@@ -9,7 +9,7 @@
 //! (mixed types in a comparison, a `none` printed into text, a filter error...) answers
 //! [`Fallback`]. Either way the caller evaluates the template with minijinja instead, so
 //! the two can never disagree: this module only answers where its answer is minijinja's.
-//! `tests/template_native.rs` compares both over every shipped template.
+//! `tests/it/template_native.rs` compares both over every shipped template.
 
 use super::{OMIT_MARKER, filters};
 use minijinja::machinery::ast;

@@ -1,22 +1,28 @@
 //! The floor: the fewest Salesforce calls that could do what a backfill did. Each sObject's
 //! writes at 200 records a call (sObject Collections), plus each lookup rule's distinct keys
-//! at as many a query as ferry's query length limit allows (60,000 URL-encoded characters).
-//! It assumes one client that sees the whole backfill at once; describes and token requests
-//! are left out.
+//! in as few queries as Salesforce's request limit allows (16,384 bytes of URI and headers,
+//! less the room the query's head and the headers take), five queries to a Composite call
+//! (one API call). It assumes one client that sees the whole backfill at once and packs the
+//! queries of every rule together; describes and token requests are left out.
 
 use super::Writes;
 use chrono::{DateTime, Utc};
 use ferry::sim::world::{Attendee, CrmRole, INTERNAL_DOMAIN, World};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Encoded characters of one lookup query ferry allows itself, less the SELECT ... WHERE
-/// around the list.
-const SOQL_ROOM: usize = 60_000 - 400;
+/// Encoded characters of the value list one lookup query may carry: 16,384 bytes of request,
+/// less the path, the SELECT ... WHERE around the list and the headers (about 1 KiB).
+const SOQL_ROOM: usize = 16_384 - 1_024;
+
+/// Queries (or query pages) one Composite call may carry.
+const QUERIES_PER_CALL: u64 = 5;
 
 #[derive(Debug, Clone, Default)]
 pub struct Floor {
     /// Distinct keys each lookup rule needs, by rule.
     pub lookup_keys: BTreeMap<&'static str, usize>,
+    /// Queries the lookups need, and the calls that carry them (five to a Composite).
+    pub lookup_queries: u64,
     pub lookup_calls: u64,
     pub write_calls: u64,
 }
@@ -31,10 +37,10 @@ fn queries_for(keys: &BTreeSet<String>) -> u64 {
     if keys.is_empty() {
         return 0;
     }
-    // 'value' plus ", " per key, percent-encoded as in the GET /query URL
+    // 'value' plus ", " per key, encoded as the query travels in a URL
     let chars: usize = keys
         .iter()
-        .map(|k| ferry::connectors::salesforce::enc(&format!("'{k}', ")).len())
+        .map(|k| ferry::connectors::salesforce::enc_query(&format!("'{k}', ")).len())
         .sum();
     chars.div_ceil(SOQL_ROOM).max(1) as u64
 }
@@ -99,10 +105,13 @@ pub fn floor(world: &World, since: DateTime<Utc>, writes: &Writes) -> Floor {
         ("Opportunity by AccountId", &opportunity),
     ];
     let mut f = Floor::default();
+    let mut queries = 0u64;
     for (name, keys) in rules {
         f.lookup_keys.insert(name, keys.len());
-        f.lookup_calls += queries_for(keys);
+        queries += queries_for(keys);
     }
+    f.lookup_queries = queries;
+    f.lookup_calls = queries.div_ceil(QUERIES_PER_CALL);
     f.write_calls = [
         writes.events,
         writes.event_relations,

@@ -7,6 +7,7 @@
 pub mod baseline;
 pub mod child;
 pub mod floor;
+pub mod oracle;
 pub mod render;
 pub mod suite;
 
@@ -137,6 +138,10 @@ pub struct RunFigures {
     pub ferry: Option<ChildRun>,
     /// The baseline only.
     pub baseline: Option<baseline::BaselineRun>,
+    /// The longest Salesforce request (URI + headers, bytes) the simulator saw in the run.
+    pub longest_request: usize,
+    /// The org against the independent oracle, after a ferry run.
+    pub oracle: Option<oracle::OracleCheck>,
 }
 
 impl RunFigures {
@@ -317,6 +322,8 @@ impl Bench {
             meetings_read: run.log.records_read,
             ferry: Some(run),
             baseline: None,
+            longest_request: self.sandbox.salesforce.longest_request().total(),
+            oracle: Some(oracle::check(&self.sandbox, self.since)),
         })
     }
 
@@ -343,6 +350,8 @@ impl Bench {
             meetings_read: b.meetings_listed,
             ferry: None,
             baseline: Some(b),
+            longest_request: self.sandbox.salesforce.longest_request().total(),
+            oracle: None,
         })
     }
 

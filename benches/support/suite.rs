@@ -233,12 +233,13 @@ fn run_rows(out: &mut String, r: &RunFigures) {
     let sf = &r.salesforce_by_kind;
     let _ = writeln!(
         out,
-        "| {} | {} | {} | {:.4} | {} q / {} coll / {} bulk / {} sobject / {} describe | {} | {} | {} |",
+        "| {} | {} | {} | {:.4} | {} q / {} composite / {} coll / {} bulk / {} sobject / {} describe | {} | {} | {} |",
         r.label,
         r.meetings_read,
         r.writes.events,
         r.salesforce_per_meeting(),
         sf.query,
+        sf.composite,
         sf.collections,
         sf.bulk,
         sf.sobject,
@@ -247,6 +248,31 @@ fn run_rows(out: &mut String, r: &RunFigures) {
         r.zoom.requests,
         r.zoom.responses_429,
     );
+}
+
+/// The org against the oracle and the longest request, after a backfill's first run.
+fn oracle_line(out: &mut String, r: &RunFigures) {
+    let _ = writeln!(
+        out,
+        "\nLongest Salesforce request: {} bytes of URI + headers (limit 16,384: {}).",
+        r.longest_request,
+        yes(r.longest_request <= 16_384)
+    );
+    if let Some(o) = &r.oracle {
+        let _ = writeln!(
+            out,
+            "The org against the oracle: {} Events of {} expected ({} missing, {} unexpected), {} EventRelations of {}, {} Tasks of {}: {}.",
+            o.events,
+            o.expected_events,
+            o.missing,
+            o.unexpected,
+            o.relations,
+            o.expected_relations,
+            o.tasks,
+            o.expected_tasks,
+            if o.holds() { "equal" } else { "DIFFERENT" }
+        );
+    }
 }
 
 /// The report as markdown.
@@ -272,9 +298,10 @@ pub fn render_markdown(rep: &SuiteReport, command: &str) -> String {
     {
         run_rows(&mut o, r);
     }
+    oracle_line(&mut o, &l.first);
     let _ = writeln!(
         o,
-        "\nFloor for what the first run wrote: {} calls ({} writes at 200 a call for {} Events, {} EventRelations, {} Tasks, {} Opportunities; {} lookup queries for {} distinct keys over {} rules) = {:.4} per meeting; ferry spent {:.2}× the floor.\n",
+        "\nFloor for what the first run wrote: {} calls ({} writes at 200 a call for {} Events, {} EventRelations, {} Tasks, {} Opportunities; {} lookup calls carrying {} queries within the 16,384-byte request limit, five to a Composite, for {} distinct keys over {} rules) = {:.4} per meeting; ferry spent {:.2}× the floor.\n",
         l.floor.total(),
         l.floor.write_calls,
         l.first.writes.events,
@@ -282,6 +309,7 @@ pub fn render_markdown(rep: &SuiteReport, command: &str) -> String {
         l.first.writes.tasks,
         l.first.writes.opportunities,
         l.floor.lookup_calls,
+        l.floor.lookup_queries,
         l.floor.lookup_keys.values().sum::<usize>(),
         l.floor.lookup_keys.len(),
         l.floor.total() as f64 / l.first.writes.events.max(1) as f64,
@@ -343,6 +371,7 @@ pub fn render_markdown(rep: &SuiteReport, command: &str) -> String {
         let _ = writeln!(o, "|---|---:|---:|---:|---|---:|---:|---:|");
         run_rows(&mut o, &u.first);
         run_rows(&mut o, &u.second);
+        oracle_line(&mut o, &u.first);
         let _ = writeln!(
             o,
             "\nFloor: {} calls ({:.4} per meeting); ferry spent {:.2}× the floor.",

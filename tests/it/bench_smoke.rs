@@ -62,6 +62,17 @@ async fn figures_are_consistent_at_a_tiny_scale() {
     );
     assert!(baseline.zoom.requests > first.zoom.requests);
 
+    // The org is what the independent oracle derives from the world, and no request passed
+    // Salesforce's limit.
+    let oracle = first.oracle.clone().unwrap();
+    assert!(oracle.holds(), "{oracle:?}");
+    assert!(oracle.expected_events > 0, "{oracle:?}");
+    assert!(
+        first.longest_request > 0 && first.longest_request <= 16_384,
+        "{}",
+        first.longest_request
+    );
+
     // The floor is a floor.
     let floor = bench.floor(&first);
     assert!(floor.total() > 0 && floor.total() <= first.salesforce_calls);

@@ -874,7 +874,7 @@ pub fn enc(s: &str) -> String {
 /// and the characters a query component may carry as they are (`@`, `,`, `(`, `)`, `=`,
 /// `:`, `/`, `!`, `*`, `;`, `$`) stay; `'` is encoded, as HTTP stacks do for http(s) URLs
 /// anyway, so the length measured is the length sent.
-pub(crate) fn enc_query(s: &str) -> String {
+pub fn enc_query(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + s.len() / 4);
     for b in s.bytes() {
         match b {

@@ -273,3 +273,66 @@ fn on_ci() -> bool {
         v.eq_ignore_ascii_case("true") || v == "1" || v.eq_ignore_ascii_case("yes")
     })
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_recent_runs_by_anyone_how_far_synced_and_the_spend() {
+    let env = Env::new(20, EXAMPLE_PIPELINES).await;
+    // A `ferry run` on the same state file before the daemon starts, which stopped.
+    {
+        let store = ferry::state::Store::open(&env.state_path()).unwrap();
+        let mut rep = ferry::engine::report::PipelineReport::new("meetings-to-events", false);
+        rep.summary.create = 7;
+        rep.summary.update = 2;
+        rep.records_read = 9;
+        rep.stopped = Some("lookup failed for ann@example.com at https://x.example/q?s=1".into());
+        let at = t0() - chrono::Duration::hours(2);
+        store
+            .run_started("meetings-to-events", "by-hand", at)
+            .unwrap();
+        store
+            .run_finished(
+                "by-hand",
+                at + chrono::Duration::seconds(42),
+                false,
+                &rep.history_entry("ferry run", ferry::daemon::status::sanitize_error),
+            )
+            .unwrap();
+    }
+    let h = env.start().await;
+    let names: Vec<String> = h
+        .project()
+        .pipelines
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
+    wait(&h, "every pipeline's first run", |s| {
+        names.iter().all(|n| runs(s, n) >= 1) && idle(s)
+    })
+    .await;
+    let (status, page) = get(&format!("{}/", h.url())).await;
+    assert_eq!(status, 200);
+    // The hand run is in the recent runs, with what started it, its counts, how long it
+    // took and why it stopped, without the email or the URL of the original error.
+    let recent = &page[page.find("id=\"recent-runs\"").expect("recent runs table")..];
+    assert!(recent.contains("ferry run"), "{recent}");
+    assert!(recent.contains("<td>7</td><td>2</td>"), "{recent}");
+    assert!(recent.contains("<td>42s</td>"), "{recent}");
+    assert!(
+        recent.contains("[email]") && recent.contains("[url]"),
+        "{recent}"
+    );
+    assert!(!page.contains("ann@example.com"), "{page}");
+    // The daemon's own runs are there too, started by the schedule.
+    assert!(recent.contains("schedule"), "{recent}");
+    // How far each pipeline is synced, in words; the day's spend.
+    assert!(page.contains("synced to "), "{page}");
+    assert!(
+        page.contains("id=\"spend\"") && page.contains("Zoom: "),
+        "{page}"
+    );
+    // Ready: 200 from both health endpoints.
+    let (live, _) = get(&format!("{}/healthz", h.url())).await;
+    let (ready, _) = get(&format!("{}/readyz", h.url())).await;
+    assert_eq!((live, ready), (200, 200));
+    assert!(h.shutdown().await.clean);
+}

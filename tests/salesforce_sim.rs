@@ -663,12 +663,9 @@ async fn request_size_soql_length_and_composite_limits() {
     // With subrequest urls unbounded (the lenient reading), 100,001 characters of SOQL
     // reach the query handler and get MALFORMED_QUERY; 100,000 pass.
     env.sim.set_faults(|f| f.lenient_subrequest_urls = true);
-    let pad = 100_001 - "SELECT Id FROM Contact WHERE LastName = ''".len();
-    for (n, want) in [(pad, 400), (pad - 1, 200)] {
-        let q = format!(
-            "SELECT Id FROM Contact WHERE LastName = '{}'",
-            "x".repeat(n)
-        );
+    for (n, want) in [(100_001, 400), (100_000, 200)] {
+        let q = soql_of_len(n);
+        assert_eq!(q.len(), n);
         let (status, _, body) = api
             .call(
                 M::POST,
@@ -754,4 +751,31 @@ async fn request_size_soql_length_and_composite_limits() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(body["compositeResponse"][0]["httpStatusCode"], 200);
+}
+
+/// A SOQL statement of exactly `n` characters whose WHERE strings stay under Salesforce's
+/// 4,000-character limit on one string (the statement's own limit is what is under test).
+fn soql_of_len(n: usize) -> String {
+    let mut q = String::from("SELECT Id FROM Contact WHERE LastName IN (");
+    let mut first = true;
+    // Room left before the closing parenthesis.
+    while n - q.len() - 1 > 1003 {
+        if !first {
+            q.push(',');
+        }
+        q.push('\'');
+        q.push_str(&"x".repeat(998));
+        q.push('\'');
+        first = false;
+    }
+    let sep = usize::from(!first);
+    let k = n - q.len() - 1 - sep - 2;
+    if !first {
+        q.push(',');
+    }
+    q.push('\'');
+    q.push_str(&"x".repeat(k));
+    q.push('\'');
+    q.push(')');
+    q
 }

@@ -428,6 +428,16 @@ fn iso(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// Zoom's answer to a query parameter that fails validation: 400, code 300, with the
+/// field named in `errors` (the shape Zoom's validation errors take).
+fn validation_failed(field: &str, why: &str) -> (u16, Value) {
+    (
+        400,
+        json!({"code": 300, "message": "Validation Failed.",
+               "errors": [{"field": field, "message": why}]}),
+    )
+}
+
 fn error(status: u16, code: i64, message: &str) -> (u16, Value) {
     (status, json!({"code": code, "message": message}))
 }
@@ -1103,11 +1113,17 @@ impl SimState {
         mut extra: Value,
         now: DateTime<Utc>,
     ) -> (u16, Value) {
-        let size = q
-            .get("page_size")
-            .and_then(|s| s.parse::<usize>().ok())
-            .unwrap_or(30)
-            .clamp(1, max);
+        // Zoom caps a page_size over the endpoint's maximum (the answer's `page_size` says
+        // what was used, and clients must follow it), but a page_size that is not a positive
+        // integer fails validation. Whether Zoom refuses 0 rather than using its default is
+        // not documented; the sim takes the stricter reading and refuses it.
+        let size = match q.get("page_size") {
+            None => 30.min(max),
+            Some(s) => match s.parse::<usize>() {
+                Ok(n) if n >= 1 => n.min(max),
+                _ => return validation_failed("page_size", "must be an integer of at least 1"),
+            },
+        };
         let mut sig_q = q.clone();
         sig_q.remove("next_page_token");
         let signature = format!("{key}:{sig_q:?}");
@@ -1164,22 +1180,63 @@ impl SimState {
         (200, extra)
     }
 
+    /// The `from`/`to` window of a date-windowed list. Zoom's specs give the formats:
+    /// `yyyy-mm-dd` everywhere, and on `/phone/call_history` also `yyyy-MM-dd'T'HH:mm:ss'Z'`
+    /// ("the same format as the `from` parameter"); anything else fails validation (the
+    /// sim no longer reads the first ten characters of whatever it is sent). `to` is
+    /// required once `from` is given (documented for Phone call history; for the other
+    /// lists Zoom does not say, and the sim takes the stricter reading), and a `to` without
+    /// a `from` is refused likewise.
     fn window(
         &self,
         q: &BTreeMap<String, String>,
         now: DateTime<Utc>,
         required: bool,
+        datetimes: bool,
     ) -> Result<(NaiveDate, NaiveDate), (u16, Value)> {
-        let parse = |k: &str| {
-            q.get(k)
-                .and_then(|s| NaiveDate::parse_from_str(&s[..s.len().min(10)], "%Y-%m-%d").ok())
+        // (date, whether it was given as a datetime)
+        let parse = |k: &str| -> Result<Option<(NaiveDate, bool)>, (u16, Value)> {
+            let Some(s) = q.get(k) else { return Ok(None) };
+            if s.len() == 10
+                && let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            {
+                return Ok(Some((d, false)));
+            }
+            if datetimes
+                && s.len() == 20
+                && let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%SZ")
+            {
+                return Ok(Some((t.date(), true)));
+            }
+            let formats = if datetimes {
+                "yyyy-mm-dd or yyyy-MM-dd'T'HH:mm:ss'Z'"
+            } else {
+                "yyyy-mm-dd"
+            };
+            Err(validation_failed(
+                k,
+                &format!("must be a date in {formats} format"),
+            ))
         };
         let today = now.date_naive();
-        let (from, to) = match (parse("from"), parse("to")) {
-            (Some(f), Some(t)) => (f, t),
+        let (from, to) = match (parse("from")?, parse("to")?) {
+            (Some((f, fdt)), Some((t, tdt))) => {
+                if fdt != tdt {
+                    return Err(validation_failed(
+                        "to",
+                        "must have the same format as the from parameter",
+                    ));
+                }
+                (f, t)
+            }
             (None, None) if !required => (today - chrono::Duration::days(1), today),
-            (Some(f), None) if !required => (f, today),
-            _ => return Err(error(400, 300, "Validation Failed.")),
+            (Some(_), None) => {
+                return Err(validation_failed("to", "is required when from is given"));
+            }
+            (None, Some(_)) => {
+                return Err(validation_failed("from", "is required when to is given"));
+            }
+            (None, None) => return Err(validation_failed("from", "is required")),
         };
         if from > to
             || from
@@ -1265,7 +1322,7 @@ impl SimState {
                 if !paid {
                     return paid_only();
                 }
-                let (from, to) = match self.window(q, now, true) {
+                let (from, to) = match self.window(q, now, true, false) {
                     Ok(x) => x,
                     Err(e) => return e,
                 };
@@ -1329,7 +1386,7 @@ impl SimState {
                 let Some(u) = self.user(id0) else {
                     return no_user();
                 };
-                let (from, to) = match self.window(q, now, false) {
+                let (from, to) = match self.window(q, now, false, false) {
                     Ok(x) => x,
                     Err(e) => return e,
                 };
@@ -1462,7 +1519,7 @@ impl SimState {
                 self.page("participants", rows, q, 300, json!({}), now)
             }
             "GET /phone/call_history" => {
-                let (from, to) = match self.window(q, now, false) {
+                let (from, to) = match self.window(q, now, false, true) {
                     Ok(x) => x,
                     Err(e) => return e,
                 };
@@ -1489,7 +1546,7 @@ impl SimState {
                 )
             }
             "GET /phone/recordings" => {
-                let (from, to) = match self.window(q, now, false) {
+                let (from, to) = match self.window(q, now, false, false) {
                     Ok(x) => x,
                     Err(e) => return e,
                 };
@@ -1512,7 +1569,7 @@ impl SimState {
                 )
             }
             "GET /phone/voice_mails" => {
-                let (from, to) = match self.window(q, now, false) {
+                let (from, to) = match self.window(q, now, false, false) {
                     Ok(x) => x,
                     Err(e) => return e,
                 };

@@ -66,6 +66,11 @@ pub struct SfFaults {
 pub const MAX_REQUEST_BYTES: usize = 16_384;
 /// The longest SOQL statement Salesforce accepts, in characters.
 pub const MAX_SOQL_CHARS: usize = 100_000;
+/// The most raw CSV one Bulk API 2.0 upload may carry (150 MB once base64-encoded).
+pub const MAX_BULK_UPLOAD_BYTES: usize = 100 * 1024 * 1024;
+/// Salesforce's default session timeout (Setup > Session Settings: two hours). The real
+/// timeout counts from the last activity; the sim counts from issue, the stricter reading.
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// The size of one request as the limit counts it: the URI (path and query, as sent) and
 /// every header line (`name: value` plus CRLF).
@@ -110,6 +115,7 @@ impl SfSimOptions {
             daily_limit: 100_000,
             faults: SfFaults {
                 bulk_processing: Duration::from_secs(5),
+                session_ttl: Some(DEFAULT_SESSION_TTL),
                 ..SfFaults::default()
             },
             jwt_certificate_pem: None,
@@ -326,8 +332,14 @@ impl SalesforceSim {
         let login_app = Router::new()
             .fallback(login_handler)
             .with_state(state.clone());
+        // axum's default 2 MB body cap would refuse Bulk uploads Salesforce takes; the
+        // sim's own limits (MAX_BULK_UPLOAD_BYTES) answer instead, with a little room so
+        // an oversize upload reaches them.
         let instance_app = Router::new()
             .fallback(instance_handler)
+            .layer(axum::extract::DefaultBodyLimit::max(
+                MAX_BULK_UPLOAD_BYTES + 1024 * 1024,
+            ))
             .with_state(state.clone());
         let tasks = vec![
             tokio::spawn(async move {

@@ -57,6 +57,14 @@ fn rec_errs_json(errs: &[RecErr]) -> Vec<Value> {
     errs.iter().map(RecErr::to_json).collect()
 }
 
+/// sObject Collections process mixed types in at most this many chunks.
+const MAX_COLLECTION_CHUNKS: usize = 10;
+/// Bounds of `Sforce-Query-Options: batchSize`.
+const MIN_QUERY_BATCH: usize = 200;
+const MAX_QUERY_BATCH: usize = 2000;
+/// Ids one Collections GET may name (unverified; see `collection_get`).
+const MAX_COLLECTION_GET_IDS: usize = 2000;
+
 fn version_num(v: &str) -> f64 {
     v.parse().unwrap_or(0.0)
 }
@@ -285,6 +293,10 @@ impl SimState {
                 let b = body_or_reply!();
                 self.collections(&b, CollectionOp::Update)
             }
+            // Upsert by external id through Collections exists from API v46.0.
+            ("PATCH", ["composite", "sobjects", _, _]) if version_num(&self.version) < 46.0 => {
+                not_found()
+            }
             ("PATCH", ["composite", "sobjects", obj, field]) => {
                 let b = body_or_reply!();
                 self.collections(&b, CollectionOp::Upsert(obj.to_string(), field.to_string()))
@@ -300,13 +312,21 @@ impl SimState {
                 let b = body_or_reply!();
                 self.bulk_state(id, &b)
             }
-            ("DELETE", ["jobs", "ingest", id]) => {
-                if self.jobs.remove(*id).is_some() {
+            // "To be deleted, a job must have a state of UploadComplete, JobComplete,
+            // Aborted, or Failed."
+            ("DELETE", ["jobs", "ingest", id]) => match self.jobs.get(*id).map(job_state) {
+                None => not_found(),
+                Some(state) if matches!(state, "Open" | "InProgress") => ApiErr::new(
+                    400,
+                    "INVALIDJOBSTATE",
+                    format!("Deleting a job in state {state} is not allowed"),
+                )
+                .into(),
+                Some(_) => {
+                    self.jobs.remove(*id);
                     Reply::Empty(204)
-                } else {
-                    not_found()
                 }
-            }
+            },
             ("PUT", ["jobs", "ingest", id, "batches"]) => self.bulk_upload(id, body),
             ("GET", ["jobs", "ingest", id, kind]) => self.bulk_results(id, kind),
             _ => not_found(),
@@ -630,7 +650,15 @@ impl SimState {
     }
 
     fn page(&mut self, mut cursor: QueryCursor, offset: usize, batch: Option<usize>) -> Reply {
-        let size = batch.unwrap_or(self.page_size).clamp(1, self.page_size);
+        // Sforce-Query-Options batchSize: "the minimum is 200, and the maximum is 2,000",
+        // and the server may still return fewer. A smaller request gets 200-record pages,
+        // so a client cannot count on getting the small pages it asked for.
+        let size = batch
+            .map_or(self.page_size, |b| {
+                b.clamp(MIN_QUERY_BATCH, MAX_QUERY_BATCH)
+            })
+            .min(self.page_size)
+            .max(1);
         let rest = if cursor.rows.len() > size {
             cursor.rows.split_off(size)
         } else {
@@ -716,7 +744,16 @@ impl SimState {
                 .and_then(|a| a.get("type"))
                 .and_then(Value::as_str);
             let meta = match (&upsert_meta, ty) {
-                (Some((m, _)), None) => m.clone(),
+                // "Each object in the request body must contain an attributes map. The map
+                // must contain a value for type." (upsert as much as create and update)
+                (Some(_), None) => {
+                    return ApiErr::new(
+                        400,
+                        "INVALID_TYPE",
+                        "No SObject Type defined in the attributes of a record",
+                    )
+                    .into();
+                }
                 (Some((m, _)), Some(t)) if m.name.eq_ignore_ascii_case(t) => m.clone(),
                 (Some(_), Some(t)) => {
                     return ApiErr::new(
@@ -752,6 +789,21 @@ impl SimState {
                 return e.into();
             }
             metas.push(meta);
+        }
+        // Mixed types are processed in chunks, a new chunk at every change of type
+        // ({a1, a2, c1, a3} is three), and "a single request can process up to 10 chunks".
+        // How Salesforce answers an 11th is not documented: the sim refuses the whole
+        // request (nothing written), the stricter reading.
+        let chunks = 1 + metas.windows(2).filter(|w| w[0].name != w[1].name).count();
+        if !metas.is_empty() && chunks > MAX_COLLECTION_CHUNKS {
+            return ApiErr::new(
+                400,
+                "INVALID_BATCH_REQUEST",
+                format!(
+                    "Cannot have more than {MAX_COLLECTION_CHUNKS} chunks in a single operation ({chunks} here). Please rearrange the data to reduce chunking."
+                ),
+            )
+            .into();
         }
         let snapshot = all_or_none.then(|| (self.org.records.clone(), self.published.len()));
         let now = self.now();
@@ -898,14 +950,40 @@ impl SimState {
             Ok(m) => m,
             Err(r) => return r,
         };
-        let fields: Vec<&FieldMeta> = params
-            .get("fields")
-            .map(|s| s.split(',').filter_map(|f| meta.field(f.trim())).collect())
-            .unwrap_or_else(|| meta.fields.iter().collect());
-        let out: Vec<Value> = params
+        let mut fields: Vec<&FieldMeta> = Vec::new();
+        match params.get("fields") {
+            None => fields.extend(meta.fields.iter()),
+            Some(list) => {
+                for f in list.split(',').map(str::trim) {
+                    match meta.field(f) {
+                        Some(m) => fields.push(m),
+                        None => {
+                            return ApiErr::new(
+                                400,
+                                "INVALID_FIELD",
+                                format!("No such column '{f}' on entity '{}'", meta.name),
+                            )
+                            .into();
+                        }
+                    }
+                }
+            }
+        }
+        let ids: Vec<&str> = params
             .get("ids")
             .map(|s| s.split(',').map(str::trim).collect::<Vec<_>>())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        // Salesforce documents no id cap for this GET beyond the URI limit; the reference
+        // notes 2,000 (unverified), which the sim enforces as the stricter choice.
+        if ids.len() > MAX_COLLECTION_GET_IDS {
+            return ApiErr::new(
+                400,
+                "EXCEEDED_ID_LIMIT",
+                format!("cannot retrieve more than {MAX_COLLECTION_GET_IDS} records"),
+            )
+            .into();
+        }
+        let out: Vec<Value> = ids
             .into_iter()
             .map(|id| match self.org.get(meta.name, id) {
                 Some(r) => self.record_json(&meta, r, &fields),
@@ -1135,6 +1213,20 @@ impl SimState {
         };
         if job.info.get("state") != Some(&json!("Open")) || !job.csv.is_empty() {
             return ApiErr::new(400, "INVALIDJOBSTATE", "Job is not open for uploads").into();
+        }
+        // "A request can provide CSV data that does not in total exceed 150 MB of base64
+        // encoded content": 100 MB of raw CSV. The error code is not documented.
+        if body.len() > super::MAX_BULK_UPLOAD_BYTES {
+            return ApiErr::new(
+                400,
+                "INVALIDBATCH",
+                format!(
+                    "The CSV upload is {} bytes; a job takes at most {} bytes of data",
+                    body.len(),
+                    super::MAX_BULK_UPLOAD_BYTES
+                ),
+            )
+            .into();
         }
         job.csv = String::from_utf8_lossy(body).into_owned();
         Reply::Empty(201)
@@ -1373,6 +1465,18 @@ impl SimState {
         let Some(job) = self.jobs.get(id) else {
             return not_found();
         };
+        // Results describe a finished job. Whether Salesforce answers a request for them
+        // earlier with partial rows or an error is not documented; the sim refuses it, so
+        // a client cannot read results before the job says it is done.
+        let state = job_state(job);
+        if !matches!(state, "JobComplete" | "Failed" | "Aborted") {
+            return ApiErr::new(
+                400,
+                "INVALIDJOBSTATE",
+                format!("Job results are not available while the job is {state}"),
+            )
+            .into();
+        }
         let mut out = String::new();
         let header: Vec<&str> = job.header.iter().map(String::as_str).collect();
         match kind {
@@ -1404,6 +1508,10 @@ impl SimState {
         }
         Reply::Csv(200, out)
     }
+}
+
+fn job_state(job: &BulkJob) -> &str {
+    job.info.get("state").and_then(Value::as_str).unwrap_or("")
 }
 
 fn records_len(body: &Value) -> usize {

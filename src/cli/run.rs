@@ -83,7 +83,7 @@ pub async fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
             &opts.run_id,
             clock.now(),
             !report.failed(),
-            &report.history_entry("ferry run", crate::daemon::status::sanitize_error),
+            &report.to_json()["summary"],
         );
         drop(lease);
         conns.save_budget();

@@ -142,17 +142,6 @@ pub enum Trigger {
     Manual,
 }
 
-impl Trigger {
-    /// How the run history and the status page name it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Schedule => "schedule",
-            Trigger::Webhook => "webhook",
-            Trigger::Manual => "manual (POST /runs)",
-        }
-    }
-}
-
 /// A file the last reload could not use, with the problem.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FileProblem {
@@ -399,7 +388,7 @@ impl Shared {
             &opts.run_id,
             finished,
             !report.failed(),
-            &report.history_entry(trigger.as_str(), status::sanitize_error),
+            &report.to_json()["summary"],
         ) {
             tracing::warn!(pipeline = name, "could not record the run's end: {e}");
         }

@@ -1,4 +1,4 @@
-//! The daemon's HTTP server: the Zoom webhook receiver, `/healthz`, `/readyz`, `/metrics` and the status
+//! The daemon's HTTP server: the Zoom webhook receiver, `/healthz`, `/metrics` and the status
 //! page. It stops accepting connections when the daemon shuts down.
 
 use super::{Shared, inbox, status};
@@ -22,7 +22,6 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener
     let app = axum::Router::new()
         .route("/", get(status_page))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/zoom/webhook", post(zoom_webhook))
         .route("/runs/{pipeline}", post(run_now))
@@ -299,18 +298,6 @@ fn same_secret(given: &str, expected: &str) -> bool {
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
     axum::Json(status::health_json(&shared)).into_response()
-}
-
-/// Readiness: 503 while files are in error or a changed connection cannot connect (the body
-/// says why, as /healthz does), 200 otherwise. /healthz stays 200 while the process lives.
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    let body = status::health_json(&shared);
-    let code = if status::degraded_reasons(&shared).is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, axum::Json(body)).into_response()
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {

@@ -12,11 +12,8 @@ pub(crate) fn health_json(shared: &Shared) -> serde_json::Value {
     let st = shared.status();
     let mut files: Vec<&str> = st.files_in_error.iter().map(|p| p.file.as_str()).collect();
     files.dedup();
-    let degraded = degraded_reasons(shared);
     json!({
-        "status": if degraded.is_empty() { "ok" } else { "degraded" },
-        "ready": degraded.is_empty(),
-        "degraded": degraded,
+        "status": "ok",
         "files_in_error": files,
         "problems": st.files_in_error,
         "connection_error": st.connection_error,
@@ -25,39 +22,6 @@ pub(crate) fn health_json(shared: &Shared) -> serde_json::Value {
         "inbox": shared.store.inbox_counts().ok(),
         "shutting_down": shared.shutdown().is_triggered(),
     })
-}
-
-/// Why the daemon is not fully ready (empty when it is): files in error (the previous
-/// version of the project keeps running) and connections that could not connect. `/healthz`
-/// answers 200 while the process lives (liveness) and says this in its body; `/readyz`
-/// answers 503 while it is not empty.
-pub(crate) fn degraded_reasons(shared: &Shared) -> Vec<String> {
-    let st = shared.status();
-    let mut out = Vec::new();
-    if !st.files_in_error.is_empty() {
-        out.push(format!(
-            "{} problem(s) in the project's files; the previous version keeps running",
-            st.files_in_error.len()
-        ));
-    }
-    if st.connection_error.is_some() {
-        out.push("a changed connection could not connect".to_string());
-    }
-    out
-}
-
-/// How long ago, in words: "3 min ago", "2 h ago", "5 days ago".
-fn ago(now: DateTime<Utc>, t: DateTime<Utc>) -> String {
-    let secs = (now - t).num_seconds();
-    if secs < 0 {
-        return "just now".into();
-    }
-    match secs {
-        0..=59 => format!("{secs} s ago"),
-        60..=5_999 => format!("{} min ago", secs / 60),
-        6_000..=172_799 => format!("{} h ago", secs / 3_600),
-        _ => format!("{} days ago", secs / 86_400),
-    }
 }
 
 /// The most of an error kept for display.
@@ -164,9 +128,7 @@ pub(crate) fn render_html(shared: &Shared) -> String {
     let checkpoints = store.checkpoints(None).unwrap_or_default();
     let dead = store.deadletter_counts().unwrap_or_default();
     let inbox = store.inbox_counts().unwrap_or_default();
-    let now = shared.clock.now();
     let mut o = String::new();
-    let mut recent: Vec<(String, Vec<crate::state::RunRow>)> = Vec::new();
     let _ = write!(
         o,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -214,7 +176,7 @@ pub(crate) fn render_html(shared: &Shared) -> String {
     o.push_str(
         "<h2>Pipelines</h2>\n<table id=\"pipelines\"><tr><th>Pipeline</th><th>Schedule</th>\
          <th>Triggers</th><th>Last run</th><th>Result</th><th>Next run</th>\
-         <th>Synced to</th><th>Checkpoints</th><th>Dead letters</th></tr>\n",
+         <th>Checkpoints</th><th>Dead letters</th></tr>\n",
     );
     for p in &project.pipelines {
         let ps = st.pipelines.get(&p.name).cloned().unwrap_or_default();
@@ -262,186 +224,41 @@ pub(crate) fn render_html(shared: &Shared) -> String {
             .find(|d| d.pipeline == p.name)
             .map(|d| d.count)
             .unwrap_or(0);
-        let dl_cell = if dl > 0 {
-            format!(
-                "<span class=\"bad\">{dl}</span><br><small>read them: <code>ferry deadletters list {}</code></small>",
-                esc(&p.name)
-            )
-        } else {
-            "0".into()
-        };
-        // How far the source is synced: the newest checkpoint of the pipeline.
-        let synced = checkpoints
-            .iter()
-            .filter(|c| c.pipeline == p.name)
-            .filter_map(|c| DateTime::parse_from_rfc3339(&c.cursor).ok())
-            .map(|t| t.with_timezone(&Utc))
-            .max()
-            .map(|t| format!("synced to {}", ago(now, t)))
-            .unwrap_or_else(|| "—".into());
-        // A run by another process (`ferry run`) on this state file counts too.
-        let history = store.runs(Some(&p.name), RECENT_RUNS).unwrap_or_default();
-        let (last_started, last_by) = match (ps.last_started, history.first()) {
-            (Some(t), Some(h)) if h.started_at > t => (Some(h.started_at), started_by(h)),
-            (Some(t), _) => (
-                Some(t),
-                ps.last_trigger
-                    .map(|t| t.as_str().to_string())
-                    .unwrap_or_default(),
-            ),
-            (None, Some(h)) => (Some(h.started_at), started_by(h)),
-            (None, None) => (None, String::new()),
-        };
-        let result = if result == "—" {
-            history.first().map(history_result).unwrap_or(result)
-        } else {
-            result
-        };
-        recent.push((p.name.clone(), history));
         let _ = writeln!(
             o,
             "<tr><td><strong>{}</strong><br><small>{}</small></td><td>{}</td><td>{}</td>\
-             <td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+             <td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&p.name),
             esc(&p.file.display().to_string()),
             esc(&schedule),
             esc(&p.triggers.join(", ")),
-            when(last_started),
-            if last_by.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", esc(&last_by))
-            },
+            when(ps.last_started),
+            ps.last_trigger
+                .map(|t| format!(
+                    " ({})",
+                    serde_json::to_value(t)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                ))
+                .unwrap_or_default(),
             result,
             when(ps.next_run),
-            esc(&synced),
             if cps.is_empty() {
                 "—".into()
             } else {
                 cps.join("<br>")
             },
-            dl_cell
+            dl
         );
     }
-    o.push_str("</table>\n");
-    spend(&mut o, shared);
-    recent_runs(&mut o, now, &recent);
-    o.push_str("</body></html>\n");
+    o.push_str("</table>\n</body></html>\n");
     o
-}
-
-/// Runs shown per pipeline.
-const RECENT_RUNS: usize = 5;
-
-fn started_by(h: &crate::state::RunRow) -> String {
-    h.summary
-        .as_ref()
-        .and_then(|s| s.get("started_by"))
-        .and_then(|v| v.as_str())
-        .unwrap_or("")
-        .to_string()
-}
-
-fn count(s: Option<&serde_json::Value>, k: &str) -> u64 {
-    s.and_then(|s| s.get(k))
-        .and_then(|v| v.as_u64())
-        .unwrap_or(0)
-}
-
-/// A run of the history as the Result cell shows it.
-fn history_result(h: &crate::state::RunRow) -> String {
-    let s = h.summary.as_ref();
-    let line = format!(
-        "read {}, created {}, updated {}, unchanged {}, errors {}",
-        count(s, "records_read"),
-        count(s, "create"),
-        count(s, "update"),
-        count(s, "unchanged"),
-        count(s, "error")
-    );
-    match (
-        h.finished_at,
-        s.and_then(|s| s.get("stopped")).and_then(|v| v.as_str()),
-    ) {
-        (None, _) => "<span>running or ended without a word</span>".into(),
-        (Some(_), Some(why)) => format!(
-            "<span class=\"bad\">stopped: {}</span><br>{}",
-            esc(why),
-            esc(&line)
-        ),
-        (Some(_), None) => format!("<span class=\"ok\">ok</span><br>{}", esc(&line)),
-    }
-}
-
-/// The day's API spend against the services' allowances.
-fn spend(o: &mut String, shared: &Shared) {
-    let conns = shared.conns();
-    let zoom = conns.http.metrics().total(crate::http::Service::Zoom);
-    let b = conns.salesforce.conn.budget();
-    let sf = match (b.daily_budget, b.org_max) {
-        (Some(limit), _) => format!(
-            "{} calls by ferry in the last 24 h of its own daily_budget of {limit}",
-            b.used_by_ferry
-        ),
-        (None, Some(max)) => format!(
-            "{} calls by ferry in the last 24 h; the org reports {} of its {max} used",
-            b.used_by_ferry,
-            b.org_used.unwrap_or(0)
-        ),
-        (None, None) => format!("{} calls by ferry in the last 24 h", b.used_by_ferry),
-    };
-    let _ = writeln!(
-        o,
-        "<h2>API spend</h2>\n<p id=\"spend\">Zoom: {} requests since the daemon started ({} answered 429), paced to the plan's published rates at the connection's headroom. Salesforce: {}.</p>",
-        zoom.requests,
-        zoom.responses_429,
-        esc(&sf)
-    );
-}
-
-/// Each pipeline's recent runs, whoever ran them on this state file.
-fn recent_runs(o: &mut String, now: DateTime<Utc>, recent: &[(String, Vec<crate::state::RunRow>)]) {
-    o.push_str(
-        "<h2>Recent runs</h2>\n<table id=\"recent-runs\"><tr><th>Pipeline</th><th>Started</th>\
-         <th>Took</th><th>Started by</th><th>Created</th><th>Updated</th><th>Unchanged</th>\
-         <th>Skipped</th><th>Errors</th><th>Stopped because</th></tr>\n",
-    );
-    for (name, runs) in recent {
-        for h in runs {
-            let s = h.summary.as_ref();
-            let took = h
-                .finished_at
-                .and_then(|f| (f - h.started_at).to_std().ok())
-                .map(human)
-                .unwrap_or_else(|| "—".into());
-            let _ = writeln!(
-                o,
-                "<tr><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(name),
-                when(Some(h.started_at)),
-                esc(&ago(now, h.started_at)),
-                esc(&took),
-                esc(&started_by(h)),
-                count(s, "create"),
-                count(s, "update"),
-                count(s, "unchanged"),
-                count(s, "skip"),
-                count(s, "error"),
-                esc(s
-                    .and_then(|s| s.get("stopped"))
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("—")),
-            );
-        }
-    }
-    o.push_str("</table>\n");
 }
 
 fn human(d: std::time::Duration) -> String {
     let s = d.as_secs();
-    if s == 0 {
-        "0s".into()
-    } else if s % 86_400 == 0 {
+    if s % 86_400 == 0 {
         format!("{}d", s / 86_400)
     } else if s % 3600 == 0 {
         format!("{}h", s / 3600)

@@ -156,24 +156,6 @@ pub struct PipelineReport {
 }
 
 impl PipelineReport {
-    /// What the run history keeps of a run: its summary, what started it and why it stopped,
-    /// the reason passed through `shown` (which makes it fit for display) before it is kept.
-    pub fn history_entry(
-        &self,
-        started_by: &str,
-        shown: impl Fn(&str) -> String,
-    ) -> serde_json::Value {
-        let mut v = self.to_json()["summary"].clone();
-        if let Some(o) = v.as_object_mut() {
-            o.insert("started_by".into(), serde_json::json!(started_by));
-            o.insert("records_read".into(), serde_json::json!(self.records_read));
-            if let Some(why) = &self.stopped {
-                o.insert("stopped".into(), serde_json::json!(shown(why)));
-            }
-        }
-        v
-    }
-
     pub fn new(pipeline: &str, dry_run: bool) -> Self {
         PipelineReport {
             pipeline: pipeline.to_string(),

@@ -75,12 +75,6 @@ async fn sigterm_stops_the_daemon_cleanly() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert_eq!(exit.code(), Some(0), "{stderr}");
     assert!(stderr.contains("ferry daemon stopped"), "{stderr}");
-    // Its log went to a pipe, not a terminal: plain text, no colour codes.
-    assert!(stderr.contains("run started"), "{stderr}");
-    assert!(
-        !stderr.contains('\u{1b}'),
-        "colour codes in a piped log:\n{stderr}"
-    );
     // It stopped taking work: nothing listens any more.
     assert!(reqwest::get(format!("{url}/healthz")).await.is_err());
 }

@@ -208,6 +208,15 @@ impl Metrics {
     }
 }
 
+/// Today's use of one daily cap (see [`HttpClient::daily_usage`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DailyUse {
+    /// The rate-limit category, or the key of a cap several categories share.
+    pub name: String,
+    pub used: u64,
+    pub limit: u64,
+}
+
 /// Backoff policy for retries.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -484,6 +493,43 @@ impl HttpClient {
             .filter_map(|(_, b)| b.blocked_until)
             .filter(|t| *t > now)
             .max()
+    }
+
+    /// Today's (UTC) use of the service's daily caps, as this process counted it: one entry
+    /// per capped category, or per shared cap (named by its key) for categories that share
+    /// one. Categories never called today count 0.
+    pub fn daily_usage(&self, service: Service) -> Vec<DailyUse> {
+        let today = self.clock.now().date_naive();
+        let l = self.lock_limiter();
+        let Some(limits) = l.limits.get(&service) else {
+            return Vec::new();
+        };
+        let mut out: BTreeMap<String, DailyUse> = BTreeMap::new();
+        for (category, limit) in &limits.categories {
+            let Some(cap) = limit.per_day else {
+                continue;
+            };
+            let (name, counter) = match limits.shared_daily.get(category) {
+                Some(key) => (
+                    key.clone(),
+                    l.shared_days.get(&(service, key.clone())).copied(),
+                ),
+                None => (
+                    category.clone(),
+                    l.buckets.get(&(service, category.clone())).map(|b| b.day),
+                ),
+            };
+            let used = counter.filter(|(d, _)| *d == today).map_or(0, |(_, n)| n);
+            out.insert(
+                name.clone(),
+                DailyUse {
+                    name,
+                    used,
+                    limit: cap,
+                },
+            );
+        }
+        out.into_values().collect()
     }
 
     /// Checks the circuit and the daily caps, then reserves a slot in the category's bucket.

@@ -1154,6 +1154,49 @@ mod tests {
     }
 
     #[test]
+    fn daily_usage_counts_today_per_cap_and_starts_again_at_midnight() {
+        let clock = crate::clock::ManualClock::auto(at("2026-03-01T10:00:00Z"));
+        let http = HttpClient::new(clock.clone());
+        let mut limits = RateLimits {
+            max_concurrency: 2,
+            ..Default::default()
+        }
+        .category("heavy", 10.0, Some(100))
+        .category("resource_intensive", 10.0, Some(100))
+        .category("light", 10.0, None)
+        .category("medium", 10.0, Some(50));
+        for c in ["heavy", "resource_intensive"] {
+            limits.shared_daily.insert(c.into(), "heavy_ri".into());
+        }
+        http.set_rate_limits(Service::Zoom, limits);
+        for c in ["heavy", "heavy", "resource_intensive", "light"] {
+            http.admit(Service::Zoom, c).unwrap();
+        }
+        let used = http.daily_usage(Service::Zoom);
+        let get = |n: &str| used.iter().find(|u| u.name == n).cloned();
+        assert_eq!(used.len(), 2, "{used:?}");
+        assert_eq!(
+            get("heavy_ri"),
+            Some(DailyUse {
+                name: "heavy_ri".into(),
+                used: 3,
+                limit: 100
+            })
+        );
+        assert_eq!(get("medium").map(|u| (u.used, u.limit)), Some((0, 50)));
+        assert!(http.daily_usage(Service::Salesforce).is_empty());
+        clock.advance(Duration::from_secs(15 * 3600));
+        assert_eq!(
+            http.daily_usage(Service::Zoom)
+                .iter()
+                .map(|u| u.used)
+                .sum::<u64>(),
+            0,
+            "a new UTC day"
+        );
+    }
+
+    #[test]
     fn backoff_grows_and_is_capped() {
         let http = HttpClient::new(crate::clock::system());
         let first = http.backoff(1);

@@ -737,6 +737,54 @@ mod tests {
         assert!(sanitize_error(&"x".repeat(5000)).chars().count() <= MAX_SHOWN_ERROR);
     }
 
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn cp(partition: &str, cursor: &str) -> crate::state::CheckpointRow {
+        crate::state::CheckpointRow {
+            pipeline: "p".into(),
+            stream: "past_meetings".into(),
+            partition: partition.into(),
+            cursor: cursor.into(),
+            updated_at: at("2026-09-15T12:00:00Z"),
+        }
+    }
+
+    #[test]
+    fn how_far_behind_reads_in_words_from_the_oldest_checkpoint() {
+        let now = at("2026-09-15T12:00:00Z");
+        let meetings = crate::connectors::zoom::catalog().get("past_meetings");
+        let users = crate::connectors::zoom::catalog().get("users");
+        let a = cp("u1", "2026-09-15T11:57:00Z");
+        let b = cp("u2", "2026-09-15T09:55:00Z");
+        assert_eq!(synced_words(meetings, &[&a], now), "synced to 3 min ago");
+        assert_eq!(
+            synced_words(meetings, &[&a, &b], now),
+            "synced to 2 h 5 min ago",
+            "the oldest partition is how far behind the pipeline is"
+        );
+        let old = cp("u3", "2026-09-10T12:00:00Z");
+        assert_eq!(synced_words(meetings, &[&old], now), "synced to 5 days ago");
+        let fresh = cp("u4", "2026-09-15T11:59:30Z");
+        assert_eq!(
+            synced_words(meetings, &[&fresh], now),
+            "synced to less than a minute ago"
+        );
+        assert_eq!(synced_words(meetings, &[], now), "not synced yet");
+        assert_eq!(
+            synced_words(users, &[], now),
+            "reads the whole stream each run (no checkpoint)"
+        );
+        assert_eq!(label_scope(meetings).as_deref(), Some("zoom.users"));
+        assert_eq!(label_scope(users), None);
+        assert_eq!(percent(50, 200), 25);
+        assert_eq!(percent(u64::MAX, 10), u64::MAX / 10, "no overflow");
+        assert_eq!(percent(1, 0), 100);
+        assert_eq!(url_segment("a b/c"), "a%20b%2Fc");
+        assert_eq!(anchor("x<y"), "pipeline-x-y");
+    }
+
     #[test]
     fn html_is_escaped_and_durations_read_well() {
         assert_eq!(

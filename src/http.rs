@@ -208,6 +208,15 @@ impl Metrics {
     }
 }
 
+/// Today's use of one daily cap (see [`HttpClient::daily_usage`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DailyUse {
+    /// The rate-limit category, or the key of a cap several categories share.
+    pub name: String,
+    pub used: u64,
+    pub limit: u64,
+}
+
 /// Backoff policy for retries.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -484,6 +493,43 @@ impl HttpClient {
             .filter_map(|(_, b)| b.blocked_until)
             .filter(|t| *t > now)
             .max()
+    }
+
+    /// Today's (UTC) use of the service's daily caps, as this process counted it: one entry
+    /// per capped category, or per shared cap (named by its key) for categories that share
+    /// one. Categories never called today count 0.
+    pub fn daily_usage(&self, service: Service) -> Vec<DailyUse> {
+        let today = self.clock.now().date_naive();
+        let l = self.lock_limiter();
+        let Some(limits) = l.limits.get(&service) else {
+            return Vec::new();
+        };
+        let mut out: BTreeMap<String, DailyUse> = BTreeMap::new();
+        for (category, limit) in &limits.categories {
+            let Some(cap) = limit.per_day else {
+                continue;
+            };
+            let (name, counter) = match limits.shared_daily.get(category) {
+                Some(key) => (
+                    key.clone(),
+                    l.shared_days.get(&(service, key.clone())).copied(),
+                ),
+                None => (
+                    category.clone(),
+                    l.buckets.get(&(service, category.clone())).map(|b| b.day),
+                ),
+            };
+            let used = counter.filter(|(d, _)| *d == today).map_or(0, |(_, n)| n);
+            out.insert(
+                name.clone(),
+                DailyUse {
+                    name,
+                    used,
+                    limit: cap,
+                },
+            );
+        }
+        out.into_values().collect()
     }
 
     /// Checks the circuit and the daily caps, then reserves a slot in the category's bucket.
@@ -1105,6 +1151,49 @@ mod tests {
             other => panic!("expected a daily limit, got {other:?}"),
         }
         assert_eq!(http.metrics().requests(Service::Zoom), 0);
+    }
+
+    #[test]
+    fn daily_usage_counts_today_per_cap_and_starts_again_at_midnight() {
+        let clock = crate::clock::ManualClock::auto(at("2026-03-01T10:00:00Z"));
+        let http = HttpClient::new(clock.clone());
+        let mut limits = RateLimits {
+            max_concurrency: 2,
+            ..Default::default()
+        }
+        .category("heavy", 10.0, Some(100))
+        .category("resource_intensive", 10.0, Some(100))
+        .category("light", 10.0, None)
+        .category("medium", 10.0, Some(50));
+        for c in ["heavy", "resource_intensive"] {
+            limits.shared_daily.insert(c.into(), "heavy_ri".into());
+        }
+        http.set_rate_limits(Service::Zoom, limits);
+        for c in ["heavy", "heavy", "resource_intensive", "light"] {
+            http.admit(Service::Zoom, c).unwrap();
+        }
+        let used = http.daily_usage(Service::Zoom);
+        let get = |n: &str| used.iter().find(|u| u.name == n).cloned();
+        assert_eq!(used.len(), 2, "{used:?}");
+        assert_eq!(
+            get("heavy_ri"),
+            Some(DailyUse {
+                name: "heavy_ri".into(),
+                used: 3,
+                limit: 100
+            })
+        );
+        assert_eq!(get("medium").map(|u| (u.used, u.limit)), Some((0, 50)));
+        assert!(http.daily_usage(Service::Salesforce).is_empty());
+        clock.advance(Duration::from_secs(15 * 3600));
+        assert_eq!(
+            http.daily_usage(Service::Zoom)
+                .iter()
+                .map(|u| u.used)
+                .sum::<u64>(),
+            0,
+            "a new UTC day"
+        );
     }
 
     #[test]

@@ -3,7 +3,6 @@
 
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, Global};
 use crate::daemon::{Daemon, DaemonError, DaemonOptions};
-use std::io::IsTerminal;
 use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
@@ -31,7 +30,7 @@ pub async fn run(g: &Global, a: &DaemonArgs) -> anyhow::Result<u8> {
     let handle = match Daemon::start(&g.config, opts).await {
         Ok(h) => h,
         Err(DaemonError::Invalid(d)) => {
-            eprint!("{}", d.render_with(std::io::stderr().is_terminal()));
+            eprint!("{}", d.render_with(super::color_stderr()));
             return Ok(EXIT_INVALID);
         }
         Err(e @ (DaemonError::BadAddress { .. } | DaemonError::Bind { .. })) => {

@@ -195,6 +195,12 @@ fn help(topic: &[String]) -> u8 {
     }
 }
 
+/// Whether stderr takes colour: a terminal, and `NO_COLOR` not set (no-color.org).
+pub(crate) fn color_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 fn init_logging(g: &Global) {
     let default = match g.verbose {
         0 => "ferry=info,warn",
@@ -203,8 +209,10 @@ fn init_logging(g: &Global) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour only on a terminal: logs redirected to a file (or a journal) carry no ANSI codes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(color_stderr())
         .with_writer(std::io::stderr);
     let _ = match g.log_format {
         LogFormat::Json => builder.json().try_init(),
@@ -215,7 +223,6 @@ fn init_logging(g: &Global) {
 /// Loads ferry.yaml and its pipelines for a command that runs them; on failure prints every
 /// problem and gives the exit code.
 pub(crate) fn load_project(g: &Global) -> anyhow::Result<Result<crate::config::Project, u8>> {
-    use std::io::IsTerminal;
     let owned = crate::config::builtin_catalogs();
     let catalogs: Vec<&dyn crate::config::StreamCatalog> =
         owned.iter().map(|c| c.as_ref()).collect();
@@ -225,12 +232,12 @@ pub(crate) fn load_project(g: &Global) -> anyhow::Result<Result<crate::config::P
                 let d = crate::config::Diagnostics {
                     problems: p.warnings.clone(),
                 };
-                eprint!("{}", d.render_with(std::io::stderr().is_terminal()));
+                eprint!("{}", d.render_with(color_stderr()));
             }
             Ok(Ok(p))
         }
         Err(d) => {
-            eprint!("{}", d.render_with(std::io::stderr().is_terminal()));
+            eprint!("{}", d.render_with(color_stderr()));
             Ok(Err(EXIT_INVALID))
         }
     }

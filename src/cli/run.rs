@@ -78,6 +78,7 @@ pub async fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
             conns.http.metrics().total(Service::Salesforce),
         );
         let _ = conns.store.run_started(&p.name, &opts.run_id, clock.now());
+        let _ = conns.store.run_trigger(&opts.run_id, "ferry run");
         let report = engine.run(p, &opts).await;
         let _ = conns.store.run_finished(
             &opts.run_id,
@@ -85,8 +86,13 @@ pub async fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
             !report.failed(),
             &report.to_json()["summary"],
         );
+        if let Some(why) = &report.stopped {
+            let shown = crate::daemon::status::sanitize_error(why);
+            let _ = conns.store.run_stopped(&opts.run_id, &shown);
+        }
         drop(lease);
         conns.save_budget();
+        conns.save_labels();
         if let Some(b) = bar {
             b.finish_and_clear();
         }

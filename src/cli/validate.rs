@@ -2,7 +2,6 @@
 
 use super::{EXIT_INVALID, EXIT_OK, Global};
 use crate::config::{self, Diagnostics, LoadOptions, StreamCatalog};
-use std::io::IsTerminal;
 
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
@@ -67,7 +66,7 @@ pub async fn run(g: &Global, a: &ValidateArgs) -> anyhow::Result<u8> {
         }
         ValidateFormat::Text => {
             if !diags.is_empty() {
-                let color = std::io::stderr().is_terminal();
+                let color = super::color_stderr();
                 eprint!("{}", diags.render_with(color));
             }
             if ok {

@@ -142,6 +142,17 @@ pub enum Trigger {
     Manual,
 }
 
+impl Trigger {
+    /// What started a run, in the words of the status page and the run history.
+    pub fn label(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Webhook => "webhook",
+            Trigger::Manual => "manual API",
+        }
+    }
+}
+
 /// A file the last reload could not use, with the problem.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FileProblem {
@@ -370,7 +381,11 @@ impl Shared {
             ps.last_started = Some(started);
         });
         let conns = self.conns();
-        if let Err(e) = self.store.run_started(name, &opts.run_id, started) {
+        if let Err(e) = self
+            .store
+            .run_started(name, &opts.run_id, started)
+            .and_then(|()| self.store.run_trigger(&opts.run_id, trigger.label()))
+        {
             tracing::warn!(pipeline = name, "could not record the run's start: {e}");
         }
         tracing::info!(pipeline = name, run_id = %opts.run_id, ?trigger, "run started");
@@ -392,8 +407,15 @@ impl Shared {
         ) {
             tracing::warn!(pipeline = name, "could not record the run's end: {e}");
         }
+        if let Some(why) = &report.stopped {
+            let shown = status::sanitize_error(why);
+            if let Err(e) = self.store.run_stopped(&opts.run_id, &shown) {
+                tracing::warn!(pipeline = name, "could not record why the run stopped: {e}");
+            }
+        }
         drop(lease);
         conns.save_budget();
+        conns.save_labels();
         let seconds = (finished - started)
             .to_std()
             .unwrap_or_default()

@@ -22,6 +22,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener
     let app = axum::Router::new()
         .route("/", get(status_page))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/deadletters/{pipeline}", get(deadletters_page))
         .route("/metrics", get(metrics))
         .route("/zoom/webhook", post(zoom_webhook))
         .route("/runs/{pipeline}", post(run_now))
@@ -298,6 +300,33 @@ fn same_secret(given: &str, expected: &str) -> bool {
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
     axum::Json(status::health_json(&shared)).into_response()
+}
+
+/// 200 while ready, 503 while degraded (a file in error, a changed connection that cannot
+/// connect, a shutdown under way); the body says why.
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    let (ready, body) = status::ready_json(&shared);
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
+}
+
+async fn deadletters_page(
+    State(shared): State<Arc<Shared>>,
+    Path(pipeline): Path<String>,
+) -> Response {
+    match status::deadletters_html(&shared, &pipeline) {
+        Some(html) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            html,
+        )
+            .into_response(),
+        None => text(StatusCode::NOT_FOUND, "no such pipeline"),
+    }
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {

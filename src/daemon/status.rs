@@ -1,19 +1,41 @@
-//! `/healthz` (JSON) and the status page (server-rendered HTML, no scripts): pipelines, last
-//! and next run, last result, checkpoints, dead letters, files in error.
+//! `/healthz` (liveness, JSON), `/readyz` (readiness), the status page (server-rendered HTML,
+//! no scripts) and the read-only dead letters page of a pipeline.
 
 use super::Shared;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 use std::fmt::Write as _;
 
-/// `{"status": "ok", "files_in_error": [...], ...}`. The daemon answers while it runs; a file
-/// in error means the previous version of the project is still the one running.
+/// Why the daemon is not ready (files in error, changed connections that cannot connect);
+/// empty when it is. A degraded daemon keeps running the previous version of the project.
+pub(crate) fn not_ready(shared: &Shared) -> Vec<String> {
+    let st = shared.status();
+    let mut why = Vec::new();
+    let mut files: Vec<&str> = st.files_in_error.iter().map(|p| p.file.as_str()).collect();
+    files.dedup();
+    for f in files {
+        why.push(format!(
+            "{f} is in error; the previous version keeps running"
+        ));
+    }
+    if let Some(e) = &st.connection_error {
+        why.push(format!("a changed connection cannot connect: {e}"));
+    }
+    why
+}
+
+/// `/healthz`: liveness. Answered with 200 while the process lives; readiness is in the body
+/// (`"status": "degraded"`, `"ready": false` and why) and on `/readyz`.
 pub(crate) fn health_json(shared: &Shared) -> serde_json::Value {
     let st = shared.status();
     let mut files: Vec<&str> = st.files_in_error.iter().map(|p| p.file.as_str()).collect();
     files.dedup();
+    let why = not_ready(shared);
     json!({
-        "status": "ok",
+        "status": if why.is_empty() { "ok" } else { "degraded" },
+        "live": true,
+        "ready": why.is_empty(),
+        "not_ready": why,
         "files_in_error": files,
         "problems": st.files_in_error,
         "connection_error": st.connection_error,
@@ -22,6 +44,24 @@ pub(crate) fn health_json(shared: &Shared) -> serde_json::Value {
         "inbox": shared.store.inbox_counts().ok(),
         "shutting_down": shared.shutdown().is_triggered(),
     })
+}
+
+/// `/readyz`: (ready, body). Not ready while a file is in error or a changed connection
+/// cannot connect, and while the daemon shuts down.
+pub(crate) fn ready_json(shared: &Shared) -> (bool, serde_json::Value) {
+    let mut why = not_ready(shared);
+    if shared.shutdown().is_triggered() {
+        why.push("ferry daemon is stopping".into());
+    }
+    let ready = why.is_empty();
+    (
+        ready,
+        json!({
+            "status": if ready { "ready" } else { "not ready" },
+            "ready": ready,
+            "not_ready": why,
+        }),
+    )
 }
 
 /// The most of an error kept for display.
@@ -121,10 +161,14 @@ table{border-collapse:collapse;margin-bottom:1.5rem}\
 th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top}\
 th{background:#f3f3f3}.ok{color:#176d2c}.bad{color:#a31515}code{font-size:.9em}";
 
+/// Runs shown per pipeline on the status page.
+const RUNS_SHOWN: usize = 10;
+
 pub(crate) fn render_html(shared: &Shared) -> String {
     let st = shared.status();
     let project = shared.project();
     let store = &shared.store;
+    let now = shared.clock.now();
     let checkpoints = store.checkpoints(None).unwrap_or_default();
     let dead = store.deadletter_counts().unwrap_or_default();
     let inbox = store.inbox_counts().unwrap_or_default();
@@ -135,8 +179,9 @@ pub(crate) fn render_html(shared: &Shared) -> String {
          <title>ferry daemon</title><style>{STYLE}</style></head><body>\n\
          <h1>ferry daemon</h1>\n<p>Now: {} · webhook inbox: <span id=\"inbox\">{} pending, \
          {} retrying, <span class=\"{}\">{} dead</span></span> · \
-         <a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">healthz</a></p>\n",
-        when(Some(shared.clock.now())),
+         <a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">healthz</a> · \
+         <a href=\"/readyz\">readyz</a></p>\n",
+        when(Some(now)),
         inbox.pending,
         inbox.retrying,
         if inbox.dead > 0 { "bad" } else { "ok" },
@@ -175,85 +220,481 @@ pub(crate) fn render_html(shared: &Shared) -> String {
     }
     o.push_str(
         "<h2>Pipelines</h2>\n<table id=\"pipelines\"><tr><th>Pipeline</th><th>Schedule</th>\
-         <th>Triggers</th><th>Last run</th><th>Result</th><th>Next run</th>\
-         <th>Checkpoints</th><th>Dead letters</th></tr>\n",
+         <th>Triggers</th><th>Last run</th><th>Result</th><th>Synced</th><th>Next run</th>\
+         <th>Dead letters</th></tr>\n",
     );
+    let mut details = String::new();
     for p in &project.pipelines {
         let ps = st.pipelines.get(&p.name).cloned().unwrap_or_default();
+        // The run history of the state file: the daemon's runs and `ferry run`'s alike.
+        let (runs, runs_error) = match store.runs(Some(&p.name), RUNS_SHOWN) {
+            Ok(r) => (r, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        };
         let schedule = match &p.schedule {
             Some(crate::config::Schedule::Interval(d)) => format!("every {}", human(*d)),
             Some(crate::config::Schedule::Cron(c)) => format!("cron {c}"),
             None => "—".into(),
         };
-        let result = if ps.running {
-            "<span>running</span>".to_string()
-        } else {
-            match &ps.last_report {
-                None => "—".into(),
-                Some(r) => {
-                    let s = &r.summary;
-                    let line = format!(
-                        "read {}, created {}, updated {}, unchanged {}, errors {}",
-                        r.records_read, s.create, s.update, s.unchanged, s.error
-                    );
-                    match &r.stopped {
-                        Some(why) => format!(
-                            "<span class=\"bad\">stopped: {}</span><br>{}",
-                            esc(why),
-                            esc(&line)
-                        ),
-                        None => format!("<span class=\"ok\">ok</span><br>{}", esc(&line)),
-                    }
-                }
-            }
+        let (last, result) = match runs.first() {
+            _ if ps.running => (
+                format!("{} ({})", when(ps.last_started), trigger_of(&ps)),
+                "<span>running</span>".to_string(),
+            ),
+            Some(r) => (
+                format!(
+                    "{} ({})",
+                    when(Some(r.started_at)),
+                    esc(r.trigger.as_deref().unwrap_or("unknown"))
+                ),
+                run_result(r),
+            ),
+            None => ("—".into(), "—".into()),
         };
-        let cps: Vec<String> = checkpoints
+        let cps: Vec<&crate::state::CheckpointRow> = checkpoints
             .iter()
             .filter(|c| c.pipeline == p.name)
-            .map(|c| {
-                let part = if c.partition.is_empty() {
-                    String::new()
-                } else {
-                    format!("{} ", c.partition)
-                };
-                format!("<code>{}{}</code>", esc(&part), esc(&c.cursor))
-            })
             .collect();
-        let dl = dead
+        let def = crate::connectors::zoom::catalog().get(&p.source.stream);
+        let synced = synced_words(def, &cps, now);
+        let (dl, waiting) = dead
             .iter()
             .find(|d| d.pipeline == p.name)
-            .map(|d| d.count)
-            .unwrap_or(0);
+            .map(|d| (d.count, d.retry_requested))
+            .unwrap_or((0, 0));
+        let anchor = anchor(&p.name);
         let _ = writeln!(
             o,
-            "<tr><td><strong>{}</strong><br><small>{}</small></td><td>{}</td><td>{}</td>\
-             <td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td><strong>{}</strong><br><small>{}</small><br><a href=\"#{anchor}\">details</a></td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"synced\">{}</td><td>{}</td>\
+             <td class=\"{}\">{}</td></tr>",
             esc(&p.name),
             esc(&p.file.display().to_string()),
             esc(&schedule),
             esc(&p.triggers.join(", ")),
-            when(ps.last_started),
-            ps.last_trigger
-                .map(|t| format!(
-                    " ({})",
-                    serde_json::to_value(t)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default()
-                ))
-                .unwrap_or_default(),
+            last,
             result,
-            when(ps.next_run),
-            if cps.is_empty() {
-                "—".into()
-            } else {
-                cps.join("<br>")
-            },
-            dl
+            esc(&synced),
+            next_run(&ps),
+            if dl > 0 { "bad" } else { "ok" },
+            dl,
+        );
+        pipeline_details(
+            &mut details,
+            p,
+            &anchor,
+            &runs,
+            runs_error,
+            &cps,
+            def,
+            store,
+            (dl, waiting),
+            &synced,
         );
     }
-    o.push_str("</table>\n</body></html>\n");
+    o.push_str("</table>\n");
+    api_spend(&mut o, shared);
+    o.push_str(&details);
+    o.push_str("</body></html>\n");
     o
+}
+
+/// The id of a pipeline's section (names are letters, digits, `-` and `_`; anything else
+/// becomes `-`).
+fn anchor(name: &str) -> String {
+    let n: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("pipeline-{n}")
+}
+
+fn trigger_of(ps: &super::PipelineStatus) -> &'static str {
+    ps.last_trigger.map_or("unknown", super::Trigger::label)
+}
+
+fn next_run(ps: &super::PipelineStatus) -> String {
+    match (ps.resume_at, ps.next_run) {
+        (Some(r), _) => format!("{} (when the daily limit lifts)", when(Some(r))),
+        (None, t) => when(t),
+    }
+}
+
+/// A count of a stored run summary (0 when absent).
+fn count(summary: Option<&serde_json::Value>, key: &str) -> u64 {
+    summary
+        .and_then(|s| s.get(key))
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0)
+}
+
+fn counts_line(r: &crate::state::RunRow) -> String {
+    let s = r.summary.as_ref();
+    let mut line = format!(
+        "created {}, updated {}, unchanged {}, skipped {}, errors {}",
+        count(s, "create"),
+        count(s, "update"),
+        count(s, "unchanged"),
+        count(s, "skip"),
+        count(s, "error"),
+    );
+    let dead = count(s, "dead_lettered");
+    if dead > 0 {
+        let _ = write!(line, ", dead letters {dead}");
+    }
+    line
+}
+
+/// A stored run's outcome: ok, stopped (with why) or unfinished, and its counts.
+fn run_result(r: &crate::state::RunRow) -> String {
+    match (r.finished_at, &r.stopped, r.ok) {
+        (None, _, _) => "<span>running, or ended without recording its end</span>".into(),
+        (Some(_), Some(why), _) => format!(
+            "<span class=\"bad\">stopped: {}</span><br>{}",
+            esc(why),
+            esc(&counts_line(r))
+        ),
+        (Some(_), None, Some(false)) => format!(
+            "<span class=\"bad\">failed</span><br>{}",
+            esc(&counts_line(r))
+        ),
+        (Some(_), None, _) => format!("<span class=\"ok\">ok</span><br>{}", esc(&counts_line(r))),
+    }
+}
+
+fn duration_words(d: chrono::Duration) -> String {
+    let s = d.num_seconds().max(0);
+    if s < 60 {
+        format!("{s} s")
+    } else if s < 3600 {
+        format!("{} min {} s", s / 60, s % 60)
+    } else {
+        format!("{} h {} min", s / 3600, (s % 3600) / 60)
+    }
+}
+
+/// How long ago `t` was, in words: "less than a minute", "3 min", "2 h 5 min", "4 days".
+fn ago_words(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let s = (now - t).num_seconds();
+    if s < 60 {
+        return "less than a minute".into();
+    }
+    let m = s / 60;
+    if m < 60 {
+        return format!("{m} min");
+    }
+    let h = m / 60;
+    if h < 48 {
+        return match m % 60 {
+            0 => format!("{h} h"),
+            r => format!("{h} h {r} min"),
+        };
+    }
+    format!("{} days", h / 24)
+}
+
+/// How far behind its source a pipeline is, from its checkpoints: the oldest partition's
+/// cursor ("synced to 3 min ago"), as the next run starts from there.
+fn synced_words(
+    def: Option<&crate::connectors::zoom::catalog::StreamDef>,
+    cps: &[&crate::state::CheckpointRow],
+    now: DateTime<Utc>,
+) -> String {
+    let oldest = cps
+        .iter()
+        .filter_map(|c| crate::state::cursor_time(&c.cursor))
+        .min();
+    match oldest {
+        Some(t) if t >= now => "synced to now".into(),
+        Some(t) => format!("synced to {} ago", ago_words(t, now)),
+        None if def.is_some_and(|d| !d.incremental()) => {
+            "reads the whole stream each run (no checkpoint)".into()
+        }
+        None => "not synced yet".into(),
+    }
+}
+
+/// The scope of the labels of a stream's partitions (`zoom.users` for per-user streams).
+fn label_scope(def: Option<&crate::connectors::zoom::catalog::StreamDef>) -> Option<String> {
+    def.and_then(|d| d.partition.as_ref())
+        .map(|p| format!("zoom.{}", p.over))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pipeline_details(
+    o: &mut String,
+    p: &crate::config::Pipeline,
+    anchor: &str,
+    runs: &[crate::state::RunRow],
+    runs_error: Option<String>,
+    cps: &[&crate::state::CheckpointRow],
+    def: Option<&crate::connectors::zoom::catalog::StreamDef>,
+    store: &crate::state::Store,
+    (dead, waiting): (u64, u64),
+    synced: &str,
+) {
+    let _ = writeln!(
+        o,
+        "<section id=\"{anchor}\">\n<h2>{}</h2>\n<p>{} · source <code>zoom.{}</code></p>",
+        esc(&p.name),
+        esc(synced),
+        esc(&p.source.stream)
+    );
+    o.push_str("<h3>Recent runs</h3>\n");
+    if let Some(e) = runs_error {
+        let _ = writeln!(
+            o,
+            "<p class=\"bad\">The run history cannot be read: {}</p>",
+            esc(&sanitize_error(&e))
+        );
+    } else if runs.is_empty() {
+        o.push_str("<p>No runs recorded in this state file yet.</p>\n");
+    } else {
+        o.push_str(
+            "<table class=\"runs\"><tr><th>Started</th><th>Duration</th><th>Started by</th>\
+             <th>Result</th></tr>\n",
+        );
+        for r in runs {
+            let duration = r
+                .finished_at
+                .map(|f| duration_words(f - r.started_at))
+                .unwrap_or_else(|| "—".into());
+            let _ = writeln!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                when(Some(r.started_at)),
+                esc(&duration),
+                esc(r.trigger.as_deref().unwrap_or("unknown")),
+                run_result(r)
+            );
+        }
+        o.push_str("</table>\n");
+    }
+    o.push_str("<h3>Checkpoints</h3>\n");
+    if cps.is_empty() {
+        o.push_str("<p>—</p>\n");
+    } else {
+        let labels = label_scope(def)
+            .and_then(|scope| store.labels(&scope).ok())
+            .unwrap_or_default();
+        let what = def
+            .and_then(|d| d.partition.as_ref())
+            .map(|p| p.over.trim_end_matches('s'))
+            .unwrap_or("partition");
+        let _ = writeln!(
+            o,
+            "<table class=\"checkpoints\"><tr><th>{}</th><th>Synced to</th><th>Updated</th></tr>",
+            esc(&capitalized(what))
+        );
+        for c in cps {
+            let part = if c.partition.is_empty() {
+                "(whole stream)".to_string()
+            } else {
+                match labels.get(&c.partition) {
+                    Some(l) => l.clone(),
+                    None => format!("id {}", c.partition),
+                }
+            };
+            let _ = writeln!(
+                o,
+                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
+                esc(&part),
+                esc(&c.cursor),
+                when(Some(c.updated_at))
+            );
+        }
+        o.push_str("</table>\n");
+    }
+    let _ = writeln!(
+        o,
+        "<h3>Dead letters</h3>\n<p class=\"{}\">{dead} dead letter(s), {waiting} of them waiting \
+         to be retried by the next run.{}</p>",
+        if dead > 0 { "bad" } else { "ok" },
+        if dead > 0 {
+            format!(
+                " Read them on <a href=\"/deadletters/{}\">the dead letters page</a> or with \
+                 <code>ferry deadletters list {}</code>; <code>ferry deadletters retry --all \
+                 --pipeline {}</code> retries them.",
+                esc(&url_segment(&p.name)),
+                esc(&p.name),
+                esc(&p.name)
+            )
+        } else {
+            String::new()
+        }
+    );
+    o.push_str("</section>\n");
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// A pipeline name as one URL path segment.
+fn url_segment(s: &str) -> String {
+    let mut o = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+            o.push(char::from(b));
+        } else {
+            let _ = write!(o, "%{b:02X}");
+        }
+    }
+    o
+}
+
+/// Today's API spend: Zoom's daily caps (as this daemon counted them today) and Salesforce's
+/// calls over the last 24 h against ferry's `daily_budget` and the org's allowance.
+fn api_spend(o: &mut String, shared: &Shared) {
+    let conns = shared.conns();
+    let http = conns.http.metrics();
+    o.push_str("<h2>API spend today</h2>\n<table id=\"api-spend\"><tr><th>Service</th><th>Limit</th><th>Used</th></tr>\n");
+    let _ = writeln!(
+        o,
+        "<tr><td>Zoom</td><td>requests since the daemon started</td><td>{}</td></tr>",
+        http.requests(crate::http::Service::Zoom)
+    );
+    for u in conns.http.daily_usage(crate::http::Service::Zoom) {
+        let name = match u.name.as_str() {
+            "heavy_ri" => "heavy and resource-intensive (one daily cap)".to_string(),
+            "phone_heavy_ri" => "Phone heavy and resource-intensive (one daily cap)".to_string(),
+            n => n.replace('_', " "),
+        };
+        let _ = writeln!(
+            o,
+            "<tr><td>Zoom</td><td>{} APIs: {} a day (Zoom's cap less the headroom)</td>\
+             <td class=\"{}\">{} ({}%)</td></tr>",
+            esc(&name),
+            u.limit,
+            if u.used >= u.limit { "bad" } else { "ok" },
+            u.used,
+            percent(u.used, u.limit)
+        );
+    }
+    let b = conns.salesforce.conn.budget();
+    let _ = writeln!(
+        o,
+        "<tr><td>Salesforce</td><td>{}</td><td class=\"{}\">{}{}</td></tr>",
+        match b.daily_budget {
+            Some(n) => format!("ferry's daily_budget: {n} calls in 24 h"),
+            None => "calls by ferry in the last 24 h (no daily_budget set)".into(),
+        },
+        if b.daily_budget.is_some_and(|n| b.used_by_ferry >= n) {
+            "bad"
+        } else {
+            "ok"
+        },
+        b.used_by_ferry,
+        b.daily_budget
+            .map(|n| format!(" ({}%)", percent(b.used_by_ferry, n)))
+            .unwrap_or_default()
+    );
+    if let Some(max) = b.org_max {
+        let used = b.org_used.unwrap_or(0);
+        let _ = writeln!(
+            o,
+            "<tr><td>Salesforce</td><td>the org's daily API allowance: {max} (every client's \
+             calls, as Salesforce last reported them)</td><td class=\"{}\">{used} ({}%)</td></tr>",
+            if used >= max { "bad" } else { "ok" },
+            percent(used, max)
+        );
+    }
+    o.push_str("</table>\n");
+}
+
+fn percent(used: u64, limit: u64) -> u64 {
+    if limit == 0 {
+        return 100;
+    }
+    used.saturating_mul(100) / limit
+}
+
+/// `/deadletters/{pipeline}`: the pipeline's dead letters, read-only, payloads redacted as
+/// `ferry inbox show` redacts them and errors as the status page shows them. None for an
+/// unknown pipeline.
+pub(crate) fn deadletters_html(shared: &Shared, pipeline: &str) -> Option<String> {
+    let project = shared.project();
+    let p = project.pipeline(pipeline)?;
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>ferry: dead letters of {name}</title><style>{STYLE}</style></head><body>\n\
+         <h1>Dead letters of {name}</h1>\n<p><a href=\"/\">status</a> · read-only: \
+         <code>ferry deadletters retry ID</code> asks the next run to write a record again, \
+         <code>ferry deadletters drop ID</code> forgets it.</p>\n",
+        name = esc(&p.name)
+    );
+    match shared.store.deadletters(Some(&p.name)) {
+        Err(e) => {
+            let _ = writeln!(
+                o,
+                "<p class=\"bad\">The dead letters cannot be read: {}</p>",
+                esc(&sanitize_error(&e.to_string()))
+            );
+        }
+        Ok(letters) if letters.is_empty() => o.push_str("<p>No dead letters.</p>\n"),
+        Ok(letters) => {
+            o.push_str(
+                "<table id=\"deadletters\"><tr><th>ID</th><th>Sink</th><th>Key</th>\
+                 <th>Attempts</th><th>Waiting for a retry</th><th>Updated</th><th>Error</th>\
+                 <th>Payload (secrets redacted)</th></tr>\n",
+            );
+            for d in letters.iter().take(MAX_LETTERS_SHOWN) {
+                let payload =
+                    serde_json::to_string_pretty(&super::inbox::redact_payload(&d.payload))
+                        .unwrap_or_default();
+                let _ = writeln!(
+                    o,
+                    "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td>\
+                     <td>{}</td><td>{}</td><td><pre>{}</pre></td></tr>",
+                    d.id,
+                    esc(&d.sink),
+                    esc(&d.key),
+                    d.attempts,
+                    if d.retry_requested { "yes" } else { "no" },
+                    when(Some(d.updated_at)),
+                    esc(&sanitize_error(&d.error)),
+                    esc(&bounded_text(&payload, MAX_PAYLOAD_SHOWN)),
+                );
+            }
+            o.push_str("</table>\n");
+            if letters.len() > MAX_LETTERS_SHOWN {
+                let _ = writeln!(
+                    o,
+                    "<p>{} more: <code>ferry deadletters list {}</code> lists them all.</p>",
+                    letters.len() - MAX_LETTERS_SHOWN,
+                    esc(&p.name)
+                );
+            }
+        }
+    }
+    o.push_str("</body></html>\n");
+    Some(o)
+}
+
+/// Letters shown on the dead letters page (the CLI lists them all).
+const MAX_LETTERS_SHOWN: usize = 500;
+/// The most of one payload shown.
+const MAX_PAYLOAD_SHOWN: usize = 20_000;
+
+fn bounded_text(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut cut: String = s.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }
 
 fn human(d: std::time::Duration) -> String {
@@ -294,6 +735,54 @@ mod tests {
         let plain = "Salesforce API budget reached: ferry has made 10 of the 10 calls; select a smaller batch";
         assert_eq!(sanitize_error(plain), plain);
         assert!(sanitize_error(&"x".repeat(5000)).chars().count() <= MAX_SHOWN_ERROR);
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn cp(partition: &str, cursor: &str) -> crate::state::CheckpointRow {
+        crate::state::CheckpointRow {
+            pipeline: "p".into(),
+            stream: "past_meetings".into(),
+            partition: partition.into(),
+            cursor: cursor.into(),
+            updated_at: at("2026-09-15T12:00:00Z"),
+        }
+    }
+
+    #[test]
+    fn how_far_behind_reads_in_words_from_the_oldest_checkpoint() {
+        let now = at("2026-09-15T12:00:00Z");
+        let meetings = crate::connectors::zoom::catalog().get("past_meetings");
+        let users = crate::connectors::zoom::catalog().get("users");
+        let a = cp("u1", "2026-09-15T11:57:00Z");
+        let b = cp("u2", "2026-09-15T09:55:00Z");
+        assert_eq!(synced_words(meetings, &[&a], now), "synced to 3 min ago");
+        assert_eq!(
+            synced_words(meetings, &[&a, &b], now),
+            "synced to 2 h 5 min ago",
+            "the oldest partition is how far behind the pipeline is"
+        );
+        let old = cp("u3", "2026-09-10T12:00:00Z");
+        assert_eq!(synced_words(meetings, &[&old], now), "synced to 5 days ago");
+        let fresh = cp("u4", "2026-09-15T11:59:30Z");
+        assert_eq!(
+            synced_words(meetings, &[&fresh], now),
+            "synced to less than a minute ago"
+        );
+        assert_eq!(synced_words(meetings, &[], now), "not synced yet");
+        assert_eq!(
+            synced_words(users, &[], now),
+            "reads the whole stream each run (no checkpoint)"
+        );
+        assert_eq!(label_scope(meetings).as_deref(), Some("zoom.users"));
+        assert_eq!(label_scope(users), None);
+        assert_eq!(percent(50, 200), 25);
+        assert_eq!(percent(u64::MAX, 10), u64::MAX / 10, "no overflow");
+        assert_eq!(percent(1, 0), 100);
+        assert_eq!(url_segment("a b/c"), "a%20b%2Fc");
+        assert_eq!(anchor("x<y"), "pipeline-x-y");
     }
 
     #[test]

@@ -239,6 +239,17 @@ impl Connections {
             }
         }
     }
+
+    /// Keeps in the state the partition labels the run's reads learned (a Zoom user id →
+    /// the user's email), for the status page.
+    pub fn save_labels(&self) {
+        let now = self.http.clock().now();
+        for (scope, labels) in self.zoom.conn.take_partition_labels() {
+            if let Err(e) = self.store.set_labels(&scope, &labels, now) {
+                tracing::warn!("could not save the partition labels: {e}");
+            }
+        }
+    }
 }
 
 /// The Zoom connector as the engine's [`Source`].

@@ -12,6 +12,7 @@ mod checkpoints;
 mod deadletters;
 mod inbox;
 mod key;
+mod labels;
 mod lease;
 mod ledger;
 mod runs;
@@ -19,6 +20,7 @@ mod schema;
 mod tokens;
 
 pub use cache::CACHE_MISS_NONE;
+pub(crate) use checkpoints::cursor_time;
 pub use checkpoints::{Checkpoint, CheckpointRow};
 pub use deadletters::{DeadLetter, DeadLetterCount, NewDeadLetter};
 pub use inbox::{
@@ -26,6 +28,7 @@ pub use inbox::{
     InboxEvent, InboxFailure, inbox_retry_delay,
 };
 pub use key::{StateKey, key_file_path, load_or_create_key_file};
+pub use labels::{MAX_LABEL_CHARS, MAX_LABELS_PER_SCOPE};
 pub use lease::{
     DEFAULT_LEASE_TTL, Held, Lease, LeaseBackend, LeaseGuard, LeaseKeeper, Renewal, acquire_now,
     acquire_waiting, describe_holder, holder_is_dead, process_holder_id,

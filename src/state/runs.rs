@@ -17,7 +17,15 @@ pub struct RunRow {
     /// `None` while running (or when the process died mid-run).
     pub ok: Option<bool>,
     pub summary: Option<serde_json::Value>,
+    /// What started the run (`schedule`, `webhook`, `manual API`, `ferry run`), when known.
+    pub trigger: Option<String>,
+    /// Why the run stopped before its end (already fit to show), when it did.
+    pub stopped: Option<String>,
 }
+
+/// The columns [`row_to_run`] reads, in its order.
+const RUN_COLUMNS: &str =
+    "run_id, pipeline, started_at, finished_at, ok, summary, trigger, stopped";
 
 fn row_to_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
     let summary: Option<String> = r.get(5)?;
@@ -28,6 +36,8 @@ fn row_to_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         finished_at: opt_ts_col(r, 3)?,
         ok: r.get::<_, Option<i64>>(4)?.map(|v| v != 0),
         summary: summary.and_then(|s| serde_json::from_str(&s).ok()),
+        trigger: r.get(6)?,
+        stopped: r.get(7)?,
     })
 }
 
@@ -73,12 +83,38 @@ impl Store {
         })
     }
 
+    /// Records what started a run (after [`Store::run_started`]).
+    pub fn run_trigger(&self, run_id: &str, trigger: &str) -> Result<()> {
+        self.write("record what started a run", |tx| {
+            tx.execute(
+                "UPDATE runs SET trigger = ?2 WHERE run_id = ?1",
+                params![run_id, bounded(trigger)],
+            )
+            .context("record what started a run")?;
+            Ok(())
+        })
+    }
+
+    /// Records why a run stopped before its end (after [`Store::run_finished`]); the text
+    /// is shown on the status page, so the caller passes it sanitized.
+    pub fn run_stopped(&self, run_id: &str, why: &str) -> Result<()> {
+        self.write("record why a run stopped", |tx| {
+            tx.execute(
+                "UPDATE runs SET stopped = ?2 WHERE run_id = ?1",
+                params![run_id, bounded(why)],
+            )
+            .context("record why a run stopped")?;
+            Ok(())
+        })
+    }
+
     /// The latest run of each pipeline, by pipeline name.
     pub fn last_runs(&self) -> Result<Vec<RunRow>> {
         let conn = self.conn();
         let mut st = conn
             .prepare_cached(
-                "SELECT r.run_id, r.pipeline, r.started_at, r.finished_at, r.ok, r.summary
+                "SELECT r.run_id, r.pipeline, r.started_at, r.finished_at, r.ok, r.summary,
+                        r.trigger, r.stopped
                  FROM runs r
                  WHERE r.run_id = (SELECT run_id FROM runs x WHERE x.pipeline = r.pipeline
                                    ORDER BY x.started_at DESC, x.rowid DESC LIMIT 1)
@@ -95,10 +131,10 @@ impl Store {
     pub fn runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunRow>> {
         let conn = self.conn();
         let mut st = conn
-            .prepare_cached(
-                "SELECT run_id, pipeline, started_at, finished_at, ok, summary FROM runs
-                 WHERE ?1 IS NULL OR pipeline = ?1 ORDER BY started_at DESC, rowid DESC LIMIT ?2",
-            )
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs
+                 WHERE ?1 IS NULL OR pipeline = ?1 ORDER BY started_at DESC, rowid DESC LIMIT ?2"
+            ))
             .context("read runs")?;
         st.query_map(
             params![pipeline, i64::try_from(limit).unwrap_or(i64::MAX)],
@@ -108,4 +144,16 @@ impl Store {
         .collect::<rusqlite::Result<Vec<_>>>()
         .context("read runs")
     }
+}
+
+/// The most of a trigger or a stop reason kept (a reason can quote a server's answer).
+const MAX_NOTE_CHARS: usize = 2000;
+
+fn bounded(s: &str) -> String {
+    if s.chars().count() <= MAX_NOTE_CHARS {
+        return s.to_string();
+    }
+    let mut cut: String = s.chars().take(MAX_NOTE_CHARS - 1).collect();
+    cut.push('…');
+    cut
 }

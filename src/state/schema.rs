@@ -102,6 +102,20 @@ const MIGRATIONS: &[&str] = &[
         expires_at  TEXT NOT NULL
     );
     "#,
+    // 3: what started a run and why it stopped (the status page shows both, for the
+    // daemon's runs and `ferry run`'s alike), and labels for partition ids (a Zoom user id →
+    // the user's email), learned when a run lists the partitions.
+    r#"
+    ALTER TABLE runs ADD COLUMN trigger TEXT;
+    ALTER TABLE runs ADD COLUMN stopped TEXT;
+    CREATE TABLE labels (
+        scope      TEXT NOT NULL,
+        id         TEXT NOT NULL,
+        label      TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (scope, id)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -65,7 +65,9 @@ async fn edits_apply_to_the_next_run_and_broken_files_keep_the_old_version() {
     let (status, body) = get(&format!("{}/healthz", h.url())).await;
     assert_eq!(status, 200);
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(health["status"], "ok");
+    // Alive (200), but not ready: the body says so, and /readyz answers 503.
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["ready"], false);
     let files: Vec<&str> = health["files_in_error"]
         .as_array()
         .unwrap()

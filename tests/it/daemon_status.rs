@@ -4,6 +4,7 @@
 use crate::support::daemon as daemon_support;
 
 use daemon_support::*;
+use ferry::daemon::{Daemon, DaemonOptions};
 use ferry::sim::sandbox::EXAMPLE_PIPELINES;
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -272,4 +273,222 @@ fn on_ci() -> bool {
         let v = v.trim();
         v.eq_ignore_ascii_case("true") || v == "1" || v.eq_ignore_ascii_case("yes")
     })
+}
+
+/// Runs `ferry run` as a process on the project, its log (stderr) written to a file.
+fn ferry_run(config: &std::path::Path, pipeline: &str, log: &std::path::Path) -> i32 {
+    let log_file = std::fs::File::create(log).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("--config")
+        .arg(config)
+        .args(["run", pipeline, "--allow-dead-letters"])
+        // Debug lines too, so the log has lines of every level to colour.
+        .env("FERRY_LOG", "debug")
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(log_file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("records read"), "{stdout}");
+    out.status.code().unwrap_or(-1)
+}
+
+/// `<tr>...</tr>` rows of the table with this id attribute (or class), in order.
+fn section<'a>(page: &'a str, start: &str) -> &'a str {
+    let at = page
+        .find(start)
+        .unwrap_or_else(|| panic!("`{start}` missing from\n{page}"));
+    let rest = &page[at..];
+    let end = rest
+        .find("</section>")
+        .or(rest.find("</table>"))
+        .unwrap_or(rest.len());
+    &rest[..end]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ferry_run_shows_on_the_status_page_with_its_counts_and_how_far_it_synced() {
+    // `ferry run` is a process on the system clock, so the simulators use it too.
+    let mut opts = ferry::sim::sandbox::SandboxOptions::new(ferry::clock::system());
+    opts.scale.meetings = 20;
+    let sandbox = ferry::sim::sandbox::Sandbox::start(opts).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // No schedule: the daemon started below runs nothing itself.
+    let pipeline = MEETINGS.replace("schedule: 15m\n", "");
+    assert_ne!(pipeline, MEETINGS);
+    let config = sandbox
+        .write_project(dir.path(), &[("meetings-to-events.yaml", &pipeline)])
+        .unwrap();
+    let log = dir.path().join("ferry-run.log");
+    let code = tokio::task::spawn_blocking({
+        let (config, log) = (config.clone(), log.clone());
+        move || ferry_run(&config, "meetings-to-events", &log)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0);
+    // A log written to a file carries no ANSI colour codes.
+    let text = std::fs::read(&log).unwrap();
+    assert!(!text.is_empty(), "the run logged nothing");
+    assert!(
+        !text.contains(&0x1b),
+        "ESC in a log written to a file:\n{}",
+        String::from_utf8_lossy(&text)
+    );
+
+    let mut o = DaemonOptions::new(ferry::clock::system());
+    o.listen_override = Some("127.0.0.1:0".into());
+    o.watch = false;
+    o.tick = Duration::from_millis(10);
+    let h = Daemon::start(&config, o).await.unwrap();
+    let (status, page) = get(&format!("{}/", h.url())).await;
+    assert_eq!(status, 200);
+    let row = section(&page, "<tr><td><strong>meetings-to-events</strong>");
+    assert!(
+        !row.contains("<td>—</td><td>—</td>"),
+        "Last run and Result: {row}"
+    );
+    assert!(row.contains("(ferry run)"), "what started it: {row}");
+    assert!(row.contains("class=\"ok\">ok</span>"), "{row}");
+    let last = h
+        .store()
+        .runs(Some("meetings-to-events"), 1)
+        .unwrap()
+        .remove(0);
+    assert_eq!(last.trigger.as_deref(), Some("ferry run"));
+    let summary = last.summary.as_ref().unwrap();
+    let n = |k: &str| summary[k].as_u64().unwrap();
+    assert!(n("create") > 0, "{last:?}");
+    let counts = format!(
+        "created {}, updated {}, unchanged {}, skipped {}, errors {}",
+        n("create"),
+        n("update"),
+        n("unchanged"),
+        n("skip"),
+        n("error")
+    );
+    assert!(row.contains(&counts), "{counts} not in {row}");
+    // How far behind its source, in words, from the checkpoints.
+    let synced = section(&page, "<td class=\"synced\">");
+    assert!(
+        synced.contains("synced to ") && synced.contains(" ago"),
+        "{synced}"
+    );
+    // The pipeline's section: its run in the history, its partitions by the host's email.
+    let details = section(&page, "<section id=\"pipeline-meetings-to-events\">");
+    assert!(details.contains("<td>ferry run</td>"), "{details}");
+    assert!(details.contains("<th>User</th>"), "{details}");
+    let cps = h.store().checkpoints(Some("meetings-to-events")).unwrap();
+    assert!(!cps.is_empty());
+    for c in &cps {
+        let user = sandbox
+            .world
+            .users
+            .iter()
+            .find(|u| u.id == c.partition)
+            .unwrap_or_else(|| panic!("partition {} is no user", c.partition));
+        assert!(
+            details.contains(&format!("<td>{}</td>", user.email)),
+            "{} not labelled {}: {details}",
+            c.partition,
+            user.email
+        );
+        assert!(
+            !details.contains(&format!("id {}", c.partition)),
+            "{details}"
+        );
+    }
+    // The day's API spend: Salesforce's calls of the run (kept in the state) are counted.
+    let spend = section(&page, "<table id=\"api-spend\">");
+    assert!(spend.contains("Salesforce"), "{spend}");
+    assert!(spend.contains("heavy and resource-intensive"), "{spend}");
+    assert!(h.shutdown().await.clean);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_while_a_file_is_in_error_and_healthz_stays_200() {
+    let pipeline = MEETINGS.replace("schedule: 15m\n", "");
+    let env = Env::new(5, &[("meetings-to-events.yaml", &pipeline)]).await;
+    let file = env.pipeline_path("meetings-to-events.yaml");
+    let h = env.start().await;
+    let (code, body) = get(&format!("{}/readyz", h.url())).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = get(&format!("{}/healthz", h.url())).await;
+    assert_eq!(code, 200);
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (health["status"].as_str(), health["ready"].as_bool()),
+        (Some("ok"), Some(true))
+    );
+
+    let save = |text: &str| {
+        let tmp = file.with_extension("yaml.swp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+    };
+    save(&pipeline.replace("sinks:\n  event:\n", "sinks:\n  event\n    - [\n"));
+    wait(&h, "the refused reload", |s| s.reload_failures >= 1).await;
+    let (code, body) = get(&format!("{}/readyz", h.url())).await;
+    assert_eq!(code, 503, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        ready["not_ready"][0]
+            .as_str()
+            .unwrap()
+            .contains("meetings-to-events.yaml"),
+        "{ready}"
+    );
+    let (code, body) = get(&format!("{}/healthz", h.url())).await;
+    assert_eq!(code, 200, "liveness stays 200: {body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["ready"], false);
+
+    // Dead letters are readable on a read-only page, secrets redacted, errors sanitized.
+    h.store()
+        .deadletters_add(
+            "meetings-to-events",
+            &[ferry::state::NewDeadLetter {
+                sink: "event".into(),
+                key: "meeting-1".into(),
+                payload: serde_json::json!({"Subject": "Zoom: Q3 review", "join_url":
+                    "https://zoom.us/j/1?pwd=SECRETPWD", "passcode": "SECRETCODE"}),
+                error: "STRING_TOO_LONG: Subject for pat@example.com".into(),
+            }],
+        )
+        .unwrap();
+    let (_, page) = get(&format!("{}/", h.url())).await;
+    let details = section(&page, "<section id=\"pipeline-meetings-to-events\">");
+    assert!(
+        details.contains("1 dead letter(s)")
+            && details.contains("href=\"/deadletters/meetings-to-events\"")
+            && details.contains("ferry deadletters list meetings-to-events"),
+        "{details}"
+    );
+    let (code, letters) = get(&format!("{}/deadletters/meetings-to-events", h.url())).await;
+    assert_eq!(code, 200);
+    assert!(
+        letters.contains("Zoom: Q3 review") && letters.contains("STRING_TOO_LONG"),
+        "{letters}"
+    );
+    for secret in ["SECRETPWD", "SECRETCODE", "pat@example.com"] {
+        assert!(!letters.contains(secret), "{secret} shown: {letters}");
+    }
+    assert!(!letters.contains("<script"), "no scripts");
+    let (code, _) = get(&format!("{}/deadletters/no-such-pipeline", h.url())).await;
+    assert_eq!(code, 404);
+
+    save(&pipeline);
+    wait(&h, "the reload of the fixed file", |s| {
+        s.reloads >= 1 && s.files_in_error.is_empty()
+    })
+    .await;
+    let (code, body) = get(&format!("{}/readyz", h.url())).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = get(&format!("{}/healthz", h.url())).await;
+    assert_eq!(code, 200);
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert!(h.shutdown().await.clean);
 }

@@ -66,6 +66,10 @@ pub struct PartitionDef {
     pub param: String,
     pub over: String,
     pub field: String,
+    /// The field of `over`'s records that names a partition for a person (a user's email):
+    /// the status page shows it instead of the id.
+    #[serde(default)]
+    pub label: Option<String>,
 }
 
 /// A single-record fetch.

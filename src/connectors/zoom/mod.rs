@@ -262,6 +262,8 @@ struct Inner {
     settings: ZoomSettings,
     http: HttpClient,
     tokens: auth::TokenCache,
+    /// Partition labels learned by reads (scope, id) → label, until taken to the state.
+    labels: std::sync::Mutex<BTreeMap<(String, String), String>>,
 }
 
 impl ZoomConnector {
@@ -278,12 +280,54 @@ impl ZoomConnector {
                 settings: cfg,
                 http,
                 tokens: cache,
+                labels: std::sync::Mutex::new(BTreeMap::new()),
             }),
         }
     }
 
     pub fn catalog(&self) -> &'static ZoomCatalog {
         catalog()
+    }
+
+    /// The partition labels reads learned since the last call (scope `zoom.<stream>`, id,
+    /// label), for the caller to keep in the state; the status page shows them in place of
+    /// bare ids.
+    pub fn take_partition_labels(&self) -> BTreeMap<String, Vec<(String, String)>> {
+        let taken =
+            std::mem::take(&mut *self.inner.labels.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        for ((scope, id), label) in taken {
+            out.entry(scope).or_default().push((id, label));
+        }
+        out
+    }
+
+    /// Remembers `label_field` of each parent record under its `id_field` (both bounded: a
+    /// label is at most [`crate::state::MAX_LABEL_CHARS`] characters, at most
+    /// [`crate::state::MAX_LABELS_PER_SCOPE`] are held).
+    fn learn_labels(&self, over: &str, id_field: &str, label_field: &str, parent: &[Value]) {
+        let scope = format!("zoom.{over}");
+        let mut held = self.inner.labels.lock().unwrap_or_else(|e| e.into_inner());
+        for r in parent {
+            if held.len() >= crate::state::MAX_LABELS_PER_SCOPE {
+                break;
+            }
+            let (Some(id), Some(label)) = (
+                r.get(id_field).map(param_text),
+                r.get(label_field).and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            if id.is_empty() || label.trim().is_empty() {
+                continue;
+            }
+            let label: String = label
+                .trim()
+                .chars()
+                .take(crate::state::MAX_LABEL_CHARS)
+                .collect();
+            held.insert((scope.clone(), id), label);
+        }
     }
 
     pub fn http(&self) -> &HttpClient {
@@ -534,6 +578,9 @@ impl ZoomConnector {
             Some(v) if v != "all" => Ok(vec![v]),
             _ => {
                 let parent = self.fetch_all(&p.over, &BTreeMap::new()).await?;
+                if let Some(label) = &p.label {
+                    self.learn_labels(&p.over, &p.field, label, &parent);
+                }
                 Ok(parent
                     .iter()
                     .filter_map(|r| r.get(&p.field).map(param_text))

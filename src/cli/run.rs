@@ -77,16 +77,28 @@ pub async fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
             conns.http.metrics().total(Service::Zoom),
             conns.http.metrics().total(Service::Salesforce),
         );
-        let _ = conns.store.run_started(&p.name, &opts.run_id, clock.now());
+        if let Err(e) = conns
+            .store
+            .run_started(&p.name, &opts.run_id, clock.now())
+            .await
+        {
+            tracing::warn!(pipeline = %p.name, "could not record the run's start: {e}");
+        }
         let report = engine.run(p, &opts).await;
-        let _ = conns.store.run_finished(
-            &opts.run_id,
-            clock.now(),
-            !report.failed(),
-            &report.to_json()["summary"],
-        );
-        drop(lease);
-        conns.save_budget();
+        if let Err(e) = conns
+            .store
+            .run_finished(
+                &opts.run_id,
+                clock.now(),
+                !report.failed(),
+                &report.to_json()["summary"],
+            )
+            .await
+        {
+            tracing::warn!(pipeline = %p.name, "could not record the run's end: {e}");
+        }
+        lease.release().await;
+        conns.save_budget().await;
         if let Some(b) = bar {
             b.finish_and_clear();
         }

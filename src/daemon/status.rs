@@ -6,9 +6,16 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 use std::fmt::Write as _;
 
+/// A state read for the status surfaces: an error is logged (the page shows what it has)
+/// and becomes `None`.
+pub(crate) fn logged<T>(what: &str, r: crate::state::Result<T>) -> Option<T> {
+    r.map_err(|e| tracing::warn!("status: could not read {what} from the state: {e}"))
+        .ok()
+}
+
 /// `{"status": "ok", "files_in_error": [...], ...}`. The daemon answers while it runs; a file
 /// in error means the previous version of the project is still the one running.
-pub(crate) fn health_json(shared: &Shared) -> serde_json::Value {
+pub(crate) async fn health_json(shared: &Shared) -> serde_json::Value {
     let st = shared.status();
     let mut files: Vec<&str> = st.files_in_error.iter().map(|p| p.file.as_str()).collect();
     files.dedup();
@@ -18,8 +25,8 @@ pub(crate) fn health_json(shared: &Shared) -> serde_json::Value {
         "problems": st.files_in_error,
         "connection_error": st.connection_error,
         "pipelines": shared.project().pipelines.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
-        "inbox_depth": shared.store.inbox_depth().ok(),
-        "inbox": shared.store.inbox_counts().ok(),
+        "inbox_depth": logged("the inbox depth", shared.store.inbox_depth().await),
+        "inbox": logged("the inbox counts", shared.store.inbox_counts().await),
         "shutting_down": shared.shutdown().is_triggered(),
     })
 }
@@ -121,13 +128,13 @@ table{border-collapse:collapse;margin-bottom:1.5rem}\
 th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top}\
 th{background:#f3f3f3}.ok{color:#176d2c}.bad{color:#a31515}code{font-size:.9em}";
 
-pub(crate) fn render_html(shared: &Shared) -> String {
+pub(crate) async fn render_html(shared: &Shared) -> String {
     let st = shared.status();
     let project = shared.project();
     let store = &shared.store;
-    let checkpoints = store.checkpoints(None).unwrap_or_default();
-    let dead = store.deadletter_counts().unwrap_or_default();
-    let inbox = store.inbox_counts().unwrap_or_default();
+    let checkpoints = logged("checkpoints", store.checkpoints(None).await).unwrap_or_default();
+    let dead = logged("dead letter counts", store.deadletter_counts().await).unwrap_or_default();
+    let inbox = logged("the inbox counts", store.inbox_counts().await).unwrap_or_default();
     let mut o = String::new();
     let _ = write!(
         o,

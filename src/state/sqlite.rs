@@ -653,6 +653,7 @@ mod tests {
     /// call finishes once the connection is free. Were the call run on the worker, the test
     /// would never get past its first `yield_now`.
     #[tokio::test(flavor = "current_thread")]
+    #[allow(clippy::await_holding_lock)] // holding the connection is the point
     async fn a_waiting_call_does_not_block_the_async_worker() {
         let state = SqliteState::in_memory().unwrap();
         let backend: Arc<dyn StateBackend> = Arc::new(state.clone());

@@ -47,7 +47,7 @@ pub async fn run(g: &Global, a: &DeadlettersArgs) -> anyhow::Result<u8> {
     };
     match &a.command {
         DeadlettersCommand::List { pipeline, format } => {
-            let letters = store.deadletters(pipeline.as_deref())?;
+            let letters = store.deadletters(pipeline.as_deref()).await?;
             match format {
                 TableFormat::Json => println!("{}", serde_json::to_string_pretty(&letters)?),
                 TableFormat::Text => {
@@ -91,7 +91,7 @@ pub async fn run(g: &Global, a: &DeadlettersArgs) -> anyhow::Result<u8> {
             }
             Ok(EXIT_OK)
         }
-        DeadlettersCommand::Show { id } => match store.deadletter(*id)? {
+        DeadlettersCommand::Show { id } => match store.deadletter(*id).await? {
             Some(d) => {
                 println!("{}", serde_json::to_string_pretty(&d)?);
                 Ok(EXIT_OK)
@@ -103,14 +103,16 @@ pub async fn run(g: &Global, a: &DeadlettersArgs) -> anyhow::Result<u8> {
         },
         DeadlettersCommand::Retry { ids, all, pipeline } => {
             let n = if *all {
-                store.deadletters_mark_retry_all(pipeline.as_deref())?
+                store
+                    .deadletters_mark_retry_all(pipeline.as_deref())
+                    .await?
             } else if ids.is_empty() {
                 eprintln!(
                     "error: name the letters to retry (ids from `ferry deadletters list`) or pass --all"
                 );
                 return Ok(EXIT_INVALID);
             } else {
-                store.deadletters_mark_retry(ids)?
+                store.deadletters_mark_retry(ids).await?
             };
             println!("{n} dead letter(s) marked; the next run of their pipeline retries them");
             Ok(if !*all && n < ids.len() {
@@ -121,14 +123,14 @@ pub async fn run(g: &Global, a: &DeadlettersArgs) -> anyhow::Result<u8> {
         }
         DeadlettersCommand::Drop { ids, all, pipeline } => {
             let n = if *all {
-                store.deadletters_drop_all(pipeline.as_deref())?
+                store.deadletters_drop_all(pipeline.as_deref()).await?
             } else if ids.is_empty() {
                 eprintln!(
                     "error: name the letters to drop (ids from `ferry deadletters list`) or pass --all"
                 );
                 return Ok(EXIT_INVALID);
             } else {
-                store.deadletters_drop(ids)?
+                store.deadletters_drop(ids).await?
             };
             println!("{n} dead letter(s) dropped");
             Ok(if !*all && n < ids.len() {

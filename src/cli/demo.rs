@@ -109,7 +109,7 @@ pub async fn run(_g: &Global, a: &DemoArgs) -> anyhow::Result<u8> {
         print_run(&report);
         first.push(report);
     }
-    conns.save_budget();
+    conns.save_budget().await;
 
     // 3. Run again: nothing new in Zoom, so nothing is written.
     println!("\n== 3. ferry run again  (nothing new in Zoom) ==\n");
@@ -121,7 +121,7 @@ pub async fn run(_g: &Global, a: &DemoArgs) -> anyhow::Result<u8> {
         print_run(&report);
         second.push(report);
     }
-    conns.save_budget();
+    conns.save_budget().await;
 
     // 4. What happened, in a minute.
     println!("\n== What ferry did ==\n");

@@ -46,7 +46,7 @@ pub async fn run(g: &Global, a: &InboxArgs) -> anyhow::Result<u8> {
             limit,
             format,
         } => {
-            let entries = store.inbox_list(*dead, *limit)?;
+            let entries = store.inbox_list(*dead, *limit).await?;
             match format {
                 TableFormat::Json => {
                     let shown: Vec<serde_json::Value> = entries
@@ -92,7 +92,7 @@ pub async fn run(g: &Global, a: &InboxArgs) -> anyhow::Result<u8> {
             }
             Ok(EXIT_OK)
         }
-        InboxCommand::Show { id } => match store.inbox_entry(*id)? {
+        InboxCommand::Show { id } => match store.inbox_entry(*id).await? {
             Some(mut e) => {
                 e.payload = redact_payload(&e.payload);
                 println!("{}", serde_json::to_string_pretty(&e)?);
@@ -106,7 +106,8 @@ pub async fn run(g: &Global, a: &InboxArgs) -> anyhow::Result<u8> {
         InboxCommand::Retry { ids, all_dead } => {
             let ids: Vec<i64> = if *all_dead {
                 store
-                    .inbox_list(true, usize::MAX)?
+                    .inbox_list(true, usize::MAX)
+                    .await?
                     .iter()
                     .map(|e| e.id)
                     .collect()
@@ -120,7 +121,7 @@ pub async fn run(g: &Global, a: &InboxArgs) -> anyhow::Result<u8> {
             };
             let mut n = 0usize;
             for id in &ids {
-                if store.inbox_retry(*id)? {
+                if store.inbox_retry(*id).await? {
                     n += 1;
                 }
             }

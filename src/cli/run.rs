@@ -77,22 +77,38 @@ pub async fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
             conns.http.metrics().total(Service::Zoom),
             conns.http.metrics().total(Service::Salesforce),
         );
-        let _ = conns.store.run_started(&p.name, &opts.run_id, clock.now());
-        let _ = conns.store.run_trigger(&opts.run_id, "ferry run");
+        if let Err(e) = conns
+            .store
+            .run_started(&p.name, &opts.run_id, clock.now())
+            .await
+        {
+            tracing::warn!(pipeline = %p.name, "could not record the run's start: {e}");
+        }
+        if let Err(e) = conns.store.run_trigger(&opts.run_id, "ferry run").await {
+            tracing::warn!(pipeline = %p.name, "could not record what started the run: {e}");
+        }
         let report = engine.run(p, &opts).await;
-        let _ = conns.store.run_finished(
-            &opts.run_id,
-            clock.now(),
-            !report.failed(),
-            &report.to_json()["summary"],
-        );
+        if let Err(e) = conns
+            .store
+            .run_finished(
+                &opts.run_id,
+                clock.now(),
+                !report.failed(),
+                &report.to_json()["summary"],
+            )
+            .await
+        {
+            tracing::warn!(pipeline = %p.name, "could not record the run's end: {e}");
+        }
         if let Some(why) = &report.stopped {
             let shown = crate::daemon::status::sanitize_error(why);
-            let _ = conns.store.run_stopped(&opts.run_id, &shown);
+            if let Err(e) = conns.store.run_stopped(&opts.run_id, &shown).await {
+                tracing::warn!(pipeline = %p.name, "could not record why the run stopped: {e}");
+            }
         }
-        drop(lease);
-        conns.save_budget();
-        conns.save_labels();
+        lease.release().await;
+        conns.save_budget().await;
+        conns.save_labels().await;
         if let Some(b) = bar {
             b.finish_and_clear();
         }

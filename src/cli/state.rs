@@ -79,7 +79,7 @@ pub(super) fn open_existing(g: &Global) -> anyhow::Result<Option<Store>> {
 
 pub async fn run(g: &Global, a: &StateArgs) -> anyhow::Result<u8> {
     match &a.command {
-        StateCommand::Show { pipeline, format } => show(g, pipeline.as_deref(), *format),
+        StateCommand::Show { pipeline, format } => show(g, pipeline.as_deref(), *format).await,
         StateCommand::Rewind { pipeline, to } => {
             let Some(to) = parse_when(to, Utc::now()) else {
                 eprintln!(
@@ -91,7 +91,7 @@ pub async fn run(g: &Global, a: &StateArgs) -> anyhow::Result<u8> {
             let Some(store) = open_existing(g)? else {
                 return Ok(EXIT_OK);
             };
-            let n = store.rewind(pipeline, to)?;
+            let n = store.rewind(pipeline, to).await?;
             println!(
                 "{pipeline}: {n} checkpoint(s) moved back to {}; the next run re-reads from there",
                 to.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
@@ -102,10 +102,10 @@ pub async fn run(g: &Global, a: &StateArgs) -> anyhow::Result<u8> {
             let Some(store) = open_existing(g)? else {
                 return Ok(EXIT_OK);
             };
-            let n = store.reset(pipeline)?;
+            let n = store.reset(pipeline).await?;
             println!("{pipeline}: {n} checkpoint(s) removed; the next run starts from `since`");
             if *ledger {
-                let m = store.reset_ledger(pipeline)?;
+                let m = store.reset_ledger(pipeline).await?;
                 println!("{pipeline}: {m} ledger entr(ies) removed");
             }
             Ok(EXIT_OK)
@@ -113,19 +113,21 @@ pub async fn run(g: &Global, a: &StateArgs) -> anyhow::Result<u8> {
     }
 }
 
-fn show(g: &Global, pipeline: Option<&str>, format: TableFormat) -> anyhow::Result<u8> {
+async fn show(g: &Global, pipeline: Option<&str>, format: TableFormat) -> anyhow::Result<u8> {
     let Some(store) = open_existing(g)? else {
         return Ok(EXIT_OK);
     };
-    let checkpoints = store.checkpoints(pipeline)?;
-    let ledger = store.ledger_counts(pipeline)?;
+    let checkpoints = store.checkpoints(pipeline).await?;
+    let ledger = store.ledger_counts(pipeline).await?;
     let letters: Vec<_> = store
-        .deadletter_counts()?
+        .deadletter_counts()
+        .await?
         .into_iter()
         .filter(|c| pipeline.is_none_or(|p| p == c.pipeline))
         .collect();
     let runs: Vec<_> = store
-        .last_runs()?
+        .last_runs()
+        .await?
         .into_iter()
         .filter(|r| pipeline.is_none_or(|p| p == r.pipeline))
         .collect();
@@ -136,7 +138,7 @@ fn show(g: &Global, pipeline: Option<&str>, format: TableFormat) -> anyhow::Resu
                 "ledger": ledger,
                 "dead_letters": letters,
                 "last_runs": runs,
-                "inbox_depth": store.inbox_depth()?,
+                "inbox_depth": store.inbox_depth().await?,
             });
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }

@@ -14,9 +14,10 @@ pub struct TokenStoreError(pub String);
 /// [`token_key`](crate::connectors::salesforce::token_key)). `put` must be durable when it
 /// returns: a rotated refresh token is stored before its access token is used, so a crash
 /// never loses the only valid token.
+#[async_trait::async_trait]
 pub trait TokenStore: Send + Sync {
-    fn get(&self, name: &str) -> Result<Option<Secret>, TokenStoreError>;
-    fn put(&self, name: &str, value: &Secret) -> Result<(), TokenStoreError>;
+    async fn get(&self, name: &str) -> Result<Option<Secret>, TokenStoreError>;
+    async fn put(&self, name: &str, value: &Secret) -> Result<(), TokenStoreError>;
 }
 
 /// A token store in memory, for tests and one-shot commands.
@@ -33,8 +34,9 @@ impl MemoryTokenStore {
     }
 }
 
+#[async_trait::async_trait]
 impl TokenStore for MemoryTokenStore {
-    fn get(&self, name: &str) -> Result<Option<Secret>, TokenStoreError> {
+    async fn get(&self, name: &str) -> Result<Option<Secret>, TokenStoreError> {
         Ok(self
             .inner
             .lock()
@@ -42,7 +44,7 @@ impl TokenStore for MemoryTokenStore {
             .get(name)
             .cloned())
     }
-    fn put(&self, name: &str, value: &Secret) -> Result<(), TokenStoreError> {
+    async fn put(&self, name: &str, value: &Secret) -> Result<(), TokenStoreError> {
         self.inner
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -66,17 +68,20 @@ impl StoreTokens {
     }
 }
 
+#[async_trait::async_trait]
 impl TokenStore for StoreTokens {
-    fn get(&self, name: &str) -> Result<Option<Secret>, TokenStoreError> {
+    async fn get(&self, name: &str) -> Result<Option<Secret>, TokenStoreError> {
         self.0
             .token_get(name)
+            .await
             .map(|t| t.map(|t| Secret::new(t.value)))
             .map_err(|e| TokenStoreError(e.to_string()))
     }
 
-    fn put(&self, name: &str, value: &Secret) -> Result<(), TokenStoreError> {
+    async fn put(&self, name: &str, value: &Secret) -> Result<(), TokenStoreError> {
         self.0
             .token_put(name, value.expose(), None)
+            .await
             .map_err(|e| TokenStoreError(e.to_string()))
     }
 }

@@ -221,12 +221,16 @@ async fn run_triggered(
 }
 
 /// Forgets the events that are over (see [`crate::state::Store::inbox_purge`]).
-fn purge(shared: &Shared, now: DateTime<Utc>) {
+async fn purge(shared: &Shared, now: DateTime<Utc>) {
     use crate::state::{INBOX_KEEP_DONE_DAYS, INBOX_KEEP_FAILED_DAYS};
-    match shared.store.inbox_purge(
-        now - chrono::Duration::days(INBOX_KEEP_DONE_DAYS),
-        now - chrono::Duration::days(INBOX_KEEP_FAILED_DAYS),
-    ) {
+    match shared
+        .store
+        .inbox_purge(
+            now - chrono::Duration::days(INBOX_KEEP_DONE_DAYS),
+            now - chrono::Duration::days(INBOX_KEEP_FAILED_DAYS),
+        )
+        .await
+    {
         Ok(0) => {}
         Ok(n) => tracing::info!(purged = n, "forgot finished webhook events"),
         Err(e) => tracing::warn!("cannot purge the webhook inbox: {e}"),
@@ -248,7 +252,7 @@ pub(crate) async fn run_processor(shared: Arc<Shared>) {
         }
         let wake = shared.inbox_wake.notified();
         let now = shared.clock.now();
-        let due = match shared.store.inbox_due(now, BATCH) {
+        let due = match shared.store.inbox_due(now, BATCH).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!("cannot read the webhook inbox: {e}");
@@ -263,7 +267,7 @@ pub(crate) async fn run_processor(shared: Arc<Shared>) {
             did += 1;
             match process(&shared, ev).await {
                 Ok(()) => {
-                    if let Err(e) = shared.store.inbox_done(ev.id) {
+                    if let Err(e) = shared.store.inbox_done(ev.id).await {
                         tracing::error!(inbox_id = ev.id, "cannot mark a webhook event done: {e}");
                     }
                 }
@@ -271,7 +275,7 @@ pub(crate) async fn run_processor(shared: Arc<Shared>) {
                 Err(e) => {
                     // Kept for `ferry inbox` and shown to admins: no URLs, queries or emails.
                     let why = super::status::sanitize_error(&e.to_string());
-                    match shared.store.inbox_failed(ev.id, &why) {
+                    match shared.store.inbox_failed(ev.id, &why).await {
                         Ok(crate::state::InboxFailure::Retry(at)) => tracing::warn!(
                             inbox_id = ev.id,
                             event = %ev.event,
@@ -298,7 +302,7 @@ pub(crate) async fn run_processor(shared: Arc<Shared>) {
             continue;
         }
         if now >= next_purge {
-            purge(&shared, now);
+            purge(&shared, now).await;
             next_purge = now + chrono::Duration::hours(1);
         }
         tokio::select! {

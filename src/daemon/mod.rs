@@ -312,13 +312,13 @@ impl Shared {
     /// it, a scheduled run is skipped (`Err(None)`: the next due time tries again) and a
     /// webhook or manual run ends at once with a report saying who runs the pipeline (`Err(Some
     /// (why))`; the inbox keeps the event and retries it).
-    fn take_lease(
+    async fn take_lease(
         &self,
         name: &str,
         trigger: Trigger,
     ) -> Result<crate::state::LeaseGuard, Option<String>> {
         let ttl = crate::state::DEFAULT_LEASE_TTL;
-        let why = match crate::state::acquire_now(&self.store, name, ttl) {
+        let why = match crate::state::acquire_now(&self.store, name, ttl).await {
             Ok(Ok(lease)) => return Ok(crate::state::LeaseGuard::hold(&self.store, lease, ttl)),
             Ok(Err(held)) => held.to_string(),
             Err(e) => format!("cannot take the lease of pipeline `{name}`: {e}"),
@@ -351,7 +351,7 @@ impl Shared {
         let p = project.pipeline(name)?;
         // Another process on this state file (a `ferry run`, another daemon) may be running
         // the pipeline: then this run does not happen.
-        let lease = match self.take_lease(name, trigger) {
+        let lease = match self.take_lease(name, trigger).await {
             Ok(lease) => lease,
             Err(None) => return None,
             Err(Some(why)) => {
@@ -381,11 +381,10 @@ impl Shared {
             ps.last_started = Some(started);
         });
         let conns = self.conns();
-        if let Err(e) = self
-            .store
-            .run_started(name, &opts.run_id, started)
-            .and_then(|()| self.store.run_trigger(&opts.run_id, trigger.label()))
-        {
+        if let Err(e) = self.store.run_started(name, &opts.run_id, started).await {
+            tracing::warn!(pipeline = name, "could not record the run's start: {e}");
+        }
+        if let Err(e) = self.store.run_trigger(&opts.run_id, trigger.label()).await {
             tracing::warn!(pipeline = name, "could not record the run's start: {e}");
         }
         tracing::info!(pipeline = name, run_id = %opts.run_id, ?trigger, "run started");
@@ -399,23 +398,27 @@ impl Shared {
         };
         let report = engine.run(p, &opts).await;
         let finished = self.clock.now();
-        if let Err(e) = self.store.run_finished(
-            &opts.run_id,
-            finished,
-            !report.failed(),
-            &report.to_json()["summary"],
-        ) {
+        if let Err(e) = self
+            .store
+            .run_finished(
+                &opts.run_id,
+                finished,
+                !report.failed(),
+                &report.to_json()["summary"],
+            )
+            .await
+        {
             tracing::warn!(pipeline = name, "could not record the run's end: {e}");
         }
         if let Some(why) = &report.stopped {
             let shown = status::sanitize_error(why);
-            if let Err(e) = self.store.run_stopped(&opts.run_id, &shown) {
+            if let Err(e) = self.store.run_stopped(&opts.run_id, &shown).await {
                 tracing::warn!(pipeline = name, "could not record why the run stopped: {e}");
             }
         }
-        drop(lease);
-        conns.save_budget();
-        conns.save_labels();
+        lease.release().await;
+        conns.save_budget().await;
+        conns.save_labels().await;
         let seconds = (finished - started)
             .to_std()
             .unwrap_or_default()
@@ -558,7 +561,7 @@ impl Daemon {
         };
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(server::serve(shared.clone(), listener)));
-        let last_starts = schedule::last_starts(&shared);
+        let last_starts = schedule::last_starts(&shared).await;
         tasks.push(tokio::spawn(schedule::run_scheduler(
             shared.clone(),
             last_starts,
@@ -690,7 +693,7 @@ impl DaemonHandle {
                 r.abort();
             }
         }
-        shared.conns().save_budget();
+        shared.conns().save_budget().await;
         tracing::info!("ferry daemon stopped");
         ShutdownOutcome { clean }
     }

@@ -201,7 +201,7 @@ async fn reconnect_to(shared: Arc<Shared>, project: Arc<crate::config::Project>)
     let generation = shared.conns_wanted.fetch_add(1, Ordering::SeqCst) + 1;
     let old = shared.conns();
     // ferry's Salesforce spending carries over (the new connection reads it back).
-    old.save_budget();
+    old.save_budget().await;
     let result =
         crate::engine::connect::connect_with(&project, old.http.clone(), shared.store.clone())
             .await;

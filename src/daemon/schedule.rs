@@ -33,8 +33,8 @@ pub fn next_run(
 
 /// When each pipeline last started, from the state file: interval schedules continue from
 /// there, so a restart does not run everything at once. Read before anything else can run.
-pub(crate) fn last_starts(shared: &Shared) -> BTreeMap<String, DateTime<Utc>> {
-    match shared.store.last_runs() {
+pub(crate) async fn last_starts(shared: &Shared) -> BTreeMap<String, DateTime<Utc>> {
+    match shared.store.last_runs().await {
         Ok(rows) => rows
             .into_iter()
             .map(|r| (r.pipeline, r.started_at))

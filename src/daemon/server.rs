@@ -191,7 +191,7 @@ async fn zoom_webhook(
     let request_id = headers.get("x-zm-request-id").and_then(|v| v.to_str().ok());
     let id = inbox::delivery_id(request_id, &event.body);
     let store = &shared.store;
-    match store.inbox_depth() {
+    match store.inbox_depth().await {
         Ok(n) if n >= shared.options.inbox_capacity => {
             tracing::error!(depth = n, "the webhook inbox is full; refusing a delivery");
             shared.metrics.record_webhook("refused");
@@ -204,7 +204,10 @@ async fn zoom_webhook(
             return text(StatusCode::INTERNAL_SERVER_ERROR, "inbox unavailable");
         }
     }
-    match store.inbox_put(&id, &event.event, &event.body, shared.clock.now()) {
+    match store
+        .inbox_put(&id, &event.event, &event.body, shared.clock.now())
+        .await
+    {
         Ok(true) => {
             tracing::info!(event = %event.event, "webhook stored");
             shared.metrics.record_webhook("accepted");
@@ -299,7 +302,7 @@ fn same_secret(given: &str, expected: &str) -> bool {
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
-    axum::Json(status::health_json(&shared)).into_response()
+    axum::Json(status::health_json(&shared).await).into_response()
 }
 
 /// 200 while ready, 503 while degraded (a file in error, a changed connection that cannot
@@ -318,7 +321,7 @@ async fn deadletters_page(
     State(shared): State<Arc<Shared>>,
     Path(pipeline): Path<String>,
 ) -> Response {
-    match status::deadletters_html(&shared, &pipeline) {
+    match status::deadletters_html(&shared, &pipeline).await {
         Some(html) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
@@ -330,7 +333,8 @@ async fn deadletters_page(
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let inbox = shared.store.inbox_counts().unwrap_or_default();
+    let inbox =
+        status::logged("the inbox counts", shared.store.inbox_counts().await).unwrap_or_default();
     let conns = shared.conns();
     let b = conns.salesforce.conn.budget();
     let budget = b
@@ -353,7 +357,7 @@ async fn status_page(State(shared): State<Arc<Shared>>) -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        status::render_html(&shared),
+        status::render_html(&shared).await,
     )
         .into_response()
 }

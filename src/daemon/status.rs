@@ -6,6 +6,13 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 use std::fmt::Write as _;
 
+/// A state read for the status surfaces: an error is logged (the page shows what it has)
+/// and becomes `None`.
+pub(crate) fn logged<T>(what: &str, r: crate::state::Result<T>) -> Option<T> {
+    r.map_err(|e| tracing::warn!("status: could not read {what} from the state: {e}"))
+        .ok()
+}
+
 /// Why the daemon is not ready (files in error, changed connections that cannot connect);
 /// empty when it is. A degraded daemon keeps running the previous version of the project.
 pub(crate) fn not_ready(shared: &Shared) -> Vec<String> {
@@ -26,7 +33,7 @@ pub(crate) fn not_ready(shared: &Shared) -> Vec<String> {
 
 /// `/healthz`: liveness. Answered with 200 while the process lives; readiness is in the body
 /// (`"status": "degraded"`, `"ready": false` and why) and on `/readyz`.
-pub(crate) fn health_json(shared: &Shared) -> serde_json::Value {
+pub(crate) async fn health_json(shared: &Shared) -> serde_json::Value {
     let st = shared.status();
     let mut files: Vec<&str> = st.files_in_error.iter().map(|p| p.file.as_str()).collect();
     files.dedup();
@@ -40,8 +47,8 @@ pub(crate) fn health_json(shared: &Shared) -> serde_json::Value {
         "problems": st.files_in_error,
         "connection_error": st.connection_error,
         "pipelines": shared.project().pipelines.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
-        "inbox_depth": shared.store.inbox_depth().ok(),
-        "inbox": shared.store.inbox_counts().ok(),
+        "inbox_depth": logged("the inbox depth", shared.store.inbox_depth().await),
+        "inbox": logged("the inbox counts", shared.store.inbox_counts().await),
         "shutting_down": shared.shutdown().is_triggered(),
     })
 }
@@ -164,14 +171,14 @@ th{background:#f3f3f3}.ok{color:#176d2c}.bad{color:#a31515}code{font-size:.9em}"
 /// Runs shown per pipeline on the status page.
 const RUNS_SHOWN: usize = 10;
 
-pub(crate) fn render_html(shared: &Shared) -> String {
+pub(crate) async fn render_html(shared: &Shared) -> String {
     let st = shared.status();
     let project = shared.project();
     let store = &shared.store;
     let now = shared.clock.now();
-    let checkpoints = store.checkpoints(None).unwrap_or_default();
-    let dead = store.deadletter_counts().unwrap_or_default();
-    let inbox = store.inbox_counts().unwrap_or_default();
+    let checkpoints = logged("checkpoints", store.checkpoints(None).await).unwrap_or_default();
+    let dead = logged("dead letter counts", store.deadletter_counts().await).unwrap_or_default();
+    let inbox = logged("the inbox counts", store.inbox_counts().await).unwrap_or_default();
     let mut o = String::new();
     let _ = write!(
         o,
@@ -227,7 +234,7 @@ pub(crate) fn render_html(shared: &Shared) -> String {
     for p in &project.pipelines {
         let ps = st.pipelines.get(&p.name).cloned().unwrap_or_default();
         // The run history of the state file: the daemon's runs and `ferry run`'s alike.
-        let (runs, runs_error) = match store.runs(Some(&p.name), RUNS_SHOWN) {
+        let (runs, runs_error) = match store.runs(Some(&p.name), RUNS_SHOWN).await {
             Ok(r) => (r, None),
             Err(e) => (Vec::new(), Some(e.to_string())),
         };
@@ -290,7 +297,8 @@ pub(crate) fn render_html(shared: &Shared) -> String {
             store,
             (dl, waiting),
             &synced,
-        );
+        )
+        .await;
     }
     o.push_str("</table>\n");
     api_spend(&mut o, shared);
@@ -427,7 +435,7 @@ fn label_scope(def: Option<&crate::connectors::zoom::catalog::StreamDef>) -> Opt
 }
 
 #[allow(clippy::too_many_arguments)]
-fn pipeline_details(
+async fn pipeline_details(
     o: &mut String,
     p: &crate::config::Pipeline,
     anchor: &str,
@@ -480,9 +488,10 @@ fn pipeline_details(
     if cps.is_empty() {
         o.push_str("<p>—</p>\n");
     } else {
-        let labels = label_scope(def)
-            .and_then(|scope| store.labels(&scope).ok())
-            .unwrap_or_default();
+        let labels = match label_scope(def) {
+            Some(scope) => logged("labels", store.labels(&scope).await).unwrap_or_default(),
+            None => Default::default(),
+        };
         let what = def
             .and_then(|d| d.partition.as_ref())
             .map(|p| p.over.trim_end_matches('s'))
@@ -622,7 +631,7 @@ fn percent(used: u64, limit: u64) -> u64 {
 /// `/deadletters/{pipeline}`: the pipeline's dead letters, read-only, payloads redacted as
 /// `ferry inbox show` redacts them and errors as the status page shows them. None for an
 /// unknown pipeline.
-pub(crate) fn deadletters_html(shared: &Shared, pipeline: &str) -> Option<String> {
+pub(crate) async fn deadletters_html(shared: &Shared, pipeline: &str) -> Option<String> {
     let project = shared.project();
     let p = project.pipeline(pipeline)?;
     let mut o = String::new();
@@ -635,7 +644,7 @@ pub(crate) fn deadletters_html(shared: &Shared, pipeline: &str) -> Option<String
          <code>ferry deadletters drop ID</code> forgets it.</p>\n",
         name = esc(&p.name)
     );
-    match shared.store.deadletters(Some(&p.name)) {
+    match shared.store.deadletters(Some(&p.name)).await {
         Err(e) => {
             let _ = writeln!(
                 o,

@@ -207,10 +207,18 @@ pub async fn connect_with(
     .await
     .map_err(|e| ConnectError::Salesforce(e.to_string()))?;
     // ferry's Salesforce spending survives restarts, so daily_budget holds across runs.
-    if let Ok(Some(t)) = store.token_get(CALL_LOG) {
-        if let Ok(calls) = serde_json::from_str::<Vec<chrono::DateTime<chrono::Utc>>>(&t.value) {
-            sfc.restore_call_log(calls);
-        }
+    match store.token_get(CALL_LOG).await {
+        Ok(Some(t)) => match serde_json::from_str::<Vec<chrono::DateTime<chrono::Utc>>>(&t.value) {
+            Ok(calls) => sfc.restore_call_log(calls),
+            Err(e) => tracing::warn!(
+                "the saved Salesforce call log is unreadable; the daily budget counts from \
+                     now: {e}"
+            ),
+        },
+        Ok(None) => {}
+        Err(e) => tracing::warn!(
+            "could not read the saved Salesforce call log; the daily budget counts from now: {e}"
+        ),
     }
     Ok(Connections {
         http: http.clone(),
@@ -231,10 +239,10 @@ pub const UNPACED_ENV: &str = "FERRY_ZOOM_UNPACED";
 
 impl Connections {
     /// Saves ferry's Salesforce call log (for the rolling daily budget).
-    pub fn save_budget(&self) {
+    pub async fn save_budget(&self) {
         let calls = self.salesforce.conn.call_log();
         if let Ok(text) = serde_json::to_string(&calls) {
-            if let Err(e) = self.store.token_put(CALL_LOG, &text, None) {
+            if let Err(e) = self.store.token_put(CALL_LOG, &text, None).await {
                 tracing::warn!("could not save the Salesforce call log: {e}");
             }
         }
@@ -242,10 +250,10 @@ impl Connections {
 
     /// Keeps in the state the partition labels the run's reads learned (a Zoom user id →
     /// the user's email), for the status page.
-    pub fn save_labels(&self) {
+    pub async fn save_labels(&self) {
         let now = self.http.clock().now();
         for (scope, labels) in self.zoom.conn.take_partition_labels() {
-            if let Err(e) = self.store.set_labels(&scope, &labels, now) {
+            if let Err(e) = self.store.set_labels(&scope, &labels, now).await {
                 tracing::warn!("could not save the partition labels: {e}");
             }
         }

@@ -63,7 +63,7 @@ pub struct Writes<'a> {
 
 /// Where the stages end. Chosen once per run in [`super::Engine::run`].
 #[async_trait::async_trait]
-pub trait Ending: Send {
+pub trait Ending: Send + Sync {
     /// Lays the rows this run has already decided on over the stored ledger of `sink`
     /// (a plan's own planned writes, as a run's ledger would have them).
     fn overlay(&self, sink: &str, keys: &[String], ledger: &mut HashMap<String, LedgerEntry>);
@@ -84,7 +84,7 @@ pub trait Ending: Send {
     /// A record that could not be written, kept for `ferry deadletters`.
     fn dead_letter(&mut self, commit: &mut BatchCommit, letter: NewDeadLetter);
     /// The batch is done: ledger rows, dead letters and checkpoints together.
-    fn commit(&mut self, commit: &BatchCommit) -> Result<(), StateError>;
+    async fn commit(&mut self, commit: &BatchCommit) -> Result<(), StateError>;
 }
 
 /// How a sink's records are written.
@@ -247,6 +247,7 @@ impl Ending for Applier<'_> {
                 if let Err(e) = self
                     .store
                     .ledger_mark_pending(self.pipeline, &sink.name, &marks)
+                    .await
                 {
                     return Some(StageError::SaveState(e));
                 }
@@ -296,8 +297,8 @@ impl Ending for Applier<'_> {
         commit.dead_letters.push(letter);
     }
 
-    fn commit(&mut self, commit: &BatchCommit) -> Result<(), StateError> {
-        self.store.commit_batch_fenced(commit, self.lease)
+    async fn commit(&mut self, commit: &BatchCommit) -> Result<(), StateError> {
+        self.store.commit_batch_fenced(commit, self.lease).await
     }
 }
 
@@ -403,7 +404,7 @@ impl Ending for Differ {
 
     fn dead_letter(&mut self, _commit: &mut BatchCommit, _letter: NewDeadLetter) {}
 
-    fn commit(&mut self, _commit: &BatchCommit) -> Result<(), StateError> {
+    async fn commit(&mut self, _commit: &BatchCommit) -> Result<(), StateError> {
         Ok(())
     }
 }

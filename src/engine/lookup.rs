@@ -31,9 +31,10 @@ pub trait Matcher: Send + Sync {
 }
 
 /// Cached rule results, so a person seen often costs one query per `cache` period.
+#[async_trait::async_trait]
 pub trait LookupCache: Send + Sync {
-    fn get_many(&self, scope: &str, keys: &[String]) -> HashMap<String, Value>;
-    fn put_many(&self, scope: &str, entries: &[(String, Value)], ttl: std::time::Duration);
+    async fn get_many(&self, scope: &str, keys: &[String]) -> HashMap<String, Value>;
+    async fn put_many(&self, scope: &str, entries: &[(String, Value)], ttl: std::time::Duration);
 }
 
 /// Where lookup results come from.
@@ -227,7 +228,7 @@ async fn resolve_one(
                 }
                 let keys: Vec<String> = distinct.keys().cloned().collect();
                 let mut answers: HashMap<String, Value> = match cache {
-                    Some(c) if lookup.cache.is_some() => c.get_many(&scope, &keys),
+                    Some(c) if lookup.cache.is_some() => c.get_many(&scope, &keys).await,
                     _ => HashMap::new(),
                 };
                 let mut unlookable: HashMap<String, String> = HashMap::new();
@@ -264,7 +265,7 @@ async fn resolve_one(
                         answers.insert(k.clone(), v);
                     }
                     if let (Some(c), Some(ttl)) = (cache, lookup.cache) {
-                        c.put_many(&scope, &fresh, ttl);
+                        c.put_many(&scope, &fresh, ttl).await;
                     }
                 }
                 for ((pi, pd), k, _) in keyed {

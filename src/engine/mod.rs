@@ -258,7 +258,7 @@ impl Engine<'_> {
             g: &g,
             opts,
         };
-        let pages = match cx.pages() {
+        let pages = match cx.pages().await {
             Ok(pages) => pages,
             Err(e) => {
                 report.stop(e.to_string());
@@ -288,9 +288,9 @@ impl Engine<'_> {
         report
     }
 
-    fn read_spec(&self, p: &Pipeline) -> ReadSpec {
+    async fn read_spec(&self, p: &Pipeline) -> ReadSpec {
         let mut checkpoints = BTreeMap::new();
-        match self.store.checkpoints(Some(&p.name)) {
+        match self.store.checkpoints(Some(&p.name)).await {
             Ok(rows) => {
                 for r in rows {
                     if r.stream == p.source.stream {
@@ -329,7 +329,7 @@ impl Cx<'_> {
     }
 
     /// The source's pages: the stream from its checkpoints, or the webhook's records.
-    fn pages(&self) -> Result<BoxStream<'static, Result<Page, ConnectorError>>, StageError> {
+    async fn pages(&self) -> Result<BoxStream<'static, Result<Page, ConnectorError>>, StageError> {
         let params = stage::feed::source_params(self)?;
         if let Some(recs) = &self.opts.records {
             let page = Page {
@@ -339,7 +339,7 @@ impl Cx<'_> {
             };
             return Ok(futures::stream::iter(vec![Ok(page)]).boxed());
         }
-        let window = self.engine.read_spec(self.p);
+        let window = self.engine.read_spec(self.p).await;
         Ok(self.engine.source.read(self.stream(), params, window))
     }
 
@@ -407,7 +407,8 @@ impl Cx<'_> {
             gathered.stop,
             ending,
             report,
-        );
+        )
+        .await;
         if let Some(cb) = &self.opts.progress {
             cb(report);
         }

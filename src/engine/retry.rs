@@ -17,7 +17,7 @@ pub async fn retry_dead_letters(
     report: &mut PipelineReport,
 ) {
     let store = cx.engine.store;
-    let due = match store.deadletters_due(&cx.p.name) {
+    let due = match store.deadletters_due(&cx.p.name).await {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!("cannot read dead letters of {}: {e}", cx.p.name);
@@ -41,8 +41,8 @@ pub async fn retry_dead_letters(
 
 /// Notes that a letter failed again; a state store that cannot take the note is logged
 /// (the letter is retried again next run).
-fn failed_again(cx: &Cx<'_>, letter: i64, error: &str) {
-    if let Err(e) = cx.engine.store.deadletter_retry_failed(letter, error) {
+async fn failed_again(cx: &Cx<'_>, letter: i64, error: &str) {
+    if let Err(e) = cx.engine.store.deadletter_retry_failed(letter, error).await {
         tracing::warn!(
             "could not note that dead letter {letter} of {} failed again: {e}",
             cx.p.name
@@ -50,8 +50,8 @@ fn failed_again(cx: &Cx<'_>, letter: i64, error: &str) {
     }
 }
 
-fn drop_letters(cx: &Cx<'_>, ids: &[i64]) {
-    if let Err(e) = cx.engine.store.deadletters_drop(ids) {
+async fn drop_letters(cx: &Cx<'_>, ids: &[i64]) {
+    if let Err(e) = cx.engine.store.deadletters_drop(ids).await {
         tracing::warn!(
             "could not drop {} retried dead letter(s) of {}: {e}",
             ids.len(),
@@ -64,7 +64,7 @@ fn drop_letters(cx: &Cx<'_>, ids: &[i64]) {
 async fn retry_write(cx: &Cx<'_>, letter: &DeadLetter, report: &mut PipelineReport) {
     let Some(sink) = cx.p.sink(&letter.sink) else {
         let msg = format!("the pipeline has no sink `{}` any more", letter.sink);
-        failed_again(cx, letter.id, &msg);
+        failed_again(cx, letter.id, &msg).await;
         return;
     };
     let pl = &letter.payload;
@@ -89,7 +89,7 @@ async fn retry_write(cx: &Cx<'_>, letter: &DeadLetter, report: &mut PipelineRepo
     }
     let outs = match cx.engine.sink.write(&sink.sobject, op, vec![rec]).await {
         Ok(outs) => outs,
-        Err(e) => return failed_again(cx, letter.id, &e.to_string()),
+        Err(e) => return failed_again(cx, letter.id, &e.to_string()).await,
     };
     match outs.into_iter().next() {
         Some(WriteOutcome {
@@ -117,15 +117,16 @@ async fn retry_write(cx: &Cx<'_>, letter: &DeadLetter, report: &mut PipelineRepo
                 .engine
                 .store
                 .commit_batch_fenced(&commit, cx.opts.lease.as_ref())
+                .await
             {
                 Ok(()) => {
-                    drop_letters(cx, &[letter.id]);
+                    drop_letters(cx, &[letter.id]).await;
                     report.summary.retried += 1;
                 }
                 Err(e) => tracing::warn!("saving a retried dead letter: {e}"),
             }
         }
-        Some(WriteOutcome { error: Some(e), .. }) => failed_again(cx, letter.id, &e),
+        Some(WriteOutcome { error: Some(e), .. }) => failed_again(cx, letter.id, &e).await,
         None => {}
     }
 }
@@ -170,7 +171,7 @@ async fn retry_records(
         }
     };
     let ok = ok && report.summary.error == errors_before;
-    let saved = match applier.commit(&commit) {
+    let saved = match applier.commit(&commit).await {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!("saving retried dead letters of {}: {e}", cx.p.name);
@@ -179,11 +180,11 @@ async fn retry_records(
     };
     if saved && ok {
         let ids: Vec<i64> = letters.iter().map(|d| d.id).collect();
-        drop_letters(cx, &ids);
+        drop_letters(cx, &ids).await;
         report.summary.retried += ids.len() as u64;
     } else {
         for d in &letters {
-            failed_again(cx, d.id, "failed again; see the newer dead letter");
+            failed_again(cx, d.id, "failed again; see the newer dead letter").await;
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The lookup cache: match results per (scope, key) with an expiry, so a participant seen
 //! in every meeting costs one SOQL query per `cache` period, not one per run.
 
-use super::{Context, Result, Store};
+use super::{Context, Result, SqliteState};
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 use std::collections::HashMap;
@@ -9,7 +9,7 @@ use std::collections::HashMap;
 /// The value cached for a key that matched nothing (a miss is worth remembering too).
 pub const CACHE_MISS_NONE: &str = r#"{"none":true}"#;
 
-impl Store {
+impl SqliteState {
     /// The unexpired cached values of `keys` (a match, or `{"none": true}` for a cached miss).
     pub fn cache_get_many(
         &self,

@@ -1,7 +1,7 @@
 //! Checkpoints: per (pipeline, stream, partition), the cursor up to which every sink has
 //! acknowledged the stream's records.
 
-use super::{Context, Result, Store, fmt_ts, ts_col};
+use super::{Context, Result, SqliteState, fmt_ts, ts_col};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
@@ -33,7 +33,7 @@ pub(crate) fn cursor_time(cursor: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
-impl Store {
+impl SqliteState {
     pub fn checkpoint(
         &self,
         pipeline: &str,

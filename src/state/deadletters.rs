@@ -1,7 +1,7 @@
 //! Dead letters: records Salesforce rejected, kept with the error for an admin to retry
 //! or drop. One letter per (pipeline, sink, key): failing again updates it.
 
-use super::{Context, Result, Store, fmt_ts, json_col, ts_col};
+use super::{Context, Result, SqliteState, fmt_ts, json_col, ts_col};
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
@@ -80,7 +80,7 @@ pub(super) fn insert_dead_letter(
     Ok(())
 }
 
-impl Store {
+impl SqliteState {
     /// Adds dead letters outside a batch (a batch adds them through `commit_batch`).
     pub fn deadletters_add(&self, pipeline: &str, letters: &[NewDeadLetter]) -> Result<()> {
         let now = fmt_ts(self.now());

@@ -1,7 +1,7 @@
 //! The webhook inbox: verified deliveries are stored before the receiver answers 200, then
 //! processed by the engine. A delivery id seen before is a retry from Zoom and is dropped.
 
-use super::{Context, Result, Store, fmt_ts, json_col, opt_ts_col, ts_col};
+use super::{Context, Result, SqliteState, fmt_ts, json_col, opt_ts_col, ts_col};
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
@@ -71,7 +71,7 @@ pub fn inbox_retry_delay(attempts: i64) -> chrono::Duration {
     chrono::Duration::seconds((30 * 2i64.pow(exp)).min(3600))
 }
 
-impl Store {
+impl SqliteState {
     /// Stores a delivery; false when this delivery id was stored before.
     pub fn inbox_put(
         &self,

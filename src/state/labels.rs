@@ -3,7 +3,7 @@
 //! streams list the users first, so the labels cost no extra call) and keeps them here, so
 //! the status page shows them whichever process ran the pipeline.
 
-use super::{Context, Result, Store, fmt_ts};
+use super::{Context, Result, SqliteState, fmt_ts};
 use chrono::{DateTime, Utc};
 use rusqlite::params;
 use std::collections::BTreeMap;
@@ -13,7 +13,7 @@ pub const MAX_LABEL_CHARS: usize = 254;
 /// The most labels kept per scope; beyond it new ids go unlabelled (their id is shown).
 pub const MAX_LABELS_PER_SCOPE: usize = 100_000;
 
-impl Store {
+impl SqliteState {
     /// Stores labels of one scope (e.g. `zoom.users`), replacing earlier labels of the same
     /// ids. Empty ids and labels are skipped; labels are cut to [`MAX_LABEL_CHARS`].
     pub fn set_labels(
@@ -81,9 +81,10 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Store;
 
-    #[test]
-    fn labels_are_kept_per_scope_replaced_and_bounded() {
+    #[tokio::test]
+    async fn labels_are_kept_per_scope_replaced_and_bounded() {
         let store = Store::in_memory().unwrap();
         let now = Utc::now();
         store
@@ -97,6 +98,7 @@ mod tests {
                 ],
                 now,
             )
+            .await
             .unwrap();
         store
             .set_labels(
@@ -104,15 +106,17 @@ mod tests {
                 &[("u1".into(), "pat.new@example.com".into())],
                 now,
             )
+            .await
             .unwrap();
         store
             .set_labels("other", &[("u1".into(), "other label".into())], now)
+            .await
             .unwrap();
-        let l = store.labels("zoom.users").unwrap();
+        let l = store.labels("zoom.users").await.unwrap();
         assert_eq!(l.len(), 2, "{l:?}");
         assert_eq!(l["u1"], "pat.new@example.com");
         assert_eq!(l["u2"].chars().count(), MAX_LABEL_CHARS);
-        assert_eq!(store.labels("other").unwrap()["u1"], "other label");
-        assert!(store.labels("none").unwrap().is_empty());
+        assert_eq!(store.labels("other").await.unwrap()["u1"], "other label");
+        assert!(store.labels("none").await.unwrap().is_empty());
     }
 }

@@ -9,11 +9,11 @@
 //! still records what Salesforce acknowledged (its ledger rows), but does not move the
 //! checkpoint, and its run stops.
 //!
-//! [`LeaseBackend`] is the whole interface, so another state backend (PostgreSQL) can offer
-//! the same guarantee with a row lock or an advisory lock and the same fencing check in its
-//! batch commit.
+//! The lease operations of [`StateBackend`](super::StateBackend) are the whole interface, so
+//! another state backend (PostgreSQL) can offer the same guarantee with a row lock or an
+//! advisory lock and the same fencing check in its batch commit.
 
-use super::{Context, Result, StateError, Store, fmt_ts, ts_col};
+use super::{Context, Result, SqliteState, StateError, Store, fmt_ts, ts_col};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
@@ -58,33 +58,6 @@ impl std::fmt::Display for Held {
             self.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
         )
     }
-}
-
-/// What a state backend offers so that one pipeline has one runner at a time. Every method
-/// is one atomic step of the backend (an IMMEDIATE transaction in SQLite); the fencing check
-/// is the backend's batch commit ([`Store::commit_batch_fenced`] here).
-pub trait LeaseBackend: Send + Sync {
-    /// Takes the pipeline's lease for `ttl` when nobody holds it or its lease has expired.
-    fn try_acquire(
-        &self,
-        pipeline: &str,
-        holder: &str,
-        ttl: Duration,
-    ) -> Result<std::result::Result<Lease, Held>>;
-    /// Takes over `held` although it has not expired, because its holder is known to be gone
-    /// (see [`holder_is_dead`]); only when the lease is still exactly that holder's.
-    fn take_over(
-        &self,
-        held: &Held,
-        holder: &str,
-        ttl: Duration,
-    ) -> Result<std::result::Result<Lease, Held>>;
-    /// Extends `lease` to now + `ttl`; `Err(Held)` when it changed hands meanwhile.
-    fn renew(&self, lease: &Lease, ttl: Duration) -> Result<std::result::Result<Lease, Held>>;
-    /// Gives the lease up (only when it is still `lease`); the fencing number is kept.
-    fn release(&self, lease: &Lease) -> Result<()>;
-    /// The pipeline's current lease, if one is held and not expired.
-    fn lease_holder(&self, pipeline: &str) -> Result<Option<Held>>;
 }
 
 /// A lease row as stored. `holder` is empty once released.
@@ -162,8 +135,10 @@ fn take(
     })
 }
 
-impl LeaseBackend for Store {
-    fn try_acquire(
+/// The SQLite side of the lease operations (each one IMMEDIATE transaction); the fencing
+/// check is [`SqliteState::commit_batch_fenced`].
+impl SqliteState {
+    pub fn try_acquire(
         &self,
         pipeline: &str,
         holder: &str,
@@ -183,7 +158,7 @@ impl LeaseBackend for Store {
         })
     }
 
-    fn take_over(
+    pub fn take_over(
         &self,
         was: &Held,
         holder: &str,
@@ -204,7 +179,7 @@ impl LeaseBackend for Store {
         })
     }
 
-    fn renew(&self, lease: &Lease, ttl: Duration) -> Result<std::result::Result<Lease, Held>> {
+    pub fn renew(&self, lease: &Lease, ttl: Duration) -> Result<std::result::Result<Lease, Held>> {
         let now = self.now();
         self.write("renew a pipeline lease", |tx| {
             let row = read_row(tx, &lease.pipeline)?;
@@ -235,7 +210,7 @@ impl LeaseBackend for Store {
         })
     }
 
-    fn release(&self, lease: &Lease) -> Result<()> {
+    pub fn release(&self, lease: &Lease) -> Result<()> {
         let now = fmt_ts(self.now());
         self.write("release a pipeline lease", |tx| {
             tx.execute(
@@ -248,7 +223,7 @@ impl LeaseBackend for Store {
         })
     }
 
-    fn lease_holder(&self, pipeline: &str) -> Result<Option<Held>> {
+    pub fn lease_holder(&self, pipeline: &str) -> Result<Option<Held>> {
         let now = self.now();
         let conn = self.conn();
         Ok(read_row(&conn, pipeline)?
@@ -385,13 +360,13 @@ fn pid_namespace() -> String {
 
 /// Takes the pipeline's lease for this process: at once when free or expired, or from a
 /// holder that is gone (see [`holder_is_dead`]). `Err(Held)` when another process has it.
-pub fn acquire_now(
+pub async fn acquire_now(
     store: &Store,
     pipeline: &str,
     ttl: Duration,
 ) -> Result<std::result::Result<Lease, Held>> {
     let me = process_holder_id();
-    match store.try_acquire(pipeline, me, ttl)? {
+    match store.try_acquire(pipeline, me, ttl).await? {
         Ok(l) => Ok(Ok(l)),
         Err(h) if holder_is_dead(&h.holder) => {
             tracing::info!(
@@ -399,7 +374,7 @@ pub fn acquire_now(
                 "taking over the lease of {}, which no longer runs",
                 describe_holder(&h.holder)
             );
-            store.take_over(&h, me, ttl)
+            store.take_over(&h, me, ttl).await
         }
         Err(h) => Ok(Err(h)),
     }
@@ -414,7 +389,7 @@ pub async fn acquire_waiting(
 ) -> Result<std::result::Result<Lease, Held>> {
     let deadline = expiry(store.now(), wait)?;
     loop {
-        match acquire_now(store, pipeline, ttl)? {
+        match acquire_now(store, pipeline, ttl).await? {
             Ok(l) => return Ok(Ok(l)),
             Err(h) => {
                 let now = store.now();
@@ -422,7 +397,7 @@ pub async fn acquire_waiting(
                     return Ok(Err(h));
                 }
                 let left = (deadline - now).to_std().unwrap_or_default();
-                store.clock.sleep(left.min(Duration::from_secs(1))).await;
+                store.clock().sleep(left.min(Duration::from_secs(1))).await;
             }
         }
     }
@@ -467,7 +442,7 @@ impl LeaseKeeper {
         self.lost.load(Ordering::SeqCst)
     }
 
-    pub fn renew_if_due(&self) -> Result<Renewal> {
+    pub async fn renew_if_due(&self) -> Result<Renewal> {
         if self.is_lost() {
             return Ok(Renewal::NotDue);
         }
@@ -478,7 +453,7 @@ impl LeaseKeeper {
             return Ok(Renewal::NotDue);
         }
         let lease = self.lease();
-        match self.store.renew(&lease, self.ttl)? {
+        match self.store.renew(&lease, self.ttl).await? {
             Ok(l) => {
                 let exp = l.expires_at;
                 *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = l;
@@ -493,10 +468,12 @@ impl LeaseKeeper {
     }
 }
 
-/// A lease held for a run: renewed in the background, released when dropped.
+/// A lease held for a run: renewed in the background, given up by [`LeaseGuard::release`]
+/// (or, as a fallback, in the background when dropped).
 pub struct LeaseGuard {
     keeper: Arc<LeaseKeeper>,
     renewer: Option<tokio::task::JoinHandle<()>>,
+    released: bool,
 }
 
 impl LeaseGuard {
@@ -510,7 +487,7 @@ impl LeaseGuard {
         let renewer = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(poll).await;
-                match k.renew_if_due() {
+                match k.renew_if_due().await {
                     Ok(Renewal::Lost(h)) => {
                         tracing::warn!(
                             pipeline = %h.pipeline,
@@ -527,6 +504,7 @@ impl LeaseGuard {
         LeaseGuard {
             keeper,
             renewer: Some(renewer),
+            released: false,
         }
     }
 
@@ -534,15 +512,52 @@ impl LeaseGuard {
     pub fn lease(&self) -> Lease {
         self.keeper.lease()
     }
+
+    /// Stops renewing and gives the lease up; the state has recorded it when this returns.
+    /// A failure is logged: the lease then expires after its length.
+    pub async fn release(mut self) {
+        if let Some(r) = self.renewer.take() {
+            r.abort();
+        }
+        self.released = true;
+        let lease = self.keeper.lease();
+        if let Err(e) = self.keeper.store.release(&lease).await {
+            tracing::warn!(
+                pipeline = %lease.pipeline,
+                "could not release a pipeline lease (it expires on its own): {e}"
+            );
+        }
+    }
 }
 
 impl Drop for LeaseGuard {
+    /// A guard dropped without [`LeaseGuard::release`] (an early return, a panic) gives its
+    /// lease up in the background when a tokio runtime is there; otherwise the lease expires
+    /// after its length.
     fn drop(&mut self) {
         if let Some(r) = self.renewer.take() {
             r.abort();
         }
-        if let Err(e) = self.keeper.store.release(&self.keeper.lease()) {
-            tracing::warn!("could not release a pipeline lease: {e}");
+        if self.released {
+            return;
+        }
+        let store = self.keeper.store.clone();
+        let lease = self.keeper.lease();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Err(e) = store.release(&lease).await {
+                        tracing::warn!(
+                            pipeline = %lease.pipeline,
+                            "could not release a pipeline lease (it expires on its own): {e}"
+                        );
+                    }
+                });
+            }
+            Err(_) => tracing::warn!(
+                pipeline = %lease.pipeline,
+                "a pipeline lease was dropped outside a runtime; it expires on its own"
+            ),
         }
     }
 }

@@ -4,7 +4,7 @@
 use super::checkpoints::upsert_checkpoint;
 use super::deadletters::{NewDeadLetter, insert_dead_letter};
 use super::lease::{Lease, fence_lost};
-use super::{Context, Result, StateError, Store, fmt_ts, ts_col};
+use super::{Context, Result, SqliteState, StateError, fmt_ts, ts_col};
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
@@ -74,7 +74,7 @@ pub struct LedgerCount {
     pub pending: u64,
 }
 
-impl Store {
+impl SqliteState {
     /// The ledger entries of `keys` that exist.
     pub fn ledger_get_many(
         &self,
@@ -143,13 +143,9 @@ impl Store {
     }
 
     /// Commits a batch's ledger rows, dead letters and checkpoints in one IMMEDIATE
-    /// transaction: all or nothing. A written record clears any dead letter it had.
-    pub fn commit_batch(&self, batch: &BatchCommit) -> Result<()> {
-        self.commit_batch_fenced(batch, None)
-    }
-
-    /// [`Store::commit_batch`] under a pipeline lease: inside the same transaction, the lease
-    /// must still be `lease` (same holder and fencing number). When it changed hands, the
+    /// transaction: all or nothing. A written record clears any dead letter it had. Under a
+    /// pipeline lease, inside the same transaction, the lease must still be `lease` (same
+    /// holder and fencing number). When it changed hands, the
     /// ledger rows and dead letters are still committed (the services acknowledged those
     /// writes) but the checkpoints are not, and [`StateError::LeaseLost`] tells the run to stop.
     pub fn commit_batch_fenced(&self, batch: &BatchCommit, lease: Option<&Lease>) -> Result<()> {

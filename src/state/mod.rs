@@ -1,12 +1,12 @@
-//! The SQLite state store: checkpoints, the write ledger, the lookup cache, dead letters,
-//! encrypted tokens, the webhook inbox and run history, in one file.
+//! The state: checkpoints, the write ledger, the lookup cache, dead letters, encrypted
+//! tokens, the webhook inbox, run history and pipeline leases.
 //!
-//! One [`Store`] handle (cheap to clone) wraps one connection behind a mutex. The file runs
-//! in WAL mode with `synchronous=FULL`, so a committed batch survives a power cut, and every
-//! read-modify-write runs in an IMMEDIATE transaction, so two ferry processes sharing a file
-//! queue up instead of failing half way. Schema changes are numbered migrations recorded in
-//! `PRAGMA user_version`.
+//! Everything outside this folder holds a [`Store`] (cheap to clone) and calls the async
+//! operations of [`StateBackend`] on it. The one backend today is SQLite ([`sqlite`]: one
+//! file, each call run on tokio's blocking pool); a new backend implements [`StateBackend`]
+//! in a file of its own here and gets a `Store` constructor.
 
+mod backend;
 mod cache;
 mod checkpoints;
 mod deadletters;
@@ -17,8 +17,10 @@ mod lease;
 mod ledger;
 mod runs;
 mod schema;
+mod sqlite;
 mod tokens;
 
+pub use backend::StateBackend;
 pub use cache::CACHE_MISS_NONE;
 pub(crate) use checkpoints::cursor_time;
 pub use checkpoints::{Checkpoint, CheckpointRow};
@@ -30,8 +32,8 @@ pub use inbox::{
 pub use key::{StateKey, key_file_path, load_or_create_key_file};
 pub use labels::{MAX_LABEL_CHARS, MAX_LABELS_PER_SCOPE};
 pub use lease::{
-    DEFAULT_LEASE_TTL, Held, Lease, LeaseBackend, LeaseGuard, LeaseKeeper, Renewal, acquire_now,
-    acquire_waiting, describe_holder, holder_is_dead, process_holder_id,
+    DEFAULT_LEASE_TTL, Held, Lease, LeaseGuard, LeaseKeeper, Renewal, acquire_now, acquire_waiting,
+    describe_holder, holder_is_dead, process_holder_id,
 };
 pub use ledger::{BatchCommit, LedgerCount, LedgerEntry, LedgerState, LedgerWrite};
 pub use runs::RunRow;
@@ -39,16 +41,12 @@ pub use tokens::StoredToken;
 
 use crate::clock::{SharedClock, SystemClock};
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{Connection, TransactionBehavior};
+use sqlite::SqliteState;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::Arc;
 
 /// Environment variable holding the state key (64 hex characters or base64 of 32 bytes).
 pub const STATE_KEY_ENV: &str = "FERRY_STATE_KEY";
-
-/// How long a writer waits for another process's transaction before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -106,6 +104,8 @@ pub enum StateError {
         now = describe_holder(&.now.holder)
     )]
     LeaseLost { pipeline: String, now: Box<Held> },
+    #[error("state file: could not {what}: the state task ended early ({why})")]
+    Blocking { what: &'static str, why: String },
 }
 
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
@@ -124,24 +124,25 @@ impl<T> Context<T> for std::result::Result<T, rusqlite::Error> {
     }
 }
 
-/// The state store. Clone it freely: clones share one connection.
+/// The state store: a cheap handle (clone it freely) over one [`StateBackend`]. Every
+/// operation of the backend is called on it directly (`store.checkpoint(..).await`); nothing
+/// outside `state` knows which backend it talks to.
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<Inner>,
+    backend: Arc<dyn StateBackend>,
     clock: SharedClock,
-}
-
-struct Inner {
-    conn: Mutex<Connection>,
-    key: StateKey,
-    path: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("path", &self.inner.path)
-            .finish_non_exhaustive()
+        self.backend.fmt(f)
+    }
+}
+
+impl std::ops::Deref for Store {
+    type Target = dyn StateBackend;
+    fn deref(&self) -> &Self::Target {
+        &*self.backend
     }
 }
 
@@ -149,169 +150,49 @@ impl Store {
     /// Opens (creating if needed) the state file at `path`. The key comes from
     /// `FERRY_STATE_KEY`, else from `<path>.key`, which is created (mode 0600) on first use.
     pub fn open(path: &Path) -> Result<Store> {
-        let env_key = std::env::var(STATE_KEY_ENV)
-            .ok()
-            .filter(|k| !k.trim().is_empty());
-        let existed = path.exists();
-        let conn = open_connection(path)?;
-        let key = match env_key {
-            Some(k) => StateKey::parse(&k)?,
-            None => {
-                let key_path = key_file_path(path);
-                if existed && !key_path.exists() && schema::has_key_check(&conn)? {
-                    return Err(StateError::MissingKey {
-                        path: path.to_path_buf(),
-                        key_path,
-                    });
-                }
-                load_or_create_key_file(&key_path)?
-            }
-        };
-        Self::finish_open(conn, key, Some(path.to_path_buf()))
+        Ok(Store::from_backend(Arc::new(SqliteState::open(path)?)))
     }
 
     /// Opens the state file at `path` with an explicit key.
     pub fn open_with_key(path: &Path, key: [u8; 32]) -> Result<Store> {
-        let conn = open_connection(path)?;
-        Self::finish_open(conn, StateKey::from_bytes(key), Some(path.to_path_buf()))
+        Ok(Store::from_backend(Arc::new(SqliteState::open_with_key(
+            path, key,
+        )?)))
     }
 
     /// A private in-memory store with a random key (tests, `ferry test`, dry runs).
     pub fn in_memory() -> Result<Store> {
-        let conn = Connection::open_in_memory().context("open an in-memory database")?;
-        configure(&conn, false)?;
-        Self::finish_open(conn, StateKey::random(), None)
+        Ok(Store::from_backend(Arc::new(SqliteState::in_memory()?)))
     }
 
-    fn finish_open(mut conn: Connection, key: StateKey, path: Option<PathBuf>) -> Result<Store> {
-        schema::migrate(&mut conn)?;
-        if !tokens::verify_or_record_key_check(&mut conn, &key)? {
-            let p = path.clone().unwrap_or_default();
-            return Err(StateError::WrongKey {
-                key_path: key_file_path(&p),
-                path: p,
-            });
-        }
-        Ok(Store {
-            inner: Arc::new(Inner {
-                conn: Mutex::new(conn),
-                key,
-                path,
-            }),
+    /// A store over any backend (the system clock until [`Store::with_clock`]).
+    pub fn from_backend(backend: Arc<dyn StateBackend>) -> Store {
+        Store {
+            backend,
             clock: Arc::new(SystemClock),
-        })
+        }
     }
 
     /// Uses `clock` for the timestamps the store records (tests drive time with it).
-    pub fn with_clock(mut self, clock: SharedClock) -> Store {
-        self.clock = clock;
-        self
+    pub fn with_clock(self, clock: SharedClock) -> Store {
+        Store {
+            backend: self.backend.with_clock(clock.clone()),
+            clock,
+        }
     }
 
     /// Where the state lives (`None` for an in-memory store).
     pub fn path(&self) -> Option<&Path> {
-        self.inner.path.as_deref()
-    }
-
-    /// The schema version of the open file.
-    pub fn schema_version(&self) -> Result<i64> {
-        let conn = self.conn();
-        conn.query_row("PRAGMA user_version", [], |r| r.get(0))
-            .context("read the schema version")
+        self.backend.path()
     }
 
     pub(crate) fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }
 
-    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite half-written: an open
-        // transaction is rolled back when its guard drops. The connection stays usable.
-        self.inner.conn.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn clock(&self) -> &SharedClock {
+        &self.clock
     }
-
-    /// Runs `f` inside one IMMEDIATE transaction: all of it commits or none of it does.
-    pub(crate) fn write<T>(
-        &self,
-        what: &str,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>,
-    ) -> Result<T> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context(format!("begin a transaction to {what}"))?;
-        let out = f(&tx)?;
-        tx.commit().context(format!("commit ({what})"))?;
-        Ok(out)
-    }
-
-    pub(crate) fn key(&self) -> &StateKey {
-        &self.inner.key
-    }
-}
-
-fn open_connection(path: &Path) -> Result<Connection> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            // Only directories created here; an existing one keeps its mode.
-            builder.mode(0o700);
-        }
-        builder.create(dir).map_err(|source| StateError::Io {
-            context: "cannot create the state directory",
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    }
-    create_private(path)?;
-    let conn = Connection::open(path).context(format!("open {}", path.display()))?;
-    configure(&conn, true)?;
-    Ok(conn)
-}
-
-/// Creates the state file empty and readable only by its owner before SQLite opens it:
-/// SQLite gives its -wal and -shm files the mode of the database file, so they are private
-/// too. An existing file keeps its mode.
-fn create_private(path: &Path) -> Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    match opts.open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(source) => Err(StateError::Io {
-            context: "cannot create the state file",
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
-}
-
-fn configure(conn: &Connection, wal: bool) -> Result<()> {
-    conn.busy_timeout(BUSY_TIMEOUT)
-        .context("set busy_timeout")?;
-    if wal {
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .context("switch to WAL mode")?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StateError::Corrupt(format!(
-                "cannot use WAL mode (got {mode}); is the file on a network drive?"
-            )));
-        }
-    }
-    conn.pragma_update(None, "synchronous", "FULL")
-        .context("set synchronous=FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")
-        .context("enable foreign keys")?;
-    Ok(())
 }
 
 /// Timestamps are stored as fixed-width RFC 3339 UTC text, so text order is time order.

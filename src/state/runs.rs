@@ -1,6 +1,6 @@
 //! Run history for the status page and `ferry state show`.
 
-use super::{Context, Result, Store, fmt_ts, opt_ts_col, ts_col};
+use super::{Context, Result, SqliteState, fmt_ts, opt_ts_col, ts_col};
 use chrono::{DateTime, Utc};
 use rusqlite::params;
 use serde::Serialize;
@@ -41,7 +41,7 @@ fn row_to_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
     })
 }
 
-impl Store {
+impl SqliteState {
     pub fn run_started(
         &self,
         pipeline: &str,

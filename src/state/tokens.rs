@@ -2,7 +2,7 @@
 //! ChaCha20-Poly1305: a fresh random nonce per write, stored beside the ciphertext, and the
 //! token's name as associated data, so a ciphertext copied to another name does not decrypt.
 
-use super::{Context, Result, StateError, StateKey, Store, fmt_ts, opt_ts_col};
+use super::{Context, Result, SqliteState, StateError, StateKey, fmt_ts, opt_ts_col};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use chrono::{DateTime, Utc};
@@ -82,7 +82,7 @@ pub(super) fn verify_or_record_key_check(conn: &mut Connection, key: &StateKey) 
     Ok(ok)
 }
 
-impl Store {
+impl SqliteState {
     /// Stores (or replaces) a token, encrypted, in one transaction.
     pub fn token_put(
         &self,

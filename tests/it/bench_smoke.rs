@@ -148,6 +148,7 @@ async fn batches_of_pages_spend_fewer_calls_for_the_same_writes() {
         let checkpoints: Vec<(String, String)> = conns
             .store
             .checkpoints(None)
+            .await
             .unwrap()
             .into_iter()
             .map(|c| (c.partition, c.cursor))

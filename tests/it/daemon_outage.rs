@@ -13,8 +13,8 @@ use std::time::Duration;
 const P: &str = "meetings-to-events";
 
 /// The only event in the inbox.
-fn entry(h: &ferry::daemon::DaemonHandle) -> InboxEntry {
-    let all = h.store().inbox_list(false, 10).unwrap();
+async fn entry(h: &ferry::daemon::DaemonHandle) -> InboxEntry {
+    let all = h.store().inbox_list(false, 10).await.unwrap();
     assert_eq!(all.len(), 1, "{all:?}");
     all[0].clone()
 }
@@ -26,13 +26,13 @@ async fn event_becomes(
     cond: impl Fn(&InboxEntry) -> bool,
 ) -> InboxEntry {
     for _ in 0..3000 {
-        let e = entry(h);
+        let e = entry(h).await;
         if cond(&e) {
             return e;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("timed out waiting for {what}: {:?}", entry(h));
+    panic!("timed out waiting for {what}: {:?}", entry(h).await);
 }
 
 fn salesforce_down(env: &Env, down: bool) {
@@ -43,7 +43,7 @@ fn salesforce_down(env: &Env, down: bool) {
 
 /// Moves the driven clock past the event's next attempt and waits for that attempt.
 async fn next_attempt(env: &Env, h: &ferry::daemon::DaemonHandle) -> InboxEntry {
-    let e = entry(h);
+    let e = entry(h).await;
     let at = e.next_attempt.expect("a retry time");
     let now = env.clock.now();
     if at > now {
@@ -88,7 +88,8 @@ async fn a_webhook_during_a_two_hour_salesforce_outage_is_written_when_it_comes_
         let e = next_attempt(&env, &h).await;
         assert_eq!(e.state, "retrying", "{e:?}");
     }
-    assert!(entry(&h).attempts >= 5, "{:?}", entry(&h));
+    let last = entry(&h).await;
+    assert!(last.attempts >= 5, "{last:?}");
     let (_, metrics) = get(&format!("{}/metrics", h.url())).await;
     assert!(
         metrics.contains("ferry_inbox_events{state=\"retrying\"} 1"),
@@ -190,6 +191,7 @@ async fn a_pipeline_stopped_at_the_daily_budget_resumes_when_the_window_frees_ca
                 &serde_json::to_string(&calls).unwrap(),
                 None,
             )
+            .await
             .unwrap();
     }
     let t0 = env.clock.now();

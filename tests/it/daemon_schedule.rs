@@ -52,7 +52,7 @@ async fn advancing_fifteen_minutes_runs_a_15m_pipeline_exactly_once() {
     assert_eq!(r.summary.create + r.summary.update, 0, "{r:?}");
 
     // Run history is in the state file.
-    let history = h.store().runs(Some(P), 10).unwrap();
+    let history = h.store().runs(Some(P), 10).await.unwrap();
     assert_eq!(history.len(), 2);
     assert!(history.iter().all(|r| r.ok == Some(true)));
     assert!(h.shutdown().await.clean);
@@ -103,7 +103,7 @@ async fn a_manual_run_waits_for_the_scheduled_one() {
     let report = h.run_now(P).await.unwrap();
     assert!(report.stopped.is_none(), "{report:?}");
     wait(&h, "both runs", |s| runs(s, P) == 2 && idle(s)).await;
-    let history = h.store().runs(Some(P), 10).unwrap();
+    let history = h.store().runs(Some(P), 10).await.unwrap();
     assert_eq!(history.len(), 2);
     let (newer, older) = (&history[0], &history[1]);
     assert!(

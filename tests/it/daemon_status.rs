@@ -354,6 +354,7 @@ async fn a_ferry_run_shows_on_the_status_page_with_its_counts_and_how_far_it_syn
     let last = h
         .store()
         .runs(Some("meetings-to-events"), 1)
+        .await
         .unwrap()
         .remove(0);
     assert_eq!(last.trigger.as_deref(), Some("ferry run"));
@@ -379,7 +380,11 @@ async fn a_ferry_run_shows_on_the_status_page_with_its_counts_and_how_far_it_syn
     let details = section(&page, "<section id=\"pipeline-meetings-to-events\">");
     assert!(details.contains("<td>ferry run</td>"), "{details}");
     assert!(details.contains("<th>User</th>"), "{details}");
-    let cps = h.store().checkpoints(Some("meetings-to-events")).unwrap();
+    let cps = h
+        .store()
+        .checkpoints(Some("meetings-to-events"))
+        .await
+        .unwrap();
     assert!(!cps.is_empty());
     for c in &cps {
         let user = sandbox
@@ -457,6 +462,7 @@ async fn readyz_is_503_while_a_file_is_in_error_and_healthz_stays_200() {
                 error: "STRING_TOO_LONG: Subject for pat@example.com".into(),
             }],
         )
+        .await
         .unwrap();
     let (_, page) = get(&format!("{}/", h.url())).await;
     let details = section(&page, "<section id=\"pipeline-meetings-to-events\">");

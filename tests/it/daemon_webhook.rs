@@ -63,7 +63,7 @@ async fn a_signed_meeting_ended_becomes_its_event_once() {
     let relations = env.count("EventRelation");
     assert!(relations >= 1, "the matched contact is related");
     let tasks = env.count("Task");
-    assert_eq!(h.store().inbox_depth().unwrap(), 0);
+    assert_eq!(h.store().inbox_depth().await.unwrap(), 0);
 
     // A second delivery of the same event (Zoom retries with a new request id): processed,
     // and the ledger writes nothing new.
@@ -110,7 +110,7 @@ async fn a_signed_meeting_ended_becomes_its_event_once() {
 
     // Forged and stale deliveries: 401, nothing stored, nothing run.
     let rows = env.inbox_rows();
-    let depth = h.store().inbox_depth().unwrap();
+    let depth = h.store().inbox_depth().await.unwrap();
     let status = env
         .sandbox
         .zoom
@@ -148,7 +148,7 @@ async fn a_signed_meeting_ended_becomes_its_event_once() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
     assert_eq!(env.inbox_rows(), rows, "refused deliveries store nothing");
-    assert_eq!(h.store().inbox_depth().unwrap(), depth);
+    assert_eq!(h.store().inbox_depth().await.unwrap(), depth);
 
     let (_, metrics) = get(&format!("{}/metrics", h.url())).await;
     assert!(
@@ -179,9 +179,10 @@ async fn events_stored_before_a_restart_are_processed_after_it() {
         assert!(
             store
                 .inbox_put("zm:before-crash", "meeting.ended", &body, env.clock.now())
+                .await
                 .unwrap()
         );
-        assert_eq!(store.inbox_depth().unwrap(), 1);
+        assert_eq!(store.inbox_depth().await.unwrap(), 1);
     }
     let h = env.start().await;
     wait(&h, "the stored event's run", |s| {
@@ -192,7 +193,7 @@ async fn events_stored_before_a_restart_are_processed_after_it() {
         env.sf_where("Event", "Zoom_Meeting_UUID__c", &m.uuid).len(),
         1
     );
-    assert_eq!(h.store().inbox_depth().unwrap(), 0);
+    assert_eq!(h.store().inbox_depth().await.unwrap(), 0);
     assert!(h.shutdown().await.clean);
 }
 
@@ -253,21 +254,23 @@ async fn finished_events_are_forgotten_after_their_retention_and_pending_ones_ne
             assert!(
                 store
                     .inbox_put(id, "meeting.ended", &body, days(age))
+                    .await
                     .unwrap()
             );
         }
         let ids: Vec<i64> = store
             .inbox_pending(10)
+            .await
             .unwrap()
             .iter()
             .map(|e| e.id)
             .collect();
-        store.inbox_done(ids[0]).unwrap();
-        store.inbox_done(ids[1]).unwrap();
+        store.inbox_done(ids[0]).await.unwrap();
+        store.inbox_done(ids[1]).await.unwrap();
         // Received more than a day ago: one failure makes them dead letters.
-        store.inbox_failed(ids[2], "boom").unwrap();
-        store.inbox_failed(ids[3], "boom").unwrap();
-        assert_eq!(store.inbox_depth().unwrap(), 0);
+        store.inbox_failed(ids[2], "boom").await.unwrap();
+        store.inbox_failed(ids[3], "boom").await.unwrap();
+        assert_eq!(store.inbox_depth().await.unwrap(), 0);
     }
     let rows_become = |n: i64, what: &'static str| {
         let env = &env;

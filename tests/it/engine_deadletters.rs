@@ -42,6 +42,7 @@ async fn a_rejected_record_is_dead_lettered_and_the_rest_is_written_then_retried
     let store = ferry::state::Store::open(&project.config.state).expect("state");
     let letters = store
         .deadletters(Some("meetings-to-events"))
+        .await
         .expect("letters");
     assert_eq!(letters.len() as u64, report.summary.error);
     assert_eq!(letters.len() as u64, report.summary.dead_lettered);
@@ -83,6 +84,7 @@ async fn a_rejected_record_is_dead_lettered_and_the_rest_is_written_then_retried
     assert!(
         store
             .deadletters(Some("meetings-to-events"))
+            .await
             .expect("letters")
             .is_empty()
     );

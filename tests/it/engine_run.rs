@@ -159,7 +159,7 @@ async fn a_plan_writes_nothing_moves_no_checkpoint_and_predicts_the_run() {
     let mut planned_creates = 0;
     for name in &names {
         let org_before = env.org();
-        let checkpoints_before = store.checkpoints(None).expect("checkpoints");
+        let checkpoints_before = store.checkpoints(None).await.expect("checkpoints");
         let plan = env.run_one(name, Mode::Plan).await;
         assert!(plan.stopped.is_none(), "{name}: {:?}", plan.stopped);
         assert_eq!(
@@ -168,7 +168,7 @@ async fn a_plan_writes_nothing_moves_no_checkpoint_and_predicts_the_run() {
             "a plan of {name} writes nothing to Salesforce"
         );
         assert_eq!(
-            store.checkpoints(None).expect("checkpoints"),
+            store.checkpoints(None).await.expect("checkpoints"),
             checkpoints_before,
             "a plan of {name} moves no checkpoint"
         );

@@ -167,7 +167,6 @@ fn auto_clock() -> Arc<ferry::clock::ManualClock> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_lease_is_taken_over_stops_without_moving_the_checkpoint() {
     use ferry::engine::{Engine, Mode, RunOptions};
-    use ferry::state::LeaseBackend;
     let env = Env::start(auto_clock(), 40, |o| o.scale.users = 4).await;
     let project = env.project();
     let conns = env.connect(&project).await;
@@ -175,6 +174,7 @@ async fn a_run_whose_lease_is_taken_over_stops_without_moving_the_checkpoint() {
     let ttl = ferry::state::DEFAULT_LEASE_TTL;
     let lease = store
         .try_acquire(PIPELINE, "runner-a:1:1:aa", ttl)
+        .await
         .unwrap()
         .unwrap();
 
@@ -194,20 +194,27 @@ async fn a_run_whose_lease_is_taken_over_stops_without_moving_the_checkpoint() {
             if s.is_some() {
                 return;
             }
-            let cps = store.checkpoints(Some(PIPELINE)).unwrap();
-            let written: u64 = store
-                .ledger_counts(Some(PIPELINE))
-                .unwrap()
-                .iter()
-                .map(|c| c.written)
-                .sum();
-            *s = Some((cps, written));
-            let held = store.lease_holder(PIPELINE).unwrap().expect("held");
-            assert_eq!(held.fence, lease.fence);
-            store
-                .take_over(&held, "runner-b:2:2:bb", ttl)
-                .unwrap()
-                .expect("taken over");
+            // The progress callback is synchronous: wait for the store on this worker.
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(async {
+                    let cps = store.checkpoints(Some(PIPELINE)).await.unwrap();
+                    let written: u64 = store
+                        .ledger_counts(Some(PIPELINE))
+                        .await
+                        .unwrap()
+                        .iter()
+                        .map(|c| c.written)
+                        .sum();
+                    *s = Some((cps, written));
+                    let held = store.lease_holder(PIPELINE).await.unwrap().expect("held");
+                    assert_eq!(held.fence, lease.fence);
+                    store
+                        .take_over(&held, "runner-b:2:2:bb", ttl)
+                        .await
+                        .unwrap()
+                        .expect("taken over");
+                })
+            });
         }));
     }
     let settings = serde_json::Value::Object(project.config.settings.clone());
@@ -231,10 +238,14 @@ async fn a_run_whose_lease_is_taken_over_stops_without_moving_the_checkpoint() {
     );
     let (cps_after_first, written_after_first) = seen.lock().unwrap().clone().unwrap();
     // The checkpoint is where the first batch (under the lease) left it ...
-    assert_eq!(store.checkpoints(Some(PIPELINE)).unwrap(), cps_after_first);
+    assert_eq!(
+        store.checkpoints(Some(PIPELINE)).await.unwrap(),
+        cps_after_first
+    );
     // ... while what the second batch wrote is in the ledger (so no run writes it again).
     let written: u64 = store
         .ledger_counts(Some(PIPELINE))
+        .await
         .unwrap()
         .iter()
         .map(|c| c.written)
@@ -245,12 +256,16 @@ async fn a_run_whose_lease_is_taken_over_stops_without_moving_the_checkpoint() {
     );
     // The new holder keeps its lease.
     assert_eq!(
-        store.lease_holder(PIPELINE).unwrap().map(|h| h.holder),
+        store
+            .lease_holder(PIPELINE)
+            .await
+            .unwrap()
+            .map(|h| h.holder),
         Some("runner-b:2:2:bb".to_string())
     );
 
     // Once the other runner is done, a full run from the kept checkpoint writes no duplicate.
-    let l = store.lease_holder(PIPELINE).unwrap().unwrap();
+    let l = store.lease_holder(PIPELINE).await.unwrap().unwrap();
     store
         .release(&ferry::state::Lease {
             pipeline: l.pipeline,
@@ -259,6 +274,7 @@ async fn a_run_whose_lease_is_taken_over_stops_without_moving_the_checkpoint() {
             acquired_at: l.since,
             expires_at: l.expires_at,
         })
+        .await
         .unwrap();
     let report = env.run_one(PIPELINE, Mode::Run).await;
     assert!(report.stopped.is_none(), "{:?}", report.stopped);
@@ -267,7 +283,6 @@ async fn a_run_whose_lease_is_taken_over_stops_without_moving_the_checkpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_skips_a_scheduled_run_another_process_holds() {
-    use ferry::state::LeaseBackend;
     let env = Env::start(auto_clock(), 10, |o| o.scale.users = 2).await;
     // Another process (on another host: never taken for dead) holds the pipeline.
     let project = env.project();
@@ -280,6 +295,7 @@ async fn the_daemon_skips_a_scheduled_run_another_process_holds() {
             "elsewhere:77:1:00",
             ferry::state::DEFAULT_LEASE_TTL,
         )
+        .await
         .unwrap()
         .unwrap();
 
@@ -305,7 +321,7 @@ async fn the_daemon_skips_a_scheduled_run_another_process_holds() {
     assert!(why.contains("process 77 on host elsewhere"), "{why}");
 
     // Released: the manual run goes ahead.
-    other.release(&theirs).unwrap();
+    other.release(&theirs).await.unwrap();
     let report = h.run_now(PIPELINE).await.expect("a report");
     assert!(report.stopped.is_none(), "{:?}", report.stopped);
     assert!(assert_no_duplicate_events(&env) > 0);

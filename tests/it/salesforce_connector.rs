@@ -142,12 +142,12 @@ async fn rotated_refresh_token_is_stored() {
         .await
         .unwrap();
     let key = token_key(&env.sim.login_url, &env.sim.client_id);
-    let first = store.get(&key).unwrap().unwrap();
+    let first = store.get(&key).await.unwrap().unwrap();
     assert_ne!(first.expose(), env.sim.refresh_token);
     // The original token is retired; re-authentication must use the stored one.
     env.sim.expire_sessions();
     sf.query_all("SELECT Id FROM User").await.unwrap();
-    let second = store.get(&key).unwrap().unwrap();
+    let second = store.get(&key).await.unwrap().unwrap();
     assert_ne!(first, second);
 }
 
@@ -623,6 +623,7 @@ async fn authorization_code_flow_stores_the_refresh_token() {
     assert_eq!(tokens.instance_url, env.sim.instance_url);
     let saved = store
         .get(&token_key(&env.sim.login_url, &env.sim.client_id))
+        .await
         .unwrap()
         .unwrap();
     assert_eq!(Some(saved.expose()), tokens.refresh_token.as_deref());

@@ -23,7 +23,7 @@ fn ferry(config: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn seeded() -> (tempfile::TempDir, std::path::PathBuf, Vec<i64>) {
+async fn seeded() -> (tempfile::TempDir, std::path::PathBuf, Vec<i64>) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ferry.yaml");
     std::fs::write(
@@ -61,14 +61,21 @@ fn seeded() -> (tempfile::TempDir, std::path::PathBuf, Vec<i64>) {
             "2026-03-10T00:00:00Z".into(),
         )],
     })
+    .await
     .unwrap();
-    let ids = s.deadletters(None).unwrap().iter().map(|d| d.id).collect();
+    let ids = s
+        .deadletters(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
     (dir, config, ids)
 }
 
-#[test]
-fn state_show_rewind_reset() {
-    let (dir, config, _) = seeded();
+#[tokio::test]
+async fn state_show_rewind_reset() {
+    let (dir, config, _) = seeded().await;
     let (code, out, err) = ferry(&config, &["state", "show"]);
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -111,13 +118,17 @@ fn state_show_rewind_reset() {
     assert_eq!(code, 0);
     assert!(out.contains("1 checkpoint(s) removed"), "{out}");
     let s = Store::open_with_key(&dir.path().join("st/state.db"), KEY).unwrap();
-    assert!(s.checkpoints(None).unwrap().is_empty());
-    assert_eq!(s.ledger_counts(None).unwrap()[0].written, 1, "ledger kept");
+    assert!(s.checkpoints(None).await.unwrap().is_empty());
+    assert_eq!(
+        s.ledger_counts(None).await.unwrap()[0].written,
+        1,
+        "ledger kept"
+    );
 }
 
-#[test]
-fn deadletters_list_retry_drop() {
-    let (dir, config, ids) = seeded();
+#[tokio::test]
+async fn deadletters_list_retry_drop() {
+    let (dir, config, ids) = seeded().await;
     let (code, out, err) = ferry(&config, &["deadletters", "list"]);
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -138,7 +149,7 @@ fn deadletters_list_retry_drop() {
     assert_eq!(code, 2);
 
     let s = Store::open_with_key(&dir.path().join("st/state.db"), KEY).unwrap();
-    let left = s.deadletters(None).unwrap();
+    let left = s.deadletters(None).await.unwrap();
     assert_eq!(left.len(), 1);
     assert!(left[0].retry_requested);
 }

@@ -28,27 +28,30 @@ fn keys(k: &[&str]) -> Vec<String> {
     k.iter().map(|s| s.to_string()).collect()
 }
 
-#[test]
-fn migrates_from_empty_and_reopening_keeps_data() {
+#[tokio::test]
+async fn migrates_from_empty_and_reopening_keeps_data() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/dir/state.db");
     {
         let s = Store::open_with_key(&path, KEY).unwrap();
-        assert!(s.schema_version().unwrap() >= 1);
+        assert!(s.schema_version().await.unwrap() >= 1);
         s.set_checkpoint("p", "zoom.past_meetings", "u1", "2026-03-01T00:00:00Z")
+            .await
             .unwrap();
         s.commit_batch(&BatchCommit {
             pipeline: "p".into(),
             ledger: vec![written("event", "abc==", "00U1", "h1")],
             ..Default::default()
         })
+        .await
         .unwrap();
-        s.token_put("zoom.access", "tok-123", None).unwrap();
+        s.token_put("zoom.access", "tok-123", None).await.unwrap();
     }
     assert!(path.exists());
     let s = Store::open_with_key(&path, KEY).unwrap();
     assert_eq!(
         s.checkpoint("p", "zoom.past_meetings", "u1")
+            .await
             .unwrap()
             .unwrap()
             .cursor,
@@ -56,20 +59,22 @@ fn migrates_from_empty_and_reopening_keeps_data() {
     );
     let l = s
         .ledger_get_many("p", "event", &keys(&["abc==", "nope"]))
+        .await
         .unwrap();
     assert_eq!(l.len(), 1);
     assert_eq!(l["abc=="].sf_id.as_deref(), Some("00U1"));
     assert_eq!(l["abc=="].state, LedgerState::Written);
     assert_eq!(
-        s.token_get("zoom.access").unwrap().unwrap().value,
+        s.token_get("zoom.access").await.unwrap().unwrap().value,
         "tok-123"
     );
 }
 
-#[test]
-fn commit_batch_is_all_or_nothing() {
+#[tokio::test]
+async fn commit_batch_is_all_or_nothing() {
     let s = Store::in_memory().unwrap();
     s.set_checkpoint("p", "st", "", "2026-03-01T00:00:00Z")
+        .await
         .unwrap();
     // The second ledger row has an empty key, which the schema refuses: the first row,
     // the dead letter and the checkpoint must not be saved either.
@@ -88,42 +93,45 @@ fn commit_batch_is_all_or_nothing() {
         }],
         checkpoints: vec![("st".into(), "".into(), "2026-03-02T00:00:00Z".into())],
     };
-    let err = s.commit_batch(&batch).unwrap_err();
+    let err = s.commit_batch(&batch).await.unwrap_err();
     assert!(matches!(err, StateError::Sqlite { .. }), "{err}");
     assert!(
         s.ledger_get_many("p", "event", &keys(&["k1", "k3"]))
+            .await
             .unwrap()
             .is_empty()
     );
-    assert!(s.deadletters(None).unwrap().is_empty());
+    assert!(s.deadletters(None).await.unwrap().is_empty());
     assert_eq!(
-        s.checkpoint("p", "st", "").unwrap().unwrap().cursor,
+        s.checkpoint("p", "st", "").await.unwrap().unwrap().cursor,
         "2026-03-01T00:00:00Z"
     );
 
     // The same batch without the bad row commits everything.
     let mut good = batch.clone();
     good.ledger.remove(1);
-    s.commit_batch(&good).unwrap();
+    s.commit_batch(&good).await.unwrap();
     assert_eq!(
         s.ledger_get_many("p", "event", &keys(&["k1", "k3"]))
+            .await
             .unwrap()
             .len(),
         2
     );
-    assert_eq!(s.deadletters(Some("p")).unwrap().len(), 1);
+    assert_eq!(s.deadletters(Some("p")).await.unwrap().len(), 1);
     assert_eq!(
-        s.checkpoint("p", "st", "").unwrap().unwrap().cursor,
+        s.checkpoint("p", "st", "").await.unwrap().unwrap().cursor,
         "2026-03-02T00:00:00Z"
     );
 }
 
-#[test]
-fn pending_then_written_keeps_the_id_and_clears_dead_letters() {
+#[tokio::test]
+async fn pending_then_written_keeps_the_id_and_clears_dead_letters() {
     let s = Store::in_memory().unwrap();
     s.ledger_mark_pending("p", "rel", &[("k1".into(), "h1".into())])
+        .await
         .unwrap();
-    let e = &s.ledger_get_many("p", "rel", &keys(&["k1"])).unwrap()["k1"];
+    let e = &s.ledger_get_many("p", "rel", &keys(&["k1"])).await.unwrap()["k1"];
     assert_eq!(e.state, LedgerState::Pending);
     assert_eq!(e.sf_id, None);
     s.deadletters_add(
@@ -135,74 +143,86 @@ fn pending_then_written_keeps_the_id_and_clears_dead_letters() {
             error: "UNABLE_TO_LOCK_ROW".into(),
         }],
     )
+    .await
     .unwrap();
     s.commit_batch(&BatchCommit {
         pipeline: "p".into(),
         ledger: vec![written("rel", "k1", "0RE1", "h1")],
         ..Default::default()
     })
+    .await
     .unwrap();
-    let e = &s.ledger_get_many("p", "rel", &keys(&["k1"])).unwrap()["k1"];
+    let e = &s.ledger_get_many("p", "rel", &keys(&["k1"])).await.unwrap()["k1"];
     assert_eq!(e.state, LedgerState::Written);
     assert_eq!(e.sf_id.as_deref(), Some("0RE1"));
     assert!(
-        s.deadletters(Some("p")).unwrap().is_empty(),
+        s.deadletters(Some("p")).await.unwrap().is_empty(),
         "written record clears its letter"
     );
     // A later pending mark (an update about to be sent) keeps the known Id.
     s.ledger_mark_pending("p", "rel", &[("k1".into(), "h2".into())])
+        .await
         .unwrap();
-    let e = &s.ledger_get_many("p", "rel", &keys(&["k1"])).unwrap()["k1"];
+    let e = &s.ledger_get_many("p", "rel", &keys(&["k1"])).await.unwrap()["k1"];
     assert_eq!(
         (e.state, e.sf_id.as_deref(), e.hash.as_str()),
         (LedgerState::Pending, Some("0RE1"), "h2")
     );
 }
 
-#[test]
-fn rewind_moves_only_later_cursors_and_reset_keeps_the_ledger() {
+#[tokio::test]
+async fn rewind_moves_only_later_cursors_and_reset_keeps_the_ledger() {
     let s = Store::in_memory().unwrap();
     s.set_checkpoint("p", "a", "u1", "2026-03-10T00:00:00Z")
+        .await
         .unwrap();
     s.set_checkpoint("p", "a", "u2", "2026-02-01T00:00:00Z")
+        .await
         .unwrap();
     s.set_checkpoint("p", "b", "", "2026-03-12T08:00:00+02:00")
+        .await
         .unwrap();
     s.set_checkpoint("other", "a", "", "2026-03-10T00:00:00Z")
+        .await
         .unwrap();
-    let n = s.rewind("p", t("2026-03-01T00:00:00Z")).unwrap();
+    let n = s.rewind("p", t("2026-03-01T00:00:00Z")).await.unwrap();
     assert_eq!(n, 2);
-    let cur = |p: &str, st: &str, part: &str| s.checkpoint(p, st, part).unwrap().unwrap().cursor;
-    assert_eq!(t(&cur("p", "a", "u1")), t("2026-03-01T00:00:00Z"));
-    assert_eq!(cur("p", "a", "u2"), "2026-02-01T00:00:00Z");
-    assert_eq!(t(&cur("p", "b", "")), t("2026-03-01T00:00:00Z"));
-    assert_eq!(cur("other", "a", ""), "2026-03-10T00:00:00Z");
+    let cur = async |p: &str, st: &str, part: &str| {
+        s.checkpoint(p, st, part).await.unwrap().unwrap().cursor
+    };
+    assert_eq!(t(&cur("p", "a", "u1").await), t("2026-03-01T00:00:00Z"));
+    assert_eq!(cur("p", "a", "u2").await, "2026-02-01T00:00:00Z");
+    assert_eq!(t(&cur("p", "b", "").await), t("2026-03-01T00:00:00Z"));
+    assert_eq!(cur("other", "a", "").await, "2026-03-10T00:00:00Z");
 
     s.commit_batch(&BatchCommit {
         pipeline: "p".into(),
         ledger: vec![written("event", "k", "00U", "h")],
         ..Default::default()
     })
+    .await
     .unwrap();
-    assert_eq!(s.reset("p").unwrap(), 3);
-    assert!(s.checkpoints(Some("p")).unwrap().is_empty());
-    assert_eq!(s.checkpoints(None).unwrap().len(), 1);
+    assert_eq!(s.reset("p").await.unwrap(), 3);
+    assert!(s.checkpoints(Some("p")).await.unwrap().is_empty());
+    assert_eq!(s.checkpoints(None).await.unwrap().len(), 1);
     assert_eq!(
         s.ledger_get_many("p", "event", &keys(&["k"]))
+            .await
             .unwrap()
             .len(),
         1
     );
-    assert_eq!(s.reset_ledger("p").unwrap(), 1);
+    assert_eq!(s.reset_ledger("p").await.unwrap(), 1);
     assert!(
         s.ledger_get_many("p", "event", &keys(&["k"]))
+            .await
             .unwrap()
             .is_empty()
     );
 }
 
-#[test]
-fn cache_entries_expire_at_the_injected_now() {
+#[tokio::test]
+async fn cache_entries_expire_at_the_injected_now() {
     let s = Store::in_memory().unwrap();
     let now = t("2026-03-15T12:00:00Z");
     s.cache_put_many(
@@ -216,62 +236,92 @@ fn cache_entries_expire_at_the_injected_now() {
         ],
         now + Duration::hours(24),
     )
+    .await
     .unwrap();
     let k = keys(&["pat@contoso.com", "sam@x.com", "unknown@x.com"]);
-    let hit = s.cache_get_many("p/attendees/Contact", &k, now).unwrap();
+    let hit = s
+        .cache_get_many("p/attendees/Contact", &k, now)
+        .await
+        .unwrap();
     assert_eq!(hit.len(), 2);
     assert_eq!(hit["pat@contoso.com"]["Id"], "003A");
     assert_eq!(hit["sam@x.com"], json!({ "none": true }));
-    assert!(s.cache_get_many("other-scope", &k, now).unwrap().is_empty());
-    let later = now + Duration::hours(24);
     assert!(
-        s.cache_get_many("p/attendees/Contact", &k, later)
+        s.cache_get_many("other-scope", &k, now)
+            .await
             .unwrap()
             .is_empty()
     );
-    assert_eq!(s.cache_purge(now).unwrap(), 0);
-    assert_eq!(s.cache_purge(later).unwrap(), 2);
+    let later = now + Duration::hours(24);
+    assert!(
+        s.cache_get_many("p/attendees/Contact", &k, later)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.cache_purge(now).await.unwrap(), 0);
+    assert_eq!(s.cache_purge(later).await.unwrap(), 2);
 }
 
-#[test]
-fn inbox_drops_duplicate_deliveries() {
+#[tokio::test]
+async fn inbox_drops_duplicate_deliveries() {
     let s = Store::in_memory().unwrap();
     let at = t("2026-03-15T14:40:00Z");
     let payload = json!({ "event": "meeting.ended", "payload": { "object": { "uuid": "abc==" } } });
-    assert!(s.inbox_put("d-1", "meeting.ended", &payload, at).unwrap());
-    assert!(!s.inbox_put("d-1", "meeting.ended", &payload, at).unwrap());
-    assert!(s.inbox_put("d-2", "meeting.ended", &payload, at).unwrap());
-    assert_eq!(s.inbox_depth().unwrap(), 2);
-    let pending = s.inbox_pending(10).unwrap();
+    assert!(
+        s.inbox_put("d-1", "meeting.ended", &payload, at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.inbox_put("d-1", "meeting.ended", &payload, at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.inbox_put("d-2", "meeting.ended", &payload, at)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.inbox_depth().await.unwrap(), 2);
+    let pending = s.inbox_pending(10).await.unwrap();
     assert_eq!(pending.len(), 2);
     assert_eq!(pending[0].payload, payload);
     assert_eq!(pending[0].received_at, at);
-    s.inbox_done(pending[0].id).unwrap();
-    assert_eq!(s.inbox_depth().unwrap(), 1);
+    s.inbox_done(pending[0].id).await.unwrap();
+    assert_eq!(s.inbox_depth().await.unwrap(), 1);
     // A redelivery after processing is still a duplicate.
-    assert!(!s.inbox_put("d-1", "meeting.ended", &payload, at).unwrap());
+    assert!(
+        !s.inbox_put("d-1", "meeting.ended", &payload, at)
+            .await
+            .unwrap()
+    );
 }
 
-#[test]
-fn a_failing_inbox_event_is_retried_with_backoff_for_a_day_then_is_dead_until_retried() {
+#[tokio::test]
+async fn a_failing_inbox_event_is_retried_with_backoff_for_a_day_then_is_dead_until_retried() {
     use ferry::clock::Clock;
     use ferry::state::{INBOX_RETRY_HOURS, InboxFailure, inbox_retry_delay};
     let at = t("2026-03-15T14:40:00Z");
     let clock = ManualClock::new(at);
     let s = Store::in_memory().unwrap().with_clock(clock.clone());
     let payload = json!({ "event": "meeting.ended", "payload": { "object": { "uuid": "abc==" } } });
-    assert!(s.inbox_put("d-1", "meeting.ended", &payload, at).unwrap());
-    let id = s.inbox_due(at, 10).unwrap()[0].id;
+    assert!(
+        s.inbox_put("d-1", "meeting.ended", &payload, at)
+            .await
+            .unwrap()
+    );
+    let id = s.inbox_due(at, 10).await.unwrap()[0].id;
     let mut attempts = 0;
     let mut waits = Vec::new();
     loop {
         let now = clock.now();
         assert_eq!(
-            s.inbox_due(now, 10).unwrap().len(),
+            s.inbox_due(now, 10).await.unwrap().len(),
             1,
             "due at attempt {attempts}"
         );
-        match s.inbox_failed(id, "Salesforce down").unwrap() {
+        match s.inbox_failed(id, "Salesforce down").await.unwrap() {
             InboxFailure::Retry(next) => {
                 attempts += 1;
                 assert_eq!(next - now, inbox_retry_delay(attempts - 1));
@@ -279,11 +329,12 @@ fn a_failing_inbox_event_is_retried_with_backoff_for_a_day_then_is_dead_until_re
                 // Not due before its time; still pending (it counts in the depth).
                 assert!(
                     s.inbox_due(next - chrono::Duration::seconds(1), 10)
+                        .await
                         .unwrap()
                         .is_empty()
                 );
-                assert_eq!(s.inbox_depth().unwrap(), 1);
-                let c = s.inbox_counts().unwrap();
+                assert_eq!(s.inbox_depth().await.unwrap(), 1);
+                let c = s.inbox_counts().await.unwrap();
                 assert_eq!((c.pending, c.retrying, c.dead), (0, 1, 0));
                 clock.set(next);
             }
@@ -298,31 +349,34 @@ fn a_failing_inbox_event_is_retried_with_backoff_for_a_day_then_is_dead_until_re
     assert!(waits.windows(2).all(|w| w[1] >= w[0]), "{waits:?}");
     assert_eq!(*waits.last().unwrap(), 3600);
     assert!(attempts > 20, "about hourly attempts for a day: {attempts}");
-    assert_eq!(s.inbox_depth().unwrap(), 0);
-    assert!(s.inbox_due(clock.now(), 10).unwrap().is_empty());
-    let c = s.inbox_counts().unwrap();
+    assert_eq!(s.inbox_depth().await.unwrap(), 0);
+    assert!(s.inbox_due(clock.now(), 10).await.unwrap().is_empty());
+    let c = s.inbox_counts().await.unwrap();
     assert_eq!((c.pending, c.retrying, c.dead), (0, 0, 1));
-    let dead = s.inbox_list(true, 10).unwrap();
+    let dead = s.inbox_list(true, 10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].state, "dead");
     assert_eq!(dead[0].last_error.as_deref(), Some("Salesforce down"));
     assert_eq!(dead[0].payload, payload);
     // An admin re-queues it: due now, with a new day of retries.
-    assert!(s.inbox_retry(id).unwrap());
-    assert!(!s.inbox_retry(id + 100).unwrap());
-    let due = s.inbox_due(clock.now(), 10).unwrap();
+    assert!(s.inbox_retry(id).await.unwrap());
+    assert!(!s.inbox_retry(id + 100).await.unwrap());
+    let due = s.inbox_due(clock.now(), 10).await.unwrap();
     assert_eq!((due.len(), due[0].attempts), (1, 0));
     assert!(matches!(
-        s.inbox_failed(id, "still down").unwrap(),
+        s.inbox_failed(id, "still down").await.unwrap(),
         InboxFailure::Retry(_)
     ));
-    s.inbox_done(id).unwrap();
-    assert!(!s.inbox_retry(id).unwrap(), "a done event is not re-queued");
-    assert_eq!(s.inbox_entry(id).unwrap().unwrap().state, "done");
+    s.inbox_done(id).await.unwrap();
+    assert!(
+        !s.inbox_retry(id).await.unwrap(),
+        "a done event is not re-queued"
+    );
+    assert_eq!(s.inbox_entry(id).await.unwrap().unwrap().state, "done");
 }
 
-#[test]
-fn dead_letters_list_retry_and_drop() {
+#[tokio::test]
+async fn dead_letters_list_retry_and_drop() {
     let clock = ManualClock::new(t("2026-03-15T10:00:00Z"));
     let s = Store::in_memory().unwrap().with_clock(clock.clone());
     let letter = |key: &str, err: &str| NewDeadLetter {
@@ -332,32 +386,37 @@ fn dead_letters_list_retry_and_drop() {
         error: err.into(),
     };
     s.deadletters_add("p", &[letter("k1", "too long"), letter("k2", "locked")])
+        .await
         .unwrap();
     s.deadletters_add("q", &[letter("k1", "other pipeline")])
+        .await
         .unwrap();
     clock.advance(std::time::Duration::from_secs(60));
     s.deadletters_add("p", &[letter("k1", "too long again")])
+        .await
         .unwrap();
-    let p = s.deadletters(Some("p")).unwrap();
+    let p = s.deadletters(Some("p")).await.unwrap();
     assert_eq!(p.len(), 2, "same record updates its letter");
     let k1 = p.iter().find(|d| d.key == "k1").unwrap();
     assert_eq!((k1.attempts, k1.error.as_str()), (2, "too long again"));
     assert_eq!(k1.created_at, t("2026-03-15T10:00:00Z"));
     assert_eq!(k1.updated_at, t("2026-03-15T10:01:00Z"));
     assert_eq!(
-        s.deadletter(k1.id).unwrap().unwrap().payload,
+        s.deadletter(k1.id).await.unwrap().unwrap().payload,
         json!({ "Subject": "k1" })
     );
 
-    assert_eq!(s.deadletters_mark_retry(&[k1.id, 9999]).unwrap(), 1);
-    let due = s.deadletters_due("p").unwrap();
+    assert_eq!(s.deadletters_mark_retry(&[k1.id, 9999]).await.unwrap(), 1);
+    let due = s.deadletters_due("p").await.unwrap();
     assert_eq!(due.len(), 1);
     assert!(due[0].retry_requested);
-    s.deadletter_retry_failed(k1.id, "still too long").unwrap();
-    assert!(s.deadletters_due("p").unwrap().is_empty());
-    assert_eq!(s.deadletter(k1.id).unwrap().unwrap().attempts, 3);
+    s.deadletter_retry_failed(k1.id, "still too long")
+        .await
+        .unwrap();
+    assert!(s.deadletters_due("p").await.unwrap().is_empty());
+    assert_eq!(s.deadletter(k1.id).await.unwrap().unwrap().attempts, 3);
 
-    let counts = s.deadletter_counts().unwrap();
+    let counts = s.deadletter_counts().await.unwrap();
     assert_eq!(
         counts
             .iter()
@@ -365,61 +424,72 @@ fn dead_letters_list_retry_and_drop() {
             .collect::<Vec<_>>(),
         [("p", 2), ("q", 1)]
     );
-    assert_eq!(s.deadletters_drop(&[k1.id]).unwrap(), 1);
-    assert_eq!(s.deadletters_drop_all(Some("p")).unwrap(), 1);
-    assert_eq!(s.deadletters(None).unwrap().len(), 1);
+    assert_eq!(s.deadletters_drop(&[k1.id]).await.unwrap(), 1);
+    assert_eq!(s.deadletters_drop_all(Some("p")).await.unwrap(), 1);
+    assert_eq!(s.deadletters(None).await.unwrap().len(), 1);
 }
 
-#[test]
-fn run_history_keeps_the_last_run_per_pipeline() {
+#[tokio::test]
+async fn run_history_keeps_the_last_run_per_pipeline() {
     let s = Store::in_memory().unwrap();
-    s.run_started("p", "r1", t("2026-03-15T10:00:00Z")).unwrap();
+    s.run_started("p", "r1", t("2026-03-15T10:00:00Z"))
+        .await
+        .unwrap();
     s.run_finished(
         "r1",
         t("2026-03-15T10:01:00Z"),
         true,
         &json!({ "create": 3 }),
     )
+    .await
     .unwrap();
-    s.run_started("p", "r2", t("2026-03-15T10:15:00Z")).unwrap();
-    s.run_started("q", "r3", t("2026-03-15T10:16:00Z")).unwrap();
+    s.run_started("p", "r2", t("2026-03-15T10:15:00Z"))
+        .await
+        .unwrap();
+    s.run_started("q", "r3", t("2026-03-15T10:16:00Z"))
+        .await
+        .unwrap();
     s.run_finished(
         "r3",
         t("2026-03-15T10:17:00Z"),
         false,
         &json!({ "error": "budget" }),
     )
+    .await
     .unwrap();
-    let last = s.last_runs().unwrap();
+    let last = s.last_runs().await.unwrap();
     assert_eq!(last.len(), 2);
     assert_eq!((last[0].run_id.as_str(), last[0].ok), ("r2", None));
     assert_eq!((last[1].run_id.as_str(), last[1].ok), ("r3", Some(false)));
     assert_eq!(last[1].summary, Some(json!({ "error": "budget" })));
-    assert_eq!(s.runs(Some("p"), 10).unwrap().len(), 2);
+    assert_eq!(s.runs(Some("p"), 10).await.unwrap().len(), 2);
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-#[test]
-fn tokens_are_encrypted_at_rest() {
+#[tokio::test]
+async fn tokens_are_encrypted_at_rest() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
     let secret = "refresh-SECRET-value-4242-do-not-leak";
     let s = Store::open_with_key(&path, KEY).unwrap();
     let exp = t("2026-03-15T13:00:00Z");
-    s.token_put("zoom.refresh", secret, Some(exp)).unwrap();
-    s.token_put("zoom.refresh", &format!("{secret}-rotated"), Some(exp))
+    s.token_put("zoom.refresh", secret, Some(exp))
+        .await
         .unwrap();
-    let got = s.token_get("zoom.refresh").unwrap().unwrap();
+    s.token_put("zoom.refresh", &format!("{secret}-rotated"), Some(exp))
+        .await
+        .unwrap();
+    let got = s.token_get("zoom.refresh").await.unwrap().unwrap();
     assert_eq!(got.value, format!("{secret}-rotated"));
     assert_eq!(got.expires_at, Some(exp));
     assert!(
         !format!("{got:?}").contains(secret),
         "Debug hides the value"
     );
-    assert!(s.token_get("missing").unwrap().is_none());
+    assert!(s.token_get("missing").await.unwrap().is_none());
 
     // Copy the file and its WAL while the store is open, then grep the raw bytes.
     let copy = dir.path().join("copy.db");
@@ -440,13 +510,14 @@ fn tokens_are_encrypted_at_rest() {
     assert!(!contains(&raw, secret.as_bytes()));
 }
 
-#[test]
-fn a_wrong_key_is_a_clear_error() {
+#[tokio::test]
+async fn a_wrong_key_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
     Store::open_with_key(&path, KEY)
         .unwrap()
         .token_put("sf.access", "abc", None)
+        .await
         .unwrap();
     let err = Store::open_with_key(&path, [9u8; 32]).unwrap_err();
     assert!(matches!(err, StateError::WrongKey { .. }), "{err}");
@@ -479,8 +550,8 @@ fn the_key_file_is_created_private_and_refused_when_readable_by_others() {
 }
 
 #[cfg(unix)]
-#[test]
-fn open_uses_the_key_file_next_to_the_state() {
+#[tokio::test]
+async fn open_uses_the_key_file_next_to_the_state() {
     if std::env::var_os(ferry::state::STATE_KEY_ENV).is_some() {
         // The environment's key wins; the key-file path is covered by the test above.
         return;
@@ -490,12 +561,14 @@ fn open_uses_the_key_file_next_to_the_state() {
     Store::open(&state)
         .unwrap()
         .token_put("t", "v", None)
+        .await
         .unwrap();
     assert!(key_file_path(&state).exists());
     assert_eq!(
         Store::open(&state)
             .unwrap()
             .token_get("t")
+            .await
             .unwrap()
             .unwrap()
             .value,
@@ -515,27 +588,28 @@ fn state_keys_parse_from_hex_or_base64_and_never_echo() {
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
 
-#[test]
-fn clones_share_one_store_across_threads() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clones_share_one_store_across_threads() {
     let s = Store::in_memory().unwrap();
     let handles: Vec<_> = (0..4)
         .map(|i| {
             let s = s.clone();
-            std::thread::spawn(move || {
+            tokio::spawn(async move {
                 for j in 0..25 {
                     s.commit_batch(&BatchCommit {
                         pipeline: "p".into(),
                         ledger: vec![written("e", &format!("{i}-{j}"), "00U", "h")],
                         ..Default::default()
                     })
+                    .await
                     .unwrap();
                 }
             })
         })
         .collect();
     for h in handles {
-        h.join().unwrap();
+        h.await.unwrap();
     }
-    let counts = s.ledger_counts(Some("p")).unwrap();
+    let counts = s.ledger_counts(Some("p")).await.unwrap();
     assert_eq!(counts[0].written, 100);
 }

@@ -256,6 +256,7 @@ async fn plan_shows_refused_values_as_errors_and_a_run_sends_none_of_them() {
     let letters = conns
         .store
         .deadletters(Some("bad-values"))
+        .await
         .expect("dead letters");
     assert_eq!(letters.len(), 4 * calls, "{letters:?}");
     assert!(letters.iter().all(|l| l.error.starts_with("not sent: ")));

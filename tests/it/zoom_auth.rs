@@ -74,7 +74,11 @@ async fn authorization_code_flow_stores_a_working_refresh_token() {
     });
     let key = finished.unwrap();
     assert_eq!(key, TokenCache::refresh_token_key(&sim.client_id));
-    let stored = tokens.get(&key).unwrap().expect("refresh token stored");
+    let stored = tokens
+        .get(&key)
+        .await
+        .unwrap()
+        .expect("refresh token stored");
 
     // The connector picks the token up from the store (nothing in the config) and works.
     let conn = ZoomConnector::new(
@@ -96,7 +100,7 @@ async fn authorization_code_flow_stores_a_working_refresh_token() {
     let users = conn.fetch_all("users", &BTreeMap::new()).await.unwrap();
     assert_eq!(users.len(), world.users.len());
     assert_ne!(
-        tokens.get(&key).unwrap().unwrap(),
+        tokens.get(&key).await.unwrap().unwrap(),
         stored,
         "rotated on first use"
     );
@@ -196,7 +200,7 @@ async fn denied_and_forged_callbacks_store_nothing() {
     let forged = format!("{}?code=abc&state=forged", pending.redirect_uri());
     let (r, _) = tokio::join!(pending.finish(&http, &tokens), reqwest::get(&forged));
     assert!(matches!(r, Err(AuthorizeError::StateMismatch)), "{r:?}");
-    assert_eq!(tokens.get(&key).unwrap(), None);
+    assert_eq!(tokens.get(&key).await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,7 +270,7 @@ async fn ferry_auth_zoom_stores_the_token_in_the_state_file() {
     let path = dir.path().join("state/ferry.db");
     let store = Store::open(&path).unwrap();
     let key = TokenCache::refresh_token_key(&sim.client_id);
-    let token = store.token_get(&key).unwrap().expect("stored");
+    let token = store.token_get(&key).await.unwrap().expect("stored");
     assert!(token.value.starts_with("rt"));
     drop(store);
     let mut bytes = std::fs::read(&path).unwrap();

@@ -324,11 +324,15 @@ struct WatchingStore {
     sim: std::sync::Mutex<Option<Arc<dyn Fn() -> usize + Send + Sync>>>,
 }
 
+#[async_trait::async_trait]
 impl TokenStore for WatchingStore {
-    fn get(&self, name: &str) -> Result<Option<Secret>, ferry::connectors::zoom::TokenStoreError> {
-        self.inner.get(name)
+    async fn get(
+        &self,
+        name: &str,
+    ) -> Result<Option<Secret>, ferry::connectors::zoom::TokenStoreError> {
+        self.inner.get(name).await
     }
-    fn put(
+    async fn put(
         &self,
         name: &str,
         value: &Secret,
@@ -336,7 +340,7 @@ impl TokenStore for WatchingStore {
         if let Some(f) = self.sim.lock().unwrap().as_ref() {
             self.sim_requests_at_put.lock().unwrap().push(f());
         }
-        self.inner.put(name, value)
+        self.inner.put(name, value).await
     }
 }
 

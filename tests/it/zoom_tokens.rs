@@ -78,6 +78,7 @@ async fn rotated_refresh_token_survives_a_reopen_and_is_encrypted() {
     assert_eq!(users.len(), world.users.len());
     let rotated = StoreTokens::new(store.clone())
         .get(&key_name)
+        .await
         .unwrap()
         .expect("the rotated token is stored");
     assert_ne!(rotated.expose(), initial);
@@ -97,7 +98,7 @@ async fn rotated_refresh_token_survives_a_reopen_and_is_encrypted() {
     let conn = connector(&sim, clock.clone(), store.clone(), None);
     let again = conn.fetch_all("users", &BTreeMap::new()).await.unwrap();
     assert_eq!(again.len(), world.users.len());
-    let newest = store.token_get(&key_name).unwrap().unwrap();
+    let newest = store.token_get(&key_name).await.unwrap().unwrap();
     assert_ne!(newest.value, rotated.expose(), "rotated again on refresh");
     assert_eq!(sim.stats().tokens_issued, 2);
 

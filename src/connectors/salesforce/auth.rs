@@ -387,6 +387,7 @@ pub async fn authorize_interactively(
     if let (Some(store), Some(rt)) = (store, &tokens.refresh_token) {
         store
             .put(&token_key(login, &req.client_id), &Secret::new(rt.clone()))
+            .await
             .map_err(|e| SfError::Config {
                 message: e.to_string(),
             })?;

@@ -336,7 +336,7 @@ impl SalesforceConnector {
             _ => None,
         };
         let stored = match (store, &key) {
-            (Some(s), Some(k)) => s.get(k).map_err(|e| SfError::Config {
+            (Some(s), Some(k)) => s.get(k).await.map_err(|e| SfError::Config {
                 message: e.to_string(),
             })?,
             _ => None,
@@ -344,6 +344,7 @@ impl SalesforceConnector {
         let tokens = auth::fetch_token(http, clock, auth, stored.as_ref()).await?;
         if let (Some(s), Some(k), Some(rt)) = (store, &key, &tokens.refresh_token) {
             s.put(k, &Secret::new(rt.clone()))
+                .await
                 .map_err(|e| SfError::Config {
                     message: e.to_string(),
                 })?;

@@ -133,7 +133,7 @@ impl TokenCache {
                     refresh_token,
                 } => {
                     let key = Self::refresh_token_key(client_id);
-                    let current = match self.store.get(&key)? {
+                    let current = match self.store.get(&key).await? {
                         Some(t) => t,
                         None => refresh_token.clone().ok_or(AuthError::NoRefreshToken)?,
                     };
@@ -185,7 +185,8 @@ impl TokenCache {
                 .ok_or_else(|| AuthError::Malformed("no refresh_token in refresh".into()))?;
             // Persist before use: the old refresh token is already spent.
             self.store
-                .put(&Self::refresh_token_key(client_id), &Secret::new(rotated))?;
+                .put(&Self::refresh_token_key(client_id), &Secret::new(rotated))
+                .await?;
         }
         Ok(Cached {
             token: Secret::new(access),

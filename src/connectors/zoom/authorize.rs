@@ -238,7 +238,7 @@ impl PendingAuthorization {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| AuthorizeError::Malformed("no refresh_token".into()))?;
         let key = TokenCache::refresh_token_key(&s.client_id);
-        store.put(&key, &Secret::new(refresh))?;
+        store.put(&key, &Secret::new(refresh)).await?;
         self.server.abort();
         Ok(key)
     }

@@ -8,7 +8,7 @@ use crate::engine::{Batch, Cx, Ending, StageError};
 /// acknowledged (a whole batch, and not for partial reads: `--record`, `--limit`, webhook
 /// records). `outcome` is the batch's own; `halt` what stopped the reading side after the
 /// batch's records (it stops the run unless the batch already did).
-pub fn commit(
+pub async fn commit(
     cx: &Cx<'_>,
     mut batch: Batch,
     cursors: Vec<(String, String)>,
@@ -29,7 +29,7 @@ pub fn commit(
     if let Some(e) = outcome.err().or(halt) {
         report.stop(e.to_string());
     }
-    match ending.commit(&batch.commit) {
+    match ending.commit(&batch.commit).await {
         Ok(()) => report.summary.dead_lettered += batch.commit.dead_letters.len() as u64,
         // Another process runs the pipeline now: say who, not "saving state".
         Err(e @ crate::state::StateError::LeaseLost { .. }) => report.stop(e.to_string()),

@@ -36,20 +36,22 @@ struct StoreCache<'a> {
     now: DateTime<Utc>,
 }
 
+#[async_trait::async_trait]
 impl LookupCache for StoreCache<'_> {
-    fn get_many(&self, scope: &str, keys: &[String]) -> HashMap<String, Value> {
+    async fn get_many(&self, scope: &str, keys: &[String]) -> HashMap<String, Value> {
         // An unreadable cache costs queries, not correctness: ask the sink instead.
         self.store
             .cache_get_many(scope, keys, self.now)
+            .await
             .unwrap_or_else(|e| {
                 tracing::warn!("lookup cache unreadable, querying Salesforce: {e}");
                 HashMap::new()
             })
     }
-    fn put_many(&self, scope: &str, entries: &[(String, Value)], ttl: std::time::Duration) {
+    async fn put_many(&self, scope: &str, entries: &[(String, Value)], ttl: std::time::Duration) {
         let exp = self.now
             + chrono::Duration::from_std(ttl).unwrap_or_else(|_| chrono::Duration::days(1));
-        if let Err(e) = self.store.cache_put_many(scope, entries, exp) {
+        if let Err(e) = self.store.cache_put_many(scope, entries, exp).await {
             tracing::warn!("could not cache lookup results: {e}");
         }
     }

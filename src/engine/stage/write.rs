@@ -23,7 +23,7 @@ pub async fn write(
     batch: &mut Batch,
     ending: &mut dyn Ending,
 ) -> Result<Option<StageError>, StageError> {
-    let mut d = decide(cx, sink, &intents, ending)?;
+    let mut d = decide(cx, sink, &intents, ending).await?;
     if sink.action == SinkAction::Insert && !d.create.is_empty() {
         adopt(cx, sink, &intents, &mut d, batch, ending).await?;
     }
@@ -53,7 +53,7 @@ struct Decided {
 }
 
 /// Decides per intent from the ledger: unchanged, update, or create.
-fn decide(
+async fn decide(
     cx: &Cx<'_>,
     sink: &Sink,
     intents: &[(usize, WriteIntent)],
@@ -69,6 +69,7 @@ fn decide(
         .engine
         .store
         .ledger_get_many(&cx.p.name, &sink.name, &keys)
+        .await
         .map_err(StageError::ReadLedger)?;
     ending.overlay(&sink.name, &keys, &mut ledger);
 

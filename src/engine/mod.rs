@@ -344,16 +344,16 @@ impl Cx<'_> {
     }
 
     /// Every batch of the source through the stages to `ending`. Reading and enriching
-    /// run ahead of lookups and writes by at most one batch, so the source is not left idle
-    /// while a batch is looked up and written, and memory stays bounded. Nothing read ahead
-    /// is committed: checkpoints move only with a batch.
+    /// run ahead of lookups and writes by at most half a batch ([`read_ahead`]), so the
+    /// source is not left idle while a batch is looked up and written, and memory stays
+    /// bounded. Nothing read ahead is committed: checkpoints move only with a batch.
     async fn walk(
         &self,
         pages: BoxStream<'static, Result<Page, ConnectorError>>,
         ending: &mut dyn Ending,
         report: &mut PipelineReport,
     ) {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(self.opts.batch_size.max(1));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(read_ahead(self.opts.batch_size));
         let feed = stage::feed::feed(self, pages, tx);
         let batches = async {
             loop {
@@ -414,6 +414,15 @@ impl Cx<'_> {
         }
         report.stopped.is_none()
     }
+}
+
+/// Enriched records that may wait for the batch in flight: half a batch. A batch's lookups
+/// and writes take a few requests, far less time than enriching half a batch takes under
+/// Zoom's limits (250 meetings at 18 a second), so the source never waits for them; each
+/// record waiting holds its enrichment (a meeting's participants, summary and recordings),
+/// so a whole batch waiting cost peak memory for no gain.
+pub fn read_ahead(batch_size: usize) -> usize {
+    (batch_size / 2).max(1)
 }
 
 /// The source record's identity in reports and `--record`.

@@ -4,6 +4,7 @@
 //! the injected clock, so session expiry, the rolling 24 h API allowance and Bulk job
 //! progress are virtual.
 
+mod bulk_query;
 pub mod ids;
 mod oauth;
 pub mod org;
@@ -204,6 +205,8 @@ pub(crate) struct SimState {
     pub(crate) usage: VecDeque<DateTime<Utc>>,
     pub(crate) cursors: HashMap<String, QueryCursor>,
     pub(crate) jobs: BTreeMap<String, BulkJob>,
+    /// Bulk API 2.0 query jobs.
+    pub(crate) query_jobs: BTreeMap<String, bulk_query::QueryJob>,
     pub(crate) published: Vec<(String, Value)>,
     pub(crate) seq: u64,
     /// The largest request (URI plus headers) the data host received, refused ones included.
@@ -321,6 +324,7 @@ impl SalesforceSim {
             usage: VecDeque::new(),
             cursors: HashMap::new(),
             jobs: BTreeMap::new(),
+            query_jobs: BTreeMap::new(),
             published: Vec::new(),
             seq: 0,
             longest_request: RequestSize::default(),

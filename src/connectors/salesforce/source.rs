@@ -474,7 +474,7 @@ impl SalesforceConnector {
         let job = info
             .get("id")
             .and_then(Value::as_str)
-            .filter(|id| is_api_name(id))
+            .filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()))
             .ok_or_else(|| SfError::Malformed {
                 what: "a Bulk query job without a usable id".into(),
             })?

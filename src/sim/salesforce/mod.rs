@@ -392,6 +392,23 @@ impl SfSimHandle {
             .unwrap_or_default()
     }
 
+    /// Changes fields of a record as a user would (no validation): `LastModifiedDate` and
+    /// `SystemModstamp` move to now. False when there is no such live record.
+    pub fn update(&self, sobject: &str, id: &str, fields: Value) -> bool {
+        let mut st = lock(&self.state);
+        let now = st.now();
+        st.org.touch(sobject, id, fields, now)
+    }
+
+    /// Deletes a record as a user would: it goes to the Recycle Bin (`IsDeleted`, a new
+    /// `SystemModstamp`), seen only by queryAll.
+    pub fn delete(&self, sobject: &str, id: &str) -> bool {
+        let mut st = lock(&self.state);
+        let now = st.now();
+        let name = st.org.schema.object(sobject).map(|o| o.name);
+        name.is_some_and(|n| st.org.delete(n, id, now))
+    }
+
     /// API calls answered so far, by kind.
     pub fn calls(&self) -> SimCalls {
         lock(&self.state).calls.clone()

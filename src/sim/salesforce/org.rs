@@ -643,6 +643,31 @@ impl Org {
         self.records.get(object)?.get(i)
     }
 
+    /// Sets fields of a live record without validation and stamps it modified now.
+    pub fn touch(&mut self, object: &str, id: &str, fields: Value, now: DateTime<Utc>) -> bool {
+        let Some(meta) = self.schema.object(object).cloned() else {
+            return false;
+        };
+        let Some(i) = self.find_index(meta.name, id) else {
+            return false;
+        };
+        let mut rec = match self.records.get(meta.name).and_then(|r| r.get(i)) {
+            Some(r) => r.clone(),
+            None => return false,
+        };
+        if let Value::Object(m) = fields {
+            for (k, v) in m {
+                let name = meta.field(&k).map(|f| f.name.to_string()).unwrap_or(k);
+                rec.insert(name, v);
+            }
+        }
+        self.stamp(&mut rec, now, false);
+        if let Some(slot) = self.records.get_mut(meta.name).and_then(|r| r.get_mut(i)) {
+            *slot = rec;
+        }
+        true
+    }
+
     /// Deletes a record: it moves to the Recycle Bin with `IsDeleted = true` and a new
     /// `SystemModstamp` (as Salesforce does), where only `queryAll` finds it.
     pub fn delete(&mut self, object: &str, id: &str, now: DateTime<Utc>) -> bool {

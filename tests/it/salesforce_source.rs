@@ -451,3 +451,87 @@ async fn the_sim_answers_parent_fields_deleted_rows_and_dates_as_salesforce_does
     );
     let _ = support::writes;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferry_read_prints_salesforce_records_with_parent_fields_nested() {
+    // The binary runs on the system clock: the org's records are stamped an hour ago.
+    let clock = ManualClock::auto(Utc::now() - chrono::Duration::hours(1));
+    let shared: SharedClock = clock.clone();
+    let env = Env::start(shared, 0, |_| {}).await;
+    let owner = env.sandbox.salesforce.records("User")[0]["Id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    env.sandbox.salesforce.seed(
+        "Event",
+        (0..3)
+            .map(|i| json!({"Subject": format!("E{i}"), "OwnerId": owner, "Zoom_Meeting__c": i != 1}))
+            .collect(),
+    );
+    let cfg = env.config.clone();
+    let since = (Utc::now() - chrono::Duration::days(1)).to_rfc3339();
+    let run = |args: Vec<String>| {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+                .arg("--config")
+                .arg(&cfg)
+                .args(args)
+                .output()
+                .expect("runs")
+        })
+    };
+    let out = run([
+        "read",
+        "salesforce.records",
+        "--param",
+        "sobject=Event",
+        "--param",
+        "select=Subject,Owner.Email",
+        "--param",
+        "where=Zoom_Meeting__c = true",
+        "--since",
+        &since,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect())
+    .await
+    .expect("joins");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(rows.len(), 2, "the where applies");
+    for r in &rows {
+        assert!(
+            r["Owner"]["Email"]
+                .as_str()
+                .is_some_and(|e| e.contains('@')),
+            "{r}"
+        );
+        assert!(r.get("attributes").is_none() && r["Owner"].get("attributes").is_none());
+        assert!(r["SystemModstamp"].is_string() && r["Id"].is_string());
+    }
+    // An unknown param is refused before any call, with the params it takes.
+    let out = run([
+        "read",
+        "salesforce.records",
+        "--param",
+        "sobject=Event",
+        "--param",
+        "selct=Id",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect())
+    .await
+    .expect("joins");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no param `selct`"));
+}

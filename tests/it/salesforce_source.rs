@@ -535,3 +535,88 @@ async fn ferry_read_prints_salesforce_records_with_parent_fields_nested() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no param `selct`"));
 }
+
+const BAD_SOURCE: &str = r#"pipeline: bad-source
+source:
+  stream: salesforce.records
+  params:
+    sobject: Event
+    select: [Subject, Subjct, Ownr.Email, Owner.Emial]
+    where: "Zoom_Meetng__c = true AND Owner.Email != null"
+sinks:
+  task:
+    sobject: Task
+    action: upsert
+    key: Zoom_Action_Item_Key__c
+    fields:
+      Zoom_Action_Item_Key__c: "{{ record.Id }}"
+      Subject: "{{ record.Subject }}"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_online_checks_select_and_where_fields_at_their_lines() {
+    let env = Env::start(ferry::clock::system(), 0, |_| {}).await;
+    let dir = env.dir.path();
+    std::fs::write(dir.join("pipelines/bad-source.yaml"), BAD_SOURCE).expect("write");
+    let config = env.config.clone();
+    let validate = move |online: bool| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+            c.arg("--config")
+                .arg(&config)
+                .arg("validate")
+                .env("NO_COLOR", "1");
+            if online {
+                c.arg("--online");
+            }
+            c.output().expect("ferry runs")
+        })
+    };
+    // Offline the file is well formed (its fields are only known to the org).
+    let out = validate(false).await.expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = validate(true).await.expect("join");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    for needle in [
+        "bad-source.yaml:6:5",
+        "`select` names `Subjct`",
+        "did you mean `Subject`?",
+        "no relationship `Ownr`",
+        "did you mean `Owner.Email`?",
+        "`select` names `Owner.Emial`",
+        "bad-source.yaml:7:5",
+        "`where` names `Zoom_Meetng__c`",
+        "did you mean `Zoom_Meeting__c`?",
+    ] {
+        assert!(text.contains(needle), "{needle}:\n{text}");
+    }
+    assert!(
+        !text.contains("`Subject`:") && !text.contains("names `Owner.Email`"),
+        "{text}"
+    );
+
+    // A `select` that is not a list, or a path two levels up, fails offline already.
+    std::fs::write(
+        dir.join("pipelines/bad-source.yaml"),
+        BAD_SOURCE.replace(
+            "select: [Subject, Subjct, Ownr.Email, Owner.Emial]",
+            "select: [Subject, Owner.Manager.Email]",
+        ),
+    )
+    .expect("write");
+    let out = validate(false).await.expect("join");
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("more than one relationship up"), "{text}");
+}

@@ -777,3 +777,178 @@ mod tests {
         );
     }
 }
+
+/// SOQL words that are not field names, for picking the fields out of a `where`.
+const SOQL_WORDS: [&str; 12] = [
+    "AND",
+    "OR",
+    "NOT",
+    "IN",
+    "LIKE",
+    "INCLUDES",
+    "EXCLUDES",
+    "NULL",
+    "TRUE",
+    "FALSE",
+    "TODAY",
+    "YESTERDAY",
+];
+
+/// The field names a SOQL condition uses (outside quoted text), for `validate --online`.
+/// Date literals (`TOMORROW`, `LAST_N_DAYS:7`, `2026-01-01T00:00:00Z`) and keywords are
+/// left out.
+pub fn where_fields(cond: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let chars: Vec<char> = cond.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars.get(i).copied().unwrap_or(' ');
+        if c == '\'' {
+            i += 1;
+            while i < chars.len() {
+                match chars.get(i) {
+                    Some('\\') => i += 2,
+                    Some('\'') => break,
+                    _ => i += 1,
+                }
+            }
+            i += 1;
+        } else if c.is_ascii_alphabetic() || c == '_' {
+            let start = i;
+            while chars
+                .get(i)
+                .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.'))
+            {
+                i += 1;
+            }
+            let word: String = chars.get(start..i).unwrap_or_default().iter().collect();
+            let upper = word.to_ascii_uppercase();
+            let literal = SOQL_WORDS.contains(&upper.as_str())
+                || upper == "TOMORROW"
+                || (word == upper && word.contains('_'))
+                || chars.get(i) == Some(&':');
+            if !literal && !out.contains(&word) {
+                out.push(word);
+            }
+        } else if c.is_ascii_digit() {
+            while chars
+                .get(i)
+                .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '+' | '-'))
+            {
+                i += 1;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+impl SalesforceConnector {
+    /// Checks fields a query names against the describes: own fields of `sobject`, and
+    /// parent fields one relationship up (`Owner.Email`: `Owner` a relationship of
+    /// `sobject`, `Email` a field of the object it points to). Problems name the path.
+    pub async fn check_query_fields(
+        &self,
+        sobject: &str,
+        fields: &[String],
+    ) -> Vec<super::FieldProblem> {
+        use super::{FieldAction, FieldProblem, FieldProblemKind};
+        let own: Vec<&str> = fields
+            .iter()
+            .filter(|f| !f.contains('.'))
+            .map(String::as_str)
+            .collect();
+        let mut out = self
+            .check_fields(sobject, FieldAction::Query, &own, None)
+            .await;
+        if out.iter().any(|p| p.field.is_empty()) {
+            return out;
+        }
+        let Ok(d) = self.describe(sobject).await else {
+            return out;
+        };
+        for f in fields {
+            let Some((rel, child)) = f.split_once('.') else {
+                continue;
+            };
+            let Some(r) = d.fields.iter().find(|x| {
+                x.relationship_name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(rel))
+            }) else {
+                let names = d
+                    .fields
+                    .iter()
+                    .filter_map(|x| x.relationship_name.as_deref());
+                let suggestion = names
+                    .min_by_key(|n| {
+                        strsim::levenshtein(&n.to_ascii_lowercase(), &rel.to_ascii_lowercase())
+                    })
+                    .filter(|n| {
+                        strsim::levenshtein(&n.to_ascii_lowercase(), &rel.to_ascii_lowercase()) <= 3
+                    })
+                    .map(|n| format!("{n}.{child}"));
+                out.push(FieldProblem {
+                    sobject: sobject.to_string(),
+                    field: f.clone(),
+                    kind: FieldProblemKind::UnknownField { suggestion },
+                    message: format!(
+                        "{sobject} has no relationship `{rel}` (a parent field is named by its relationship, like Owner.Email)"
+                    ),
+                });
+                continue;
+            };
+            let [parent] = r.reference_to.as_slice() else {
+                out.push(FieldProblem {
+                    sobject: sobject.to_string(),
+                    field: f.clone(),
+                    kind: FieldProblemKind::UnknownField { suggestion: None },
+                    message: format!(
+                        "`{rel}` of {sobject} points to several objects ({}); ferry reads parent fields of single-object relationships",
+                        r.reference_to.join(", ")
+                    ),
+                });
+                continue;
+            };
+            for mut p in self
+                .check_fields(parent, FieldAction::Query, &[child], None)
+                .await
+            {
+                p.message = format!("{f}: {}", p.message);
+                if let FieldProblemKind::UnknownField { suggestion } = &mut p.kind {
+                    *suggestion = suggestion.take().map(|s| format!("{rel}.{s}"));
+                }
+                p.field = f.clone();
+                p.sobject = sobject.to_string();
+                out.push(p);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod where_tests {
+    use super::where_fields;
+
+    #[test]
+    fn the_fields_of_a_condition_are_picked_out() {
+        assert_eq!(
+            where_fields(
+                "Campaign.Zoom_Webinar_Id__c != null AND (Name LIKE 'a AND b%' OR Status IN ('x')) \
+                 AND StartDateTime >= TODAY AND CreatedDate = LAST_N_DAYS:7 AND X__c > 2026-01-01T00:00:00Z \
+                 AND IsActive = true"
+            ),
+            vec![
+                "Campaign.Zoom_Webinar_Id__c",
+                "Name",
+                "Status",
+                "StartDateTime",
+                "CreatedDate",
+                "X__c",
+                "IsActive"
+            ]
+        );
+    }
+}

@@ -25,7 +25,7 @@ pub async fn run(g: &Global, a: &PlanArgs) -> anyhow::Result<u8> {
     let settings = serde_json::Value::Object(project.config.settings.clone());
     let engine = Engine {
         store: &conns.store,
-        source: &conns.zoom,
+        source: &conns.source,
         matcher: &conns.salesforce,
         sink: &conns.salesforce,
         settings: &settings,

@@ -33,7 +33,7 @@ pub async fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
     for p in pipelines {
         let engine = Engine {
             store: &conns.store,
-            source: &conns.zoom,
+            source: &conns.source,
             matcher: &conns.salesforce,
             sink: &conns.salesforce,
             settings: &settings,

@@ -25,9 +25,10 @@ use std::path::{Path, PathBuf};
 /// The stream catalogs compiled into this binary; `ferry validate` checks streams against
 /// them. A connector registers its catalog here.
 pub fn builtin_catalogs() -> Vec<Box<dyn StreamCatalog>> {
-    vec![Box::new(Builtin(
-        crate::connectors::zoom::catalog::catalog(),
-    ))]
+    vec![
+        Box::new(Builtin(crate::connectors::zoom::catalog::catalog())),
+        Box::new(Builtin(crate::connectors::salesforce::catalog::catalog())),
+    ]
 }
 
 /// A catalog compiled into the binary.

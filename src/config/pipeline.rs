@@ -428,7 +428,16 @@ impl<'a> PipelineResolver<'a> {
     /// Looks the stream up in the catalog for its kind; unknown streams are reported only
     /// when a catalog for that kind is registered.
     fn stream_info(&mut self, s: &At<String>, stream: &str) -> Option<StreamInfo> {
-        let catalog = self.catalog(ConnectionKind::Zoom)?;
+        self.stream_info_of(ConnectionKind::Zoom, s, stream)
+    }
+
+    fn stream_info_of(
+        &mut self,
+        kind: ConnectionKind,
+        s: &At<String>,
+        stream: &str,
+    ) -> Option<StreamInfo> {
+        let catalog = self.catalog(kind)?;
         if let Some(info) = catalog.stream(stream) {
             return Some(info);
         }
@@ -550,15 +559,95 @@ impl<'a> PipelineResolver<'a> {
         }
     }
 
+    /// The kind of connection a source reads: Salesforce when the stream names a
+    /// Salesforce connection (`salesforce.records`), else Zoom.
+    fn source_kind(&self, s: &At<String>) -> ConnectionKind {
+        let Some((conn, _)) = s.value.trim().split_once('.') else {
+            return ConnectionKind::Zoom;
+        };
+        match self.facts.connections.iter().find(|(n, _)| n == conn) {
+            Some((_, k)) => *k,
+            None if !self.facts.known && conn == "salesforce" => ConnectionKind::Salesforce,
+            None => ConnectionKind::Zoom,
+        }
+    }
+
+    /// Checks a Salesforce source's `sobject` and `select` where they are literals, and
+    /// answers the record sample its `select` gives.
+    fn salesforce_params(&mut self, s: &SourceSpec) -> Map<String, Value> {
+        use crate::connectors::salesforce::source::{field_path_problem, is_api_name};
+        let get = |k: &str| {
+            s.params
+                .iter()
+                .find(|(key, _)| key.value == k)
+                .map(|(_, v)| v)
+        };
+        if let Some(v) = get("sobject")
+            && let Value::String(name) = &v.value
+            && !is_template(name)
+            && !is_api_name(name.trim())
+        {
+            let p = self.problem(
+                Code::WrongType,
+                v.pos,
+                format!("`{name}` is not an sObject name"),
+            );
+            p.label = Some("not an object name".into());
+            p.help = Some("an API name like Event, CampaignMember or Zoom_Call__c".into());
+        }
+        let mut select = Vec::new();
+        if let Some(v) = get("select") {
+            match &v.value {
+                Value::Array(items) => {
+                    for item in items {
+                        match item {
+                            Value::String(f) => {
+                                if let Some(why) = field_path_problem(f.trim()) {
+                                    let p = self.problem(Code::WrongType, v.pos, why);
+                                    p.label = Some("not a field this source reads".into());
+                                    p.help = Some(
+                                        "list field API names; parent fields one level up, like Owner.Email".into(),
+                                    );
+                                } else {
+                                    select.push(f.trim().to_string());
+                                }
+                            }
+                            other => {
+                                let p = self.problem(
+                                    Code::WrongType,
+                                    v.pos,
+                                    format!("`select` lists field names; `{other}` is not one"),
+                                );
+                                p.label = Some("not a field name".into());
+                            }
+                        }
+                    }
+                }
+                other => {
+                    let p = self.problem(
+                        Code::WrongType,
+                        v.pos,
+                        format!("`select` is a list of field names, not `{other}`"),
+                    );
+                    p.label = Some("not a list".into());
+                    p.help = Some("write it like `select: [Id, Subject, Owner.Email]`".into());
+                }
+            }
+        }
+        let deleted = get("deleted").is_some_and(|v| v.value == Value::Bool(true));
+        crate::connectors::salesforce::catalog::sample_for(&select, deleted)
+    }
+
     fn source(&mut self, s: &SourceSpec) -> Option<(Source, Option<StreamInfo>)> {
         let scope = Scope {
             stage: Stage::Source,
             upto: 0,
             item: false,
         };
-        let resolved = self.stream_ref(&s.stream, ConnectionKind::Zoom);
+        let kind = self.source_kind(&s.stream);
+        let resolved = self.stream_ref(&s.stream, kind);
         let info = match &resolved {
-            Some((_, stream)) => self.stream_info(&s.stream, stream),
+            Some((_, stream)) => self.stream_info_of(kind, &s.stream, stream),
             None => None,
         };
         if let Some(info) = &info {
@@ -566,6 +655,10 @@ impl<'a> PipelineResolver<'a> {
                 Value::Object(m) => m.clone(),
                 _ => Map::new(),
             });
+        }
+        if kind == ConnectionKind::Salesforce && info.is_some() {
+            let sample = self.salesforce_params(s);
+            self.record_sample = Some(sample);
         }
         let stream_name = resolved.as_ref().map(|r| r.1.clone()).unwrap_or_default();
         let params = self.params(&s.params, &stream_name, info.as_ref(), s.stream.pos, scope);

@@ -33,7 +33,8 @@ fn env(name: &str) -> Option<String> {
 
 fn load(config: &Path) -> Result<Project, Diagnostics> {
     let catalog = TestCatalog;
-    let catalogs: [&dyn StreamCatalog; 1] = [&catalog];
+    let catalogs: [&dyn StreamCatalog; 2] =
+        [&catalog, ferry::connectors::salesforce::catalog::catalog()];
     load_project_with(
         config,
         &catalogs,
@@ -210,11 +211,16 @@ fn the_pipeline_format_document_examples_load() {
         .skip(1)
         .map(|b| b.split("```").next().unwrap())
         .collect();
-    assert_eq!(blocks.len(), 2, "a ferry.yaml and a pipeline");
+    assert_eq!(
+        blocks.len(),
+        3,
+        "a ferry.yaml, a pipeline and a Salesforce-source pipeline"
+    );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ferry.yaml"), blocks[0]).unwrap();
     std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
     std::fs::write(dir.path().join("pipelines/meetings.yaml"), blocks[1]).unwrap();
+    std::fs::write(dir.path().join("pipelines/sf-source.yaml"), blocks[2]).unwrap();
     std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
     std::fs::write(
         dir.path().join("secrets/sf.pem"),
@@ -225,6 +231,9 @@ fn the_pipeline_format_document_examples_load() {
         let p = project.pipeline("meetings-to-events").unwrap();
         assert_eq!(p.sinks.len(), 3);
         assert_eq!(p.sink("follow_ups").unwrap().depends_on, ["event"]);
+        let sf = project.pipeline("flagged-events-to-follow-ups").unwrap();
+        assert_eq!(sf.source.connection, "salesforce");
+        assert_eq!(sf.source.stream, "records");
     }
 }
 

@@ -38,6 +38,7 @@ mod salesforce_match_rule;
 mod salesforce_sim;
 mod salesforce_sim_strict;
 mod salesforce_simple_salesforce;
+mod salesforce_source;
 mod state_cli;
 mod state_lease;
 mod state_store;

@@ -63,7 +63,7 @@ impl Env {
         let p = project.pipeline(name).expect("pipeline exists");
         let engine = Engine {
             store: &conns.store,
-            source: &conns.zoom,
+            source: &conns.source,
             matcher: &conns.salesforce,
             sink: &conns.salesforce,
             settings: &settings,

@@ -63,6 +63,9 @@ pub struct BatchCommit {
     pub dead_letters: Vec<NewDeadLetter>,
     /// (stream, partition, cursor)
     pub checkpoints: Vec<(String, String, String)>,
+    /// Subject index rows (privacy requests): which addresses the batch's records held and
+    /// what was written for them. Saved with the ledger rows, fenced or not.
+    pub subjects: Vec<super::SubjectEntry>,
 }
 
 /// Ledger size per (pipeline, sink), for `ferry state show`.
@@ -195,6 +198,7 @@ impl SqliteState {
             for d in &batch.dead_letters {
                 insert_dead_letter(tx, pipeline, d, &now)?;
             }
+            super::subjects::insert_subjects(tx, pipeline, &batch.subjects, &now)?;
             if lost.is_none() {
                 for (stream, partition, cursor) in &batch.checkpoints {
                     upsert_checkpoint(tx, pipeline, stream, partition, cursor, &now)?;

@@ -116,6 +116,24 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (scope, id)
     ) WITHOUT ROWID;
     "#,
+    // 4: privacy requests (see subjects.rs): which synced records an address appeared in and
+    // what ferry wrote for them, keyed by a keyed hash of the address (never the address).
+    r#"
+    CREATE TABLE subject_index (
+        hash        TEXT NOT NULL,
+        pipeline    TEXT NOT NULL,
+        stream      TEXT NOT NULL,
+        record_key  TEXT NOT NULL,
+        role        TEXT NOT NULL,
+        record_time TEXT NOT NULL DEFAULT '',
+        sink        TEXT NOT NULL DEFAULT '',
+        sobject     TEXT NOT NULL DEFAULT '',
+        sf_id       TEXT NOT NULL DEFAULT '',
+        ledger_key  TEXT NOT NULL DEFAULT '',
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (hash, pipeline, stream, record_key, sink, ledger_key)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

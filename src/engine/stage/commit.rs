@@ -26,13 +26,6 @@ pub async fn commit(
                 .push((stream.to_string(), partition, cursor));
         }
     }
-    // The subject index (privacy requests) goes in the same transaction as the ledger rows.
-    let store = cx.engine.store;
-    let hash = |email: &str| store.subject_hash(email);
-    for (state, rep) in batch.states.iter().zip(&batch.reports) {
-        let rows = crate::privacy::index::rows_for(&state.record, rep, &hash);
-        batch.commit.subjects.extend(rows);
-    }
     if let Some(e) = outcome.err().or(halt) {
         report.stop(e.to_string());
     }

@@ -46,7 +46,10 @@ pub async fn process(
             break;
         }
     }
-    finish(batch, ending, report, cx.opts.detail);
+    let store = cx.engine.store;
+    finish(batch, ending, report, cx.opts.detail, &|e| {
+        store.subject_hash(e)
+    });
     match stop {
         Some(e) => Err(e),
         None => Ok(()),
@@ -55,9 +58,18 @@ pub async fn process(
 
 /// Records that failed before their writes go to dead letters with the reason; every
 /// record's report joins the run's.
-fn finish(batch: &mut Batch, ending: &mut dyn Ending, report: &mut PipelineReport, detail: bool) {
+fn finish(
+    batch: &mut Batch,
+    ending: &mut dyn Ending,
+    report: &mut PipelineReport,
+    detail: bool,
+    hash: &dyn Fn(&str) -> String,
+) {
     let reports = std::mem::take(&mut batch.reports);
     for (i, mut r) in reports.into_iter().enumerate() {
+        // The subject index (privacy requests): committed with the batch's ledger rows.
+        let rows = crate::privacy::index::rows_for(&batch.states[i].record, &r, hash);
+        batch.commit.subjects.extend(rows);
         if let Some(err) = &batch.failed[i] {
             let msg = err.to_string();
             ending.dead_letter(

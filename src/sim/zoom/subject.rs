@@ -138,7 +138,7 @@ impl SimState {
                         "outbound_caller_ids": [{"is_default": true, "name": "Main", "number": "+14155550100"}],
                         "delegation": {"assistants": [], "privacy": false, "privileges": [], "locked": false},
                         "desk_phone": {"devices": [], "pc_setting": false},
-                        "intercom": {"device": [], "extensions": []},
+                        "intercom": {"audio_intercoms": []},
                         "auto_call_recording_access_members": [], "ad_hoc_call_recording_access_members": []}),
                 )
             }

@@ -66,10 +66,10 @@ pub fn redact_credentials(v: &mut Value) {
             }
         }
         Value::Array(a) => a.iter_mut().for_each(redact_credentials),
-        Value::String(s) => {
-            if s.contains('?') && (s.starts_with("https://") || s.starts_with("http://")) {
-                *s = strip_url_secrets(s);
-            }
+        Value::String(s)
+            if s.contains('?') && (s.starts_with("https://") || s.starts_with("http://")) =>
+        {
+            *s = strip_url_secrets(s);
         }
         _ => {}
     }

@@ -1,11 +1,13 @@
 //! Filling the subject index while a batch commits: every email address in a synced record
 //! (its fields, its enrich results, so participants, registrants and lookup keys alike) is
-//! recorded by keyed hash with the record and the Salesforce records written for it.
+//! recorded by keyed hash with the record, and the Salesforce records written for the record
+//! once, apart: the rows of a record grow with its addresses plus its writes, never with
+//! their product.
 
 use crate::engine::report::{RecordReport, WriteAction};
-use crate::state::{SubjectEntry, looks_like_email};
+use crate::state::{IndexedRecord, SyncedWrite, looks_like_email};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The most addresses recorded per record (a record is bounded by the source's page size,
 /// but an enrich can attach thousands of participants).
@@ -61,64 +63,156 @@ fn record_time(r: &Value) -> String {
         .collect()
 }
 
-/// The index rows of one record: one per (address, written sink record), or one per address
-/// when nothing was written. `hash` is the state's keyed hash.
+/// Keyed hashes of the addresses of one batch, each computed once however many records
+/// name it (the host of a batch's meetings, a frequent participant).
+pub struct BatchHasher<'a> {
+    hash: &'a dyn Fn(&str) -> String,
+    seen: HashMap<String, String>,
+}
+
+impl<'a> BatchHasher<'a> {
+    pub fn new(hash: &'a dyn Fn(&str) -> String) -> Self {
+        BatchHasher {
+            hash,
+            seen: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, email: &str) -> String {
+        if let Some(h) = self.seen.get(email) {
+            return h.clone();
+        }
+        let h = (self.hash)(email);
+        self.seen.insert(email.to_string(), h.clone());
+        h
+    }
+}
+
+/// What the index keeps of one record: its addresses (at most
+/// [`MAX_ADDRESSES_PER_RECORD`]) by keyed hash, and the Salesforce records written or kept
+/// for it. `None` when the record holds no address.
 pub fn rows_for(
     record: &Value,
     report: &RecordReport,
-    hash: &dyn Fn(&str) -> String,
-) -> Vec<SubjectEntry> {
+    hasher: &mut BatchHasher<'_>,
+) -> Option<IndexedRecord> {
     let found = addresses(record);
     if found.is_empty() {
-        return Vec::new();
+        return None;
     }
-    let written: Vec<_> = report
+    let writes = report
         .writes
         .iter()
         .filter(|w| {
             matches!(
                 w.action,
                 WriteAction::Create | WriteAction::Update | WriteAction::Unchanged
-            ) && w.id.is_some()
+            )
         })
-        .collect();
-    let when = record_time(record);
-    let mut rows = Vec::new();
-    for (email, role) in found {
-        let h = hash(&email);
-        let base = SubjectEntry {
-            hash: h,
-            pipeline: String::new(),
-            stream: report.source.stream.clone(),
-            record_key: report.source.key.clone(),
-            role,
-            record_time: when.clone(),
-            sink: String::new(),
-            sobject: String::new(),
-            sf_id: String::new(),
-            ledger_key: String::new(),
-        };
-        if written.is_empty() {
-            rows.push(base);
-            continue;
-        }
-        for w in &written {
-            rows.push(SubjectEntry {
+        .filter_map(|w| {
+            w.id.as_ref().map(|id| SyncedWrite {
                 sink: w.sink.clone(),
                 sobject: w.sobject.clone(),
-                sf_id: w.id.clone().unwrap_or_default(),
+                sf_id: id.clone(),
                 ledger_key: w.key.clone(),
-                ..base.clone()
-            });
+            })
+        })
+        .collect();
+    let subjects = found
+        .into_iter()
+        .map(|(email, role)| (hasher.get(&email), role))
+        .collect();
+    Some(IndexedRecord {
+        stream: report.source.stream.clone(),
+        record_key: report.source.key.clone(),
+        record_time: record_time(record),
+        subjects,
+        writes,
+    })
+}
+
+/// A synced meeting for tests: see [`testing::meeting`].
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::engine::report::{SourceRef, WriteReport};
+    use serde_json::json;
+
+    pub fn write(sink: &str, sobject: &str, key: &str, id: &str) -> WriteReport {
+        WriteReport {
+            sink: sink.into(),
+            sobject: sobject.into(),
+            action: WriteAction::Create,
+            key: key.into(),
+            id: Some(id.into()),
+            fields: None,
+            diff: None,
+            reason: None,
+            message: None,
         }
     }
-    rows
+
+    /// A meeting hosted by `host` with `n` participants `p{i}@contoso.com`, written as one
+    /// Event and one EventRelation per participant (the relation keys name the participant,
+    /// as a `key` template made from the address would).
+    pub fn meeting(uuid: &str, host: &str, n: usize) -> (Value, RecordReport) {
+        let participants: Vec<Value> = (0..n)
+            .map(|i| json!({"user_email": format!("p{i}@contoso.com"), "name": format!("P {i}")}))
+            .collect();
+        let record = json!({"uuid": uuid, "host_email": host, "start_time": "2024-05-01T10:00:00Z",
+            "participants": participants});
+        let mut writes = vec![write("events", "Event", uuid, &format!("00U{uuid}"))];
+        for i in 0..n {
+            writes.push(write(
+                "relations",
+                "EventRelation",
+                &format!("{uuid}|p{i}@contoso.com"),
+                &format!("0RE{uuid}{i}"),
+            ));
+        }
+        let report = RecordReport {
+            source: SourceRef {
+                stream: "past_meetings".into(),
+                key: uuid.into(),
+            },
+            title: String::new(),
+            writes,
+            unmatched: Vec::new(),
+            unlookable: Vec::new(),
+            ambiguous: Vec::new(),
+            looked_up: 0,
+            skipped: Vec::new(),
+            errors: Vec::new(),
+        };
+        (record, report)
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::testing::meeting;
     use super::*;
     use serde_json::json;
+    use std::cell::Cell;
+
+    #[test]
+    fn each_address_is_hashed_once_per_batch() {
+        let calls = Cell::new(0usize);
+        let hash = |e: &str| {
+            calls.set(calls.get() + 1);
+            format!("h:{e}")
+        };
+        let mut hasher = BatchHasher::new(&hash);
+        // Ten meetings of one host with the same 20 participants: 21 distinct addresses.
+        let mut rows = 0;
+        for m in 0..10 {
+            let (v, r) = meeting(&format!("m{m}"), "host@acme.com", 20);
+            rows += rows_for(&v, &r, &mut hasher).unwrap().subjects.len();
+        }
+        assert_eq!(rows, 210);
+        assert_eq!(calls.get(), 21);
+    }
 
     #[test]
     fn finds_addresses_in_nested_enrich_results() {

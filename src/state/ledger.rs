@@ -63,9 +63,10 @@ pub struct BatchCommit {
     pub dead_letters: Vec<NewDeadLetter>,
     /// (stream, partition, cursor)
     pub checkpoints: Vec<(String, String, String)>,
-    /// Subject index rows (privacy requests): which addresses the batch's records held and
-    /// what was written for them. Saved with the ledger rows, fenced or not.
-    pub subjects: Vec<super::SubjectEntry>,
+    /// The subject index (privacy requests), per synced record: which addresses it held
+    /// (by keyed hash) and what was written for it. Saved with the ledger rows, fenced or
+    /// not. Empty in a plan.
+    pub subjects: Vec<super::IndexedRecord>,
 }
 
 /// Ledger size per (pipeline, sink), for `ferry state show`.

@@ -39,8 +39,8 @@ pub use lease::{
 pub use ledger::{BatchCommit, LedgerCount, LedgerEntry, LedgerState, LedgerWrite};
 pub use runs::RunRow;
 pub use subjects::{
-    AUDIT_PIPELINE, FORGOTTEN, ForgetReport, SubjectEntry, SubjectHit, looks_like_email, mentions,
-    redact,
+    AUDIT_PIPELINE, FORGOTTEN, ForgetReport, IndexedRecord, SubjectEntry, SubjectHit, SyncedWrite,
+    looks_like_email, mentions, redact,
 };
 pub use tokens::StoredToken;
 

@@ -20,9 +20,9 @@ pub const FORGOTTEN: &str = "[forgotten]";
 /// The pipeline name the audit lines of `ferry subject forget` carry in the run history.
 pub const AUDIT_PIPELINE: &str = "(privacy)";
 
-/// One index row: an address (by hash) appeared in a synced record, and what ferry wrote
-/// to Salesforce for that record (one row per written sink record; `sink` empty when
-/// nothing was written).
+/// What the export reads back: an address (by hash) appeared in a synced record, and one
+/// Salesforce record ferry wrote for that record (`sink` empty when nothing was written).
+/// The state stores the two halves apart (see [`IndexedRecord`]) and joins them on read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SubjectEntry {
     #[serde(skip)]
@@ -43,6 +43,30 @@ pub struct SubjectEntry {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub sf_id: String,
     #[serde(skip_serializing_if = "String::is_empty")]
+    pub ledger_key: String,
+}
+
+/// What a batch adds to the subject index for one synced source record: one row per
+/// address (`subject_index`) and, apart, one row per Salesforce record written for it
+/// (`synced_writes`), so a meeting with N participants and N EventRelations stores about
+/// 2N rows, not N².
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexedRecord {
+    pub stream: String,
+    pub record_key: String,
+    /// The record's time (start, date or creation), or empty.
+    pub record_time: String,
+    /// (keyed hash of the address, where in the record it was).
+    pub subjects: Vec<(String, String)>,
+    pub writes: Vec<SyncedWrite>,
+}
+
+/// One Salesforce record written (or found as it should be) for a synced source record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncedWrite {
+    pub sink: String,
+    pub sobject: String,
+    pub sf_id: String,
     pub ledger_key: String,
 }
 
@@ -158,39 +182,67 @@ fn holds_others(text: &str, subject: &str) -> bool {
 pub(super) fn insert_subjects(
     tx: &rusqlite::Transaction<'_>,
     pipeline: &str,
-    rows: &[SubjectEntry],
+    records: &[IndexedRecord],
     now: &str,
 ) -> Result<()> {
-    if rows.is_empty() {
+    if records.iter().all(|r| r.subjects.is_empty()) {
         return Ok(());
     }
-    let mut st = tx
+    let ctx = "write the subject index";
+    let mut subject = tx
         .prepare_cached(
             "INSERT INTO subject_index (hash, pipeline, stream, record_key, role, record_time,
-                                        sink, sobject, sf_id, ledger_key, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-             ON CONFLICT (hash, pipeline, stream, record_key, sink, ledger_key) DO UPDATE SET
+                                        updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (hash, pipeline, stream, record_key) DO UPDATE SET
                role = excluded.role, record_time = excluded.record_time,
-               sobject = excluded.sobject,
-               sf_id = CASE WHEN excluded.sf_id <> '' THEN excluded.sf_id ELSE subject_index.sf_id END,
                updated_at = excluded.updated_at",
         )
-        .context("write the subject index")?;
-    for r in rows {
-        st.execute(params![
-            r.hash,
-            pipeline,
-            r.stream,
-            r.record_key,
-            r.role,
-            r.record_time,
-            r.sink,
-            r.sobject,
-            r.sf_id,
-            r.ledger_key,
-            now
-        ])
-        .context("write the subject index")?;
+        .context(ctx)?;
+    let mut write = tx
+        .prepare_cached(
+            "INSERT INTO synced_writes (pipeline, stream, record_key, sink, ledger_key, sobject,
+                                        sf_id, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (pipeline, stream, record_key, sink, ledger_key) DO UPDATE SET
+               sobject = excluded.sobject,
+               sf_id = CASE WHEN excluded.sf_id <> '' THEN excluded.sf_id
+                            ELSE synced_writes.sf_id END,
+               updated_at = excluded.updated_at",
+        )
+        .context(ctx)?;
+    for r in records {
+        // A record without an address is nobody's: its writes are not needed.
+        if r.subjects.is_empty() {
+            continue;
+        }
+        for (hash, role) in &r.subjects {
+            subject
+                .execute(params![
+                    hash,
+                    pipeline,
+                    r.stream,
+                    r.record_key,
+                    role,
+                    r.record_time,
+                    now
+                ])
+                .context(ctx)?;
+        }
+        for w in &r.writes {
+            write
+                .execute(params![
+                    pipeline,
+                    r.stream,
+                    r.record_key,
+                    w.sink,
+                    w.ledger_key,
+                    w.sobject,
+                    w.sf_id,
+                    now
+                ])
+                .context(ctx)?;
+        }
     }
     Ok(())
 }
@@ -265,6 +317,9 @@ const HANDLED: &[(&str, &str)] = &[
     ("runs", "summary"),
     ("runs", "stopped"),
     ("labels", "label"),
+    ("subject_index", "record_key"),
+    ("synced_writes", "record_key"),
+    ("synced_writes", "ledger_key"),
 ];
 
 impl SqliteState {
@@ -276,10 +331,15 @@ impl SqliteState {
         let conn = self.conn();
         let mut st = conn
             .prepare_cached(
-                "SELECT hash, pipeline, stream, record_key, role, record_time, sink, sobject,
-                        sf_id, ledger_key
-                 FROM subject_index WHERE hash = ?1
-                 ORDER BY record_time, pipeline, stream, record_key, sink, ledger_key",
+                "SELECT s.hash, s.pipeline, s.stream, s.record_key, s.role, s.record_time,
+                        coalesce(w.sink, ''), coalesce(w.sobject, ''), coalesce(w.sf_id, ''),
+                        coalesce(w.ledger_key, '')
+                 FROM subject_index s
+                 LEFT JOIN synced_writes w ON w.pipeline = s.pipeline AND w.stream = s.stream
+                                          AND w.record_key = s.record_key
+                 WHERE s.hash = ?1
+                 ORDER BY s.record_time, s.pipeline, s.stream, s.record_key, w.sink,
+                          w.ledger_key",
             )
             .context("read the subject index")?;
         st.query_map([hash], |r| {
@@ -361,6 +421,31 @@ fn scan(conn: &rusqlite::Connection, email: &str, hash: &str) -> Result<Vec<Subj
     }
     if email.is_empty() {
         return Ok(hits);
+    }
+    // Record keys and ledger keys of the index that are made from the address.
+    for (table, area, sql) in [
+        (
+            "subject_index",
+            "subject index",
+            "SELECT count(*) FROM subject_index WHERE instr(lower(record_key), ?1) > 0",
+        ),
+        (
+            "synced_writes",
+            "synced writes",
+            "SELECT count(*) FROM synced_writes
+             WHERE instr(lower(record_key), ?1) > 0 OR instr(lower(ledger_key), ?1) > 0",
+        ),
+    ] {
+        let n: i64 = conn
+            .query_row(sql, [email], |r| r.get(0))
+            .context(format!("search {table}"))?;
+        if n > 0 {
+            hits.push(SubjectHit {
+                area: area.into(),
+                row: format!("{n} row(s) with a record or ledger key made from the address"),
+                action: "redact".into(),
+            });
+        }
     }
     // Lookup cache: scope and how many entries (the key is the address itself).
     let mut st = conn
@@ -509,12 +594,90 @@ fn forget_in(
     report: &mut ForgetReport,
 ) -> Result<()> {
     let ctx = "forget an address";
+    // The records the address appeared in: once nobody else is indexed in one, the writes
+    // kept for it go too.
+    let records: Vec<(String, String, String)> = tx
+        .prepare("SELECT pipeline, stream, record_key FROM subject_index WHERE hash = ?1")
+        .context(ctx)?
+        .query_map([hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .context(ctx)?
+        .collect::<rusqlite::Result<_>>()
+        .context(ctx)?;
     let n = tx
         .execute("DELETE FROM subject_index WHERE hash = ?1", [hash])
         .context(ctx)?;
     report.deleted += n as u64;
+    {
+        let mut orphan = tx
+            .prepare_cached(
+                "DELETE FROM synced_writes
+                 WHERE pipeline = ?1 AND stream = ?2 AND record_key = ?3
+                   AND NOT EXISTS (SELECT 1 FROM subject_index
+                                   WHERE pipeline = ?1 AND stream = ?2 AND record_key = ?3)",
+            )
+            .context(ctx)?;
+        for (pipeline, stream, key) in &records {
+            let n = orphan
+                .execute(params![pipeline, stream, key])
+                .context(ctx)?;
+            report.deleted += n as u64;
+        }
+    }
     if email.is_empty() {
         return Ok(());
+    }
+    // Others' index rows whose record key is made from the address keep their record under
+    // a redacted key (the same in both tables, so they still join).
+    let rows: Vec<(String, String, String, String)> = tx
+        .prepare(
+            "SELECT hash, pipeline, stream, record_key FROM subject_index
+             WHERE instr(lower(record_key), ?1) > 0",
+        )
+        .context(ctx)?
+        .query_map([email], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .context(ctx)?
+        .collect::<rusqlite::Result<_>>()
+        .context(ctx)?;
+    for (h, pipeline, stream, key) in rows {
+        tx.execute(
+            "UPDATE OR REPLACE subject_index SET record_key = ?5
+             WHERE hash = ?1 AND pipeline = ?2 AND stream = ?3 AND record_key = ?4",
+            params![h, pipeline, stream, key, redact(&key, email)],
+        )
+        .context(ctx)?;
+        report.redacted += 1;
+    }
+    let rows: Vec<(String, String, String, String, String)> = tx
+        .prepare(
+            "SELECT pipeline, stream, record_key, sink, ledger_key FROM synced_writes
+             WHERE instr(lower(record_key), ?1) > 0 OR instr(lower(ledger_key), ?1) > 0",
+        )
+        .context(ctx)?
+        .query_map([email], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .context(ctx)?
+        .collect::<rusqlite::Result<_>>()
+        .context(ctx)?;
+    for (pipeline, stream, key, sink, ledger_key) in rows {
+        tx.execute(
+            "UPDATE OR REPLACE synced_writes SET record_key = ?6, ledger_key = ?7
+             WHERE pipeline = ?1 AND stream = ?2 AND record_key = ?3 AND sink = ?4
+               AND ledger_key = ?5",
+            params![
+                pipeline,
+                stream,
+                key,
+                sink,
+                ledger_key,
+                redact(&key, email),
+                redact(&ledger_key, email)
+            ],
+        )
+        .context(ctx)?;
+        report.redacted += 1;
     }
     let n = tx
         .execute(
@@ -680,6 +843,124 @@ fn compact(conn: &rusqlite::Connection) -> Result<bool> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::engine::report::{RecordReport, WriteAction};
+    use crate::privacy::index::testing::meeting;
+    use crate::privacy::index::{BatchHasher, rows_for};
+    use crate::state::BatchCommit;
+    use serde_json::{Value, json};
+
+    fn count(state: &SqliteState, table: &str) -> i64 {
+        state
+            .conn()
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn commit(state: &SqliteState, records: &[(Value, RecordReport)]) {
+        let hash = |e: &str| state.subject_hash(e);
+        let mut hasher = BatchHasher::new(&hash);
+        let batch = BatchCommit {
+            pipeline: "meetings".into(),
+            subjects: records
+                .iter()
+                .filter_map(|(v, r)| rows_for(v, r, &mut hasher))
+                .collect(),
+            ..BatchCommit::default()
+        };
+        state.commit_batch_fenced(&batch, None).unwrap();
+    }
+
+    #[test]
+    fn a_meeting_of_50_stores_rows_linear_in_its_participants() {
+        let state = SqliteState::in_memory().unwrap();
+        let (v, r) = meeting("m1", "host@acme.com", 50);
+        commit(&state, &[(v.clone(), r.clone())]);
+        let index = count(&state, "subject_index");
+        let writes = count(&state, "synced_writes");
+        // 51 addresses (host + 50), 51 writes (Event + 50 EventRelations): 102 rows, where
+        // one row per (address, write) would be 51 × 51 = 2,601.
+        assert_eq!(index, 51);
+        assert_eq!(writes, 51);
+        assert!(index + writes <= 2 * 50 + 50 + 3, "{index} + {writes}");
+        // Committing the same record again (a rerun) adds nothing.
+        commit(&state, &[(v, r)]);
+        assert_eq!(
+            count(&state, "subject_index") + count(&state, "synced_writes"),
+            102
+        );
+        // The export's join still gives a participant the Event and every relation.
+        let rows = state
+            .subject_index_find(&state.subject_hash("P7@Contoso.com"))
+            .unwrap();
+        assert_eq!(rows.len(), 51);
+        assert!(rows.iter().all(|e| e.record_key == "m1"
+            && e.role == "participants.user_email"
+            && e.record_time == "2024-05-01T10:00:00Z"));
+        assert!(
+            rows.iter()
+                .any(|e| e.sobject == "Event" && e.sf_id == "00Um1")
+        );
+    }
+
+    #[test]
+    fn records_without_addresses_or_writes_store_nothing_extra() {
+        let state = SqliteState::in_memory().unwrap();
+        let hash = |e: &str| state.subject_hash(e);
+        let mut hasher = BatchHasher::new(&hash);
+        let (mut v, r) = meeting("m1", "host@acme.com", 3);
+        v["participants"] = json!([]);
+        v["host_email"] = json!("nobody");
+        assert!(rows_for(&v, &r, &mut hasher).is_none());
+        // Skipped and failed writes (or writes without an Id) are not recorded.
+        let (v, mut r) = meeting("m2", "host@acme.com", 2);
+        r.writes[1].action = WriteAction::Skip;
+        r.writes[2].id = None;
+        let rec = rows_for(&v, &r, &mut hasher).unwrap();
+        assert_eq!(rec.writes.len(), 1);
+        assert_eq!(rec.subjects.len(), 3);
+    }
+
+    #[test]
+    fn forget_removes_the_address_from_both_tables_and_keeps_others_joined() {
+        let state = SqliteState::in_memory().unwrap();
+        // m1: host + p0, p1; m2: only p1 (as host).
+        let m1 = meeting("m1", "host@acme.com", 2);
+        let (mut v2, mut r2) = meeting("m2", "p1@contoso.com", 0);
+        v2["participants"] = json!([]);
+        r2.writes.truncate(1);
+        commit(&state, &[m1, (v2, r2)]);
+        assert_eq!(count(&state, "synced_writes"), 4);
+        let email = "p1@contoso.com";
+        let h = state.subject_hash(email);
+        let scan = state.subject_scan(email, &h).unwrap();
+        assert!(
+            scan.iter()
+                .any(|s| s.area == "synced writes" && s.action == "redact"),
+            "{scan:?}"
+        );
+        let report = state.subject_forget(email, &h).unwrap();
+        assert!(report.remaining.is_empty(), "{:?}", report.remaining);
+        // Their rows and m2's write (nobody else is indexed there) are gone; m1's relation
+        // key made from the address is redacted.
+        assert!(state.subject_index_find(&h).unwrap().is_empty());
+        assert_eq!(count(&state, "synced_writes"), 3);
+        let n: i64 = state
+            .conn()
+            .query_row(
+                "SELECT count(*) FROM synced_writes WHERE instr(lower(ledger_key), ?1) > 0
+                 OR instr(lower(record_key), ?1) > 0",
+                [email],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 0);
+        // The others still see m1's Event and all three relations (one redacted).
+        let rows = state
+            .subject_index_find(&state.subject_hash("p0@contoso.com"))
+            .unwrap();
+        assert_eq!(rows.len(), 3);
+        assert!(rows.iter().any(|e| e.ledger_key == "m1|[forgotten]"));
+    }
 
     #[test]
     fn redaction_is_case_insensitive_and_total() {

@@ -20,7 +20,7 @@ pub mod render;
 pub mod write;
 
 use super::report::PipelineReport;
-use super::{Batch, Cx, Ending, StageError};
+use super::{Batch, Cx, Ending, Mode, StageError};
 use crate::state::NewDeadLetter;
 
 /// Lookups, vars, sinks and writes of a batch of enriched records. Every record's report
@@ -47,9 +47,10 @@ pub async fn process(
         }
     }
     let store = cx.engine.store;
-    finish(batch, ending, report, cx.opts.detail, &|e| {
-        store.subject_hash(e)
-    });
+    let hash = |e: &str| store.subject_hash(e);
+    // Only a run commits: a plan computes no index rows.
+    let index = (cx.opts.mode == Mode::Run).then_some(&hash as &dyn Fn(&str) -> String);
+    finish(batch, ending, report, cx.opts.detail, index);
     match stop {
         Some(e) => Err(e),
         None => Ok(()),
@@ -63,13 +64,17 @@ fn finish(
     ending: &mut dyn Ending,
     report: &mut PipelineReport,
     detail: bool,
-    hash: &dyn Fn(&str) -> String,
+    index: Option<&dyn Fn(&str) -> String>,
 ) {
     let reports = std::mem::take(&mut batch.reports);
+    let mut hasher = index.map(crate::privacy::index::BatchHasher::new);
     for (i, mut r) in reports.into_iter().enumerate() {
         // The subject index (privacy requests): committed with the batch's ledger rows.
-        let rows = crate::privacy::index::rows_for(&batch.states[i].record, &r, hash);
-        batch.commit.subjects.extend(rows);
+        if let Some(h) = hasher.as_mut()
+            && let Some(rows) = crate::privacy::index::rows_for(&batch.states[i].record, &r, h)
+        {
+            batch.commit.subjects.push(rows);
+        }
         if let Some(err) = &batch.failed[i] {
             let msg = err.to_string();
             ending.dead_letter(

@@ -190,6 +190,16 @@ fn every_row(dir: &Path) -> Vec<String> {
     out
 }
 
+/// Rows of the subject index and of the synced writes.
+fn index_rows(dir: &Path) -> (u64, u64) {
+    let conn = rusqlite::Connection::open(dir.join(".ferry/state.db")).unwrap();
+    let n = |t: &str| -> u64 {
+        conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    (n("subject_index"), n("synced_writes"))
+}
+
 fn contains_ci(hay: &[u8], needle: &str) -> bool {
     let hay = hay.to_ascii_lowercase();
     let n = needle.to_ascii_lowercase();
@@ -199,8 +209,24 @@ fn contains_ci(hay: &[u8], needle: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_is_exported_from_ferrys_records_then_forgotten() {
     let env = Env::start(ferry::clock::system(), 60, |_| {}).await;
+    // A plan commits nothing, so it indexes nothing.
+    let plan = env.run_one("meetings-to-events", Mode::Plan).await;
+    assert!(plan.summary.create > 0, "{plan:?}");
+    assert_eq!(
+        index_rows(env.dir.path()),
+        (0, 0),
+        "a plan wrote index rows"
+    );
     let report = env.run_one("meetings-to-events", Mode::Run).await;
     assert!(report.summary.create > 0, "{report:?}");
+    // Each write is kept once for its record, not once per address of the record.
+    let (subjects, writes) = index_rows(env.dir.path());
+    assert!(subjects > 0);
+    let s = &report.summary;
+    assert!(
+        writes > 0 && writes <= s.create + s.update + s.unchanged,
+        "{writes} write rows for {s:?}"
+    );
     let w = env.sandbox.world.clone();
     // An external participant of a meeting that got an Event.
     let events = env.sandbox.salesforce.records("Event");

@@ -36,7 +36,7 @@ pub(super) fn settings(g: &Global, connection: &str) -> anyhow::Result<ZoomSetti
 }
 
 /// The connector's settings and the connection's `max_wait`.
-fn connection_settings(
+pub(super) fn connection_settings(
     g: &Global,
     connection: &str,
 ) -> anyhow::Result<(ZoomSettings, std::time::Duration)> {

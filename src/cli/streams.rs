@@ -17,7 +17,12 @@ pub async fn run(_g: &Global, a: &StreamsArgs) -> anyhow::Result<u8> {
             } else {
                 "full"
             };
-            println!("zoom.{:<28} {:<12} {}", d.name, mode, d.description);
+            // `subject`: read for one person in privacy requests (`ferry subject export`).
+            let subject = if d.subject.is_some() { "subject" } else { "" };
+            println!(
+                "zoom.{:<28} {:<12} {:<8} {}",
+                d.name, mode, subject, d.description
+            );
         }
         println!(
             "salesforce.{:<22} {:<12} {}",

@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 mod peer;
+mod subject;
 
 /// Fault switches; all off by default. Probabilities are drawn from a RNG seeded by `seed`.
 #[derive(Debug, Clone)]
@@ -1591,7 +1592,10 @@ impl SimState {
                     now,
                 )
             }
-            _ => self.serve_peer(endpoint, ids, q, now),
+            _ => match self.serve_subject(endpoint, ids, q, now) {
+                Some(answer) => answer,
+                None => self.serve_peer(endpoint, ids, q, now),
+            },
         }
     }
 }
@@ -1649,7 +1653,7 @@ fn route<'a>(seg: &[&'a str]) -> Option<(Route, Vec<&'a str>)> {
         ["phone", "call_history"] => (p("GET /phone/call_history", "heavy"), vec![]),
         ["phone", "recordings"] => (p("GET /phone/recordings", "medium"), vec![]),
         ["phone", "voice_mails"] => (p("GET /phone/voice_mails", "medium"), vec![]),
-        _ => return peer::route(seg),
+        _ => return peer::route(seg).or_else(|| subject::route(seg)),
     })
 }
 

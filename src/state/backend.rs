@@ -15,9 +15,9 @@
 //! call blocks an async worker thread. Calls need a tokio runtime (either flavour).
 
 use super::{
-    BatchCommit, Checkpoint, CheckpointRow, DeadLetter, DeadLetterCount, Held, InboxCounts,
-    InboxEntry, InboxEvent, InboxFailure, Lease, LedgerCount, LedgerEntry, NewDeadLetter, Result,
-    RunRow, StoredToken,
+    BatchCommit, Checkpoint, CheckpointRow, DeadLetter, DeadLetterCount, ForgetReport, Held,
+    InboxCounts, InboxEntry, InboxEvent, InboxFailure, Lease, LedgerCount, LedgerEntry,
+    NewDeadLetter, Result, RunRow, StoredToken, SubjectEntry, SubjectHit,
 };
 use crate::clock::SharedClock;
 use chrono::{DateTime, Utc};
@@ -199,6 +199,33 @@ pub trait StateBackend: std::fmt::Debug + Send + Sync {
     async fn labels(&self, scope: &str) -> Result<std::collections::BTreeMap<String, String>>;
     /// The latest `limit` runs, of one pipeline or all, newest first.
     async fn runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunRow>>;
+
+    // ---- privacy requests: the subject index and forgetting one address -----------------
+    // Index rows are written with a batch (`BatchCommit::subjects`, in its transaction): per
+    // synced record, one row per address (by keyed hash) and, apart, one row per Salesforce
+    // record written for it, stored once whatever the number of addresses (upserts, keyed by
+    // (hash, pipeline, stream, record key) and (pipeline, stream, record key, sink, ledger
+    // key)). A backend keeps the two apart so a record's rows grow as addresses + writes.
+
+    /// The keyed hash of an address (trimmed, lowercased): HMAC-SHA256 under a key derived
+    /// from the state's encryption key. Every backend sharing a state key gives the same.
+    fn subject_hash(&self, email: &str) -> String;
+    /// The index rows of one hashed address, joined with the writes of each record: one
+    /// entry per (record, write), or one with an empty `sink` for a record nothing was
+    /// written for. Ordered by record time, pipeline, stream, record key, sink, ledger key.
+    async fn subject_index_find(&self, hash: &str) -> Result<Vec<SubjectEntry>>;
+    /// Every place of the state holding `email` (lowercase) or the index rows of `hash`,
+    /// with what [`Self::subject_forget`] would do there. Reads only.
+    async fn subject_scan(&self, email: &str, hash: &str) -> Result<Vec<SubjectHit>>;
+    /// Removes `email` (lowercase) and the index rows of `hash` from the state: the index
+    /// rows of `hash`, the written-record rows of records nobody else is indexed in, lookup
+    /// cache entries, labels, finished webhook events and one person's dead letters are
+    /// deleted; record and ledger keys of the index made from the address, pending webhook
+    /// events, several people's dead letters and run history text are redacted; the ledger
+    /// is not touched. Then no copy may survive in free space or logs
+    /// (SQLite: secure delete, VACUUM, WAL truncated). One audit run (hash prefix and counts,
+    /// no address) is added to the run history. In one transaction.
+    async fn subject_forget(&self, email: &str, hash: &str) -> Result<ForgetReport>;
 
     // ---- pipeline leases: one pipeline, one runner ---------------------------------------
 

@@ -18,6 +18,7 @@ mod ledger;
 mod runs;
 mod schema;
 mod sqlite;
+mod subjects;
 mod tokens;
 
 pub use backend::StateBackend;
@@ -37,6 +38,10 @@ pub use lease::{
 };
 pub use ledger::{BatchCommit, LedgerCount, LedgerEntry, LedgerState, LedgerWrite};
 pub use runs::RunRow;
+pub use subjects::{
+    AUDIT_PIPELINE, FORGOTTEN, ForgetReport, IndexedRecord, SubjectEntry, SubjectHit, SyncedWrite,
+    looks_like_email, mentions, redact,
+};
 pub use tokens::StoredToken;
 
 use crate::clock::{SharedClock, SystemClock};

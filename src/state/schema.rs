@@ -116,6 +116,35 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (scope, id)
     ) WITHOUT ROWID;
     "#,
+    // 4: privacy requests (see subjects.rs): which synced records an address appeared in,
+    // keyed by a keyed hash of the address (never the address), one row per (address,
+    // record); and, once per record whatever its number of addresses, what ferry wrote for
+    // it. The export joins the two on (pipeline, stream, record_key).
+    r#"
+    CREATE TABLE subject_index (
+        hash        TEXT NOT NULL,
+        pipeline    TEXT NOT NULL,
+        stream      TEXT NOT NULL,
+        record_key  TEXT NOT NULL,
+        role        TEXT NOT NULL,
+        record_time TEXT NOT NULL DEFAULT '',
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (hash, pipeline, stream, record_key)
+    ) WITHOUT ROWID;
+    -- Forgetting one address finds whether anybody else is still indexed in its records.
+    CREATE INDEX subject_index_record ON subject_index (pipeline, stream, record_key);
+    CREATE TABLE synced_writes (
+        pipeline    TEXT NOT NULL,
+        stream      TEXT NOT NULL,
+        record_key  TEXT NOT NULL,
+        sink        TEXT NOT NULL,
+        ledger_key  TEXT NOT NULL,
+        sobject     TEXT NOT NULL DEFAULT '',
+        sf_id       TEXT NOT NULL DEFAULT '',
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (pipeline, stream, record_key, sink, ledger_key)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -9,10 +9,10 @@
 
 use super::backend::StateBackend;
 use super::{
-    BatchCommit, Checkpoint, CheckpointRow, Context, DeadLetter, DeadLetterCount, Held,
-    InboxCounts, InboxEntry, InboxEvent, InboxFailure, Lease, LedgerCount, LedgerEntry,
-    NewDeadLetter, Result, RunRow, STATE_KEY_ENV, StateError, StateKey, StoredToken, key_file_path,
-    load_or_create_key_file, schema, tokens,
+    BatchCommit, Checkpoint, CheckpointRow, Context, DeadLetter, DeadLetterCount, ForgetReport,
+    Held, InboxCounts, InboxEntry, InboxEvent, InboxFailure, Lease, LedgerCount, LedgerEntry,
+    NewDeadLetter, Result, RunRow, STATE_KEY_ENV, StateError, StateKey, StoredToken, SubjectEntry,
+    SubjectHit, key_file_path, load_or_create_key_file, schema, tokens,
 };
 use crate::clock::{SharedClock, SystemClock};
 use chrono::{DateTime, Utc};
@@ -621,6 +621,30 @@ impl StateBackend for SqliteState {
     async fn runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunRow>> {
         let p = owned_opt(pipeline);
         self.blocking("list runs", move |s| s.runs(p.as_deref(), limit))
+            .await
+    }
+
+    fn subject_hash(&self, email: &str) -> String {
+        SqliteState::subject_hash(self, email)
+    }
+
+    async fn subject_index_find(&self, hash: &str) -> Result<Vec<SubjectEntry>> {
+        let h = owned(hash);
+        self.blocking("read the subject index", move |s| s.subject_index_find(&h))
+            .await
+    }
+
+    async fn subject_scan(&self, email: &str, hash: &str) -> Result<Vec<SubjectHit>> {
+        let (e, h) = (owned(email), owned(hash));
+        self.blocking("search the state for an address", move |s| {
+            s.subject_scan(&e, &h)
+        })
+        .await
+    }
+
+    async fn subject_forget(&self, email: &str, hash: &str) -> Result<ForgetReport> {
+        let (e, h) = (owned(email), owned(hash));
+        self.blocking("forget an address", move |s| s.subject_forget(&e, &h))
             .await
     }
 

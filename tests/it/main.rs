@@ -32,6 +32,7 @@ mod engine_run;
 mod hostile_server;
 mod http_layer;
 mod lease_runs;
+mod privacy;
 mod salesforce_connector;
 mod salesforce_limits_run;
 mod salesforce_match_rule;

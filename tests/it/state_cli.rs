@@ -60,6 +60,7 @@ async fn seeded() -> (tempfile::TempDir, std::path::PathBuf, Vec<i64>) {
             "u1".into(),
             "2026-03-10T00:00:00Z".into(),
         )],
+        subjects: Vec::new(),
     })
     .await
     .unwrap();

@@ -22,6 +22,7 @@ pub(crate) mod retry;
 pub mod schema;
 pub(crate) mod stage;
 pub mod testing;
+pub mod zoom;
 
 pub use batch::Batch;
 pub use ending::{Applier, Differ, Ending};

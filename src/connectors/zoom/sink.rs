@@ -313,9 +313,7 @@ impl SinkDef {
                     Value::String(s) if s.len() > MAX_KEPT_CHARS => {
                         Value::String(s.chars().take(MAX_KEPT_CHARS).collect())
                     }
-                    Value::String(_) | Value::Number(_) | Value::Bool(_) | Value::Null => {
-                        v.clone()
-                    }
+                    Value::String(_) | Value::Number(_) | Value::Bool(_) | Value::Null => v.clone(),
                     // Only scalars are kept.
                     _ => continue,
                 };
@@ -460,7 +458,10 @@ fn check_map(
             out.push(Refusal {
                 field: path.clone(),
                 reason: format!("Zoom's {object} has no field `{path}`"),
-                hint: crate::config::diagnostic::did_you_mean(name, defs.keys().map(String::as_str)),
+                hint: crate::config::diagnostic::did_you_mean(
+                    name,
+                    defs.keys().map(String::as_str),
+                ),
             });
             continue;
         };
@@ -545,7 +546,10 @@ fn check_value(
             };
             let Some(n) = n else {
                 return refuse(
-                    format!("not a whole number: {} for Zoom's {object}.{path}", shown(v)),
+                    format!(
+                        "not a whole number: {} for Zoom's {object}.{path}",
+                        shown(v)
+                    ),
                     Some("render a whole number (`| int`)"),
                 );
             };
@@ -561,7 +565,10 @@ fn check_value(
         FieldType::Boolean => {
             if !v.is_boolean() {
                 return refuse(
-                    format!("Zoom's {object}.{path} takes true or false, not {}", shown(v)),
+                    format!(
+                        "Zoom's {object}.{path} takes true or false, not {}",
+                        shown(v)
+                    ),
                     None,
                 );
             }
@@ -675,12 +682,10 @@ impl ZoomWriter for ZoomConnector {
         };
         let mut renewed = false;
         loop {
-            let token = self
-                .inner
-                .tokens
-                .token()
-                .await
-                .map_err(|e| ZoomWriteError::Stop(format!("Zoom authentication failed: {e}")))?;
+            let token =
+                self.inner.tokens.token().await.map_err(|e| {
+                    ZoomWriteError::Stop(format!("Zoom authentication failed: {e}"))
+                })?;
             let mut req = Request::new(Service::Zoom, method.clone(), &url)
                 .bearer(token.expose())
                 .category(&call.category);
@@ -694,7 +699,8 @@ impl ZoomWriter for ZoomConnector {
             let now = self.inner.http.clock().now();
             let resp = match self.inner.http.send(req).await {
                 Ok(r) => r,
-                Err(HttpError::Transport { message, .. }) | Err(HttpError::GaveUp { last: message, .. })
+                Err(HttpError::Transport { message, .. })
+                | Err(HttpError::GaveUp { last: message, .. })
                     if method != Method::GET =>
                 {
                     return Err(ZoomWriteError::Unknown(message));
@@ -805,10 +811,16 @@ mod tests {
         let found = m.check_fields(&fields, true);
         let text: Vec<String> = found.iter().map(|r| r.to_string()).collect();
         let all = text.join("\n");
-        assert!(all.contains("201 characters") && all.contains("truncate(200)"), "{all}");
+        assert!(
+            all.contains("201 characters") && all.contains("truncate(200)"),
+            "{all}"
+        );
         assert!(all.contains("not one of the values"), "{all}");
         assert!(all.contains("zoom_datetime"), "{all}");
-        assert!(all.contains("settings.waiting_room takes true or false"), "{all}");
+        assert!(
+            all.contains("settings.waiting_room takes true or false"),
+            "{all}"
+        );
         assert!(all.contains("no field `settings.waitng`"), "{all}");
         assert_eq!(found.len(), 5, "{all}");
         let ok: Map<String, Value> = serde_json::from_value(serde_json::json!({
@@ -827,7 +839,10 @@ mod tests {
             "password": "abc"
         }));
         assert!(kept.get("start_url").is_none());
-        assert_eq!(kept.get("join_url").and_then(Value::as_str), Some("https://zoom.us/j/1"));
+        assert_eq!(
+            kept.get("join_url").and_then(Value::as_str),
+            Some("https://zoom.us/j/1")
+        );
     }
 
     #[test]
@@ -836,9 +851,18 @@ mod tests {
             300,
             "A maximum of 100 meetings can be created/updated for a single user in one day."
         ));
-        assert!(is_resource_daily_limit(429, "You have exceeded the daily rate limit (100) of Meeting Create/Update API requests permitted for this particular user. You may resume these requests at GMT 00:00:00."));
-        assert!(is_resource_daily_limit(429, "You have exceeded the daily rate limit of \"3\" for Add a webinar registrant API requests for the registrant \"a@b.c\". You can resume these API requests at GMT 00:00:00."));
-        assert!(!is_resource_daily_limit(429, "You have reached the maximum per-second rate limit for this API. Try again later."));
+        assert!(is_resource_daily_limit(
+            429,
+            "You have exceeded the daily rate limit (100) of Meeting Create/Update API requests permitted for this particular user. You may resume these requests at GMT 00:00:00."
+        ));
+        assert!(is_resource_daily_limit(
+            429,
+            "You have exceeded the daily rate limit of \"3\" for Add a webinar registrant API requests for the registrant \"a@b.c\". You can resume these API requests at GMT 00:00:00."
+        ));
+        assert!(!is_resource_daily_limit(
+            429,
+            "You have reached the maximum per-second rate limit for this API. Try again later."
+        ));
         assert!(!is_resource_daily_limit(300, "Invalid webinar ID."));
     }
 }

@@ -115,7 +115,8 @@ mod online {
         let samples = super::values::Samples::new(project);
         for p in &project.pipelines {
             let record = samples.record(p);
-            for sink in &p.sinks {
+            // Zoom sinks are checked against the sink catalog when files load.
+            for sink in p.sinks.iter().filter(|s| s.zoom.is_none()) {
                 let action = match sink.action {
                     SinkAction::Insert => FieldAction::Insert,
                     SinkAction::Update => FieldAction::Update,

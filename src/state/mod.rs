@@ -19,6 +19,7 @@ mod runs;
 mod schema;
 mod sqlite;
 mod tokens;
+mod zoom;
 
 pub use backend::StateBackend;
 pub use cache::CACHE_MISS_NONE;
@@ -38,6 +39,7 @@ pub use lease::{
 pub use ledger::{BatchCommit, LedgerCount, LedgerEntry, LedgerState, LedgerWrite};
 pub use runs::RunRow;
 pub use tokens::StoredToken;
+pub use zoom::{Deferral, ZoomLedgerRow, ZoomRowState};
 
 use crate::clock::{SharedClock, SystemClock};
 use chrono::{DateTime, SecondsFormat, Utc};

@@ -151,7 +151,14 @@ pub async fn write(
             break;
         }
         let resource = resource_of(def, z.action, w);
-        if let Some(res) = &resource
+        // Only a write that would be sent waits: a record as Zoom already has it does not.
+        let settled = ledger.get(&w.key).is_some_and(|r| {
+            r.state == ZoomRowState::Written
+                && r.zoom_id.is_some()
+                && (z.action == ZoomAction::Create || r.hash == w.hash)
+        });
+        if !settled
+            && let Some(res) = &resource
             && let Some((until, reason)) = blocked.get(res)
         {
             defer.push(deferral(cx, sink, w, batch, reason, res, *until));

@@ -541,6 +541,16 @@ impl SimState {
                 let Some(host) = self.host(id0) else {
                     return no_user();
                 };
+                let mine = self
+                    .lock()
+                    .writes
+                    .objects
+                    .values()
+                    .any(|o| o.host == host && !o.webinar);
+                if !mine {
+                    // Nothing written for this host: the world's meetings (the read endpoint).
+                    return self.serve(endpoint, ids, q, now).into();
+                }
                 let kind = q.get("type").map(String::as_str).unwrap_or("scheduled");
                 if ![
                     "scheduled",
@@ -592,8 +602,8 @@ impl SimState {
                         (200, self.object_json(&o, true)).into()
                     }
                     Some(_) => gone(webinar, id0).into(),
-                    None if webinar => self.serve("GET /webinars/{webinarId}", ids, q, now).into(),
-                    None => gone(false, id0).into(),
+                    // Not written through the API: the world's (the read endpoints).
+                    None => self.serve(endpoint, ids, q, now).into(),
                 }
             }
             "PATCH /meetings/{meetingId}" | "PATCH /webinars/{webinarId}" => {
@@ -776,6 +786,15 @@ impl SimState {
             }
             "GET /meetings/{meetingId}/registrants" | "GET /webinars/{webinarId}/registrants" => {
                 let webinar = endpoint.contains("webinars");
+                let written_object = self.find_object(id0).is_some();
+                let added = id0
+                    .parse::<u64>()
+                    .ok()
+                    .is_some_and(|n| self.lock().writes.registrants.contains_key(&n));
+                if !written_object && !added {
+                    // Nothing written here: the world's registrants (the read endpoints).
+                    return self.serve(endpoint, ids, q, now).into();
+                }
                 let status = q.get("status").map(String::as_str).unwrap_or("approved");
                 if !["approved", "pending", "denied"].contains(&status) {
                     return validation_failed("status", "Invalid field.").into();

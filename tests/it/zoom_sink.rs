@@ -476,3 +476,184 @@ sinks:
     }
     let _ = Duration::zero();
 }
+
+/// The write endpoints' answers against Zoom's OpenAPI response schemas (the fixture holds
+/// them, extracted from Zoom's public specs), and their refusals as the specs state them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_endpoints_answer_as_zoom_s_specs_say() {
+    let schemas: Value = serde_json::from_str(include_str!(
+        "../fixtures/zoom-openapi-write-responses.json"
+    ))
+    .expect("fixture");
+    let h = Harness::start(MEETINGS).await;
+    let zoom = &h.env.sandbox.zoom;
+    let tok: Value = reqwest::Client::new()
+        .post(format!(
+            "{}?grant_type=account_credentials&account_id={}",
+            zoom.token_url, zoom.account_id
+        ))
+        .basic_auth(&zoom.client_id, Some(&zoom.client_secret))
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    let token = tok["access_token"].as_str().unwrap_or("").to_string();
+    let http = reqwest::Client::new();
+    let base = zoom.base_url.clone();
+    let call = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let mut rb = http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(&token);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        async move {
+            let r = rb.send().await.expect("send");
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            (status, v)
+        }
+    };
+    let host = h.host(0);
+    let mut problems = Vec::new();
+    let (s, m) = call(
+        reqwest::Method::POST,
+        format!("/users/{host}/meetings"),
+        Some(
+            json!({"topic": "Spec", "type": 2, "start_time": "2026-12-01T10:00:00Z", "duration": 30,
+                    "settings": {"approval_type": 0}}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201);
+    crate::zoom_openapi::check(
+        &schemas["POST /users/{userId}/meetings"],
+        &m,
+        "create meeting",
+        &mut problems,
+    );
+    let id = m["id"].as_u64().expect("numeric id");
+    let (s, got) = call(reqwest::Method::GET, format!("/meetings/{id}"), None).await;
+    assert_eq!(s, 200);
+    crate::zoom_openapi::check(
+        &schemas["GET /meetings/{meetingId}"],
+        &got,
+        "get meeting",
+        &mut problems,
+    );
+    let (s, list) = call(
+        reqwest::Method::GET,
+        format!("/users/{host}/meetings?type=upcoming"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    crate::zoom_openapi::check(
+        &schemas["GET /users/{userId}/meetings"],
+        &list,
+        "list",
+        &mut problems,
+    );
+    let (s, r) = call(
+        reqwest::Method::POST,
+        format!("/meetings/{id}/registrants"),
+        Some(json!({"email": "pat@example.com", "first_name": "Pat"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{r}");
+    crate::zoom_openapi::check(
+        &schemas["POST /meetings/{meetingId}/registrants"],
+        &r,
+        "register",
+        &mut problems,
+    );
+    let wb = zoom.world().webinars[0].id;
+    let (s, r) = call(
+        reqwest::Method::POST,
+        format!("/webinars/{wb}/registrants"),
+        Some(json!({"email": "sam@example.com", "first_name": "Sam", "last_name": "L"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{r}");
+    crate::zoom_openapi::check(
+        &schemas["POST /webinars/{webinarId}/registrants"],
+        &r,
+        "webinar register",
+        &mut problems,
+    );
+    let (s, l) = call(
+        reqwest::Method::GET,
+        format!("/webinars/{wb}/registrants?status=approved"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    crate::zoom_openapi::check(
+        &schemas["GET /webinars/{webinarId}/registrants"],
+        &l,
+        "registrants",
+        &mut problems,
+    );
+    assert!(problems.is_empty(), "{problems:#?}");
+
+    // Refusals as the specs state them.
+    let (s, e) = call(
+        reqwest::Method::POST,
+        "/users/nobody@nowhere.test/meetings".into(),
+        Some(json!({"topic": "x"})),
+    )
+    .await;
+    assert_eq!((s, e["code"].as_i64()), (404, Some(1001)));
+    let (s, e) = call(
+        reqwest::Method::POST,
+        format!("/users/{host}/meetings"),
+        Some(json!({"password": "far-too-long-pw"})),
+    )
+    .await;
+    assert_eq!((s, e["code"].as_i64()), (400, Some(300)), "{e}");
+    zoom.disable_registration(wb);
+    let (s, e) = call(
+        reqwest::Method::POST,
+        format!("/webinars/{wb}/registrants"),
+        Some(json!({"email": "a@b.co", "first_name": "A"})),
+    )
+    .await;
+    assert_eq!((s, e["code"].as_i64()), (400, Some(3000)));
+    let (s, plain) = call(
+        reqwest::Method::POST,
+        format!("/users/{host}/meetings"),
+        Some(json!({"topic": "No registration"})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, e) = call(
+        reqwest::Method::POST,
+        format!("/meetings/{}/registrants", plain["id"]),
+        Some(json!({"email": "a@b.co", "first_name": "A"})),
+    )
+    .await;
+    assert_eq!(s, 404);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Registration has not been enabled"),
+        "{e}"
+    );
+    // 3 registrations per registrant per meeting per day; the fourth is a 429.
+    for n in 0..4 {
+        let (s, _) = call(
+            reqwest::Method::POST,
+            format!("/meetings/{id}/registrants"),
+            Some(json!({"email": "rep@example.com", "first_name": "R"})),
+        )
+        .await;
+        assert_eq!(s, if n < 3 { 201 } else { 429 }, "registration {n}");
+    }
+    let (s, _) = call(reqwest::Method::DELETE, format!("/meetings/{id}"), None).await;
+    assert_eq!(s, 204);
+    let (s, e) = call(reqwest::Method::DELETE, format!("/meetings/{id}"), None).await;
+    assert_eq!((s, e["code"].as_i64()), (404, Some(3001)));
+}

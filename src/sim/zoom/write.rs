@@ -775,8 +775,15 @@ impl SimState {
                     .or_default()
                     .push(r.clone());
                 let kind = if webinar { "w" } else { "j" };
+                // Zoom's spec: a webinar registrant's answer gives the webinar id as a
+                // string, a meeting registrant's as a number.
+                let parent = if webinar {
+                    json!(num.to_string())
+                } else {
+                    json!(num)
+                };
                 let mut answer = json!({
-                    "id": num, "registrant_id": r.id, "topic": topic, "start_time": start,
+                    "id": parent, "registrant_id": r.id, "topic": topic, "start_time": start,
                     "join_url": format!("https://zoom.us/{kind}/{num}?tk={}", r.id), "occurrences": [],
                 });
                 if !webinar && let Some(o) = answer.as_object_mut() {

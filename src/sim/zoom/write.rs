@@ -317,7 +317,7 @@ fn check_meeting_body(b: &Map<String, Value>, webinar: bool) -> Option<(u16, Val
         return Some(validation_failed("start_time", "Invalid field."));
     }
     if b.get("duration")
-        .is_some_and(|d| !d.as_i64().is_some_and(|d| d >= 0))
+        .is_some_and(|d| d.as_i64().is_none_or(|d| d < 0))
     {
         return Some(validation_failed("duration", "Invalid field."));
     }

@@ -90,6 +90,7 @@ pub async fn run(_g: &Global, a: &DemoArgs) -> anyhow::Result<u8> {
         source: &conns.source,
         matcher: &conns.salesforce,
         sink: &conns.salesforce,
+        zoom: Some(&conns.zoom.conn),
         settings: &settings,
         now,
     };

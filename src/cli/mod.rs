@@ -15,6 +15,7 @@ mod plan;
 mod read;
 mod run;
 mod schema;
+mod sinks;
 mod state;
 mod streams;
 mod subject;
@@ -88,6 +89,8 @@ pub enum Command {
     /// Privacy requests: export what Zoom and ferry hold about an email address, or forget
     /// it in ferry's own state
     Subject(subject::SubjectArgs),
+    /// List the Zoom sink catalog (`zoom:` sinks), or describe one object
+    Sinks(sinks::SinksArgs),
     /// Print a stream's records as JSON lines, exactly as a pipeline's `record` sees them
     Read(read::ReadArgs),
     /// Show, rewind or reset checkpoints
@@ -156,6 +159,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(a) => run::run(g, a).await,
         Command::Test(a) => test::run(g, a).await,
         Command::Streams(a) => streams::run(g, a).await,
+        Command::Sinks(a) => sinks::run(g, a).await,
         Command::Read(a) => read::run(g, a).await,
         Command::Subject(a) => subject::run(g, a).await,
         Command::State(a) => state::run(g, a).await,

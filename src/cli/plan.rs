@@ -28,6 +28,7 @@ pub async fn run(g: &Global, a: &PlanArgs) -> anyhow::Result<u8> {
         source: &conns.source,
         matcher: &conns.salesforce,
         sink: &conns.salesforce,
+        zoom: Some(&conns.zoom.conn),
         settings: &settings,
         now: clock.now(),
     };

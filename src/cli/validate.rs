@@ -116,7 +116,8 @@ mod online {
         for p in &project.pipelines {
             source_fields(project, p, sf, &mut files, &mut diags).await;
             let record = samples.record(p);
-            for sink in &p.sinks {
+            // Zoom sinks are checked against the sink catalog when files load.
+            for sink in p.sinks.iter().filter(|s| s.zoom.is_none()) {
                 let action = match sink.action {
                     SinkAction::Insert => FieldAction::Insert,
                     SinkAction::Update => FieldAction::Update,

@@ -19,6 +19,7 @@ pub use diagnostic::{Code, Diagnostics, Problem, Severity, SourceFile};
 pub use ferry_file::EnvLookup;
 pub use model::*;
 
+pub use pipeline::insert_dotted;
 use pipeline::{ConfigFacts, PipelineResolver};
 use std::path::{Path, PathBuf};
 

@@ -393,6 +393,7 @@ impl Shared {
             source: &conns.source,
             matcher: &conns.salesforce,
             sink: &conns.salesforce,
+            zoom: Some(&conns.zoom.conn),
             settings: &settings,
             now: started,
         };

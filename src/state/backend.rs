@@ -197,6 +197,34 @@ pub trait StateBackend: std::fmt::Debug + Send + Sync {
     ) -> Result<()>;
     /// Every label of one scope, by id.
     async fn labels(&self, scope: &str) -> Result<std::collections::BTreeMap<String, String>>;
+
+    // ---- Zoom sinks: the Zoom ledger and deferrals (see `state::zoom`) -------------------
+    /// The Zoom ledger rows of `keys` of one Zoom object of a pipeline.
+    async fn zoom_ledger_get(
+        &self,
+        pipeline: &str,
+        object: &str,
+        keys: &[String],
+    ) -> Result<HashMap<String, super::ZoomLedgerRow>>;
+    /// Saves Zoom ledger rows at once (a create's pending mark, Zoom's answer).
+    async fn zoom_ledger_put(
+        &self,
+        pipeline: &str,
+        object: &str,
+        rows: &[super::ZoomLedgerRow],
+    ) -> Result<()>;
+    /// Which of `ids` a key already owns, any pipeline: id → (pipeline, key).
+    async fn zoom_ledger_owners(
+        &self,
+        object: &str,
+        ids: &[String],
+    ) -> Result<HashMap<String, (String, String)>>;
+    /// Keeps records a daily limit holds back (replacing earlier ones of the same key).
+    async fn zoom_defer(&self, rows: &[super::Deferral]) -> Result<()>;
+    /// Deferrals of one pipeline or all, oldest first.
+    async fn zoom_deferrals(&self, pipeline: Option<&str>) -> Result<Vec<super::Deferral>>;
+    /// Forgets deferrals that were written (or are no longer wanted).
+    async fn zoom_undefer(&self, pipeline: &str, sink: &str, keys: &[String]) -> Result<()>;
     /// The latest `limit` runs, of one pipeline or all, newest first.
     async fn runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunRow>>;
 

@@ -20,6 +20,7 @@ mod schema;
 mod sqlite;
 mod subjects;
 mod tokens;
+mod zoom;
 
 pub use backend::StateBackend;
 pub use cache::CACHE_MISS_NONE;
@@ -43,6 +44,7 @@ pub use subjects::{
     looks_like_email, mentions, redact,
 };
 pub use tokens::StoredToken;
+pub use zoom::{Deferral, ZoomLedgerRow, ZoomRowState};
 
 use crate::clock::{SharedClock, SystemClock};
 use chrono::{DateTime, SecondsFormat, Utc};

@@ -145,6 +145,35 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (pipeline, stream, record_key, sink, ledger_key)
     ) WITHOUT ROWID;
     "#,
+    // 5: Zoom sinks: the Zoom ledger (key → Zoom id and what Zoom returned, secrets never
+    // kept) and records a daily limit holds back until it resets.
+    r#"
+    CREATE TABLE zoom_ledger (
+        pipeline   TEXT NOT NULL,
+        object     TEXT NOT NULL,
+        key        TEXT NOT NULL CHECK (length(key) > 0),
+        zoom_id    TEXT,
+        vals       TEXT NOT NULL DEFAULT '{}',
+        hash       TEXT NOT NULL,
+        fields     TEXT NOT NULL DEFAULT '{}',
+        params     TEXT NOT NULL DEFAULT '{}',
+        state      TEXT NOT NULL CHECK (state IN ('written', 'pending', 'deleted')),
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (pipeline, object, key)
+    );
+    CREATE INDEX zoom_ledger_id ON zoom_ledger (object, zoom_id);
+    CREATE TABLE zoom_deferrals (
+        pipeline    TEXT NOT NULL,
+        sink        TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        record      TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        resource    TEXT NOT NULL,
+        not_before  TEXT NOT NULL,
+        deferred_at TEXT NOT NULL,
+        PRIMARY KEY (pipeline, sink, key)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -614,6 +614,62 @@ impl StateBackend for SqliteState {
         self.blocking("read labels", move |s| s.labels(&sc)).await
     }
 
+    async fn zoom_ledger_get(
+        &self,
+        pipeline: &str,
+        object: &str,
+        keys: &[String],
+    ) -> Result<HashMap<String, super::ZoomLedgerRow>> {
+        let (p, o, k) = (owned(pipeline), owned(object), keys.to_vec());
+        self.blocking("read the Zoom ledger", move |s| {
+            s.zoom_ledger_get(&p, &o, &k)
+        })
+        .await
+    }
+
+    async fn zoom_ledger_put(
+        &self,
+        pipeline: &str,
+        object: &str,
+        rows: &[super::ZoomLedgerRow],
+    ) -> Result<()> {
+        let (p, o, r) = (owned(pipeline), owned(object), rows.to_vec());
+        self.blocking("save Zoom ledger rows", move |s| {
+            s.zoom_ledger_put(&p, &o, &r)
+        })
+        .await
+    }
+
+    async fn zoom_ledger_owners(
+        &self,
+        object: &str,
+        ids: &[String],
+    ) -> Result<HashMap<String, (String, String)>> {
+        let (o, i) = (owned(object), ids.to_vec());
+        self.blocking("read the Zoom ledger", move |s| {
+            s.zoom_ledger_owners(&o, &i)
+        })
+        .await
+    }
+
+    async fn zoom_defer(&self, rows: &[super::Deferral]) -> Result<()> {
+        let r = rows.to_vec();
+        self.blocking("save deferrals", move |s| s.zoom_defer(&r))
+            .await
+    }
+
+    async fn zoom_deferrals(&self, pipeline: Option<&str>) -> Result<Vec<super::Deferral>> {
+        let p = owned_opt(pipeline);
+        self.blocking("read deferrals", move |s| s.zoom_deferrals(p.as_deref()))
+            .await
+    }
+
+    async fn zoom_undefer(&self, pipeline: &str, sink: &str, keys: &[String]) -> Result<()> {
+        let (p, sk, k) = (owned(pipeline), owned(sink), keys.to_vec());
+        self.blocking("drop deferrals", move |s| s.zoom_undefer(&p, &sk, &k))
+            .await
+    }
+
     async fn last_runs(&self) -> Result<Vec<RunRow>> {
         self.blocking("list the last runs", |s| s.last_runs()).await
     }

@@ -153,6 +153,7 @@ async fn the_next_batch_is_enriched_while_one_is_written_and_no_further() {
         source: &source,
         matcher: &conns.salesforce,
         sink: &writer,
+        zoom: None,
         settings: &settings,
         now: env.clock.now(),
     };

@@ -57,5 +57,6 @@ mod zoom_peer;
 mod zoom_read;
 mod zoom_sim_faults;
 mod zoom_sim_strict;
+mod zoom_sink;
 mod zoom_tokens;
 mod zoom_webhook;

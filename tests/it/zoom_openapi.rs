@@ -9,7 +9,7 @@ use ferry::sim::zoom::{CLIENT_ID, CLIENT_SECRET, Faults, SimOptions, ZoomSim};
 use serde_json::Value;
 use std::sync::Arc;
 
-fn check(schema: &Value, v: &Value, at: &str, problems: &mut Vec<String>) {
+pub(crate) fn check(schema: &Value, v: &Value, at: &str, problems: &mut Vec<String>) {
     let ty = schema["type"].as_str();
     let ok = match (ty, v) {
         (None, _) => true,

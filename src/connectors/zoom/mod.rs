@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod limits;
 mod read;
 pub mod subject;
+pub mod sink;
 pub mod webhook;
 
 pub use crate::connectors::tokens::StoreTokens;

@@ -18,6 +18,7 @@ pub mod feed;
 pub mod lookup;
 pub mod render;
 pub mod write;
+pub mod zoom;
 
 use super::report::PipelineReport;
 use super::{Batch, Cx, Ending, Mode, StageError};
@@ -40,8 +41,12 @@ pub async fn process(
     let mut stop = None;
     // Sinks in order; later sinks see what earlier ones wrote.
     for sink in &cx.p.sinks {
-        let intents = render::sink_intents(cx, sink, batch).await;
-        stop = write::write(cx, sink, intents, batch, ending).await?;
+        stop = if sink.zoom.is_some() {
+            zoom::write(cx, sink, batch, ending).await?
+        } else {
+            let intents = render::sink_intents(cx, sink, batch).await;
+            write::write(cx, sink, intents, batch, ending).await?
+        };
         if stop.is_some() {
             break;
         }

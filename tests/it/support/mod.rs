@@ -66,6 +66,7 @@ impl Env {
             source: &conns.source,
             matcher: &conns.salesforce,
             sink: &conns.salesforce,
+            zoom: Some(&conns.zoom.conn),
             settings: &settings,
             now: self.clock.now(),
         };

@@ -225,6 +225,11 @@ pub trait StateBackend: std::fmt::Debug + Send + Sync {
     async fn zoom_deferrals(&self, pipeline: Option<&str>) -> Result<Vec<super::Deferral>>;
     /// Forgets deferrals that were written (or are no longer wanted).
     async fn zoom_undefer(&self, pipeline: &str, sink: &str, keys: &[String]) -> Result<()>;
+    /// How many records wait, per pipeline, sink, limit and host (registrants unnamed).
+    async fn zoom_deferral_summary(
+        &self,
+        pipeline: Option<&str>,
+    ) -> Result<Vec<super::DeferralSummary>>;
     /// The latest `limit` runs, of one pipeline or all, newest first.
     async fn runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunRow>>;
 

@@ -44,7 +44,9 @@ pub use subjects::{
     looks_like_email, mentions, redact,
 };
 pub use tokens::StoredToken;
-pub use zoom::{Deferral, ZoomLedgerRow, ZoomRowState};
+pub use zoom::{
+    Deferral, DeferralSummary, LOST_ANSWER, ZoomLedgerRow, ZoomRowState, summarize_deferrals,
+};
 
 use crate::clock::{SharedClock, SystemClock};
 use chrono::{DateTime, SecondsFormat, Utc};

@@ -670,6 +670,17 @@ impl StateBackend for SqliteState {
             .await
     }
 
+    async fn zoom_deferral_summary(
+        &self,
+        pipeline: Option<&str>,
+    ) -> Result<Vec<super::DeferralSummary>> {
+        let p = owned_opt(pipeline);
+        self.blocking("count deferrals", move |s| {
+            s.zoom_deferral_summary(p.as_deref())
+        })
+        .await
+    }
+
     async fn last_runs(&self) -> Result<Vec<RunRow>> {
         self.blocking("list the last runs", |s| s.last_runs()).await
     }

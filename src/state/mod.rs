@@ -41,7 +41,7 @@ pub use ledger::{BatchCommit, LedgerCount, LedgerEntry, LedgerState, LedgerWrite
 pub use runs::RunRow;
 pub use subjects::{
     AUDIT_PIPELINE, FORGOTTEN, ForgetReport, IndexedRecord, SubjectEntry, SubjectHit, SyncedWrite,
-    looks_like_email, mentions, redact,
+    ZoomSubjectRow, looks_like_email, mentions, redact,
 };
 pub use tokens::StoredToken;
 pub use zoom::{

@@ -709,6 +709,14 @@ impl StateBackend for SqliteState {
         .await
     }
 
+    async fn subject_zoom(&self, email: &str) -> Result<Vec<super::ZoomSubjectRow>> {
+        let e = owned(email);
+        self.blocking("read the Zoom ledger for an address", move |s| {
+            s.subject_zoom(&e)
+        })
+        .await
+    }
+
     async fn subject_forget(&self, email: &str, hash: &str) -> Result<ForgetReport> {
         let (e, h) = (owned(email), owned(hash));
         self.blocking("forget an address", move |s| s.subject_forget(&e, &h))

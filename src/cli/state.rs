@@ -22,7 +22,8 @@ pub enum TableFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum StateCommand {
-    /// Checkpoints, ledger sizes, dead letters and the last run of each pipeline
+    /// Checkpoints, ledger sizes, dead letters, records waiting for a Zoom daily limit and
+    /// the last run of each pipeline
     Show {
         /// Only this pipeline
         pipeline: Option<String>,
@@ -131,12 +132,14 @@ async fn show(g: &Global, pipeline: Option<&str>, format: TableFormat) -> anyhow
         .into_iter()
         .filter(|r| pipeline.is_none_or(|p| p == r.pipeline))
         .collect();
+    let deferred = store.zoom_deferral_summary(pipeline).await?;
     match format {
         TableFormat::Json => {
             let doc = serde_json::json!({
                 "checkpoints": checkpoints,
                 "ledger": ledger,
                 "dead_letters": letters,
+                "deferred": deferred,
                 "last_runs": runs,
                 "inbox_depth": store.inbox_depth().await?,
             });
@@ -181,6 +184,40 @@ async fn show(g: &Global, pipeline: Option<&str>, format: TableFormat) -> anyhow
             println!();
             let total: u64 = letters.iter().map(|c| c.count).sum();
             println!("Dead letters: {total} (`ferry deadletters list` shows them)");
+            println!();
+            let waiting: u64 = deferred.iter().map(|d| d.records).sum();
+            println!(
+                "Waiting for a Zoom daily limit: {waiting} record(s) (written first by the \
+                 first run after their time)"
+            );
+            let rows: Vec<Vec<String>> = deferred
+                .iter()
+                .map(|d| {
+                    let until = if d.first_until == d.last_until {
+                        fmt_time(d.last_until)
+                    } else {
+                        format!("{} to {}", fmt_time(d.first_until), fmt_time(d.last_until))
+                    };
+                    vec![
+                        d.pipeline.clone(),
+                        d.sink.clone(),
+                        d.limit.clone(),
+                        if d.host.is_empty() {
+                            "-".into()
+                        } else {
+                            d.host.clone()
+                        },
+                        d.records.to_string(),
+                        until,
+                    ]
+                })
+                .collect();
+            if !rows.is_empty() {
+                print_table(
+                    &["PIPELINE", "SINK", "LIMIT", "HOST", "RECORDS", "UNTIL"],
+                    &rows,
+                );
+            }
             if !runs.is_empty() {
                 println!();
                 println!("Last runs");

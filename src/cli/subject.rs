@@ -180,7 +180,8 @@ async fn forget_cmd(g: &Global, email: &str, apply: bool) -> anyhow::Result<u8> 
     }
     println!(
         "ferry never deletes in Zoom or Salesforce: what it wrote there (Events, Tasks, \
-         CampaignMembers, ...) stays; `ferry subject export` lists it."
+         CampaignMembers, Zoom registrations and meetings, ...) stays; `ferry subject export` \
+         lists it."
     );
     if !apply {
         println!("nothing changed; run again with --apply to remove it from ferry's state.");

@@ -4,7 +4,7 @@
 
 use crate::connectors::zoom::subject::subject_streams;
 use crate::connectors::zoom::{ZoomConnector, ZoomError};
-use crate::state::{Store, SubjectEntry, SubjectHit};
+use crate::state::{Store, SubjectEntry, SubjectHit, ZoomSubjectRow};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -221,10 +221,11 @@ fn zoom_reason(e: &ZoomError) -> String {
 
 async fn ferry_sections(out: &mut Export, store: &Store, email: &str) {
     let hash = store.subject_hash(email);
-    match store.subject_index_find(&hash).await {
+    let indexed = match store.subject_index_find(&hash).await {
         Ok(rows) => {
             out.sections.push(synced_section(&rows));
             out.sections.push(salesforce_section(&rows));
+            rows
         }
         Err(e) => {
             out.sections.push(failed(
@@ -232,7 +233,14 @@ async fn ferry_sections(out: &mut Export, store: &Store, email: &str) {
                 "ferry subject index",
                 e.to_string(),
             ));
+            Vec::new()
         }
+    };
+    match store.subject_zoom(email).await {
+        Ok(rows) => out.sections.push(zoom_made_section(&rows, &indexed)),
+        Err(e) => out
+            .sections
+            .push(failed(ZOOM_MADE, "ferry Zoom ledger", e.to_string())),
     }
     match store.subject_scan(email, &hash).await {
         Ok(hits) => out.sections.push(state_section(&hits)),
@@ -278,7 +286,11 @@ fn synced_section(rows: &[SubjectEntry]) -> Section {
 fn salesforce_section(rows: &[SubjectEntry]) -> Section {
     let mut records: Vec<Value> = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
-    for r in rows.iter().filter(|r| !r.sf_id.is_empty()) {
+    // Zoom sinks' writes (`zoom:OBJECT`) have their own section.
+    for r in rows
+        .iter()
+        .filter(|r| !r.sf_id.is_empty() && !r.sobject.starts_with("zoom:"))
+    {
         if seen.insert((r.sobject.clone(), r.sf_id.clone())) {
             let mut m = Map::new();
             m.insert("sobject".into(), json!(r.sobject));
@@ -308,6 +320,68 @@ fn salesforce_section(rows: &[SubjectEntry]) -> Section {
     }
 }
 
+/// The name of the section of Zoom objects ferry made.
+pub const ZOOM_MADE: &str = "Zoom records ferry made";
+
+/// The Zoom registrations, meetings and other objects ferry's Zoom sinks made for the
+/// address (ledger rows that hold it, and those written for a synced record it appeared in),
+/// with their Zoom ids and what Zoom returned (credentials redacted), and the writes for it
+/// that wait for a daily limit.
+fn zoom_made_section(rows: &[ZoomSubjectRow], indexed: &[SubjectEntry]) -> Section {
+    let mut records: Vec<Value> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for r in rows {
+        if let Some(id) = &r.zoom_id {
+            seen.insert((r.object.clone(), id.clone()));
+        }
+        let mut values = Value::Object(r.values.clone());
+        redact_credentials(&mut values);
+        let mut m = Map::new();
+        m.insert("object".into(), json!(r.object));
+        m.insert("pipeline".into(), json!(r.pipeline));
+        m.insert("key".into(), json!(r.key));
+        if let Some(id) = &r.zoom_id {
+            m.insert("zoom_id".into(), json!(id));
+        }
+        m.insert("state".into(), json!(r.state));
+        let at = r.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        if r.state == "waiting" {
+            m.insert("waits_until".into(), json!(at));
+        } else {
+            m.insert("updated_at".into(), json!(at));
+            m.insert("values".into(), values);
+        }
+        records.push(Value::Object(m));
+    }
+    for r in indexed.iter().filter(|r| !r.sf_id.is_empty()) {
+        let Some(object) = r.sobject.strip_prefix("zoom:") else {
+            continue;
+        };
+        if seen.insert((object.to_string(), r.sf_id.clone())) {
+            records.push(
+                json!({"object": object, "pipeline": r.pipeline, "key": r.ledger_key,
+                "zoom_id": r.sf_id, "state": "written",
+                "for_record": format!("{} {}", r.stream, r.record_key)}),
+            );
+        }
+    }
+    Section {
+        section: ZOOM_MADE.into(),
+        source: "ferry Zoom ledger and deferrals".into(),
+        count: records.len(),
+        from: None,
+        to: None,
+        note: Some(
+            "registrations, meetings and other Zoom objects ferry's Zoom sinks made for the \
+             address (by Zoom id; start links and passcodes are never kept), and writes that \
+             wait for a Zoom daily limit; their content lives in Zoom"
+                .into(),
+        ),
+        error: None,
+        records,
+    }
+}
+
 fn state_section(hits: &[SubjectHit]) -> Section {
     Section {
         section: "ferry's own state".into(),
@@ -317,7 +391,8 @@ fn state_section(hits: &[SubjectHit]) -> Section {
         to: None,
         note: Some(
             "where ferry's state file holds the address (lookup cache, webhook inbox, dead \
-             letters, run history, labels); `ferry subject forget` removes it"
+             letters, run history, labels, Zoom ledger and deferrals); `ferry subject forget` \
+             removes it"
                 .into(),
         ),
         error: None,

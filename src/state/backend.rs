@@ -225,6 +225,11 @@ pub trait StateBackend: std::fmt::Debug + Send + Sync {
     async fn zoom_deferrals(&self, pipeline: Option<&str>) -> Result<Vec<super::Deferral>>;
     /// Forgets deferrals that were written (or are no longer wanted).
     async fn zoom_undefer(&self, pipeline: &str, sink: &str, keys: &[String]) -> Result<()>;
+    /// How many records wait, per pipeline, sink, limit and host (registrants unnamed).
+    async fn zoom_deferral_summary(
+        &self,
+        pipeline: Option<&str>,
+    ) -> Result<Vec<super::DeferralSummary>>;
     /// The latest `limit` runs, of one pipeline or all, newest first.
     async fn runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunRow>>;
 
@@ -245,6 +250,9 @@ pub trait StateBackend: std::fmt::Debug + Send + Sync {
     /// Every place of the state holding `email` (lowercase) or the index rows of `hash`,
     /// with what [`Self::subject_forget`] would do there. Reads only.
     async fn subject_scan(&self, email: &str, hash: &str) -> Result<Vec<SubjectHit>>;
+    /// The Zoom objects ferry made for an address (lowercase) and the writes for it that
+    /// wait for a daily limit. Reads only.
+    async fn subject_zoom(&self, email: &str) -> Result<Vec<super::ZoomSubjectRow>>;
     /// Removes `email` (lowercase) and the index rows of `hash` from the state: the index
     /// rows of `hash`, the written-record rows of records nobody else is indexed in, lookup
     /// cache entries, labels, finished webhook events and one person's dead letters are

@@ -41,10 +41,12 @@ pub use ledger::{BatchCommit, LedgerCount, LedgerEntry, LedgerState, LedgerWrite
 pub use runs::RunRow;
 pub use subjects::{
     AUDIT_PIPELINE, FORGOTTEN, ForgetReport, IndexedRecord, SubjectEntry, SubjectHit, SyncedWrite,
-    looks_like_email, mentions, redact,
+    ZoomSubjectRow, looks_like_email, mentions, redact,
 };
 pub use tokens::StoredToken;
-pub use zoom::{Deferral, ZoomLedgerRow, ZoomRowState};
+pub use zoom::{
+    Deferral, DeferralSummary, LOST_ANSWER, ZoomLedgerRow, ZoomRowState, summarize_deferrals,
+};
 
 use crate::clock::{SharedClock, SystemClock};
 use chrono::{DateTime, SecondsFormat, Utc};

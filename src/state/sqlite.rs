@@ -670,6 +670,17 @@ impl StateBackend for SqliteState {
             .await
     }
 
+    async fn zoom_deferral_summary(
+        &self,
+        pipeline: Option<&str>,
+    ) -> Result<Vec<super::DeferralSummary>> {
+        let p = owned_opt(pipeline);
+        self.blocking("count deferrals", move |s| {
+            s.zoom_deferral_summary(p.as_deref())
+        })
+        .await
+    }
+
     async fn last_runs(&self) -> Result<Vec<RunRow>> {
         self.blocking("list the last runs", |s| s.last_runs()).await
     }
@@ -694,6 +705,14 @@ impl StateBackend for SqliteState {
         let (e, h) = (owned(email), owned(hash));
         self.blocking("search the state for an address", move |s| {
             s.subject_scan(&e, &h)
+        })
+        .await
+    }
+
+    async fn subject_zoom(&self, email: &str) -> Result<Vec<super::ZoomSubjectRow>> {
+        let e = owned(email);
+        self.blocking("read the Zoom ledger for an address", move |s| {
+            s.subject_zoom(&e)
         })
         .await
     }

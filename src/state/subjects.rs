@@ -320,7 +320,43 @@ const HANDLED: &[(&str, &str)] = &[
     ("subject_index", "record_key"),
     ("synced_writes", "record_key"),
     ("synced_writes", "ledger_key"),
+    ("zoom_ledger", "fields"),
+    ("zoom_ledger", "vals"),
+    ("zoom_ledger", "params"),
+    ("zoom_deferrals", "key"),
+    ("zoom_deferrals", "record"),
+    ("zoom_deferrals", "reason"),
+    ("zoom_deferrals", "resource"),
 ];
+
+/// Why a ledger key made from the address stays (Salesforce's ledger or Zoom's).
+const LEDGER_KEY_KEPT: &str = "a ledger key made from the address: the pipeline's `key` \
+     template uses it; removing it would make the next run write a duplicate";
+
+/// Where the Zoom ledger's copies of an address can be (its key is the identity: kept).
+const ZOOM_LEDGER_MENTIONS: &str = "instr(lower(fields), ?1) > 0 OR instr(lower(vals), ?1) > 0 \
+     OR instr(lower(params), ?1) > 0";
+
+/// A deferral that holds the address anywhere.
+const DEFERRAL_MENTIONS: &str = "instr(lower(record), ?1) > 0 OR instr(lower(key), ?1) > 0 \
+     OR instr(lower(resource), ?1) > 0 OR instr(lower(reason), ?1) > 0";
+
+/// A Zoom object ferry made (or holds back) for an address, for the export.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ZoomSubjectRow {
+    pub pipeline: String,
+    /// The Zoom object (`webinar_registrant`, `meeting`), or the sink of a deferral.
+    pub object: String,
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zoom_id: Option<String>,
+    /// `written`, `pending`, `deleted`, or `waiting` for a deferral.
+    pub state: String,
+    /// What Zoom returned (ids, join link, topic, start), secrets never kept.
+    pub values: serde_json::Map<String, serde_json::Value>,
+    /// The time of the row, or until when a deferral waits.
+    pub at: DateTime<Utc>,
+}
 
 impl SqliteState {
     pub fn subject_hash(&self, email: &str) -> String {
@@ -387,13 +423,11 @@ impl SqliteState {
         report.remaining = left
             .iter()
             .map(|(t, c, n)| {
-                let why = if t == "ledger" {
-                    " (a ledger key made from the address: the pipeline's `key` template \
-                     uses it; removing it would make the next run write a duplicate)"
+                if t == "ledger" || t == "zoom_ledger" {
+                    format!("{t}.{c}: {n} ({LEDGER_KEY_KEPT})")
                 } else {
-                    ""
-                };
-                format!("{t}.{c}: {n}{why}")
+                    format!("{t}.{c}: {n}")
+                }
             })
             .collect();
         audit(&tx, &report, now)?;
@@ -568,20 +602,75 @@ fn scan(conn: &rusqlite::Connection, email: &str, hash: &str) -> Result<Vec<Subj
             action: "delete".into(),
         });
     }
+    // Zoom sinks' ledger: the written values go, the identity (key, Zoom id) stays.
+    let mut st = conn
+        .prepare(&format!(
+            "SELECT pipeline, object, count(*) FROM zoom_ledger WHERE {ZOOM_LEDGER_MENTIONS}
+             GROUP BY pipeline, object ORDER BY pipeline, object"
+        ))
+        .context("search the Zoom ledger")?;
+    for row in st
+        .query_map([email], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .context("search the Zoom ledger")?
+    {
+        let (pipeline, object, n) = row.context("search the Zoom ledger")?;
+        hits.push(SubjectHit {
+            area: "Zoom ledger".into(),
+            row: format!("{pipeline}/{object}: {n} row(s)"),
+            action: "redact (the values written to Zoom; the Zoom id stays, so the next run \
+                     writes no duplicate)"
+                .into(),
+        });
+    }
+    let mut st = conn
+        .prepare(&format!(
+            "SELECT pipeline, sink, key, record FROM zoom_deferrals WHERE {DEFERRAL_MENTIONS}
+             ORDER BY pipeline, sink, key"
+        ))
+        .context("search the deferrals")?;
+    for row in st
+        .query_map([email], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
+        .context("search the deferrals")?
+    {
+        let (pipeline, sink, key, record) = row.context("search the deferrals")?;
+        let action = if holds_others(&record, email) {
+            "delete (it will not be written to Zoom; it holds other people too, whose \
+             writes come back when the source record is read again)"
+        } else {
+            "delete (it will not be written to Zoom)"
+        };
+        hits.push(SubjectHit {
+            area: "Zoom deferrals".into(),
+            row: format!("{pipeline}/{sink} {}", redact(&key, email)),
+            action: action.into(),
+        });
+    }
     for (t, c, n) in remaining(conn, email)? {
         if HANDLED.contains(&(t.as_str(), c.as_str())) {
             continue;
         }
-        let action = if t == "ledger" {
-            "keep (a ledger key made from the address: removing it would make the next run \
-             write a duplicate)"
+        let action = if t == "ledger" || t == "zoom_ledger" {
+            format!("keep ({LEDGER_KEY_KEPT})")
         } else {
-            "keep (not a place ferry forgets in)"
+            "keep (not a place ferry forgets in)".to_string()
         };
         hits.push(SubjectHit {
             area: format!("{t}.{c}"),
             row: format!("{n} row(s)"),
-            action: action.into(),
+            action,
         });
     }
     Ok(hits)
@@ -781,7 +870,149 @@ fn forget_in(
         .context(ctx)?;
         report.redacted += 1;
     }
+    forget_zoom(tx, email, report)
+}
+
+/// The Zoom sinks' state: a ledger row that holds the address keeps its identity (pipeline,
+/// object, key, Zoom id, state and the hash of what was written, so the next run sees the
+/// object as written and writes no duplicate) and loses its copies: every value written is
+/// replaced by [`FORGOTTEN`], the address in what Zoom returned and in the params too. A
+/// pending row's values and params that held the address are removed instead, so the
+/// lookup of its lost create uses the source record's values. A deferral that holds the
+/// address is deleted: it is not written to Zoom.
+fn forget_zoom(
+    tx: &rusqlite::Transaction<'_>,
+    email: &str,
+    report: &mut ForgetReport,
+) -> Result<()> {
+    use serde_json::{Map, Value};
+    let ctx = "forget an address in the Zoom ledger";
+    let rows: Vec<(String, String, String, String, String, String, String)> = tx
+        .prepare(&format!(
+            "SELECT pipeline, object, key, state, fields, vals, params FROM zoom_ledger
+             WHERE {ZOOM_LEDGER_MENTIONS}"
+        ))
+        .context(ctx)?
+        .query_map([email], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })
+        .context(ctx)?
+        .collect::<rusqlite::Result<_>>()
+        .context(ctx)?;
+    let parse = |s: &str| serde_json::from_str::<Map<String, Value>>(s).unwrap_or_default();
+    let holds = |v: &Value| mentions(&v.to_string(), email);
+    for (pipeline, object, key, state, fields, vals, params) in rows {
+        let pending = state == "pending";
+        let mut fields = parse(&fields);
+        if pending {
+            fields.retain(|_, v| !holds(v));
+        } else {
+            for v in fields.values_mut() {
+                *v = Value::String(FORGOTTEN.into());
+            }
+        }
+        let mut params = parse(&params);
+        if pending {
+            params.retain(|_, v| !holds(v));
+        } else {
+            for v in params.values_mut().filter(|v| holds(v)) {
+                *v = Value::String(FORGOTTEN.into());
+            }
+        }
+        let mut vals = parse(&vals);
+        for v in vals.values_mut().filter(|v| holds(v)) {
+            *v = Value::String(FORGOTTEN.into());
+        }
+        // Anything left (a value that could not be read as an object) goes as text.
+        let enc = |m: &Map<String, Value>| redact(&Value::Object(m.clone()).to_string(), email);
+        tx.execute(
+            "UPDATE zoom_ledger SET fields = ?4, vals = ?5, params = ?6
+             WHERE pipeline = ?1 AND object = ?2 AND key = ?3",
+            params![
+                pipeline,
+                object,
+                key,
+                enc(&fields),
+                enc(&vals),
+                enc(&params)
+            ],
+        )
+        .context(ctx)?;
+        report.redacted += 1;
+    }
+    let n = tx
+        .execute(
+            &format!("DELETE FROM zoom_deferrals WHERE {DEFERRAL_MENTIONS}"),
+            [email],
+        )
+        .context("forget an address in the deferrals")?;
+    report.deleted += n as u64;
     Ok(())
+}
+
+impl SqliteState {
+    /// The Zoom objects ferry made for `email` (Zoom ledger rows that hold it) and the
+    /// writes that wait for a daily limit (deferrals that hold it). Reads only.
+    pub fn subject_zoom(&self, email: &str) -> Result<Vec<ZoomSubjectRow>> {
+        use super::ts_col;
+        if email.is_empty() {
+            return Ok(Vec::new());
+        }
+        let conn = self.conn();
+        let ctx = "read the Zoom ledger";
+        let mut out: Vec<ZoomSubjectRow> = conn
+            .prepare(&format!(
+                "SELECT pipeline, object, key, zoom_id, state, vals, updated_at FROM zoom_ledger
+                 WHERE {ZOOM_LEDGER_MENTIONS} ORDER BY pipeline, object, key"
+            ))
+            .context(ctx)?
+            .query_map([email], |r| {
+                let vals: String = r.get(5)?;
+                Ok(ZoomSubjectRow {
+                    pipeline: r.get(0)?,
+                    object: r.get(1)?,
+                    key: r.get(2)?,
+                    zoom_id: r.get(3)?,
+                    state: r.get(4)?,
+                    values: serde_json::from_str(&vals).unwrap_or_default(),
+                    at: ts_col(r, 6)?,
+                })
+            })
+            .context(ctx)?
+            .collect::<rusqlite::Result<_>>()
+            .context(ctx)?;
+        let ctx = "read the deferrals";
+        let waiting: Vec<ZoomSubjectRow> = conn
+            .prepare(&format!(
+                "SELECT pipeline, sink, key, not_before FROM zoom_deferrals
+                 WHERE {DEFERRAL_MENTIONS} ORDER BY pipeline, sink, key"
+            ))
+            .context(ctx)?
+            .query_map([email], |r| {
+                Ok(ZoomSubjectRow {
+                    pipeline: r.get(0)?,
+                    object: r.get(1)?,
+                    key: r.get(2)?,
+                    zoom_id: None,
+                    state: "waiting".into(),
+                    values: serde_json::Map::new(),
+                    at: ts_col(r, 3)?,
+                })
+            })
+            .context(ctx)?
+            .collect::<rusqlite::Result<_>>()
+            .context(ctx)?;
+        out.extend(waiting);
+        Ok(out)
+    }
 }
 
 /// The audit line: a run of [`AUDIT_PIPELINE`] whose summary names the hash prefix and the
@@ -960,6 +1191,94 @@ mod tests {
             .unwrap();
         assert_eq!(rows.len(), 3);
         assert!(rows.iter().any(|e| e.ledger_key == "m1|[forgotten]"));
+    }
+
+    #[test]
+    fn forget_redacts_the_zoom_ledger_keeps_its_identity_and_drops_deferrals() {
+        use crate::state::{Deferral, ZoomLedgerRow, ZoomRowState};
+        let state = SqliteState::in_memory().unwrap();
+        let now = state.now();
+        let obj = |v: Value| v.as_object().unwrap().clone();
+        let row = |key: &str, email: &str, st: ZoomRowState| ZoomLedgerRow {
+            key: key.into(),
+            zoom_id: (st != ZoomRowState::Pending).then(|| format!("reg-{key}")),
+            values: obj(json!({"id": 811, "registrant_id": format!("reg-{key}"),
+                "join_url": format!("https://zoom.us/w/811?tk={key}")})),
+            hash: format!("hash-{key}"),
+            fields: obj(json!({"email": email, "first_name": "Pat", "last_name": "Lee"})),
+            params: obj(json!({"webinar_id": "811"})),
+            state: st,
+            updated_at: now,
+        };
+        state
+            .zoom_ledger_put(
+                "cm-to-webinar",
+                "webinar_registrant",
+                &[
+                    row("00v1", "Pat@Contoso.com", ZoomRowState::Written),
+                    row("00v2", "pat@contoso.com", ZoomRowState::Pending),
+                    row("00v3", "sam@contoso.com", ZoomRowState::Written),
+                ],
+            )
+            .unwrap();
+        let d = |key: &str, email: &str| Deferral {
+            pipeline: "cm-to-webinar".into(),
+            sink: "registrant".into(),
+            key: key.into(),
+            record: json!({"Id": key, "Email": email}),
+            reason: "daily limit".into(),
+            resource: format!("registrant:811:{email}"),
+            not_before: now,
+            deferred_at: now,
+        };
+        state
+            .zoom_defer(&[d("00v4", "pat@contoso.com"), d("00v5", "sam@contoso.com")])
+            .unwrap();
+        let email = "pat@contoso.com";
+        let found = state.subject_zoom(email).unwrap();
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(
+            found
+                .iter()
+                .any(|r| r.zoom_id.as_deref() == Some("reg-00v1"))
+        );
+        assert!(
+            found
+                .iter()
+                .any(|r| r.state == "waiting" && r.key == "00v4")
+        );
+        let h = state.subject_hash(email);
+        let scan = state.subject_scan(email, &h).unwrap();
+        assert!(scan.iter().any(|s| s.area == "Zoom ledger"), "{scan:?}");
+        assert!(scan.iter().any(|s| s.area == "Zoom deferrals"), "{scan:?}");
+        assert!(
+            !scan.iter().any(|s| s.action.starts_with("keep")),
+            "{scan:?}"
+        );
+        let report = state.subject_forget(email, &h).unwrap();
+        assert!(report.remaining.is_empty(), "{:?}", report.remaining);
+        assert!(state.subject_zoom(email).unwrap().is_empty());
+        // The identity stays: the next run sees each registrant as written (or pending).
+        let keys: Vec<String> = ["00v1", "00v2", "00v3"].map(String::from).to_vec();
+        let rows = state
+            .zoom_ledger_get("cm-to-webinar", "webinar_registrant", &keys)
+            .unwrap();
+        let r1 = &rows["00v1"];
+        assert_eq!(r1.zoom_id.as_deref(), Some("reg-00v1"));
+        assert_eq!(r1.hash, "hash-00v1");
+        assert_eq!(r1.state, ZoomRowState::Written);
+        assert!(r1.fields.values().all(|v| v == FORGOTTEN), "{r1:?}");
+        assert_eq!(r1.values["registrant_id"], "reg-00v1");
+        // A pending row loses the address (its lookup uses the record's), keeps the rest.
+        let r2 = &rows["00v2"];
+        assert_eq!(r2.state, ZoomRowState::Pending);
+        assert!(!r2.fields.contains_key("email"));
+        assert_eq!(r2.fields["first_name"], "Pat");
+        // Someone else's row and deferral are untouched.
+        assert_eq!(rows["00v3"].fields["email"], "sam@contoso.com");
+        let left = state.zoom_deferrals(None).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].key, "00v5");
     }
 
     #[test]

@@ -293,3 +293,139 @@ impl SqliteState {
         })
     }
 }
+
+/// Deferrals of one pipeline's sink that wait for the same limit (and, for a host's limit,
+/// the same host): what the status page, `/metrics` and `ferry state show` tell. Registrants
+/// are counted, never named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeferralSummary {
+    pub pipeline: String,
+    pub sink: String,
+    /// The limit's scope (`host`, `registrant`), or `lost answer` for a create whose answer
+    /// was lost (looked up on the next run).
+    pub limit: String,
+    /// The host a host's limit holds back (the `user_id` the meetings are written under, as
+    /// the pipeline names it); empty for other limits.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub host: String,
+    pub records: u64,
+    /// The earliest and the latest time one of them may be written again.
+    pub first_until: DateTime<Utc>,
+    pub last_until: DateTime<Utc>,
+}
+
+/// The scope a lost answer's deferral is shown under.
+pub const LOST_ANSWER: &str = "lost answer";
+
+/// Groups `(pipeline, sink, resource, count, first, last)` rows into summaries: one per
+/// pipeline, sink, limit and host. A resource is `scope:part:part`; only a host's part is
+/// kept (a registrant's holds their address).
+pub fn summarize_deferrals(
+    rows: impl IntoIterator<Item = (String, String, String, u64, DateTime<Utc>, DateTime<Utc>)>,
+) -> Vec<DeferralSummary> {
+    let mut out: std::collections::BTreeMap<(String, String, String, String), DeferralSummary> =
+        std::collections::BTreeMap::new();
+    for (pipeline, sink, resource, n, first, last) in rows {
+        let (limit, host) = match resource.split_once(':') {
+            _ if resource.is_empty() => (LOST_ANSWER.to_string(), String::new()),
+            Some(("host", h)) => ("host".to_string(), h.to_string()),
+            Some((scope, _)) => (scope.to_string(), String::new()),
+            None => (resource.clone(), String::new()),
+        };
+        let e = out
+            .entry((pipeline.clone(), sink.clone(), limit.clone(), host.clone()))
+            .or_insert_with(|| DeferralSummary {
+                pipeline,
+                sink,
+                limit,
+                host,
+                records: 0,
+                first_until: first,
+                last_until: last,
+            });
+        e.records = e.records.saturating_add(n);
+        e.first_until = e.first_until.min(first);
+        e.last_until = e.last_until.max(last);
+    }
+    out.into_values().collect()
+}
+
+impl SqliteState {
+    /// How many records wait, per pipeline, sink, limit and host (see [`DeferralSummary`]).
+    pub fn zoom_deferral_summary(&self, pipeline: Option<&str>) -> Result<Vec<DeferralSummary>> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT pipeline, sink, resource, count(*), min(not_before), max(not_before)
+                 FROM zoom_deferrals WHERE ?1 IS NULL OR pipeline = ?1
+                 GROUP BY pipeline, sink, resource",
+            )
+            .context("count deferrals")?;
+        let rows = st
+            .query_map(params![pipeline], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?.max(0) as u64,
+                    ts_col(r, 4)?,
+                    ts_col(r, 5)?,
+                ))
+            })
+            .context("count deferrals")?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .context("count deferrals")?;
+        Ok(summarize_deferrals(rows))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use chrono::TimeZone;
+
+    fn d(pipeline: &str, key: &str, resource: &str, hour: u32) -> Deferral {
+        let t = Utc.with_ymd_and_hms(2026, 11, 21, hour, 0, 0).unwrap();
+        Deferral {
+            pipeline: pipeline.into(),
+            sink: "s".into(),
+            key: key.into(),
+            record: serde_json::json!({"Email": format!("{key}@contoso.com")}),
+            reason: "daily limit".into(),
+            resource: resource.into(),
+            not_before: t,
+            deferred_at: t - chrono::Duration::hours(12),
+        }
+    }
+
+    #[test]
+    fn deferrals_are_counted_per_limit_and_host_and_registrants_are_not_named() {
+        let state = SqliteState::in_memory().unwrap();
+        state
+            .zoom_defer(&[
+                d("a", "1", "host:h1@acme.com", 0),
+                d("a", "2", "host:h1@acme.com", 0),
+                d("a", "3", "host:h2@acme.com", 0),
+                d("a", "4", "registrant:77:pat@contoso.com", 0),
+                d("a", "5", "registrant:77:sam@contoso.com", 1),
+                d("a", "6", "", 2),
+                d("b", "7", "host:h1@acme.com", 0),
+            ])
+            .unwrap();
+        let all = state.zoom_deferral_summary(None).unwrap();
+        let a: Vec<_> = all.iter().filter(|s| s.pipeline == "a").collect();
+        assert_eq!(a.len(), 4, "{a:?}");
+        let h1 = a.iter().find(|s| s.host == "h1@acme.com").unwrap();
+        assert_eq!((h1.limit.as_str(), h1.records), ("host", 2));
+        let reg = a.iter().find(|s| s.limit == "registrant").unwrap();
+        assert_eq!(reg.records, 2);
+        assert!(reg.host.is_empty());
+        assert!(reg.last_until > reg.first_until);
+        let lost = a.iter().find(|s| s.limit == LOST_ANSWER).unwrap();
+        assert_eq!(lost.records, 1);
+        let shown = serde_json::to_string(&all).unwrap();
+        assert!(!shown.contains("contoso"), "{shown}");
+        assert_eq!(state.zoom_deferral_summary(Some("b")).unwrap().len(), 1);
+    }
+}

@@ -327,3 +327,151 @@ async fn a_participant_is_exported_from_ferrys_records_then_forgotten() {
     assert_eq!(env.sandbox.salesforce.records("Event").len(), events_before);
     assert_eq!(env.org(), org_before);
 }
+
+/// Campaign members read from Salesforce and registered for a webinar by a Zoom sink.
+const REGISTRANTS: &str = r#"pipeline: campaign-members-to-webinar
+source:
+  stream: salesforce.records
+  params:
+    sobject: CampaignMember
+    select: [Email, FirstName, LastName]
+    where: "CampaignId = 'CAMPAIGN'"
+  since: 2020-01-01T00:00:00Z
+sinks:
+  registrant:
+    zoom: webinar_registrant
+    action: create
+    params: { webinar_id: "WEBINAR" }
+    key: "{{ record.Id }}"
+    fields:
+      email: "{{ record.Email }}"
+      first_name: "{{ record.FirstName }}"
+      last_name: "{{ record.LastName }}"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webinar_registrant_from_salesforce_is_exported_then_forgotten_without_a_duplicate() {
+    let env = Env::start(ferry::clock::system(), 5, |_| {}).await;
+    let zoom = &env.sandbox.zoom;
+    let webinar = zoom.world().webinars[0].id;
+    let sf = &env.sandbox.salesforce;
+    let campaign = sf.seed(
+        "Campaign",
+        vec![serde_json::json!({"Name": "Privacy webinar", "IsActive": true})],
+    )[0]
+    .clone();
+    // Mixed case in Salesforce; the request comes in lowercase.
+    let email = "pat.lee@registrants.example.com";
+    let members = sf.seed(
+        "CampaignMember",
+        vec![
+            serde_json::json!({"CampaignId": campaign, "Status": "Registered",
+                "Email": "Pat.Lee@Registrants.Example.com", "FirstName": "Pat", "LastName": "Lee"}),
+            serde_json::json!({"CampaignId": campaign, "Status": "Registered",
+                "Email": "sam.roe@registrants.example.com", "FirstName": "Sam", "LastName": "Roe"}),
+        ],
+    );
+    let pipeline = REGISTRANTS
+        .replace("CAMPAIGN", &campaign)
+        .replace("WEBINAR", &webinar.to_string());
+    std::fs::write(
+        env.dir
+            .path()
+            .join("pipelines/campaign-members-to-webinar.yaml"),
+        pipeline,
+    )
+    .unwrap();
+    let name = "campaign-members-to-webinar";
+    // A run reads Salesforce up to the current second (SOQL times are whole seconds):
+    // records stamped within it are read by the next run. Let that second pass.
+    let stamped = chrono::Utc::now();
+    while chrono::Utc::now().timestamp() <= stamped.timestamp() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let report = env.run_one(name, Mode::Run).await;
+    assert_eq!(report.summary.create, 2, "{report:?}");
+    let registered = zoom.written_registrants(webinar);
+    assert_eq!(registered.len(), 2, "{registered:?}");
+    let pat_id = registered
+        .iter()
+        .find(|(_, e, _)| e.eq_ignore_ascii_case(email))
+        .map(|(id, _, _)| id.clone())
+        .unwrap();
+
+    // The export lists the registration ferry made (its registrant id) and the Salesforce
+    // record the address was synced from (the index covers a Salesforce source).
+    let (code, out, err) = ferry(&env.config, &["subject", "export", email]);
+    assert_eq!(code, 0, "{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    let made = section(&doc, "Zoom records ferry made");
+    let rows = made["records"].as_array().unwrap();
+    let pat = rows
+        .iter()
+        .find(|r| r["zoom_id"] == pat_id.as_str())
+        .unwrap_or_else(|| panic!("{pat_id} not exported: {made:#}"));
+    assert_eq!(pat["object"], "webinar_registrant");
+    assert_eq!(pat["key"], members[0].as_str());
+    assert_eq!(pat["values"]["registrant_id"], pat_id.as_str());
+    assert_eq!(made["count"], 1, "only Pat's registration: {made:#}");
+    assert!(
+        !out.contains("sam.roe"),
+        "someone else's data in the export"
+    );
+    assert!(!out.contains("start_url"));
+    let synced = section(&doc, "synced records");
+    assert!(
+        synced["records"].as_array().unwrap().iter().any(|r| {
+            r["record_key"] == members[0].as_str() && r["pipeline"] == name && r["as"] == "Email"
+        }),
+        "{synced:#}"
+    );
+    // Zoom objects are not listed as Salesforce records.
+    let sf_section = section(&doc, "Salesforce records ferry wrote");
+    assert!(!sf_section.to_string().contains(&pat_id), "{sf_section:#}");
+
+    // forget --apply: the address is nowhere in the state file, its WAL or any table.
+    let dir = env.dir.path();
+    let (db, wal) = state_files(dir);
+    assert!(contains_ci(&db, email) || contains_ci(&wal, email));
+    let (code, out, err) = ferry(&env.config, &["subject", "forget", email]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Zoom ledger"), "{out}");
+    let (code, out, err) = ferry(&env.config, &["subject", "forget", email, "--apply"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("still holds the address"), "{out}");
+    let (db, wal) = state_files(dir);
+    assert!(
+        !contains_ci(&db, email),
+        "the address survives in the state file"
+    );
+    assert!(!contains_ci(&wal, email), "the address survives in the WAL");
+    let rows = every_row(dir);
+    assert!(
+        !rows.iter().any(|r| r.contains(email)),
+        "a table still holds it"
+    );
+    // The registration's identity stays, and the other registrant is untouched.
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("zoom_ledger:") && r.contains(&pat_id.to_lowercase())),
+        "the Zoom id was dropped"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("sam.roe@registrants.example.com"))
+    );
+    let (_, out, _) = ferry(&env.config, &["subject", "export", email]);
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(section(&doc, "Zoom records ferry made")["count"], 0);
+
+    // A rerun from the beginning registers nobody again.
+    {
+        let project = env.project();
+        let conns = env.connect(&project).await;
+        conns.store.reset(name).await.unwrap();
+    }
+    let again = env.run_one(name, Mode::Run).await;
+    assert_eq!(again.records_read, 2, "{again:?}");
+    assert_eq!(again.summary.create, 0, "{:?}", again.summary);
+    assert_eq!(zoom.written_registrants(webinar).len(), 2);
+}

@@ -3,7 +3,7 @@
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, Global};
 use crate::engine::report::PipelineReport;
 use crate::engine::{Engine, Mode, RunOptions, connect};
-use crate::sim::sandbox::{EXAMPLE_PIPELINES, Sandbox, SandboxOptions};
+use crate::sim::sandbox::{Sandbox, SandboxOptions, all_example_pipelines};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -40,6 +40,7 @@ pub async fn run(_g: &Global, a: &DemoArgs) -> anyhow::Result<u8> {
     let clock = crate::clock::system();
     let mut opts = SandboxOptions::new(clock.clone());
     opts.scale.meetings = a.meetings;
+    opts.reverse = true;
     println!("Starting the simulated Zoom account and Salesforce org on 127.0.0.1 …");
     let sandbox = Sandbox::start(opts).await?;
     let w = &sandbox.world;
@@ -56,8 +57,12 @@ pub async fn run(_g: &Global, a: &DemoArgs) -> anyhow::Result<u8> {
         "  Salesforce: {} Users, {} Accounts, {} Contacts, {} Leads, {} open Opportunities, {} Campaigns",
         s.users, s.accounts, s.contacts, s.leads, s.opportunities, s.campaigns
     );
+    println!(
+        "            {} Events flagged for a Zoom meeting, a webinar Campaign with {} members to register",
+        s.flagged_events, s.webinar_members
+    );
     let dir = demo_dir(&a.dir);
-    let config = sandbox.write_project(&dir, EXAMPLE_PIPELINES)?;
+    let config = sandbox.write_project(&dir, &all_example_pipelines())?;
     println!("  Project: {}", dir.display());
 
     let owned = crate::config::builtin_catalogs();
@@ -99,11 +104,19 @@ pub async fn run(_g: &Global, a: &DemoArgs) -> anyhow::Result<u8> {
         .await;
     print_plan_excerpt(&plan, 3);
 
-    // 2. Run every pipeline.
-    println!("\n== 2. ferry run  (every example pipeline) ==\n");
+    // 2. Run every pipeline: Salesforce → Zoom first (the webinar before its registrants),
+    // then Zoom → Salesforce.
+    println!("\n== 2. ferry run  (every example pipeline, both directions) ==\n");
     let events_before = sandbox.salesforce.records("Event").len();
+    let mut pipelines: Vec<&crate::config::Pipeline> = project.pipelines.iter().collect();
+    pipelines.sort_by_key(|p| {
+        REVERSE_ORDER
+            .iter()
+            .position(|n| *n == p.name)
+            .unwrap_or(REVERSE_ORDER.len())
+    });
     let mut first: Vec<PipelineReport> = Vec::new();
-    for p in &project.pipelines {
+    for p in &pipelines {
         let report = engine(clock.now())
             .run(p, &RunOptions::new(Mode::Run))
             .await;
@@ -112,10 +125,11 @@ pub async fn run(_g: &Global, a: &DemoArgs) -> anyhow::Result<u8> {
     }
     conns.save_budget().await;
 
-    // 3. Run again: nothing new in Zoom, so nothing is written.
-    println!("\n== 3. ferry run again  (nothing new in Zoom) ==\n");
+    // 3. Run again: nothing new on either side, so nothing is written.
+    println!("\n== 3. ferry run again  (nothing new in Zoom or Salesforce) ==\n");
+    let zoom_requests_before = sandbox.zoom.requests().len();
     let mut second: Vec<PipelineReport> = Vec::new();
-    for p in &project.pipelines {
+    for p in &pipelines {
         let report = engine(clock.now())
             .run(p, &RunOptions::new(Mode::Run))
             .await;
@@ -126,6 +140,15 @@ pub async fn run(_g: &Global, a: &DemoArgs) -> anyhow::Result<u8> {
 
     // 4. What happened, in a minute.
     println!("\n== What ferry did ==\n");
+    let second_zoom_writes = sandbox
+        .zoom
+        .requests()
+        .iter()
+        .skip(zoom_requests_before)
+        .filter(|r| r.method != "GET" && !r.endpoint.contains("/oauth/"))
+        .count();
+    print_reverse(&sandbox, &first);
+    println!("  Zoom → Salesforce:");
     let sf = &sandbox.salesforce;
     let created = |o: &str| sf.records(o).len();
     println!(
@@ -169,7 +192,7 @@ pub async fn run(_g: &Global, a: &DemoArgs) -> anyhow::Result<u8> {
         .sum();
     let second_sf: u64 = second.iter().map(|r| r.summary.api_calls.salesforce).sum();
     println!(
-        "  Second run: {second_writes} records written, {second_sf} Salesforce calls (lookups only; the ledger knew the rest)."
+        "  Second run: {second_writes} records written ({second_zoom_writes} Zoom writes), {second_sf} Salesforce calls (reads and lookups only; the ledger knew the rest)."
     );
     let failed: Vec<&PipelineReport> = first.iter().chain(&second).filter(|r| r.failed()).collect();
     for r in &failed {
@@ -189,6 +212,50 @@ pub async fn run(_g: &Global, a: &DemoArgs) -> anyhow::Result<u8> {
     } else {
         EXIT_FAILED
     })
+}
+
+/// The Salesforce → Zoom pipelines, in the order they depend on each other.
+const REVERSE_ORDER: &[&str] = &[
+    "campaigns-to-zoom-webinars",
+    "campaign-members-to-webinar-registrants",
+    "events-to-zoom-meetings",
+];
+
+/// What went from Salesforce to Zoom: what Zoom now holds (from the simulator) and the
+/// links the first run wrote back.
+fn print_reverse(sandbox: &Sandbox, first: &[PipelineReport]) {
+    let written = sandbox.zoom.written_meetings();
+    let is_webinar = |b: &serde_json::Map<String, serde_json::Value>| {
+        b.get("type").and_then(serde_json::Value::as_i64) == Some(5)
+    };
+    let meetings = written.iter().filter(|(_, _, b)| !is_webinar(b)).count();
+    let webinars: Vec<u64> = written
+        .iter()
+        .filter(|(_, _, b)| is_webinar(b))
+        .map(|(id, _, _)| *id)
+        .collect();
+    let registrants: usize = webinars
+        .iter()
+        .map(|id| sandbox.zoom.written_registrants(*id).len())
+        .sum();
+    let links = |pipeline: &str| -> u64 {
+        first
+            .iter()
+            .filter(|r| r.pipeline == pipeline)
+            .filter_map(|r| r.per_sink.get("link"))
+            .sum()
+    };
+    println!("  Salesforce → Zoom:");
+    println!(
+        "  {meetings} meetings created from flagged Events (join link and meeting id written back to {} Events);",
+        links("events-to-zoom-meetings")
+    );
+    println!(
+        "  {} webinars from flagged Campaigns (webinar id written back to {} Campaigns); {registrants} registrants from their Campaign Members (join links written back to {} members).",
+        webinars.len(),
+        links("campaigns-to-zoom-webinars"),
+        links("campaign-members-to-webinar-registrants")
+    );
 }
 
 fn print_plan_excerpt(plan: &PipelineReport, n: usize) {
@@ -213,7 +280,7 @@ fn print_plan_excerpt(plan: &PipelineReport, n: usize) {
 fn print_run(r: &PipelineReport) {
     let written: Vec<String> = r.per_sink.iter().map(|(s, n)| format!("{s} {n}")).collect();
     println!(
-        "  {:<22} read {:>4}   written {:>4} {}   unchanged {:>4}   not in Salesforce {:>3}   calls: Zoom {:>4}, Salesforce {:>3}{}",
+        "  {:<40} read {:>4}   written {:>4} {}   unchanged {:>4}   not in Salesforce {:>3}   calls: Zoom {:>4}, Salesforce {:>3}{}",
         r.pipeline,
         r.records_read,
         r.summary.create + r.summary.update,
@@ -237,9 +304,10 @@ pub async fn sandbox(_g: &Global, a: &SandboxArgs) -> anyhow::Result<u8> {
     let clock = crate::clock::system();
     let mut opts = SandboxOptions::new(clock);
     opts.scale.meetings = a.meetings;
+    opts.reverse = true;
     opts.zoom_faults.latency_ms = a.zoom_latency_ms;
     let sandbox = Sandbox::start(opts).await?;
-    let config = sandbox.write_project(&a.dir, EXAMPLE_PIPELINES)?;
+    let config = sandbox.write_project(&a.dir, &all_example_pipelines())?;
     let z = &sandbox.zoom;
     println!("Zoom simulator:       {}", z.base_url);
     println!("  token URL:          {}", z.token_url);

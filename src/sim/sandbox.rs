@@ -7,7 +7,7 @@ use super::world::{Scale, World};
 use super::zoom::{Faults, SimOptions, ZoomSim, ZoomSimHandle};
 use crate::clock::SharedClock;
 use crate::connectors::zoom::limits::ZoomPlan;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -35,6 +35,34 @@ pub const EXAMPLE_PIPELINES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The Salesforce → Zoom example pipelines (they read what [`seed_reverse`] seeds). Kept
+/// apart from [`EXAMPLE_PIPELINES`] so tests of the Zoom → Salesforce pipelines keep the
+/// project they always had; `ferry demo` and `ferry sandbox` write both. The webinars
+/// pipeline comes first: the registrants pipeline reads the webinar id it writes back.
+pub const REVERSE_PIPELINES: &[(&str, &str)] = &[
+    (
+        "campaigns-to-zoom-webinars.yaml",
+        include_str!("../../pipelines/campaigns-to-zoom-webinars.yaml"),
+    ),
+    (
+        "campaign-members-to-webinar-registrants.yaml",
+        include_str!("../../pipelines/campaign-members-to-webinar-registrants.yaml"),
+    ),
+    (
+        "events-to-zoom-meetings.yaml",
+        include_str!("../../pipelines/events-to-zoom-meetings.yaml"),
+    ),
+];
+
+/// Every example pipeline, both directions.
+pub fn all_example_pipelines() -> Vec<(&'static str, &'static str)> {
+    EXAMPLE_PIPELINES
+        .iter()
+        .chain(REVERSE_PIPELINES)
+        .copied()
+        .collect()
+}
+
 /// The webhook secret the sandbox's ferry.yaml and the simulator's sender share.
 pub const WEBHOOK_SECRET: &str = "sandbox-webhook-secret";
 
@@ -49,6 +77,10 @@ pub struct SandboxOptions {
     pub sf_daily_limit: u64,
     /// Records per Salesforce query page (Salesforce's default: 2,000).
     pub sf_query_page_size: usize,
+    /// Also seed what the Salesforce → Zoom examples read: flagged Events owned by Zoom
+    /// hosts and a webinar Campaign with members (see [`seed_reverse`]). Off by default,
+    /// so tests of the Zoom → Salesforce pipelines see the org they always saw.
+    pub reverse: bool,
 }
 
 impl SandboxOptions {
@@ -70,6 +102,7 @@ impl SandboxOptions {
             plan: ZoomPlan::Pro,
             sf_daily_limit: 100_000,
             sf_query_page_size: 2000,
+            reverse: false,
         }
     }
 }
@@ -91,6 +124,10 @@ pub struct Seeded {
     pub leads: usize,
     pub opportunities: usize,
     pub campaigns: usize,
+    /// Events flagged for a Zoom meeting (Salesforce → Zoom examples).
+    pub flagged_events: usize,
+    /// Members of the webinar Campaign flagged for a Zoom webinar.
+    pub webinar_members: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +164,12 @@ impl Sandbox {
         let salesforce = SalesforceSim::start(sf_opts)
             .await
             .map_err(|e| SandboxError::Salesforce(e.to_string()))?;
-        let seeded = seed_salesforce(&salesforce, &world);
+        let mut seeded = seed_salesforce(&salesforce, &world);
+        if opts.reverse {
+            let (events, members) = seed_reverse(&salesforce, &world);
+            seeded.flagged_events = events;
+            seeded.webinar_members = members;
+        }
         Ok(Sandbox {
             world,
             zoom,
@@ -288,5 +330,140 @@ pub fn seed_salesforce(sf: &SfSimHandle, world: &World) -> Seeded {
         leads: n_leads,
         opportunities: n_opps,
         campaigns: n_campaigns,
+        flagged_events: 0,
+        webinar_members: 0,
     }
+}
+
+/// Subjects of the flagged Events the reverse examples turn into Zoom meetings.
+const EVENT_SUBJECTS: &[&str] = &[
+    "Discovery call",
+    "Product demo",
+    "Pricing review",
+    "Security questionnaire walkthrough",
+    "Quarterly business review",
+];
+
+/// What the Salesforce → Zoom examples read, seeded after [`seed_salesforce`]: for each
+/// of the first four Zoom hosts (Salesforce Users by the same email) two Events flagged
+/// `Zoom_Meeting__c` in the week after the world's end and one not flagged; a Campaign
+/// flagged `Zoom_Webinar__c` two weeks out, owned by the first host, whose members are
+/// six Contacts and two Leads (and a Contact without an email, whom Zoom cannot
+/// register). Deterministic for a world. Returns (flagged Events, members with an email).
+pub fn seed_reverse(sf: &SfSimHandle, world: &World) -> (usize, usize) {
+    let by_email = |object: &str, field: &str| -> Vec<(String, String)> {
+        sf.records(object)
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r.get(field)?.as_str()?.to_ascii_lowercase(),
+                    r.get("Id")?.as_str()?.to_string(),
+                ))
+            })
+            .collect()
+    };
+    let users = by_email("User", "Email");
+    let day0 = world.scale.end.date_naive();
+    let at = |days: u64, hour: u32| {
+        day0.checked_add_days(chrono::Days::new(days))
+            .and_then(|d| d.and_hms_opt(hour, 0, 0))
+            .map(|t| t.and_utc())
+            .unwrap_or(world.scale.end)
+    };
+    let sf_time =
+        |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%S.000+0000").to_string();
+    let mut events = Vec::new();
+    let mut flagged = 0;
+    for (h, host) in world.users.iter().take(4).enumerate() {
+        let Some((_, owner)) = users
+            .iter()
+            .find(|(e, _)| *e == host.email.to_ascii_lowercase())
+        else {
+            continue;
+        };
+        for k in 0..3u64 {
+            let n = h * 3 + k as usize;
+            let start = at(1 + (n as u64 % 6), 14 + k as u32);
+            let minutes = 30 + 15 * (n as i64 % 3);
+            let flag = k < 2;
+            flagged += usize::from(flag);
+            events.push(json!({
+                "Subject": format!("{} ({})", EVENT_SUBJECTS[n % EVENT_SUBJECTS.len()],
+                                   world.companies.get(n % world.companies.len().max(1))
+                                       .map(|c| c.name.as_str()).unwrap_or("Acme")),
+                "OwnerId": owner,
+                "StartDateTime": sf_time(start),
+                "EndDateTime": sf_time(start + chrono::Duration::minutes(minutes)),
+                "DurationInMinutes": minutes,
+                "Description": if flag { "Agenda: introductions, goals, next steps." } else { "" },
+                "Zoom_Meeting__c": flag,
+            }));
+        }
+    }
+    sf.seed("Event", events);
+
+    let owner = world
+        .users
+        .first()
+        .and_then(|u| {
+            users
+                .iter()
+                .find(|(e, _)| *e == u.email.to_ascii_lowercase())
+        })
+        .map(|(_, id)| id.clone());
+    let campaign = sf.seed(
+        "Campaign",
+        vec![
+            json!({"Name": "Zoom webinar: what's new this quarter", "Type": "Webinar",
+                    "Status": "Planned", "IsActive": true, "OwnerId": owner,
+                    "StartDate": at(14, 0).format("%Y-%m-%d").to_string(),
+                    "Zoom_Webinar__c": true}),
+        ],
+    );
+    let Some(campaign) = campaign.first() else {
+        return (flagged, 0);
+    };
+    let leads = sf.records("Lead");
+    let mut members = Vec::new();
+    let mut eligible = 0;
+    let pick = |r: &Value| {
+        (
+            r.get("Id").cloned().unwrap_or(Value::Null),
+            r.get("Email").cloned().unwrap_or(Value::Null),
+            r.get("FirstName").cloned().unwrap_or(Value::Null),
+            r.get("LastName").cloned().unwrap_or(Value::Null),
+        )
+    };
+    // A Contact without an email: Zoom cannot register them.
+    sf.seed(
+        "Contact",
+        vec![json!({"FirstName": "Robin", "LastName": "Nomail", "Title": "Attendee"})],
+    );
+    let contacts = sf.records("Contact");
+    let no_email = contacts
+        .iter()
+        .filter(|c| c.get("Email").is_none_or(Value::is_null));
+    for c in contacts
+        .iter()
+        .filter(|c| c.get("Email").is_some_and(Value::is_string))
+        .take(6)
+        .chain(no_email.take(1))
+    {
+        let (id, email, first, last) = pick(c);
+        eligible += usize::from(!email.is_null());
+        members.push(
+            json!({"CampaignId": campaign, "ContactId": id, "Status": "Sent",
+                            "Email": email, "FirstName": first, "LastName": last}),
+        );
+    }
+    for l in leads.iter().take(2) {
+        let (id, email, first, last) = pick(l);
+        eligible += usize::from(!email.is_null());
+        members.push(
+            json!({"CampaignId": campaign, "LeadId": id, "Status": "Sent",
+                            "Email": email, "FirstName": first, "LastName": last}),
+        );
+    }
+    sf.seed("CampaignMember", members);
+    (flagged, eligible)
 }

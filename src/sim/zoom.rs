@@ -15,6 +15,7 @@ use chrono::{DateTime, Months, NaiveDate, SecondsFormat, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -177,6 +178,8 @@ struct Mutable {
     counter: u64,
     /// What the write endpoints have taken.
     writes: write::Writes,
+    /// Meetings created through the API that have since taken place (ended instances).
+    ended_written: Vec<Meeting>,
 }
 
 /// A running simulator; dropping it stops the server.
@@ -231,6 +234,7 @@ impl ZoomSim {
                 stats: SimStats::default(),
                 counter: 0,
                 writes: write::Writes::default(),
+                ended_written: Vec::new(),
             }),
         });
         let s2 = state.clone();
@@ -352,6 +356,84 @@ impl ZoomSimHandle {
             o.ended = ended;
             o.in_progress = in_progress;
         }
+    }
+    /// A meeting created through the API takes place: it is held at its scheduled start
+    /// for its duration, by its host and the given external people (indices into the
+    /// world's people), and then is among the host's past meetings (reports, past meeting
+    /// detail and participants) once the clock passes its end, as Zoom shows a meeting
+    /// that has ended. It can no longer be updated or deleted (codes 3000, 3007). Returns
+    /// the ended instance's UUID; None for an unknown, deleted or already ended meeting, or
+    /// one without a valid start time.
+    pub fn end_written_meeting(&self, id: u64, people: &[usize]) -> Option<String> {
+        let mut m = self.lock();
+        let o = m.writes.objects.get(&id)?;
+        if o.deleted || o.ended || o.webinar {
+            return None;
+        }
+        let start = o
+            .body
+            .get("start_time")
+            .and_then(Value::as_str)
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())?
+            .with_timezone(&Utc);
+        let minutes = o
+            .body
+            .get("duration")
+            .and_then(Value::as_i64)
+            .unwrap_or(60)
+            .clamp(1, 24 * 60);
+        let end = start + chrono::Duration::minutes(minutes);
+        let topic = o
+            .body
+            .get("topic")
+            .and_then(Value::as_str)
+            .unwrap_or("Zoom Meeting")
+            .to_string();
+        let (host, uuid) = (o.host, o.uuid.clone());
+        let w = &self.state.world;
+        let h = &w.users[host];
+        let mut participants = vec![Participant {
+            attendee: Attendee::Internal(host),
+            id: h.id.clone(),
+            user_id: "16778240".into(),
+            participant_uuid: format!("{uuid}-host"),
+            name: h.display_name(),
+            email: h.email.clone(),
+            join_time: start,
+            leave_time: end,
+            registrant_id: String::new(),
+        }];
+        for (n, &i) in people.iter().enumerate() {
+            let Some(p) = w.people.get(i) else { continue };
+            participants.push(Participant {
+                attendee: Attendee::External(i),
+                id: String::new(),
+                user_id: (16_778_241 + n).to_string(),
+                participant_uuid: format!("{uuid}-{n}"),
+                name: p.name(),
+                email: p.email.clone(),
+                join_time: start,
+                leave_time: end,
+                registrant_id: String::new(),
+            });
+        }
+        if let Some(o) = m.writes.objects.get_mut(&id) {
+            o.ended = true;
+        }
+        m.ended_written.push(Meeting {
+            uuid: uuid.clone(),
+            id,
+            host,
+            topic,
+            meeting_type: 2,
+            start,
+            end,
+            timezone: "UTC".into(),
+            participants,
+            recording: None,
+            summary: None,
+        });
+        Some(uuid)
     }
     /// Switches registration off for a world webinar.
     pub fn disable_registration(&self, webinar_id: u64) {
@@ -1374,21 +1456,38 @@ impl SimState {
         self.world.user_by_id(id).map(|(i, _)| i)
     }
 
-    fn meeting(&self, id: &str, now: DateTime<Utc>) -> Option<&Meeting> {
+    /// An ended meeting instance by number (the latest) or UUID: the world's, or one
+    /// created through the API and ended since ([`ZoomSimHandle::end_written_meeting`]).
+    fn meeting(&self, id: &str, now: DateTime<Utc>) -> Option<Cow<'_, Meeting>> {
         let w = &self.world;
+        let ended = |inner: &Mutable| {
+            inner
+                .ended_written
+                .iter()
+                .find(|m| (m.uuid == id || m.id.to_string() == id) && m.end <= now)
+                .cloned()
+        };
         if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
             let n: u64 = id.parse().ok()?;
             let inner = self.lock();
+            if let Some(m) = ended(&inner) {
+                return Some(Cow::Owned(m));
+            }
             self.meetings_by_id
                 .get(&n)?
                 .iter()
                 .filter_map(|&i| w.meetings.get(i))
                 .filter(|m| m.end <= now && !inner.deleted_meetings.contains(&m.uuid))
                 .max_by_key(|m| m.start)
+                .map(Cow::Borrowed)
         } else {
+            if let Some(m) = ended(&self.lock()) {
+                return Some(Cow::Owned(m));
+            }
             w.meetings
                 .get(*self.meetings_by_uuid.get(id)?)
                 .filter(|m| m.end <= now && !self.lock().deleted_meetings.contains(&m.uuid))
+                .map(Cow::Borrowed)
         }
     }
 
@@ -1431,9 +1530,11 @@ impl SimState {
                     Ok(x) => x,
                     Err(e) => return e,
                 };
+                let ended = self.lock().ended_written.clone();
                 let items = w
                     .meetings
                     .iter()
+                    .chain(ended.iter())
                     .filter(|m| {
                         m.host == u
                             && m.in_reports()
@@ -1457,7 +1558,7 @@ impl SimState {
                     return paid_only();
                 }
                 match self.meeting(id0, now) {
-                    Some(m) => (200, past_meeting_json(w, m)),
+                    Some(m) => (200, past_meeting_json(w, &m)),
                     None => no_meeting(),
                 }
             }
@@ -1482,7 +1583,7 @@ impl SimState {
                 let Some(m) = self.meeting(id0, now) else {
                     return no_meeting();
                 };
-                match recording_json(w, m, true) {
+                match recording_json(w, &m, true) {
                     Some(r) => (200, r),
                     None => error(404, 3301, "There is no recording for this meeting."),
                 }
@@ -1528,7 +1629,7 @@ impl SimState {
                             + chrono::Duration::seconds(self.lock().faults.summary_delay_secs)
                             <= now =>
                     {
-                        (200, summary_json(w, m, s))
+                        (200, summary_json(w, &m, s))
                     }
                     _ => error(404, 3322, "Meeting summary does not exist."),
                 }

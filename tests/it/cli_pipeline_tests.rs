@@ -29,7 +29,7 @@ fn repo() -> &'static Path {
 fn the_example_project_validates_and_its_tests_pass() {
     let (code, out) = ferry(repo(), &["validate"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("ok: 5 pipelines"), "{out}");
+    assert!(out.contains("ok: 8 pipelines"), "{out}");
     let (code, out) = ferry(repo(), &["test"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(" passed, 0 failed"), "{out}");
@@ -77,7 +77,7 @@ fn a_wrong_expectation_fails_with_a_readable_diff() {
     assert!(out.contains("field `Subject`"), "{out}");
     assert!(out.contains(r#"expected: "Zoom: Demo call""#), "{out}");
     assert!(out.contains(r#"produced: "Zoom: Demo""#), "{out}");
-    assert!(out.contains("2 passed, 1 failed"), "{out}");
+    assert!(out.contains("3 passed, 1 failed"), "{out}");
 }
 
 /// `WhatId: null` expects the field cleared (the Lead test's Event writes WhatId as null);
@@ -94,7 +94,7 @@ fn tests_tell_a_field_set_to_null_from_a_field_left_out() {
     });
     let (code, out) = ferry(dir.path(), &["test"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("3 passed, 0 failed"), "{out}");
+    assert!(out.contains("4 passed, 0 failed"), "{out}");
 
     let dir =
         project_with(|p| p.replace(lead_expect, "event: [ { WhoId: 00QL, WhatId: <absent> } ]"));

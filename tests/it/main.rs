@@ -11,6 +11,7 @@ mod bench;
 mod support;
 
 mod bench_smoke;
+mod both_ways;
 mod cli_pipeline_tests;
 mod config_broken;
 mod config_docs;

@@ -271,7 +271,7 @@ fn only_sink_results_a_template_reads_are_kept() {
         .filter(|s| s.read_later)
         .map(|s| s.name.as_str())
         .collect();
-    assert_eq!(read, ["event"]);
+    assert_eq!(read, ["event", "scheduled_event"]);
     let mut sinks = p.sinks.clone();
     let whole = Template::compile("{{ sinks | length }}").expect("compiles");
     sinks[1].when = Some(LocatedExpr {

@@ -423,6 +423,8 @@ fn objects() -> Vec<ObjectMeta> {
         f("StartDate", "date"),
         f("EndDate", "date"),
         f("Zoom_Webinar_Id__c", "string").len(32).ext_id().unique(),
+        // Flag of the Salesforce → Zoom example: a marketer asks for a Zoom webinar.
+        f("Zoom_Webinar__c", "boolean"),
     ]);
     out.push(obj("Campaign", "Campaign", "701", campaign));
 

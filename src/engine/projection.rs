@@ -116,7 +116,11 @@ impl Projection {
     fn keeps(&self, key: &str) -> bool {
         self.named.contains(key)
             || self.whole.contains(key)
-            || key.to_ascii_lowercase().ends_with("email")
+            || key
+                .len()
+                .checked_sub(5)
+                .and_then(|at| key.get(at..))
+                .is_some_and(|end| end.eq_ignore_ascii_case("email"))
     }
 
     fn project(&self, v: &mut Value) {
@@ -605,5 +609,23 @@ impl Analysis {
                 Prov::default()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn addresses_are_kept_under_any_name_ending_in_email() {
+        let p = Projection::default();
+        let mut v = json!([{ "user_email": "a@x.com", "HOST_EMAIL": "b@x.com", "emailed": true,
+                             "é": 1, "ée": 2, "id": 3 }]);
+        p.apply("participants", &mut v);
+        assert_eq!(
+            v,
+            json!([{ "user_email": "a@x.com", "HOST_EMAIL": "b@x.com" }])
+        );
     }
 }

@@ -16,6 +16,7 @@ pub mod connect;
 pub(crate) mod ending;
 pub(crate) mod error;
 pub(crate) mod lookup;
+pub mod projection;
 pub mod render;
 pub mod report;
 pub(crate) mod retry;

@@ -28,6 +28,7 @@ mod daemon_webhook;
 mod engine_crash;
 mod engine_deadletters;
 mod engine_plan_golden;
+mod engine_projection;
 mod engine_read_ahead;
 mod engine_run;
 mod hostile_server;

@@ -2,6 +2,7 @@
 
 use crate::config::Pipeline;
 use crate::engine::error::{FetchError, RecordError, StageError};
+use crate::engine::projection::Projection;
 use crate::engine::render::{Globals, RecordOnly};
 use crate::engine::{Cx, Source, record_key};
 use serde_json::Value;
@@ -14,15 +15,24 @@ pub struct Enricher<'a> {
     g: &'a Globals,
     /// The stream's primary key, to name a record in an error.
     pk: Option<String>,
+    /// What the templates read of each enrich result (None: everything is kept).
+    projection: Option<Projection>,
 }
 
 impl<'a> Enricher<'a> {
     pub fn new(cx: &Cx<'a>) -> Self {
+        let source = cx.engine.source;
+        let pk = source.primary_key(cx.stream());
+        let keep: Vec<String> = [pk.clone(), source.cursor_field(cx.stream())]
+            .into_iter()
+            .flatten()
+            .collect();
         Enricher {
-            source: cx.engine.source,
+            source,
             p: cx.p,
             g: cx.g,
-            pk: cx.engine.source.primary_key(cx.stream()),
+            pk,
+            projection: Projection::of(cx.p, &keep),
         }
     }
 
@@ -69,7 +79,13 @@ impl<'a> Enricher<'a> {
                 return Ok((rec, failed));
             }
             match self.source.fetch(&e.stream, params).await {
-                Ok(v) => set_field(&mut rec, &e.name, v),
+                Ok(mut v) => {
+                    // Fields no template reads are dropped before the record waits.
+                    if let Some(projection) = &self.projection {
+                        projection.apply(&e.name, &mut v);
+                    }
+                    set_field(&mut rec, &e.name, v)
+                }
                 Err(FetchError::NotFound(_)) if e.optional => {
                     set_field(&mut rec, &e.name, Value::Null)
                 }

@@ -68,13 +68,13 @@ fn reference() -> String {
 fn the_reference_pipeline_keeps_what_its_templates_read_and_drops_the_rest() {
     let p = projection_of(&reference()).expect("the reference pipeline reads no field dynamically");
     // Participants: the templates read `name` and `user_email` (unique/map attributes,
-    // item.user_email); `duration` is kept because `record.duration` names it (a name is
-    // kept wherever it appears).
+    // item.user_email); `duration` and `id` are kept because `record.duration` and
+    // `record.id` (the origin lookup) name them (a name is kept wherever it appears).
     assert_eq!(
         project(&p, "participants", participants()),
         json!([
-            { "name": "Pat", "user_email": "pat@contoso.com", "duration": 1800 },
-            { "name": "Rep", "user_email": "", "duration": 1860 }
+            { "id": "p1", "name": "Pat", "user_email": "pat@contoso.com", "duration": 1800 },
+            { "id": "p2", "name": "Rep", "user_email": "", "duration": 1860 }
         ])
     );
     // Summary: summary_overview and next_steps are read; an address is always kept.
@@ -129,7 +129,7 @@ fn a_value_a_template_can_see_whole_is_kept_whole() {
             .as_object()
             .unwrap()
             .len(),
-        3
+        4
     );
 
     // A `{% for %}` over participants may read any field of each.
@@ -189,7 +189,7 @@ fn a_var_or_item_holding_participants_is_followed() {
     let p = projection_of(&text).unwrap();
     assert_eq!(
         project(&p, "participants", participants())[0],
-        json!({ "name": "Pat", "user_email": "pat@contoso.com", "duration": 1800 })
+        json!({ "id": "p1", "name": "Pat", "user_email": "pat@contoso.com", "duration": 1800 })
     );
     // `first` of a var that may be a mapping reads its keys: kept whole.
     let text = reference()

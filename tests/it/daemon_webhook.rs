@@ -317,3 +317,33 @@ async fn finished_events_are_forgotten_after_their_retention_and_pending_ones_ne
     );
     assert!(h.shutdown().await.clean);
 }
+
+/// A meeting fetched alone (the webhook's run) does not say whether it was recorded, as the
+/// report listing does; the recordings are asked for then, so the Event a webhook writes has
+/// the recording link a backfill would write, and a later backfill does not change it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhooks_event_keeps_the_recording_link() {
+    let pipeline = meetings_webhook_only();
+    let env = Env::new(30, &[("meetings-to-events.yaml", &pipeline)]).await;
+    let h = env.start().await;
+    let m = env
+        .meetings_with_a_contact()
+        .into_iter()
+        .find(|m| m.recording.is_some())
+        .expect("a recorded meeting with a contact")
+        .clone();
+    let event = meeting_ended(&m, env.world(), env.clock.now());
+    assert_eq!(deliver(&env, &h, &event).await, 200);
+    wait(&h, "the webhook's run", |s| {
+        s.webhooks_processed >= 1 && runs(s, P) >= 1 && idle(s)
+    })
+    .await;
+    let events = env.sf_where("Event", "Zoom_Meeting_UUID__c", &m.uuid);
+    assert_eq!(events.len(), 1, "the meeting's Event");
+    let link = events[0]["Zoom_Recording_URL__c"].as_str().unwrap_or("");
+    assert!(
+        link.starts_with("https://"),
+        "the recording link is written by the webhook's run: {:?}",
+        events[0]["Zoom_Recording_URL__c"]
+    );
+}

@@ -220,7 +220,7 @@ fn gather_pending(
 ) -> Result<(Vec<Pending>, Vec<Vec<usize>>), LookupError> {
     let mut skipped: Vec<Vec<usize>> = vec![Vec::new(); scopes.states.len()];
     let mut pending: Vec<Pending> = Vec::new();
-    for i in 0..scopes.states.len() {
+    for (i, skipped_here) in skipped.iter_mut().enumerate() {
         let positions: Vec<Option<usize>> = match &lookup.for_each {
             Some(_) => (0..scopes.items[i].len()).map(Some).collect(),
             None => vec![None],
@@ -229,7 +229,7 @@ fn gather_pending(
             let ctx = scopes.of(i, item);
             if is_skipped(lookup, &ctx)? {
                 if let Some(j) = item {
-                    skipped[i].push(j);
+                    skipped_here.push(j);
                 }
                 continue;
             }

@@ -102,6 +102,37 @@ pub async fn resolve(
     Ok(())
 }
 
+/// Per record, the scope a template sees for one of its items (or for the record alone).
+#[derive(Clone, Copy)]
+struct Scopes<'b> {
+    states: &'b [RecordState],
+    /// Per record: the for_each items (empty for a lookup without for_each).
+    items: &'b [Vec<Value>],
+    g: &'b Globals,
+}
+
+impl<'b> Scopes<'b> {
+    fn of(&self, record: usize, item: Option<usize>) -> render::Ctx<'b> {
+        let items = &self.items[record];
+        let n = items.len();
+        self.states[record].scope(self.g, item.map(|j| (&items[j], j, n)))
+    }
+}
+
+/// What one live rule needs besides the entries it is asked about.
+struct LiveRule<'a> {
+    lookup: &'a Lookup,
+    index: usize,
+    rule: &'a crate::config::MatchRule,
+    matcher: &'a dyn Matcher,
+    cache: Option<&'a dyn LookupCache>,
+    /// The cache scope: pipeline, lookup, rule position, sobject and selected fields.
+    scope: String,
+}
+
+/// Where-maps keyed by their cache key, with the entries that asked for them.
+type Keyed<'p> = Vec<(Open<'p>, String, Map<String, Value>)>;
+
 async fn resolve_one(
     lookup: &Lookup,
     states: &mut [RecordState],
@@ -110,47 +141,13 @@ async fn resolve_one(
     notes: &mut [LookupNotes],
     queries: &mut u64,
 ) -> Result<(), LookupError> {
-    let name = &lookup.name;
-    // Per record: the items (for_each) and which were skipped.
-    let mut items: Vec<Vec<Value>> = vec![Vec::new(); states.len()];
-    let mut skipped: Vec<Vec<usize>> = vec![Vec::new(); states.len()];
-    if let Some(fe) = &lookup.for_each {
-        for (i, st) in states.iter().enumerate() {
-            let scope = st.scope(g, None);
-            items[i] = render::items(fe, &scope, || format!("lookups.{name}.for_each"))?
-                .into_iter()
-                .map(std::borrow::Cow::into_owned)
-                .collect();
-        }
-    }
-    let states_ro: &[RecordState] = states;
-    let scope_of = |record: usize, item: Option<usize>| {
-        let n = items[record].len();
-        states_ro[record].scope(g, item.map(|j| (&items[record][j], j, n)))
+    let mut items = for_each_items(lookup, states, g)?;
+    let scopes = Scopes {
+        states,
+        items: &items,
+        g,
     };
-    let mut pending: Vec<Pending> = Vec::new();
-    for i in 0..states_ro.len() {
-        let positions: Vec<Option<usize>> = match &lookup.for_each {
-            Some(_) => (0..items[i].len()).map(Some).collect(),
-            None => vec![None],
-        };
-        for item in positions {
-            let ctx = scope_of(i, item);
-            if is_skipped(lookup, &ctx)? {
-                if let Some(j) = item {
-                    skipped[i].push(j);
-                }
-                continue;
-            }
-            let display = display_key(lookup, &ctx)?;
-            pending.push(Pending {
-                record: i,
-                item,
-                display,
-            });
-        }
-    }
-
+    let (pending, skipped) = gather_pending(lookup, scopes)?;
     for pd in &pending {
         notes[pd.record].looked_up += 1;
     }
@@ -160,25 +157,7 @@ async fn resolve_one(
     let mut why_not: Vec<Option<String>> = vec![None; pending.len()];
     match source {
         LookupSource::Canned(canned) => {
-            let table = canned.get(name);
-            for (pi, pd) in pending.iter().enumerate() {
-                found[pi] = match (table, pd.item) {
-                    // Small tables are searched without hashing the key.
-                    (Some(Value::Object(m)), Some(_)) => (if m.len() <= 16 {
-                        m.iter().find(|(k, _)| **k == pd.display).map(|(_, v)| v)
-                    } else {
-                        m.get(&pd.display)
-                    })
-                    .or_else(|| {
-                        m.iter()
-                            .find(|(k, _)| k.eq_ignore_ascii_case(&pd.display))
-                            .map(|(_, v)| v)
-                    })
-                    .map(Cow::Borrowed),
-                    (Some(v), None) if !v.is_null() => Some(Cow::Borrowed(v)),
-                    _ => None,
-                };
-            }
+            canned_matches(canned.get(&lookup.name), &pending, &mut found);
         }
         LookupSource::Live {
             matcher,
@@ -190,113 +169,255 @@ async fn resolve_one(
                 if open.is_empty() {
                     break;
                 }
-                let scope = format!(
-                    "{pipeline}/{name}/{ri}/{}/{}",
-                    rule.sobject,
-                    rule.select.join(",")
-                );
-                // Render each open entry's where-map; entries with a blank value cannot
-                // match by this rule (Email = null would match the wrong people).
-                let mut keyed: Vec<(Open<'_>, String, Map<String, Value>)> = Vec::new();
-                let mut still_open: Vec<Open<'_>> = Vec::new();
-                for (pi, pd) in open {
-                    let mut w = Map::new();
-                    let mut blank = false;
-                    for (field, expr) in &rule.where_ {
-                        let v = expr.eval(&scope_of(pd.record, pd.item)).map_err(|error| {
-                            RenderError {
-                                place: format!("lookups.{name}.match[{ri}].where.{field}"),
-                                error,
-                            }
-                        })?;
-                        if v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty()) {
-                            blank = true;
-                        }
-                        w.insert(field.clone(), v);
-                    }
-                    if blank {
-                        still_open.push((pi, pd));
-                    } else {
-                        let key = cache_key(&w);
-                        keyed.push(((pi, pd), key, w));
-                    }
-                }
-                // Distinct keys, minus what the cache knows.
-                let mut distinct: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
-                for (_, k, w) in &keyed {
-                    distinct.entry(k.clone()).or_insert_with(|| w.clone());
-                }
-                let keys: Vec<String> = distinct.keys().cloned().collect();
-                let mut answers: HashMap<String, Value> = match cache {
-                    Some(c) if lookup.cache.is_some() => c.get_many(&scope, &keys).await,
-                    _ => HashMap::new(),
+                let live = LiveRule {
+                    lookup,
+                    index: ri,
+                    rule,
+                    matcher: *matcher,
+                    cache: *cache,
+                    scope: format!(
+                        "{pipeline}/{}/{ri}/{}/{}",
+                        lookup.name,
+                        rule.sobject,
+                        rule.select.join(",")
+                    ),
                 };
-                let mut unlookable: HashMap<String, String> = HashMap::new();
-                let missing: Vec<(String, Map<String, Value>)> = distinct
-                    .into_iter()
-                    .filter(|(k, _)| !answers.contains_key(k))
-                    .collect();
-                if !missing.is_empty() {
-                    let wheres: Vec<Map<String, Value>> =
-                        missing.iter().map(|(_, w)| w.clone()).collect();
-                    *queries += 1;
-                    let results = matcher
-                        .match_rule(&rule.sobject, &rule.select, &wheres)
-                        .await
-                        .map_err(|error| LookupError::Query {
-                            lookup: name.clone(),
-                            sobject: rule.sobject.clone(),
-                            error,
-                        })?;
-                    let mut fresh = Vec::new();
-                    for ((k, _), rm) in missing.iter().zip(results) {
-                        if let Some(why) = rm.unmatchable {
-                            // Not cached: the reason is about the value, not Salesforce.
-                            unlookable.insert(k.clone(), why);
-                            continue;
-                        }
-                        let v = Value::Array(
-                            rm.records
-                                .into_iter()
-                                .map(|r| clean(r, &rule.sobject))
-                                .collect(),
-                        );
-                        fresh.push((k.clone(), v.clone()));
-                        answers.insert(k.clone(), v);
-                    }
-                    if let (Some(c), Some(ttl)) = (cache, lookup.cache) {
-                        c.put_many(&scope, &fresh, ttl).await;
-                    }
-                }
-                for ((pi, pd), k, _) in keyed {
-                    match answers.get(&k).and_then(Value::as_array) {
-                        Some(recs) if !recs.is_empty() => {
-                            if recs.len() > 1 {
-                                let id = recs[0].get("Id").and_then(Value::as_str).unwrap_or("?");
-                                notes[pd.record].ambiguous.push(format!(
-                                    "{} {} records match {}; took {id}, the most recently modified",
-                                    recs.len(),
-                                    rule.sobject,
-                                    pd.display
-                                ));
-                            }
-                            found[pi] = Some(Cow::Owned(recs[0].clone()));
-                        }
-                        _ => {
-                            if let Some(why) = unlookable.get(&k) {
-                                why_not[pi] = Some(why.clone());
-                            }
-                            still_open.push((pi, pd));
-                        }
-                    }
-                }
-                open = still_open;
+                let (f, w) = (&mut found[..], &mut why_not[..]);
+                open = apply_rule(&live, scopes, open, f, w, notes, queries).await?;
             }
         }
     }
+    note_unmatched(lookup, &pending, &found, &why_not, notes);
+    place_results(lookup, states, &mut items, &skipped, &pending, found);
+    Ok(())
+}
 
+/// Per record, the lookup's for_each items (none without for_each).
+fn for_each_items(
+    lookup: &Lookup,
+    states: &[RecordState],
+    g: &Globals,
+) -> Result<Vec<Vec<Value>>, LookupError> {
+    let mut items: Vec<Vec<Value>> = vec![Vec::new(); states.len()];
+    if let Some(fe) = &lookup.for_each {
+        let name = &lookup.name;
+        for (i, st) in states.iter().enumerate() {
+            let scope = st.scope(g, None);
+            items[i] = render::items(fe, &scope, || format!("lookups.{name}.for_each"))?
+                .into_iter()
+                .map(Cow::into_owned)
+                .collect();
+        }
+    }
+    Ok(items)
+}
+
+/// The entries to look up, in record then item order, and per record the positions of the
+/// items `skip` left out.
+fn gather_pending(
+    lookup: &Lookup,
+    scopes: Scopes<'_>,
+) -> Result<(Vec<Pending>, Vec<Vec<usize>>), LookupError> {
+    let mut skipped: Vec<Vec<usize>> = vec![Vec::new(); scopes.states.len()];
+    let mut pending: Vec<Pending> = Vec::new();
+    for (i, skipped_here) in skipped.iter_mut().enumerate() {
+        let positions: Vec<Option<usize>> = match &lookup.for_each {
+            Some(_) => (0..scopes.items[i].len()).map(Some).collect(),
+            None => vec![None],
+        };
+        for item in positions {
+            let ctx = scopes.of(i, item);
+            if is_skipped(lookup, &ctx)? {
+                if let Some(j) = item {
+                    skipped_here.push(j);
+                }
+                continue;
+            }
+            let display = display_key(lookup, &ctx)?;
+            pending.push(Pending {
+                record: i,
+                item,
+                display,
+            });
+        }
+    }
+    Ok((pending, skipped))
+}
+
+/// `ferry test`: each entry's canned result, by its display value (exact, then ignoring
+/// ASCII case) for a for_each lookup, or the lookup's one value otherwise.
+fn canned_matches<'t>(
+    table: Option<&'t Value>,
+    pending: &[Pending],
+    found: &mut [Option<Cow<'t, Value>>],
+) {
+    for (pi, pd) in pending.iter().enumerate() {
+        found[pi] = match (table, pd.item) {
+            // Small tables are searched without hashing the key.
+            (Some(Value::Object(m)), Some(_)) => (if m.len() <= 16 {
+                m.iter().find(|(k, _)| **k == pd.display).map(|(_, v)| v)
+            } else {
+                m.get(&pd.display)
+            })
+            .or_else(|| {
+                m.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(&pd.display))
+                    .map(|(_, v)| v)
+            })
+            .map(Cow::Borrowed),
+            (Some(v), None) if !v.is_null() => Some(Cow::Borrowed(v)),
+            _ => None,
+        };
+    }
+}
+
+/// Applies one match rule to the entries still open: one matcher call over every distinct
+/// where-map the cache does not know. Fills `found` (and `why_not`) and returns the entries
+/// still open for the next rule.
+async fn apply_rule<'p, 't>(
+    live: &LiveRule<'_>,
+    scopes: Scopes<'_>,
+    open: Vec<Open<'p>>,
+    found: &mut [Option<Cow<'t, Value>>],
+    why_not: &mut [Option<String>],
+    notes: &mut [LookupNotes],
+    queries: &mut u64,
+) -> Result<Vec<Open<'p>>, LookupError> {
+    let (keyed, mut still_open) = render_wheres(live, scopes, open)?;
+    let (answers, unlookable) = answer_keys(live, &keyed, queries).await?;
+    for ((pi, pd), k, _) in keyed {
+        match answers.get(&k).and_then(Value::as_array) {
+            Some(recs) if !recs.is_empty() => {
+                if recs.len() > 1 {
+                    let id = recs[0].get("Id").and_then(Value::as_str).unwrap_or("?");
+                    notes[pd.record].ambiguous.push(format!(
+                        "{} {} records match {}; took {id}, the most recently modified",
+                        recs.len(),
+                        live.rule.sobject,
+                        pd.display
+                    ));
+                }
+                found[pi] = Some(Cow::Owned(recs[0].clone()));
+            }
+            _ => {
+                if let Some(why) = unlookable.get(&k) {
+                    why_not[pi] = Some(why.clone());
+                }
+                still_open.push((pi, pd));
+            }
+        }
+    }
+    Ok(still_open)
+}
+
+/// Renders each open entry's where-map for the rule, with its cache key. Entries with a
+/// blank value cannot match by this rule (Email = null would match the wrong people): they
+/// come back as still open.
+fn render_wheres<'p>(
+    live: &LiveRule<'_>,
+    scopes: Scopes<'_>,
+    open: Vec<Open<'p>>,
+) -> Result<(Keyed<'p>, Vec<Open<'p>>), LookupError> {
+    let mut keyed: Keyed<'p> = Vec::new();
+    let mut still_open: Vec<Open<'p>> = Vec::new();
+    for (pi, pd) in open {
+        let mut w = Map::new();
+        let mut blank = false;
+        for (field, expr) in &live.rule.where_ {
+            let v = expr
+                .eval(&scopes.of(pd.record, pd.item))
+                .map_err(|error| RenderError {
+                    place: format!(
+                        "lookups.{}.match[{}].where.{field}",
+                        live.lookup.name, live.index
+                    ),
+                    error,
+                })?;
+            if v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty()) {
+                blank = true;
+            }
+            w.insert(field.clone(), v);
+        }
+        if blank {
+            still_open.push((pi, pd));
+        } else {
+            let key = cache_key(&w);
+            keyed.push(((pi, pd), key, w));
+        }
+    }
+    Ok((keyed, still_open))
+}
+
+/// The answers for the distinct keys: from the cache where it knows them, the rest from one
+/// matcher call (then cached). Also returns, per key, why a value could not be looked up.
+async fn answer_keys(
+    live: &LiveRule<'_>,
+    keyed: &Keyed<'_>,
+    queries: &mut u64,
+) -> Result<(HashMap<String, Value>, HashMap<String, String>), LookupError> {
+    let (lookup, rule) = (live.lookup, live.rule);
+    // Distinct keys, minus what the cache knows.
+    let mut distinct: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    for (_, k, w) in keyed {
+        distinct.entry(k.clone()).or_insert_with(|| w.clone());
+    }
+    let keys: Vec<String> = distinct.keys().cloned().collect();
+    let mut answers: HashMap<String, Value> = match live.cache {
+        Some(c) if lookup.cache.is_some() => c.get_many(&live.scope, &keys).await,
+        _ => HashMap::new(),
+    };
+    let mut unlookable: HashMap<String, String> = HashMap::new();
+    let missing: Vec<(String, Map<String, Value>)> = distinct
+        .into_iter()
+        .filter(|(k, _)| !answers.contains_key(k))
+        .collect();
+    if !missing.is_empty() {
+        let wheres: Vec<Map<String, Value>> = missing.iter().map(|(_, w)| w.clone()).collect();
+        *queries += 1;
+        let results = live
+            .matcher
+            .match_rule(&rule.sobject, &rule.select, &wheres)
+            .await
+            .map_err(|error| LookupError::Query {
+                lookup: lookup.name.clone(),
+                sobject: rule.sobject.clone(),
+                error,
+            })?;
+        let mut fresh = Vec::new();
+        for ((k, _), rm) in missing.iter().zip(results) {
+            if let Some(why) = rm.unmatchable {
+                // Not cached: the reason is about the value, not Salesforce.
+                unlookable.insert(k.clone(), why);
+                continue;
+            }
+            let v = Value::Array(
+                rm.records
+                    .into_iter()
+                    .map(|r| clean(r, &rule.sobject))
+                    .collect(),
+            );
+            fresh.push((k.clone(), v.clone()));
+            answers.insert(k.clone(), v);
+        }
+        if let (Some(c), Some(ttl)) = (live.cache, lookup.cache) {
+            c.put_many(&live.scope, &fresh, ttl).await;
+        }
+    }
+    Ok((answers, unlookable))
+}
+
+/// Notes each entry no rule matched (once per record and value), with why it could not be
+/// looked up where that is known.
+fn note_unmatched(
+    lookup: &Lookup,
+    pending: &[Pending],
+    found: &[Option<Cow<'_, Value>>],
+    why_not: &[Option<String>],
+    notes: &mut [LookupNotes],
+) {
+    let name = &lookup.name;
     let (what, person) = sought(lookup);
-    for ((pd, hit), why) in pending.iter().zip(&found).zip(&why_not) {
+    for ((pd, hit), why) in pending.iter().zip(found).zip(why_not) {
         if hit.is_none() && !pd.display.is_empty() {
             let n = &mut notes[pd.record];
             if !n
@@ -316,8 +437,18 @@ async fn resolve_one(
             }
         }
     }
-    // Shape the results as templates see them (moving, not copying, items and live
-    // matches). Pending entries are in record, then item, order.
+}
+
+/// Shapes the results as templates see them, into `lookups.NAME` of each record (moving,
+/// not copying, items and live matches). Pending entries are in record, then item, order.
+fn place_results(
+    lookup: &Lookup,
+    states: &mut [RecordState],
+    items: &mut [Vec<Value>],
+    skipped: &[Vec<usize>],
+    pending: &[Pending],
+    found: Vec<Option<Cow<'_, Value>>>,
+) {
     let mut hits = pending.iter().zip(found).peekable();
     for (i, st) in states.iter_mut().enumerate() {
         let mut hit_of = |item: Option<usize>| {
@@ -356,9 +487,8 @@ async fn resolve_one(
             }
             None => hit_of(None).map_or(Value::Null, Cow::into_owned),
         };
-        st.set_lookup(name, value);
+        st.set_lookup(&lookup.name, value);
     }
-    Ok(())
 }
 
 fn is_skipped(lookup: &Lookup, ctx: &dyn crate::template::Scope) -> Result<bool, RenderError> {

@@ -157,42 +157,27 @@ impl ObjectSchema {
     /// Whether the sink would refuse `v` in `field`, and why.
     pub fn check_value(&self, field: &str, v: &Value, creating: bool) -> Option<Refusal> {
         let f = self.field(field)?;
-        let refuse = |reason: String, hint: Option<String>| {
-            Some(Refusal {
-                field: f.name.clone(),
-                reason,
-                hint,
-            })
-        };
         let null = match v {
             Value::Null => true,
             // Salesforce stores an empty text as null; other kinds refuse "" below.
             Value::String(s) => s.is_empty() && matches!(f.kind, FieldKind::Text),
             _ => false,
         };
+        let text = match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let c = Check {
+            object: &self.object,
+            f,
+            v,
+            text,
+        };
         if null {
-            if !f.nillable && (!creating || f.required_on_create) {
-                return refuse(
-                    format!("{}.{} cannot be empty", self.object, f.name),
-                    Some(
-                        "give it a value, or a `when:` that skips records without one".to_string(),
-                    ),
-                );
-            }
-            // On create, a field the server fills in is better left out than sent as null.
-            if !f.nillable && creating {
-                return refuse(
-                    format!(
-                        "{}.{} cannot be null (the server fills it in when left out)",
-                        self.object, f.name
-                    ),
-                    Some("render `omit` instead of nothing, e.g. `{{ x if x else omit }}`".into()),
-                );
-            }
-            return None;
+            return c.null(creating);
         }
         if matches!(v, Value::Array(_) | Value::Object(_)) {
-            return refuse(
+            return c.refuse(
                 format!(
                     "{}.{} takes a single value, not a {}",
                     self.object,
@@ -202,202 +187,278 @@ impl ObjectSchema {
                 Some("pick one value (`first`, `.field`) or join a list (`join(', ')`)".into()),
             );
         }
-        let text = match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let what = |kind: &str| {
-            format!(
-                "{} into the {kind} field {}.{}",
-                value_text(v),
-                self.object,
-                f.name
-            )
-        };
-        match &f.kind {
-            FieldKind::Text | FieldKind::Email | FieldKind::Other => {}
-            FieldKind::Int { digits } => {
-                let n = match v {
-                    Value::Number(n) => n.as_i64().or_else(|| {
-                        n.as_f64()
-                            .filter(|x| x.fract() == 0.0 && x.abs() < 9.0e15)
-                            .map(|x| x as i64)
-                    }),
-                    Value::String(s) => s.trim().parse::<i64>().ok(),
-                    _ => None,
-                };
-                let Some(n) = n else {
-                    let hint = if text.trim().parse::<f64>().is_ok() {
-                        "round it: `| round | int`"
-                    } else {
-                        "render a whole number (a numeric field of the record, or `| int` of digits in text)"
-                    };
-                    return refuse(
-                        format!("not a whole number: {}", what("number")),
-                        Some(hint.into()),
-                    );
-                };
-                if let Some(d) = digits
-                    && digit_count(n.unsigned_abs()) > *d
-                {
-                    return refuse(
-                        format!("{} has more than the {d} digits it allows", what("number")),
-                        None,
-                    );
-                }
-            }
-            FieldKind::Number { precision, scale } => {
-                let x = match v {
-                    Value::Number(n) => n.as_f64(),
-                    Value::String(s) => s.trim().parse::<f64>().ok().filter(|x| x.is_finite()),
-                    _ => None,
-                };
-                let Some(x) = x else {
-                    return refuse(
-                        format!("not a number: {}", what("number")),
-                        Some("render a number (a numeric field of the record, or `| float` of digits in text)".into()),
-                    );
-                };
-                if let Some(p) = precision {
-                    let whole = p.saturating_sub(scale.unwrap_or(0));
-                    if x.abs().trunc() >= 10f64.powi(whole.min(300) as i32) {
-                        return refuse(
-                            format!(
-                                "{} has more than the {whole} digits before the decimal point it allows",
-                                what("number")
-                            ),
-                            None,
-                        );
-                    }
-                }
-            }
-            FieldKind::Boolean => {
-                let ok = matches!(v, Value::Bool(_))
-                    || matches!(v, Value::String(s) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false"));
-                if !ok {
-                    return refuse(
-                        format!("not true or false: {}", what("checkbox")),
-                        Some("render a condition, e.g. `{{ record.x == 'yes' }}`".into()),
-                    );
-                }
-            }
-            FieldKind::Date => {
-                if chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d").is_err() || text.len() != 10
-                {
-                    let reason = if parse_datetime(&text).is_some() {
-                        format!(
-                            "a date and time into the date field {}.{}: {}",
-                            self.object,
-                            f.name,
-                            value_text(v)
-                        )
-                    } else {
-                        format!("not a date (YYYY-MM-DD): {}", what("date"))
-                    };
-                    return refuse(
-                        reason,
-                        Some("add the `sf_date` filter: `{{ … | sf_date }}`".into()),
-                    );
-                }
-            }
-            FieldKind::DateTime => {
-                if parse_datetime(&text).is_none() {
-                    return refuse(
-                        format!("not a date and time: {}", what("date/time")),
-                        Some("add the `sf_datetime` filter: `{{ … | sf_datetime }}`".into()),
-                    );
-                }
-            }
-            FieldKind::Id | FieldKind::Reference { .. } => {
-                if !(text.len() == 15 || text.len() == 18)
-                    || !text.chars().all(|c| c.is_ascii_alphanumeric())
-                {
-                    return refuse(
-                        format!(
-                            "not a record Id (15 or 18 letters and digits): {}",
-                            what("reference")
-                        ),
-                        Some(
-                            "use the `Id` of a lookup's match, e.g. `{{ lookups.NAME.Id }}`".into(),
-                        ),
-                    );
-                }
-                if let FieldKind::Reference { to } = &f.kind {
-                    // Checked only when every object it may point to has a known prefix;
-                    // otherwise the shape check above is all that is known.
-                    let prefixes: Option<Vec<&str>> =
-                        to.iter().map(|(_, p)| p.as_deref()).collect();
-                    if let Some(prefixes) = prefixes
-                        && !prefixes.is_empty()
-                        && !prefixes.iter().any(|p| text.get(..3) == Some(*p))
-                    {
-                        let names: Vec<&str> = to.iter().map(|(o, _)| o.as_str()).collect();
-                        return refuse(
-                            format!(
-                                "{}.{} points to {}, and {} is not the Id of one",
-                                self.object,
-                                f.name,
-                                names.join(" or "),
-                                value_text(v)
-                            ),
-                            Some(format!("look up a {} and use its `Id`", names.join(" or "))),
-                        );
-                    }
-                }
-            }
-            FieldKind::Picklist { allowed } | FieldKind::MultiPicklist { allowed } => {
-                if let Some(allowed) = allowed {
-                    let multi = matches!(f.kind, FieldKind::MultiPicklist { .. });
-                    let values: Vec<&str> = if multi {
-                        text.split(';').map(str::trim).collect()
-                    } else {
-                        vec![text.as_str()]
-                    };
-                    if let Some(bad) = values.iter().find(|x| !allowed.iter().any(|a| a == *x)) {
-                        let list: Vec<String> =
-                            allowed.iter().take(12).map(|a| format!("`{a}`")).collect();
-                        return refuse(
-                            format!(
-                                "{} is not a value of the restricted picklist {}.{}",
-                                shown(bad),
-                                self.object,
-                                f.name
-                            ),
-                            Some(format!("use one of {}", list.join(", "))),
-                        );
-                    }
-                }
-            }
+        c.kind().or_else(|| c.length()).or_else(|| c.email())
+    }
+}
+
+/// One value checked against one field: the checks of [`ObjectSchema::check_value`], one
+/// method per family of field kinds.
+struct Check<'a> {
+    object: &'a str,
+    f: &'a FieldSchema,
+    v: &'a Value,
+    /// The value as text (a string as is, anything else as JSON).
+    text: String,
+}
+
+impl Check<'_> {
+    fn refuse(&self, reason: String, hint: Option<String>) -> Option<Refusal> {
+        Some(Refusal {
+            field: self.f.name.clone(),
+            reason,
+            hint,
+        })
+    }
+
+    /// "VALUE into the KIND field OBJECT.FIELD".
+    fn what(&self, kind: &str) -> String {
+        format!(
+            "{} into the {kind} field {}.{}",
+            value_text(self.v),
+            self.object,
+            self.f.name
+        )
+    }
+
+    /// A null (or, for text, empty) value: refused where the field cannot be empty, and on
+    /// create where the server would fill the field in.
+    fn null(&self, creating: bool) -> Option<Refusal> {
+        let f = self.f;
+        if !f.nillable && (!creating || f.required_on_create) {
+            return self.refuse(
+                format!("{}.{} cannot be empty", self.object, f.name),
+                Some("give it a value, or a `when:` that skips records without one".to_string()),
+            );
         }
-        if let Some(max) = f.max_length
-            && matches!(
-                f.kind,
-                FieldKind::Text
-                    | FieldKind::Email
-                    | FieldKind::Picklist { .. }
-                    | FieldKind::MultiPicklist { .. }
-                    | FieldKind::Other
-            )
-        {
-            // UTF-16 units: Salesforce counts an emoji as two characters.
-            let len = text.encode_utf16().count() as u64;
-            if len > max {
-                return refuse(
-                    format!(
-                        "{len} characters into {}.{}, which holds {max}",
-                        self.object, f.name
-                    ),
-                    Some(format!("add the `truncate({max})` filter")),
-                );
-            }
-        }
-        if f.kind == FieldKind::Email && !valid_email(&text) {
-            return refuse(
-                format!("not an email address: {}", what("email")),
-                Some("leave it out when it is not one: `{{ x if '@' in x else omit }}`".into()),
+        // On create, a field the server fills in is better left out than sent as null.
+        if !f.nillable && creating {
+            return self.refuse(
+                format!(
+                    "{}.{} cannot be null (the server fills it in when left out)",
+                    self.object, f.name
+                ),
+                Some("render `omit` instead of nothing, e.g. `{{ x if x else omit }}`".into()),
             );
         }
         None
+    }
+
+    /// The check of the field's kind (none for text, email and unknown kinds here).
+    fn kind(&self) -> Option<Refusal> {
+        match &self.f.kind {
+            FieldKind::Text | FieldKind::Email | FieldKind::Other => None,
+            FieldKind::Int { digits } => self.int(*digits),
+            FieldKind::Number { precision, scale } => self.number(*precision, *scale),
+            FieldKind::Boolean => self.boolean(),
+            FieldKind::Date => self.date(),
+            FieldKind::DateTime => self.datetime(),
+            FieldKind::Id => self.id(),
+            FieldKind::Reference { to } => self.id().or_else(|| self.reference(to)),
+            FieldKind::Picklist { allowed } | FieldKind::MultiPicklist { allowed } => {
+                allowed.as_deref().and_then(|a| self.picklist(a))
+            }
+        }
+    }
+
+    fn int(&self, digits: Option<u32>) -> Option<Refusal> {
+        let n = match self.v {
+            Value::Number(n) => n.as_i64().or_else(|| {
+                n.as_f64()
+                    .filter(|x| x.fract() == 0.0 && x.abs() < 9.0e15)
+                    .map(|x| x as i64)
+            }),
+            Value::String(s) => s.trim().parse::<i64>().ok(),
+            _ => None,
+        };
+        let Some(n) = n else {
+            let hint = if self.text.trim().parse::<f64>().is_ok() {
+                "round it: `| round | int`"
+            } else {
+                "render a whole number (a numeric field of the record, or `| int` of digits in text)"
+            };
+            return self.refuse(
+                format!("not a whole number: {}", self.what("number")),
+                Some(hint.into()),
+            );
+        };
+        if let Some(d) = digits
+            && digit_count(n.unsigned_abs()) > d
+        {
+            return self.refuse(
+                format!(
+                    "{} has more than the {d} digits it allows",
+                    self.what("number")
+                ),
+                None,
+            );
+        }
+        None
+    }
+
+    fn number(&self, precision: Option<u32>, scale: Option<u32>) -> Option<Refusal> {
+        let x = match self.v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok().filter(|x| x.is_finite()),
+            _ => None,
+        };
+        let Some(x) = x else {
+            return self.refuse(
+                format!("not a number: {}", self.what("number")),
+                Some("render a number (a numeric field of the record, or `| float` of digits in text)".into()),
+            );
+        };
+        if let Some(p) = precision {
+            let whole = p.saturating_sub(scale.unwrap_or(0));
+            if x.abs().trunc() >= 10f64.powi(whole.min(300) as i32) {
+                return self.refuse(
+                    format!(
+                        "{} has more than the {whole} digits before the decimal point it allows",
+                        self.what("number")
+                    ),
+                    None,
+                );
+            }
+        }
+        None
+    }
+
+    fn boolean(&self) -> Option<Refusal> {
+        let ok = matches!(self.v, Value::Bool(_))
+            || matches!(self.v, Value::String(s) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false"));
+        if ok {
+            return None;
+        }
+        self.refuse(
+            format!("not true or false: {}", self.what("checkbox")),
+            Some("render a condition, e.g. `{{ record.x == 'yes' }}`".into()),
+        )
+    }
+
+    fn date(&self) -> Option<Refusal> {
+        let text = &self.text;
+        if chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok() && text.len() == 10 {
+            return None;
+        }
+        let reason = if parse_datetime(text).is_some() {
+            format!(
+                "a date and time into the date field {}.{}: {}",
+                self.object,
+                self.f.name,
+                value_text(self.v)
+            )
+        } else {
+            format!("not a date (YYYY-MM-DD): {}", self.what("date"))
+        };
+        self.refuse(
+            reason,
+            Some("add the `sf_date` filter: `{{ … | sf_date }}`".into()),
+        )
+    }
+
+    fn datetime(&self) -> Option<Refusal> {
+        if parse_datetime(&self.text).is_some() {
+            return None;
+        }
+        self.refuse(
+            format!("not a date and time: {}", self.what("date/time")),
+            Some("add the `sf_datetime` filter: `{{ … | sf_datetime }}`".into()),
+        )
+    }
+
+    /// The shape of a record id: 15 or 18 letters and digits.
+    fn id(&self) -> Option<Refusal> {
+        let text = &self.text;
+        if (text.len() == 15 || text.len() == 18) && text.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            return None;
+        }
+        self.refuse(
+            format!(
+                "not a record Id (15 or 18 letters and digits): {}",
+                self.what("reference")
+            ),
+            Some("use the `Id` of a lookup's match, e.g. `{{ lookups.NAME.Id }}`".into()),
+        )
+    }
+
+    /// A reference's id prefix, checked only when every object it may point to has a known
+    /// prefix; otherwise the shape check of [`Check::id`] is all that is known.
+    fn reference(&self, to: &[(String, Option<String>)]) -> Option<Refusal> {
+        let prefixes: Option<Vec<&str>> = to.iter().map(|(_, p)| p.as_deref()).collect();
+        let prefixes = prefixes?;
+        if prefixes.is_empty() || prefixes.iter().any(|p| self.text.get(..3) == Some(*p)) {
+            return None;
+        }
+        let names: Vec<&str> = to.iter().map(|(o, _)| o.as_str()).collect();
+        self.refuse(
+            format!(
+                "{}.{} points to {}, and {} is not the Id of one",
+                self.object,
+                self.f.name,
+                names.join(" or "),
+                value_text(self.v)
+            ),
+            Some(format!("look up a {} and use its `Id`", names.join(" or "))),
+        )
+    }
+
+    /// A restricted picklist (or multi-select picklist, values separated by `;`).
+    fn picklist(&self, allowed: &[String]) -> Option<Refusal> {
+        let multi = matches!(self.f.kind, FieldKind::MultiPicklist { .. });
+        let values: Vec<&str> = if multi {
+            self.text.split(';').map(str::trim).collect()
+        } else {
+            vec![self.text.as_str()]
+        };
+        let bad = values.iter().find(|x| !allowed.iter().any(|a| a == *x))?;
+        let list: Vec<String> = allowed.iter().take(12).map(|a| format!("`{a}`")).collect();
+        self.refuse(
+            format!(
+                "{} is not a value of the restricted picklist {}.{}",
+                shown(bad),
+                self.object,
+                self.f.name
+            ),
+            Some(format!("use one of {}", list.join(", "))),
+        )
+    }
+
+    /// The field's length limit, for the kinds that hold text.
+    fn length(&self) -> Option<Refusal> {
+        let f = self.f;
+        let max = f.max_length?;
+        if !matches!(
+            f.kind,
+            FieldKind::Text
+                | FieldKind::Email
+                | FieldKind::Picklist { .. }
+                | FieldKind::MultiPicklist { .. }
+                | FieldKind::Other
+        ) {
+            return None;
+        }
+        // UTF-16 units: Salesforce counts an emoji as two characters.
+        let len = self.text.encode_utf16().count() as u64;
+        if len <= max {
+            return None;
+        }
+        self.refuse(
+            format!(
+                "{len} characters into {}.{}, which holds {max}",
+                self.object, f.name
+            ),
+            Some(format!("add the `truncate({max})` filter")),
+        )
+    }
+
+    fn email(&self) -> Option<Refusal> {
+        if self.f.kind != FieldKind::Email || valid_email(&self.text) {
+            return None;
+        }
+        self.refuse(
+            format!("not an email address: {}", self.what("email")),
+            Some("leave it out when it is not one: `{{ x if '@' in x else omit }}`".into()),
+        )
     }
 }
 

@@ -19,7 +19,7 @@
 //! the record too, to be looked up on the next run.
 
 use crate::config::{Sink, ZoomAction};
-use crate::connectors::zoom::sink::{SinkDef, fill_path, sink_catalog};
+use crate::connectors::zoom::sink::{FindEarlierDef, SinkDef, fill_path, sink_catalog};
 use crate::engine::render::{self, SinkDecision};
 use crate::engine::report::{WriteAction, WriteReport};
 use crate::engine::zoom::{ZoomCall, ZoomWriteError, ZoomWriter};
@@ -121,27 +121,14 @@ pub async fn write(
         .await
         .map_err(StageError::ReadLedger)?;
     ending.zoom_overlay(&def.name, &keys, &mut ledger);
-    let now = cx.engine.now;
-    // Resources a daily limit holds back today (from earlier runs, and this one's).
-    let deferred = cx
-        .engine
-        .store
-        .zoom_deferrals(Some(&cx.p.name))
-        .await
-        .map_err(StageError::ReadLedger)?;
-    let mut blocked: HashMap<String, (DateTime<Utc>, String)> = HashMap::new();
-    let mut was_deferred: HashSet<String> = HashSet::new();
-    for d in &deferred {
-        if d.sink == sink.name {
-            was_deferred.insert(d.key.clone());
-        }
-        if d.not_before > now && !d.resource.is_empty() {
-            blocked.insert(d.resource.clone(), (d.not_before, d.reason.clone()));
-        }
-    }
-    let mut results: HashMap<usize, Done> = HashMap::new();
-    let mut defer: Vec<Deferral> = Vec::new();
-    let mut undefer: Vec<String> = Vec::new();
+    let (blocked, was_deferred) = deferred_now(cx, sink).await?;
+    let site = Site { cx, sink, def };
+    let mut out = Outcomes {
+        results: HashMap::new(),
+        defer: Vec::new(),
+        undefer: Vec::new(),
+        blocked,
+    };
     let mut stop = None;
     for (n, w) in intents.iter().enumerate() {
         if last.get(&w.key) != Some(&n) {
@@ -159,17 +146,17 @@ pub async fn write(
         });
         if !settled
             && let Some(res) = &resource
-            && let Some((until, reason)) = blocked.get(res)
+            && let Some((until, reason)) = out.blocked.get(res)
         {
-            defer.push(deferral(cx, sink, w, batch, reason, res, *until));
+            out.defer
+                .push(deferral(cx, sink, w, batch, reason, res, *until));
             let mut d = Done::new(WriteAction::Waiting);
             d.reason = Some(format!("{reason}; waits until {}", short_time(*until)));
-            results.insert(n, d);
+            out.results.insert(n, d);
             continue;
         }
         let row = ledger.get(&w.key).cloned();
-        let out = one(cx, sink, def, z.action, w, row, zoom.as_ref(), ending).await;
-        match out {
+        let done = match one(cx, sink, def, z.action, w, row, zoom.as_ref(), ending).await {
             Ok(done) => {
                 if matches!(
                     done.action,
@@ -179,38 +166,123 @@ pub async fn write(
                         | WriteAction::Delete
                 ) && was_deferred.contains(&w.key)
                 {
-                    undefer.push(w.key.clone());
+                    out.undefer.push(w.key.clone());
                 }
-                results.insert(n, done);
+                done
             }
-            Err(Failure::Limit { until, message }) => {
-                let res = resource.clone().unwrap_or_default();
-                if !res.is_empty() {
-                    blocked.insert(res.clone(), (until, message.clone()));
+            Err(f) => match out.failed(&site, w, resource, batch, ending, f) {
+                Ok(done) => done,
+                Err(message) => {
+                    stop = Some(message);
+                    continue;
                 }
-                defer.push(deferral(cx, sink, w, batch, &message, &res, until));
+            },
+        };
+        out.results.insert(n, done);
+    }
+    if let Err(e) = ending.zoom_defer(cx.engine.store, out.defer).await {
+        return Err(StageError::SaveState(e));
+    }
+    if let Err(e) = ending
+        .zoom_undefer(cx.engine.store, &cx.p.name, &sink.name, out.undefer)
+        .await
+    {
+        return Err(StageError::SaveState(e));
+    }
+    report(sink, def, &intents, &last, &out.results, batch);
+    Ok(stop.map(|message| StageError::Sink {
+        sink: sink.name.clone(),
+        error: crate::engine::ConnectorError::fatal(message),
+    }))
+}
+
+/// The resources a daily limit holds back now (resource → until when, and why), and the
+/// keys of this sink deferred by earlier runs.
+async fn deferred_now(
+    cx: &Cx<'_>,
+    sink: &Sink,
+) -> Result<(HashMap<String, (DateTime<Utc>, String)>, HashSet<String>), StageError> {
+    let now = cx.engine.now;
+    let deferred = cx
+        .engine
+        .store
+        .zoom_deferrals(Some(&cx.p.name))
+        .await
+        .map_err(StageError::ReadLedger)?;
+    let mut blocked: HashMap<String, (DateTime<Utc>, String)> = HashMap::new();
+    let mut was_deferred: HashSet<String> = HashSet::new();
+    for d in &deferred {
+        if d.sink == sink.name {
+            was_deferred.insert(d.key.clone());
+        }
+        if d.not_before > now && !d.resource.is_empty() {
+            blocked.insert(d.resource.clone(), (d.not_before, d.reason.clone()));
+        }
+    }
+    Ok((blocked, was_deferred))
+}
+
+/// The sink a batch's intents are written to.
+struct Site<'a, 'c> {
+    cx: &'a Cx<'c>,
+    sink: &'a Sink,
+    def: &'a SinkDef,
+}
+
+/// What a batch's writes leave besides the batch: per intent what became of it, the
+/// deferrals to save and to clear, and the resources a daily limit holds back (from earlier
+/// runs, and this one's).
+struct Outcomes {
+    results: HashMap<usize, Done>,
+    defer: Vec<Deferral>,
+    undefer: Vec<String>,
+    blocked: HashMap<String, (DateTime<Utc>, String)>,
+}
+
+impl Outcomes {
+    /// What became of an intent whose write failed: a daily limit defers it and holds its
+    /// resource back, a lost answer defers it to be looked up on the next run, a refusal
+    /// dead-letters it. `Err`: the run stops, with this message.
+    fn failed(
+        &mut self,
+        site: &Site<'_, '_>,
+        w: &Intent,
+        resource: Option<String>,
+        batch: &mut Batch,
+        ending: &mut dyn Ending,
+        failure: Failure,
+    ) -> Result<Done, String> {
+        let Site { cx, sink, def } = *site;
+        match failure {
+            Failure::Limit { until, message } => {
+                let res = resource.unwrap_or_default();
+                if !res.is_empty() {
+                    self.blocked.insert(res.clone(), (until, message.clone()));
+                }
+                self.defer
+                    .push(deferral(cx, sink, w, batch, &message, &res, until));
                 let mut d = Done::new(WriteAction::Waiting);
                 d.reason = Some(format!("{message} (waits until {})", short_time(until)));
-                results.insert(n, d);
+                Ok(d)
             }
-            Err(Failure::Lost(message)) => {
+            Failure::Lost(message) => {
                 // Looked up first on the next run (it is pending in the ledger).
-                defer.push(deferral(
+                self.defer.push(deferral(
                     cx,
                     sink,
                     w,
                     batch,
                     &format!("Zoom's answer was lost ({message}); it is looked up before anything is sent again"),
                     "",
-                    now,
+                    cx.engine.now,
                 ));
                 let mut d = Done::new(WriteAction::Waiting);
                 d.reason = Some(format!(
                     "Zoom's answer was lost ({message}); looked up on the next run"
                 ));
-                results.insert(n, d);
+                Ok(d)
             }
-            Err(Failure::Refused(message)) => {
+            Failure::Refused(message) => {
                 ending.dead_letter(
                     &mut batch.commit,
                     NewDeadLetter {
@@ -222,25 +294,11 @@ pub async fn write(
                 );
                 let mut d = Done::new(WriteAction::Error);
                 d.message = Some(message);
-                results.insert(n, d);
+                Ok(d)
             }
-            Err(Failure::Stop(e)) => stop = Some(e),
+            Failure::Stop(e) => Err(e),
         }
     }
-    if let Err(e) = ending.zoom_defer(cx.engine.store, defer).await {
-        return Err(StageError::SaveState(e));
-    }
-    if let Err(e) = ending
-        .zoom_undefer(cx.engine.store, &cx.p.name, &sink.name, undefer)
-        .await
-    {
-        return Err(StageError::SaveState(e));
-    }
-    report(sink, def, &intents, &last, &results, batch);
-    Ok(stop.map(|message| StageError::Sink {
-        sink: sink.name.clone(),
-        error: crate::engine::ConnectorError::fatal(message),
-    }))
 }
 
 enum Failure {
@@ -426,68 +484,7 @@ async fn one(
         .as_ref()
         .filter(|r| r.state == ZoomRowState::Written && r.zoom_id.is_some());
     match action {
-        ZoomAction::Delete => {
-            let id = written
-                .and_then(|r| r.zoom_id.clone())
-                .or_else(|| w.id.clone());
-            let Some(id) = id else {
-                let mut d = Done::new(WriteAction::Skip);
-                d.reason = Some(match &row {
-                    Some(r) if r.state == ZoomRowState::Deleted => {
-                        return Ok(Done::from_row(WriteAction::Unchanged, r));
-                    }
-                    _ => "nothing this key created in Zoom".into(),
-                });
-                return Ok(d);
-            };
-            let Some(call) = &def.delete else {
-                return Err(Failure::Refused(format!(
-                    "Zoom's {} cannot be deleted",
-                    def.name
-                )));
-            };
-            let p = path(&call.path, w, Some(&id)).map_err(Failure::Refused)?;
-            let gone = match zoom
-                .call(ZoomCall {
-                    method: "DELETE",
-                    path: p,
-                    query: Vec::new(),
-                    category: call.category.clone(),
-                    body: None,
-                })
-                .await
-            {
-                Ok(_) => false,
-                Err(ZoomWriteError::Refused { code: Some(c), .. })
-                    if def.gone_codes.contains(&c) =>
-                {
-                    true
-                }
-                Err(e) => return Err(failure(e)),
-            };
-            let base = row.clone().unwrap_or(ZoomLedgerRow {
-                key: w.key.clone(),
-                zoom_id: Some(id.clone()),
-                values: Map::new(),
-                hash: String::new(),
-                fields: Map::new(),
-                params: Map::new(),
-                state: ZoomRowState::Deleted,
-                updated_at: now,
-            });
-            let gone_row = ZoomLedgerRow {
-                state: ZoomRowState::Deleted,
-                updated_at: now,
-                ..base
-            };
-            keep(cx, def, ending, gone_row).await?;
-            let mut d = Done::new(WriteAction::Delete);
-            d.id = Some(id);
-            if gone {
-                d.reason = Some("already gone or ended in Zoom".into());
-            }
-            Ok(d)
-        }
+        ZoomAction::Delete => delete(cx, def, w, row, zoom, ending).await,
         ZoomAction::Create | ZoomAction::Upsert | ZoomAction::Update => {
             if let Some(r) = written {
                 if action == ZoomAction::Create || r.hash == w.hash {
@@ -534,6 +531,78 @@ async fn one(
             create(cx, def, w, row, zoom, ending).await
         }
     }
+}
+
+/// Deletes the row's Zoom object (or the intent's `id:`); Zoom's "already gone / ended"
+/// codes count as done. The row is kept as deleted.
+async fn delete(
+    cx: &Cx<'_>,
+    def: &SinkDef,
+    w: &Intent,
+    row: Option<ZoomLedgerRow>,
+    zoom: &dyn ZoomWriter,
+    ending: &mut dyn Ending,
+) -> Result<Done, Failure> {
+    let now = cx.engine.now;
+    let written = row
+        .as_ref()
+        .filter(|r| r.state == ZoomRowState::Written && r.zoom_id.is_some());
+    let id = written
+        .and_then(|r| r.zoom_id.clone())
+        .or_else(|| w.id.clone());
+    let Some(id) = id else {
+        let mut d = Done::new(WriteAction::Skip);
+        d.reason = Some(match &row {
+            Some(r) if r.state == ZoomRowState::Deleted => {
+                return Ok(Done::from_row(WriteAction::Unchanged, r));
+            }
+            _ => "nothing this key created in Zoom".into(),
+        });
+        return Ok(d);
+    };
+    let Some(call) = &def.delete else {
+        return Err(Failure::Refused(format!(
+            "Zoom's {} cannot be deleted",
+            def.name
+        )));
+    };
+    let p = path(&call.path, w, Some(&id)).map_err(Failure::Refused)?;
+    let gone = match zoom
+        .call(ZoomCall {
+            method: "DELETE",
+            path: p,
+            query: Vec::new(),
+            category: call.category.clone(),
+            body: None,
+        })
+        .await
+    {
+        Ok(_) => false,
+        Err(ZoomWriteError::Refused { code: Some(c), .. }) if def.gone_codes.contains(&c) => true,
+        Err(e) => return Err(failure(e)),
+    };
+    let base = row.clone().unwrap_or(ZoomLedgerRow {
+        key: w.key.clone(),
+        zoom_id: Some(id.clone()),
+        values: Map::new(),
+        hash: String::new(),
+        fields: Map::new(),
+        params: Map::new(),
+        state: ZoomRowState::Deleted,
+        updated_at: now,
+    });
+    let gone_row = ZoomLedgerRow {
+        state: ZoomRowState::Deleted,
+        updated_at: now,
+        ..base
+    };
+    keep(cx, def, ending, gone_row).await?;
+    let mut d = Done::new(WriteAction::Delete);
+    d.id = Some(id);
+    if gone {
+        d.reason = Some("already gone or ended in Zoom".into());
+    }
+    Ok(d)
 }
 
 /// Keeps a ledger row (a run: in the state at once; a plan: in memory).
@@ -797,22 +866,7 @@ async fn find_earlier(
     let Some(f) = &def.find_earlier else {
         return Ok(None);
     };
-    // The create was sent with the pending row's params and fields.
-    let mut params: BTreeMap<String, String> = pending
-        .params
-        .iter()
-        .map(|(k, v)| (k.clone(), render::scalar_string(v)))
-        .collect();
-    for (k, v) in &w.params {
-        params.entry(k.clone()).or_insert_with(|| v.clone());
-    }
-    for m in &f.match_fields {
-        if let Some(v) = pending.fields.get(m).or_else(|| w.flat.get(m)) {
-            params
-                .entry(m.clone())
-                .or_insert_with(|| render::scalar_string(v));
-        }
-    }
+    let params = earlier_params(f, w, pending);
     let Ok(p) = fill_path(&f.path, &params) else {
         return Ok(None);
     };
@@ -831,6 +885,43 @@ async fn find_earlier(
             )
         })
         .collect();
+    let candidates = earlier_candidates(f, &p, &want, zoom).await?;
+    pick_earlier(cx, def, f, w, &params, candidates, zoom).await
+}
+
+/// The params of the listing that may hold an earlier create: the create was sent with the
+/// pending row's params and fields, then the intent's.
+fn earlier_params(
+    f: &FindEarlierDef,
+    w: &Intent,
+    pending: &ZoomLedgerRow,
+) -> BTreeMap<String, String> {
+    let mut params: BTreeMap<String, String> = pending
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), render::scalar_string(v)))
+        .collect();
+    for (k, v) in &w.params {
+        params.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    for m in &f.match_fields {
+        if let Some(v) = pending.fields.get(m).or_else(|| w.flat.get(m)) {
+            params
+                .entry(m.clone())
+                .or_insert_with(|| render::scalar_string(v));
+        }
+    }
+    params
+}
+
+/// The objects at `p` (per status, at most [`MAX_LOOKUP_PAGES`] pages each) whose fields
+/// match `want` (as JSON, or as text ignoring ASCII case).
+async fn earlier_candidates(
+    f: &FindEarlierDef,
+    p: &str,
+    want: &[(String, Value)],
+    zoom: &dyn ZoomWriter,
+) -> Result<Vec<Value>, Failure> {
     let matches = |item: &Value| {
         want.iter().all(|(k, v)| {
             let got = item.get(k).cloned().unwrap_or(Value::Null);
@@ -861,7 +952,7 @@ async fn find_earlier(
             let v = match zoom
                 .call(ZoomCall {
                     method: "GET",
-                    path: p.clone(),
+                    path: p.to_string(),
                     query,
                     category: f.category.clone(),
                     body: None,
@@ -899,6 +990,20 @@ async fn find_earlier(
             }
         }
     }
+    Ok(candidates)
+}
+
+/// The first candidate no other key owns, as (Zoom id, values to keep): a registrant as a
+/// create answers it, anything else read in full where the listing leaves fields out.
+async fn pick_earlier(
+    cx: &Cx<'_>,
+    def: &SinkDef,
+    f: &FindEarlierDef,
+    w: &Intent,
+    params: &BTreeMap<String, String>,
+    candidates: Vec<Value>,
+    zoom: &dyn ZoomWriter,
+) -> Result<Option<(String, Map<String, Value>)>, Failure> {
     // A listing names registrants by `id`; a create answers `registrant_id`.
     let registrant = def.id_field.as_deref() == Some("registrant_id");
     let ids: Vec<String> = candidates

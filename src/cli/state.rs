@@ -60,12 +60,48 @@ pub(super) fn state_path(config: &Path) -> anyhow::Result<PathBuf> {
         serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
     let dir = config.parent().unwrap_or(Path::new(""));
     let rel = loc.state.unwrap_or_else(|| ".ferry/state.db".to_string());
+    let rel = expand_env(&rel)?;
+    if crate::state::is_postgres_url(&rel) {
+        return Ok(PathBuf::from(rel.trim()));
+    }
     Ok(dir.join(rel))
+}
+
+/// Expands `${NAME}` and `${NAME:-default}` in `state:` (as ferry.yaml's loader does), so a
+/// database URL can come from the environment. The values are never shown.
+fn expand_env(text: &str) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let Some(close) = after.find('}') else {
+            anyhow::bail!("`state:` has `${{` without a closing `}}`");
+        };
+        let inner = &after[..close];
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n.trim(), Some(d)),
+            None => (inner.trim(), None),
+        };
+        match (std::env::var(name).ok().filter(|v| !v.is_empty()), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => {
+                anyhow::bail!("`state:` names the environment variable {name}, which is not set")
+            }
+        }
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// Opens the state file, or says there is none yet (without creating one).
 pub(super) fn open_existing(g: &Global) -> anyhow::Result<Option<Store>> {
     let path = state_path(&g.config)?;
+    if path.to_str().is_some_and(crate::state::is_postgres_url) {
+        return Ok(Some(Store::open(&path)?));
+    }
     if !path.exists() {
         println!(
             "no state yet at {} (a first run creates it)",

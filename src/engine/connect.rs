@@ -40,7 +40,7 @@ pub fn open_store(project: &Project, clock: &SharedClock) -> Result<Store, Conne
     Store::open(&project.config.state)
         .map(|s| s.with_clock(clock.clone()))
         .map_err(|e| ConnectError::State {
-            path: project.config.state.display().to_string(),
+            path: crate::state::describe_location(&project.config.state),
             message: e.to_string(),
         })
 }

@@ -16,7 +16,8 @@
 //!   batch commit, so a takeover waits for a commit in flight and a commit after a takeover
 //!   sees the new fencing number.
 //! - Inbox: [`StateBackend::inbox_due`] claims the events it returns (`FOR UPDATE SKIP
-//!   LOCKED`, then a claim time of [`INBOX_CLAIM`]), so each delivery is handed to one daemon;
+//!   LOCKED`, then a claim time of [`INBOX_CLAIM`]), so each delivery is handed to one daemon
+//!   (the same handle may be handed its own claims again, as SQLite hands every due event);
 //!   a daemon that dies leaves its claims to expire and another takes the events.
 //! - Tokens: sealed as in SQLite ([`super::tokens`]); [`StateBackend::token_lock`] takes a
 //!   session advisory lock on a connection of its own, so one daemon at a time refreshes a
@@ -209,6 +210,9 @@ struct Inner {
     key: StateKey,
     /// The URL without its password, for messages.
     shown: String,
+    /// Who claims inbox events through this handle: the process's holder id and a random
+    /// part (two handles in one process claim apart, as two daemons would).
+    claimer: String,
     /// Set once the schema is migrated and the key checked (on first use; retried after a
     /// failure, so a daemon started while the database is down comes up when it is back).
     ready: tokio::sync::OnceCell<()>,
@@ -321,6 +325,7 @@ impl PostgresState {
                 pool,
                 key,
                 shown,
+                claimer: format!("{}#{:08x}", process_holder_id(), rand::random::<u32>()),
                 ready: tokio::sync::OnceCell::new(),
             }),
             clock: Arc::new(SystemClock),
@@ -1280,7 +1285,8 @@ impl StateBackend for PostgresState {
                  FROM (SELECT id FROM inbox
                        WHERE status = 'pending'
                          AND (finished_at IS NULL OR finished_at <= $1)
-                         AND (claimed_until IS NULL OR claimed_until <= $1)
+                         AND (claimed_until IS NULL OR claimed_until <= $1
+                              OR claimed_by = $3)
                        ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) due
                  WHERE inbox.id = due.id
                  RETURNING inbox.id, inbox.event, inbox.payload, inbox.received_at,
@@ -1288,7 +1294,7 @@ impl StateBackend for PostgresState {
                 &[
                     &now,
                     &limit_i64(limit.min(INBOX_CLAIM_MAX)),
-                    &process_holder_id(),
+                    &self.inner.claimer,
                     &until,
                 ],
             )

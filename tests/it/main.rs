@@ -39,6 +39,7 @@ mod salesforce_sim;
 mod salesforce_sim_strict;
 mod salesforce_simple_salesforce;
 mod state_cli;
+mod state_contract;
 mod state_lease;
 mod state_store;
 mod template_filters;

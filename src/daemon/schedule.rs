@@ -56,6 +56,17 @@ fn resume_due(shared: &Shared, pipeline: &str, now: DateTime<Utc>) -> bool {
         .is_some_and(|t| now >= t)
 }
 
+/// True when a scheduled run was skipped for a lease held elsewhere (or a state that could not
+/// be reached) and the time to try again has come.
+fn lease_retry_due(shared: &Shared, pipeline: &str, now: DateTime<Utc>) -> bool {
+    shared
+        .status()
+        .pipelines
+        .get(pipeline)
+        .and_then(|p| p.lease_retry_at)
+        .is_some_and(|t| now >= t)
+}
+
 /// A schedule's identity, to notice when a reload changed it.
 fn fingerprint(s: &Schedule) -> String {
     match s {
@@ -115,6 +126,16 @@ pub(crate) async fn run_scheduler(
                     }
                 });
                 tracing::info!(pipeline = %p.name, "the daily limit lets calls go again; resuming");
+                let task = shared.spawn_run(&p.name, Trigger::Schedule);
+                running.insert(p.name.clone(), task);
+            } else if !running.contains_key(&p.name) && lease_retry_due(&shared, &p.name, now) {
+                // Another process held the pipeline when it was due: its lease has run out
+                // now (it may have died), so try to take the pipeline over.
+                shared.update_status(|s| {
+                    if let Some(ps) = s.pipelines.get_mut(&p.name) {
+                        ps.lease_retry_at = None;
+                    }
+                });
                 let task = shared.spawn_run(&p.name, Trigger::Schedule);
                 running.insert(p.name.clone(), task);
             }

@@ -37,7 +37,7 @@ pub use lease::{
     describe_holder, holder_is_dead, process_holder_id,
 };
 pub use ledger::{BatchCommit, LedgerCount, LedgerEntry, LedgerState, LedgerWrite};
-pub use postgres::{INBOX_CLAIM, PG_SCHEMA_VERSION, is_postgres_url, redact_url};
+pub use postgres::{CopyReport, INBOX_CLAIM, PG_SCHEMA_VERSION, is_postgres_url, redact_url};
 pub use runs::RunRow;
 pub use tokens::StoredToken;
 
@@ -216,6 +216,29 @@ impl Store {
     pub(crate) fn clock(&self) -> &SharedClock {
         &self.clock
     }
+}
+
+/// Copies the SQLite state file at `path` into the empty PostgreSQL state at `url` (see
+/// [`postgres::copy_from_sqlite`]). The file is read with its key file when it has one, else
+/// with `FERRY_STATE_KEY`; the database's key is `FERRY_STATE_KEY` (required), so tokens are
+/// sealed again with it.
+pub async fn migrate_sqlite_to_postgres(path: &Path, url: &str) -> Result<CopyReport> {
+    if !path.exists() {
+        return Err(StateError::Io {
+            context: "there is no state file to migrate at",
+            path: path.to_path_buf(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+    }
+    let key_path = key_file_path(path);
+    let src = if key_path.exists() {
+        let key = load_or_create_key_file(&key_path)?;
+        SqliteState::open_with_key(path, *key.bytes())?
+    } else {
+        SqliteState::open(path)?
+    };
+    let dst = postgres::PostgresState::open(url)?;
+    postgres::copy_from_sqlite(&src, &dst).await
 }
 
 /// `state:` fit to show: a path as it is, a database URL without its password.

@@ -25,8 +25,10 @@
 //!
 //! The URL is a secret: only [`redact_url`]'s form of it reaches messages and logs.
 
+use super::Context as _;
 use super::backend::StateBackend;
 use super::lease::{expiry, process_holder_id};
+use super::sqlite::SqliteState;
 use super::tokens::{KEY_CHECK_AAD, KEY_CHECK_TEXT, open as open_sealed, seal};
 use super::{
     BatchCommit, Checkpoint, CheckpointRow, DeadLetter, DeadLetterCount, Held, InboxCounts,
@@ -1726,6 +1728,307 @@ impl StateBackend for PostgresState {
         .filter(|r| !r.holder.is_empty() && r.expires_at > now)
         .map(|r| r.held(pipeline)))
     }
+}
+
+// ---- `ferry state migrate --to postgres://...` ------------------------------------------
+
+/// What [`copy_from_sqlite`] copied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CopyReport {
+    pub checkpoints: u64,
+    pub ledger: u64,
+    pub dead_letters: u64,
+    pub tokens: u64,
+    pub inbox: u64,
+    pub runs: u64,
+    pub labels: u64,
+}
+
+type Cells = Vec<Option<String>>;
+
+/// Every row of `table` (the listed columns) as text, read from the SQLite file.
+fn sqlite_rows(src: &SqliteState, table: &str, cols: &[&str]) -> Result<Vec<Cells>> {
+    let conn = src.conn();
+    let sql = format!("SELECT {} FROM {table}", cols.join(", "));
+    let mut st = conn.prepare(&sql).context(format!("read {table}"))?;
+    let n = cols.len();
+    st.query_map([], |r| {
+        (0..n)
+            .map(|i| {
+                Ok(match r.get_ref(i)? {
+                    rusqlite::types::ValueRef::Null => None,
+                    rusqlite::types::ValueRef::Integer(v) => Some(v.to_string()),
+                    rusqlite::types::ValueRef::Real(v) => Some(v.to_string()),
+                    rusqlite::types::ValueRef::Text(t) => {
+                        Some(String::from_utf8_lossy(t).into_owned())
+                    }
+                    rusqlite::types::ValueRef::Blob(b) => Some(hex::encode(b)),
+                })
+            })
+            .collect::<rusqlite::Result<Cells>>()
+    })
+    .context(format!("read {table}"))?
+    .collect::<rusqlite::Result<Vec<_>>>()
+    .context(format!("read {table}"))
+}
+
+fn cell(row: &Cells, i: usize) -> Option<&str> {
+    row.get(i).and_then(|c| c.as_deref())
+}
+
+fn text(row: &Cells, i: usize) -> String {
+    cell(row, i).unwrap_or_default().to_string()
+}
+
+fn ts(row: &Cells, i: usize) -> Result<Option<DateTime<Utc>>> {
+    cell(row, i).map(super::parse_ts).transpose()
+}
+
+fn ts_req(row: &Cells, i: usize) -> Result<DateTime<Utc>> {
+    ts(row, i)?.ok_or_else(|| StateError::Corrupt("a required time is missing".into()))
+}
+
+fn int(row: &Cells, i: usize) -> i64 {
+    cell(row, i).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// Copies a SQLite state into an empty PostgreSQL state, in one transaction: checkpoints,
+/// the ledger, dead letters, tokens (decrypted with the file's key and sealed again with the
+/// database's key), the webhook inbox (pending events and the delivery ids that recognise
+/// Zoom's retries), run history and labels. Not copied: the lookup cache (refilled by the
+/// next runs) and leases (they name processes of the old state; a held one refuses the copy).
+pub(crate) async fn copy_from_sqlite(src: &SqliteState, dst: &PostgresState) -> Result<CopyReport> {
+    let now = dst.now();
+    let src2 = src.clone();
+    let live: i64 = {
+        let conn = src2.conn();
+        conn.query_row(
+            "SELECT count(*) FROM leases WHERE holder <> '' AND expires_at > ?1",
+            [super::fmt_ts(now)],
+            |r| r.get(0),
+        )
+        .context("read the leases")?
+    };
+    if live > 0 {
+        return Err(StateError::Corrupt(format!(
+            "{live} pipeline(s) are being run on the state file right now (a daemon or `ferry              run` holds their lease): stop it, then migrate"
+        )));
+    }
+    let checkpoints = sqlite_rows(
+        src,
+        "checkpoints",
+        &["pipeline", "stream", "partition", "cursor", "updated_at"],
+    )?;
+    let ledger = sqlite_rows(
+        src,
+        "ledger",
+        &[
+            "pipeline",
+            "sink",
+            "key",
+            "sf_id",
+            "hash",
+            "state",
+            "updated_at",
+        ],
+    )?;
+    let letters = sqlite_rows(
+        src,
+        "dead_letters",
+        &[
+            "pipeline",
+            "sink",
+            "key",
+            "payload",
+            "error",
+            "attempts",
+            "retry_requested",
+            "created_at",
+            "updated_at",
+        ],
+    )?;
+    let token_names: Vec<(String, Option<String>)> =
+        sqlite_rows(src, "tokens", &["name", "expires_at"])?
+            .iter()
+            .map(|r| (text(r, 0), cell(r, 1).map(str::to_string)))
+            .collect();
+    let mut tokens = Vec::new();
+    for (name, _) in &token_names {
+        if let Some(t) = src.token_get(name)? {
+            tokens.push((name.clone(), t));
+        }
+    }
+    let inbox = sqlite_rows(
+        src,
+        "inbox",
+        &[
+            "delivery_id",
+            "event",
+            "payload",
+            "received_at",
+            "status",
+            "attempts",
+            "last_error",
+            "finished_at",
+        ],
+    )?;
+    let runs = sqlite_rows(
+        src,
+        "runs",
+        &[
+            "run_id",
+            "pipeline",
+            "started_at",
+            "finished_at",
+            "ok",
+            "summary",
+            "trigger",
+            "stopped",
+        ],
+    )?;
+    let labels = sqlite_rows(src, "labels", &["scope", "id", "label", "updated_at"])?;
+
+    let mut c = dst.client().await?;
+    let tx = c.transaction().await.map_err(pg("begin the copy"))?;
+    let used: i64 = tx
+        .query_one(
+            "SELECT (SELECT count(*) FROM checkpoints) + (SELECT count(*) FROM ledger)
+                  + (SELECT count(*) FROM tokens) + (SELECT count(*) FROM inbox)",
+            &[],
+        )
+        .await
+        .map_err(pg("look at the target database"))?
+        .get(0);
+    if used > 0 {
+        return Err(StateError::Corrupt(format!(
+            "the state database {} already holds a state (checkpoints, ledger, tokens or              webhook events): migrate into an empty database",
+            dst.inner.shown
+        )));
+    }
+    let mut report = CopyReport::default();
+    for r in &checkpoints {
+        tx.execute(
+            "INSERT INTO checkpoints (pipeline, stream, partition, cursor, updated_at)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &text(r, 0),
+                &text(r, 1),
+                &text(r, 2),
+                &text(r, 3),
+                &ts_req(r, 4)?,
+            ],
+        )
+        .await
+        .map_err(pg("copy the checkpoints"))?;
+        report.checkpoints += 1;
+    }
+    let put = tx
+        .prepare(
+            "INSERT INTO ledger (pipeline, sink, key, sf_id, hash, state, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .await
+        .map_err(pg("copy the ledger"))?;
+    for r in &ledger {
+        tx.execute(
+            &put,
+            &[
+                &text(r, 0),
+                &text(r, 1),
+                &text(r, 2),
+                &cell(r, 3),
+                &text(r, 4),
+                &text(r, 5),
+                &ts_req(r, 6)?,
+            ],
+        )
+        .await
+        .map_err(pg("copy the ledger"))?;
+        report.ledger += 1;
+    }
+    for r in &letters {
+        tx.execute(
+            "INSERT INTO dead_letters (pipeline, sink, key, payload, error, attempts,
+                                       retry_requested, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &text(r, 0),
+                &text(r, 1),
+                &text(r, 2),
+                &text(r, 3),
+                &text(r, 4),
+                &int(r, 5),
+                &(int(r, 6) != 0),
+                &ts_req(r, 7)?,
+                &ts_req(r, 8)?,
+            ],
+        )
+        .await
+        .map_err(pg("copy the dead letters"))?;
+        report.dead_letters += 1;
+    }
+    for (name, t) in &tokens {
+        let (nonce, ct) = seal(&dst.inner.key, name.as_bytes(), t.value.as_bytes())?;
+        tx.execute(
+            "INSERT INTO tokens (name, nonce, ciphertext, expires_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[name, &nonce.as_slice(), &ct, &t.expires_at, &now],
+        )
+        .await
+        .map_err(pg(format!("copy the token `{name}`")))?;
+        report.tokens += 1;
+    }
+    for r in &inbox {
+        tx.execute(
+            "INSERT INTO inbox (delivery_id, event, payload, received_at, status, attempts,
+                                last_error, finished_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &text(r, 0),
+                &text(r, 1),
+                &text(r, 2),
+                &ts_req(r, 3)?,
+                &text(r, 4),
+                &int(r, 5),
+                &cell(r, 6),
+                &ts(r, 7)?,
+            ],
+        )
+        .await
+        .map_err(pg("copy the webhook inbox"))?;
+        report.inbox += 1;
+    }
+    for r in &runs {
+        tx.execute(
+            "INSERT INTO runs (run_id, pipeline, started_at, finished_at, ok, summary,
+                               trigger, stopped)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &text(r, 0),
+                &text(r, 1),
+                &ts_req(r, 2)?,
+                &ts(r, 3)?,
+                &cell(r, 4).map(|v| v != "0"),
+                &cell(r, 5),
+                &cell(r, 6),
+                &cell(r, 7),
+            ],
+        )
+        .await
+        .map_err(pg("copy the run history"))?;
+        report.runs += 1;
+    }
+    for r in &labels {
+        tx.execute(
+            "INSERT INTO labels (scope, id, label, updated_at) VALUES ($1, $2, $3, $4)",
+            &[&text(r, 0), &text(r, 1), &text(r, 2), &ts_req(r, 3)?],
+        )
+        .await
+        .map_err(pg("copy the labels"))?;
+        report.labels += 1;
+    }
+    tx.commit().await.map_err(pg("commit the copy"))?;
+    Ok(report)
 }
 
 /// A connection holding a session advisory lock. It never goes back to the pool: dropping it

@@ -41,6 +41,7 @@ mod salesforce_simple_salesforce;
 mod state_cli;
 mod state_contract;
 mod state_lease;
+mod state_pg_cli;
 mod state_store;
 mod template_filters;
 mod template_native;

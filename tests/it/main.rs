@@ -18,6 +18,7 @@ mod config_fuzz;
 mod config_writers;
 mod daemon_cli;
 mod daemon_outage;
+mod daemon_pg;
 mod daemon_reload;
 mod daemon_run_endpoint;
 mod daemon_schedule;

@@ -59,4 +59,5 @@ mod zoom_read;
 mod zoom_sim_faults;
 mod zoom_sim_strict;
 mod zoom_tokens;
+mod zoom_tokens_pg;
 mod zoom_webhook;

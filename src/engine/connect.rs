@@ -29,7 +29,7 @@ pub struct Connections {
 pub enum ConnectError {
     #[error("ferry.yaml has no {0} connection")]
     Missing(&'static str),
-    #[error("opening the state file {path}: {message}")]
+    #[error("opening the state {path}: {message}")]
     State { path: String, message: String },
     #[error("connecting to Salesforce: {0}")]
     Salesforce(String),

@@ -2,8 +2,9 @@
 //! `postgres` user when the tests run as root: initdb refuses root), listening on 127.0.0.1
 //! on a free port and on a Unix socket in that directory, stopped when the guard drops (also
 //! on a panic) and, should the test process be killed, by a watchdog that outlives it.
-//! `fsync=off` (speed; a stopped server loses nothing a crashed OS would) but commits are
-//! synchronous: a server stopped with `-m immediate` keeps every committed transaction.
+//! It runs with `fsync=off` for speed (only an OS crash could lose data, and the tests stop
+//! the server, not the OS) but with synchronous commits, so a server stopped with
+//! `-m immediate` keeps every committed transaction.
 //!
 //! PostgreSQL's binaries are found with `pg_config --bindir` or under
 //! /usr/lib/postgresql/*/bin. Without them a test is skipped with a message, except under

@@ -48,6 +48,13 @@ PATHS = [
     "/phone/recordings",
     "/phone/users",
     "/phone/voice_mails",
+    # Per-user endpoints of privacy requests (ferry subject export).
+    "/users/{userId}/settings",
+    "/phone/users/{userId}",
+    "/phone/users/{userId}/settings",
+    "/phone/users/{userId}/call_history",
+    "/phone/users/{userId}/voice_mails",
+    "/phone/users/{userId}/recordings",
 ]
 
 

@@ -733,6 +733,15 @@ impl HttpClient {
             };
             let now = self.clock.now();
             let wait = match &outcome {
+                // A limit of one resource (Zoom: a host's meeting creates, a registrant's
+                // registrations) holds back neither the category nor other requests, and
+                // waiting does not help today: the caller decides.
+                Ok(r) if r.status == 429 && is_resource_limit(r) => {
+                    self.metrics
+                        .with(service, &category, |s| s.responses_429 += 1);
+                    self.record_outcome(service, false);
+                    None
+                }
                 Ok(r) if r.status == 429 => {
                     self.metrics
                         .with(service, &category, |s| s.responses_429 += 1);
@@ -845,6 +854,14 @@ impl HttpClient {
 /// A 5xx's Retry-After longer than this is ignored in favour of backoff (a misconfigured
 /// server should not park a run for hours; the circuit breaker handles long outages).
 const MAX_RETRY_AFTER_5XX: Duration = Duration::from_secs(300);
+
+/// A 429 for one resource's daily limit rather than the category's (see
+/// `connectors::zoom::sink::is_resource_daily_limit`).
+fn is_resource_limit(r: &Response) -> bool {
+    let text = r.text();
+    text.contains("permitted for this particular user")
+        || (text.contains("daily rate limit") && text.contains("for the registrant"))
+}
 
 fn is_daily_limit(r: &Response) -> bool {
     r.header("x-ratelimit-type")

@@ -87,9 +87,10 @@ pub async fn run(_g: &Global, a: &DemoArgs) -> anyhow::Result<u8> {
     };
     let engine = |now| Engine {
         store: &conns.store,
-        source: &conns.zoom,
+        source: &conns.source,
         matcher: &conns.salesforce,
         sink: &conns.salesforce,
+        zoom: Some(&conns.zoom.conn),
         settings: &settings,
         now,
     };

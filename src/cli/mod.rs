@@ -15,8 +15,10 @@ mod plan;
 mod read;
 mod run;
 mod schema;
+mod sinks;
 mod state;
 mod streams;
+mod subject;
 mod test;
 mod validate;
 
@@ -84,6 +86,11 @@ pub enum Command {
     Test(test::TestArgs),
     /// List the stream catalog, or describe one stream
     Streams(streams::StreamsArgs),
+    /// Privacy requests: export what Zoom and ferry hold about an email address, or forget
+    /// it in ferry's own state
+    Subject(subject::SubjectArgs),
+    /// List the Zoom sink catalog (`zoom:` sinks), or describe one object
+    Sinks(sinks::SinksArgs),
     /// Print a stream's records as JSON lines, exactly as a pipeline's `record` sees them
     Read(read::ReadArgs),
     /// Show, rewind or reset checkpoints
@@ -152,7 +159,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(a) => run::run(g, a).await,
         Command::Test(a) => test::run(g, a).await,
         Command::Streams(a) => streams::run(g, a).await,
+        Command::Sinks(a) => sinks::run(g, a).await,
         Command::Read(a) => read::run(g, a).await,
+        Command::Subject(a) => subject::run(g, a).await,
         Command::State(a) => state::run(g, a).await,
         Command::Deadletters(a) => deadletters::run(g, a).await,
         Command::Inbox(a) => inbox::run(g, a).await,

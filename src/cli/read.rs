@@ -40,7 +40,7 @@ pub(super) fn settings(g: &Global, connection: &str) -> anyhow::Result<ZoomSetti
 }
 
 /// The connector's settings and the connection's `max_wait`.
-fn connection_settings(
+pub(super) fn connection_settings(
     g: &Global,
     connection: &str,
 ) -> anyhow::Result<(ZoomSettings, std::time::Duration)> {
@@ -87,9 +87,109 @@ fn read_start(
     }
 }
 
+/// Whether `connection` is a Salesforce connection of ferry.yaml.
+fn is_salesforce(g: &Global, connection: &str) -> bool {
+    let no_pipelines: &[std::path::PathBuf] = &[];
+    crate::config::load_project_with(
+        &g.config,
+        &[],
+        crate::config::LoadOptions {
+            pipelines: Some(no_pipelines),
+            ..Default::default()
+        },
+    )
+    .ok()
+    .and_then(|p| {
+        p.connection(connection)
+            .map(|c| c.as_salesforce().is_some())
+    })
+    .unwrap_or(false)
+}
+
+/// `ferry read salesforce.records --param sobject=Event --param select=Id,Subject`: the
+/// stream's records from `--since`, as a first run would read them (Bulk included).
+async fn read_salesforce(
+    g: &Global,
+    a: &ReadArgs,
+    stream: &str,
+    params: BTreeMap<String, serde_json::Value>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> anyhow::Result<u8> {
+    use crate::connectors::salesforce::{SalesforceConnector, source};
+    if stream != source::STREAM {
+        eprintln!(
+            "error: Salesforce has no stream `{stream}`; it has `{}`",
+            source::STREAM
+        );
+        return Ok(EXIT_INVALID);
+    }
+    let q = match source::RecordsQuery::from_params(&params) {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_INVALID);
+        }
+    };
+    let no_pipelines: &[std::path::PathBuf] = &[];
+    let project = match crate::config::load_project_with(
+        &g.config,
+        &[],
+        crate::config::LoadOptions {
+            pipelines: Some(no_pipelines),
+            ..Default::default()
+        },
+    ) {
+        Ok(p) => p,
+        Err(d) => {
+            eprintln!("{}", d.render());
+            return Ok(EXIT_INVALID);
+        }
+    };
+    let settings = match crate::engine::connect::salesforce_settings(&project) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_INVALID);
+        }
+    };
+    let clock = crate::clock::system();
+    let now = clock.now();
+    let store = open_state(g)?;
+    let http = crate::http::HttpClient::new(clock);
+    crate::engine::connect::set_max_waits(&project, &http);
+    let conn = Arc::new(
+        SalesforceConnector::connect_with_store(
+            settings,
+            http,
+            Some(Arc::new(StoreTokens::new(store))),
+        )
+        .await
+        .context("connecting to Salesforce")?,
+    );
+    let window = crate::engine::ReadSpec {
+        checkpoints: BTreeMap::new(),
+        default_since: since.unwrap_or(now - chrono::Duration::days(30)),
+        lookback: chrono::Duration::zero(),
+        until: now,
+    };
+    let mut pages = conn.read_records(q, window);
+    let mut printed = 0usize;
+    while let Some(page) = pages.next().await {
+        for r in page?.records {
+            if a.limit.is_some_and(|l| printed >= l) {
+                return Ok(EXIT_OK);
+            }
+            println!("{}", serde_json::to_string(&r)?);
+            printed += 1;
+        }
+    }
+    Ok(EXIT_OK)
+}
+
 pub async fn run(g: &Global, a: &ReadArgs) -> anyhow::Result<u8> {
     let (connection, stream) = a.stream.split_once('.').unwrap_or(("zoom", &a.stream));
-    if catalog().get(stream).is_none() {
+    let salesforce = is_salesforce(g, connection);
+    if !salesforce && catalog().get(stream).is_none() {
         eprintln!(
             "error: no stream `{}`; `ferry streams` lists them",
             a.stream
@@ -122,6 +222,9 @@ pub async fn run(g: &Global, a: &ReadArgs) -> anyhow::Result<u8> {
         }
         None => None,
     };
+    if salesforce {
+        return read_salesforce(g, a, stream, params, since).await;
+    }
     // ferry.yaml unreadable, or no such Zoom connection: the arguments or the file are
     // wrong, not the service (exit 2).
     let (cfg, max_wait) = match connection_settings(g, connection) {

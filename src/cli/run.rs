@@ -33,9 +33,10 @@ pub async fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
     for p in pipelines {
         let engine = Engine {
             store: &conns.store,
-            source: &conns.zoom,
+            source: &conns.source,
             matcher: &conns.salesforce,
             sink: &conns.salesforce,
+            zoom: Some(&conns.zoom.conn),
             settings: &settings,
             now: clock.now(),
         };

@@ -22,7 +22,8 @@ pub enum TableFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum StateCommand {
-    /// Checkpoints, ledger sizes, dead letters and the last run of each pipeline
+    /// Checkpoints, ledger sizes, dead letters, records waiting for a Zoom daily limit and
+    /// the last run of each pipeline
     Show {
         /// Only this pipeline
         pipeline: Option<String>,
@@ -179,7 +180,9 @@ async fn migrate(g: &Global, to: &str) -> anyhow::Result<u8> {
     println!(
         "copied {} to {shown}: {} checkpoint(s), {} ledger row(s), {} dead letter(s), \
          {} token(s) (sealed again with FERRY_STATE_KEY), {} webhook event(s), {} run(s), \
-         {} label(s); the lookup cache is not copied (the next runs refill it)",
+         {} label(s), {} subject index row(s) and {} synced write(s) (privacy requests), \
+         {} Zoom ledger row(s), {} deferral(s); the lookup cache is not copied (the next \
+         runs refill it)",
         path.display(),
         report.checkpoints,
         report.ledger,
@@ -187,7 +190,11 @@ async fn migrate(g: &Global, to: &str) -> anyhow::Result<u8> {
         report.tokens,
         report.inbox,
         report.runs,
-        report.labels
+        report.labels,
+        report.subject_index,
+        report.synced_writes,
+        report.zoom_ledger,
+        report.zoom_deferrals
     );
     println!(
         "next: set `state:` in ferry.yaml to the URL (e.g. state: ${{FERRY_STATE_URL}}) and start the daemons with the same FERRY_STATE_KEY"
@@ -227,6 +234,7 @@ async fn show(g: &Global, pipeline: Option<&str>, format: TableFormat) -> anyhow
             leases.push(h);
         }
     }
+    let deferred = store.zoom_deferral_summary(pipeline).await?;
     match format {
         TableFormat::Json => {
             let doc = serde_json::json!({
@@ -235,6 +243,7 @@ async fn show(g: &Global, pipeline: Option<&str>, format: TableFormat) -> anyhow
                 "checkpoints": checkpoints,
                 "ledger": ledger,
                 "dead_letters": letters,
+                "deferred": deferred,
                 "last_runs": runs,
                 "inbox_depth": store.inbox_depth().await?,
             });
@@ -297,6 +306,40 @@ async fn show(g: &Global, pipeline: Option<&str>, format: TableFormat) -> anyhow
             println!();
             let total: u64 = letters.iter().map(|c| c.count).sum();
             println!("Dead letters: {total} (`ferry deadletters list` shows them)");
+            println!();
+            let waiting: u64 = deferred.iter().map(|d| d.records).sum();
+            println!(
+                "Waiting for a Zoom daily limit: {waiting} record(s) (written first by the \
+                 first run after their time)"
+            );
+            let rows: Vec<Vec<String>> = deferred
+                .iter()
+                .map(|d| {
+                    let until = if d.first_until == d.last_until {
+                        fmt_time(d.last_until)
+                    } else {
+                        format!("{} to {}", fmt_time(d.first_until), fmt_time(d.last_until))
+                    };
+                    vec![
+                        d.pipeline.clone(),
+                        d.sink.clone(),
+                        d.limit.clone(),
+                        if d.host.is_empty() {
+                            "-".into()
+                        } else {
+                            d.host.clone()
+                        },
+                        d.records.to_string(),
+                        until,
+                    ]
+                })
+                .collect();
+            if !rows.is_empty() {
+                print_table(
+                    &["PIPELINE", "SINK", "LIMIT", "HOST", "RECORDS", "UNTIL"],
+                    &rows,
+                );
+            }
             if !runs.is_empty() {
                 println!();
                 println!("Last runs");

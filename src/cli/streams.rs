@@ -1,4 +1,5 @@
 use super::{EXIT_INVALID, EXIT_OK, Global};
+use crate::connectors::salesforce as sf;
 use crate::connectors::zoom::catalog;
 
 #[derive(Debug, clap::Args)]
@@ -16,10 +17,34 @@ pub async fn run(_g: &Global, a: &StreamsArgs) -> anyhow::Result<u8> {
             } else {
                 "full"
             };
-            println!("zoom.{:<28} {:<12} {}", d.name, mode, d.description);
+            // `subject`: read for one person in privacy requests (`ferry subject export`).
+            let subject = if d.subject.is_some() { "subject" } else { "" };
+            println!(
+                "zoom.{:<28} {:<12} {:<8} {}",
+                d.name, mode, subject, d.description
+            );
         }
+        println!(
+            "salesforce.{:<22} {:<12} {}",
+            sf::source::STREAM,
+            "incremental",
+            sf::catalog::DESCRIPTION
+        );
         return Ok(EXIT_OK);
     };
+    if name == "salesforce.records" || name == sf::source::STREAM {
+        println!("stream: salesforce.records");
+        println!("description: {}", sf::catalog::DESCRIPTION);
+        println!("params: [{}]", sf::source::PARAMS.join(", "));
+        println!("required: [sobject]");
+        println!("primary_key: Id");
+        println!("cursor: SystemModstamp");
+        println!(
+            "bulk: a first read of more than bulk_threshold rows (default {}) uses a Bulk API 2.0 query; bulk: true or false forces it",
+            sf::source::DEFAULT_BULK_THRESHOLD
+        );
+        return Ok(EXIT_OK);
+    }
     let short = name.strip_prefix("zoom.").unwrap_or(name);
     let Some(d) = c.get(short) else {
         let names: Vec<&str> = c.all().map(|d| d.name.as_str()).collect();

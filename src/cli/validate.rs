@@ -114,8 +114,10 @@ mod online {
         let mut diags = Diagnostics::default();
         let samples = super::values::Samples::new(project);
         for p in &project.pipelines {
+            source_fields(project, p, sf, &mut files, &mut diags).await;
             let record = samples.record(p);
-            for sink in &p.sinks {
+            // Zoom sinks are checked against the sink catalog when files load.
+            for sink in p.sinks.iter().filter(|s| s.zoom.is_none()) {
                 let action = match sink.action {
                     SinkAction::Insert => FieldAction::Insert,
                     SinkAction::Update => FieldAction::Update,
@@ -200,6 +202,54 @@ mod online {
             }
         }
         Ok(diags)
+    }
+
+    /// A `salesforce.records` source: its `select` and `where` fields (parent fields too)
+    /// against the org's describe, reported at the param.
+    async fn source_fields(
+        project: &Project,
+        p: &crate::config::Pipeline,
+        sf: &SalesforceConnector,
+        files: &mut HashMap<String, Option<SourceFile>>,
+        diags: &mut Diagnostics,
+    ) {
+        use crate::config::Expr;
+        use crate::connectors::salesforce::source;
+        let is_sf = project
+            .connection(&p.source.connection)
+            .is_some_and(|c| c.as_salesforce().is_some());
+        if !is_sf || p.source.stream != source::STREAM {
+            return;
+        }
+        let param = |k: &str| p.source.params.iter().find(|(name, _)| name == k);
+        let literal = |k: &str| match param(k).map(|(_, e)| &e.value) {
+            Some(Expr::Literal(v)) => Some(v.clone()),
+            _ => None,
+        };
+        let Some(serde_json::Value::String(sobject)) = literal("sobject") else {
+            return;
+        };
+        let mut checks: Vec<(&str, Vec<String>)> = Vec::new();
+        if let Some(select) = literal("select")
+            && let Ok(fields) = source::select_list(&select)
+        {
+            checks.push(("select", fields));
+        }
+        if let Some(serde_json::Value::String(w)) = literal("where") {
+            checks.push(("where", source::where_fields(&w)));
+        }
+        for (key, fields) in checks {
+            let pos = param(key).map_or(p.source.pos.clone(), |(_, e)| e.pos.clone());
+            for fp in sf.check_query_fields(&sobject, &fields).await {
+                let (label, help) = kind_words(&fp.kind);
+                let message = if fp.field.is_empty() {
+                    fp.message
+                } else {
+                    format!("`{key}` names `{}`: {}", fp.field, fp.message)
+                };
+                diags.push(problem(files, &pos, key, label, help, message));
+            }
+        }
     }
 
     /// A diagnostic at the field's key on the line of its value.

@@ -19,15 +19,17 @@ pub use diagnostic::{Code, Diagnostics, Problem, Severity, SourceFile};
 pub use ferry_file::EnvLookup;
 pub use model::*;
 
+pub use pipeline::insert_dotted;
 use pipeline::{ConfigFacts, PipelineResolver};
 use std::path::{Path, PathBuf};
 
 /// The stream catalogs compiled into this binary; `ferry validate` checks streams against
 /// them. A connector registers its catalog here.
 pub fn builtin_catalogs() -> Vec<Box<dyn StreamCatalog>> {
-    vec![Box::new(Builtin(
-        crate::connectors::zoom::catalog::catalog(),
-    ))]
+    vec![
+        Box::new(Builtin(crate::connectors::zoom::catalog::catalog())),
+        Box::new(Builtin(crate::connectors::salesforce::catalog::catalog())),
+    ]
 }
 
 /// A catalog compiled into the binary.

@@ -452,7 +452,38 @@ pub struct Sink {
     /// Whether any sink template can read `sinks.NAME` of this sink (by name, or through
     /// `sinks` as a whole); when not, its result is not kept for later sinks.
     pub read_later: bool,
+    /// A Zoom sink (`zoom: NAME`): what it writes and how. Its `fields` are the body's
+    /// leaves by dotted path (`settings.waiting_room`).
+    pub zoom: Option<ZoomSink>,
     pub pos: SourcePos,
+}
+
+/// What a `zoom:` sink does to its Zoom object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZoomAction {
+    Create,
+    Update,
+    Upsert,
+    Delete,
+}
+
+impl ZoomAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ZoomAction::Create => "create",
+            ZoomAction::Update => "update",
+            ZoomAction::Upsert => "upsert",
+            ZoomAction::Delete => "delete",
+        }
+    }
+}
+
+/// A Zoom sink's object (an entry of the sink catalog), action and path parameters.
+#[derive(Debug, Clone)]
+pub struct ZoomSink {
+    pub object: String,
+    pub action: ZoomAction,
+    pub params: Vec<(String, LocatedExpr)>,
 }
 
 #[derive(Debug, Clone)]

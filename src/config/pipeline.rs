@@ -428,7 +428,16 @@ impl<'a> PipelineResolver<'a> {
     /// Looks the stream up in the catalog for its kind; unknown streams are reported only
     /// when a catalog for that kind is registered.
     fn stream_info(&mut self, s: &At<String>, stream: &str) -> Option<StreamInfo> {
-        let catalog = self.catalog(ConnectionKind::Zoom)?;
+        self.stream_info_of(ConnectionKind::Zoom, s, stream)
+    }
+
+    fn stream_info_of(
+        &mut self,
+        kind: ConnectionKind,
+        s: &At<String>,
+        stream: &str,
+    ) -> Option<StreamInfo> {
+        let catalog = self.catalog(kind)?;
         if let Some(info) = catalog.stream(stream) {
             return Some(info);
         }
@@ -550,15 +559,95 @@ impl<'a> PipelineResolver<'a> {
         }
     }
 
+    /// The kind of connection a source reads: Salesforce when the stream names a
+    /// Salesforce connection (`salesforce.records`), else Zoom.
+    fn source_kind(&self, s: &At<String>) -> ConnectionKind {
+        let Some((conn, _)) = s.value.trim().split_once('.') else {
+            return ConnectionKind::Zoom;
+        };
+        match self.facts.connections.iter().find(|(n, _)| n == conn) {
+            Some((_, k)) => *k,
+            None if !self.facts.known && conn == "salesforce" => ConnectionKind::Salesforce,
+            None => ConnectionKind::Zoom,
+        }
+    }
+
+    /// Checks a Salesforce source's `sobject` and `select` where they are literals, and
+    /// answers the record sample its `select` gives.
+    fn salesforce_params(&mut self, s: &SourceSpec) -> Map<String, Value> {
+        use crate::connectors::salesforce::source::{field_path_problem, is_api_name};
+        let get = |k: &str| {
+            s.params
+                .iter()
+                .find(|(key, _)| key.value == k)
+                .map(|(_, v)| v)
+        };
+        if let Some(v) = get("sobject")
+            && let Value::String(name) = &v.value
+            && !is_template(name)
+            && !is_api_name(name.trim())
+        {
+            let p = self.problem(
+                Code::WrongType,
+                v.pos,
+                format!("`{name}` is not an sObject name"),
+            );
+            p.label = Some("not an object name".into());
+            p.help = Some("an API name like Event, CampaignMember or Zoom_Call__c".into());
+        }
+        let mut select = Vec::new();
+        if let Some(v) = get("select") {
+            match &v.value {
+                Value::Array(items) => {
+                    for item in items {
+                        match item {
+                            Value::String(f) => {
+                                if let Some(why) = field_path_problem(f.trim()) {
+                                    let p = self.problem(Code::WrongType, v.pos, why);
+                                    p.label = Some("not a field this source reads".into());
+                                    p.help = Some(
+                                        "list field API names; parent fields one level up, like Owner.Email".into(),
+                                    );
+                                } else {
+                                    select.push(f.trim().to_string());
+                                }
+                            }
+                            other => {
+                                let p = self.problem(
+                                    Code::WrongType,
+                                    v.pos,
+                                    format!("`select` lists field names; `{other}` is not one"),
+                                );
+                                p.label = Some("not a field name".into());
+                            }
+                        }
+                    }
+                }
+                other => {
+                    let p = self.problem(
+                        Code::WrongType,
+                        v.pos,
+                        format!("`select` is a list of field names, not `{other}`"),
+                    );
+                    p.label = Some("not a list".into());
+                    p.help = Some("write it like `select: [Id, Subject, Owner.Email]`".into());
+                }
+            }
+        }
+        let deleted = get("deleted").is_some_and(|v| v.value == Value::Bool(true));
+        crate::connectors::salesforce::catalog::sample_for(&select, deleted)
+    }
+
     fn source(&mut self, s: &SourceSpec) -> Option<(Source, Option<StreamInfo>)> {
         let scope = Scope {
             stage: Stage::Source,
             upto: 0,
             item: false,
         };
-        let resolved = self.stream_ref(&s.stream, ConnectionKind::Zoom);
+        let kind = self.source_kind(&s.stream);
+        let resolved = self.stream_ref(&s.stream, kind);
         let info = match &resolved {
-            Some((_, stream)) => self.stream_info(&s.stream, stream),
+            Some((_, stream)) => self.stream_info_of(kind, &s.stream, stream),
             None => None,
         };
         if let Some(info) = &info {
@@ -566,6 +655,10 @@ impl<'a> PipelineResolver<'a> {
                 Value::Object(m) => m.clone(),
                 _ => Map::new(),
             });
+        }
+        if kind == ConnectionKind::Salesforce && info.is_some() {
+            let sample = self.salesforce_params(s);
+            self.record_sample = Some(sample);
         }
         let stream_name = resolved.as_ref().map(|r| r.1.clone()).unwrap_or_default();
         let params = self.params(&s.params, &stream_name, info.as_ref(), s.stream.pos, scope);
@@ -841,7 +934,18 @@ impl<'a> PipelineResolver<'a> {
     fn sink(&mut self, i: usize, name: &At<String>, s: &SinkSpec) -> Option<Sink> {
         self.check_name(name, "sink");
         let before = self.errors();
-        let connection = self.salesforce_connection(&s.connection, name.pos);
+        let is_zoom = s.zoom.is_some();
+        let connection = if is_zoom {
+            Some(
+                s.connection
+                    .as_ref()
+                    .map(|c| c.value.clone())
+                    .unwrap_or_else(|| "zoom".into()),
+            )
+        } else {
+            self.salesforce_connection(&s.connection, name.pos)
+        };
+        let sobject = self.sink_object(name, s);
         let base = Scope {
             stage: Stage::Sink,
             upto: i,
@@ -881,9 +985,27 @@ impl<'a> PipelineResolver<'a> {
         let mut sample = Map::new();
         sample.insert("Id".into(), Value::String(format!("a0{}SAMPLE", i)));
         sample.insert("created".into(), Value::Bool(true));
-        for (k, v) in s.fields.iter() {
+        let mut leaves: Vec<(At<String>, At<FieldSpec>)> = Vec::new();
+        flatten_fields("", &s.fields, &mut leaves);
+        if !is_zoom {
+            for (k, v) in &leaves {
+                if k.value.contains('.') && !s.fields.iter().any(|(n, _)| n.value == k.value) {
+                    let p = self.problem(
+                        Code::WrongType,
+                        v.pos,
+                        format!(
+                            "`{}`: a Salesforce field takes a value, not a mapping",
+                            k.value
+                        ),
+                    );
+                    p.help = Some("write `{value: ..., on_update: keep}` or a single value".into());
+                }
+            }
+        }
+        for (k, v) in leaves.iter() {
             let (value, on_update) = match &v.value {
                 FieldSpec::Plain(p) => (At::new(p.clone(), v.pos), OnUpdate::Overwrite),
+                FieldSpec::Nested(_) => continue,
                 FieldSpec::Detailed(d) => (
                     d.value.clone(),
                     match d.on_update.as_ref().and_then(|o| self.choice(o)) {
@@ -903,7 +1025,47 @@ impl<'a> PipelineResolver<'a> {
             }
         }
         let action = self.choice(&s.action);
+        let zoom = if is_zoom {
+            let params: Vec<(String, LocatedExpr)> = s
+                .params
+                .iter()
+                .filter_map(|(k, v)| compile(self, v, item_scope).map(|e| (k.value.clone(), e)))
+                .collect();
+            self.zoom_sink(name, s, action, params)
+        } else {
+            if let Some(a @ (SinkActionSpec::Create | SinkActionSpec::Delete)) = action {
+                let p = self.problem(
+                    Code::UnknownValue,
+                    s.action.pos,
+                    format!("`{}` is an action of Zoom sinks; a Salesforce sink takes insert, update, upsert or publish", a.as_str()),
+                );
+                p.label = Some("not a Salesforce action".into());
+            }
+            None
+        };
+        if let Some(z) = &zoom {
+            for f in self.zoom_returns(&z.object) {
+                sample.insert(f, Value::String("SAMPLE".into()));
+            }
+        }
         let key = match action {
+            Some(_) if is_zoom => match &s.key {
+                Some(k) => compile(self, k, item_scope).map(SinkKey::Template),
+                None => {
+                    if !(action == Some(SinkActionSpec::Update)
+                        || (action == Some(SinkActionSpec::Delete) && s.id.is_some()))
+                    {
+                        let p = self.problem(
+                            Code::MissingKey,
+                            s.action.pos,
+                            format!("Zoom sink `{}` has no `key`", name.value),
+                        );
+                        p.label = Some("the ledger needs a key".into());
+                        p.help = Some("add `key: \"{{ record.Id }}\"`: a value that names the Zoom object this record owns".into());
+                    }
+                    None
+                }
+            },
             Some(action) => self.sink_key(action, s, name, item_scope, &mut compile),
             // The action is reported; a key written as a template is still checked.
             None => s
@@ -915,6 +1077,7 @@ impl<'a> PipelineResolver<'a> {
         };
         self.item_sample = Value::Null;
         match action {
+            _ if is_zoom => {}
             Some(SinkActionSpec::Update) if s.id.is_none() && s.search_by.is_none() => {
                 let p = self.problem(
                     Code::MissingId,
@@ -924,13 +1087,13 @@ impl<'a> PipelineResolver<'a> {
                 p.label = Some("update needs `id`".into());
                 p.help = Some("add `id: \"{{ lookups.NAME.Id }}\"` (or use `action: upsert` with an external-id `key`)".into());
             }
-            Some(SinkActionSpec::Publish) if !s.sobject.value.ends_with("__e") => {
+            Some(SinkActionSpec::Publish) if !sobject.value.ends_with("__e") => {
                 let p = self.problem(
                     Code::PublishSobject,
-                    s.sobject.pos,
+                    sobject.pos,
                     format!(
                         "`publish` writes Platform Events; `{}` is not one",
-                        s.sobject.value
+                        sobject.value
                     ),
                 );
                 p.label = Some("not a Platform Event".into());
@@ -950,6 +1113,7 @@ impl<'a> PipelineResolver<'a> {
         }
         if let Some(action) = action
             && action != SinkActionSpec::Update
+            && !(is_zoom && action == SinkActionSpec::Delete)
             && let Some(idv) = &s.id
         {
             let p = self.problem(
@@ -971,10 +1135,10 @@ impl<'a> PipelineResolver<'a> {
         Some(Sink {
             name: name.value.clone(),
             connection: connection?,
-            sobject: s.sobject.value.clone(),
+            sobject: sobject.value.clone(),
             action: match action? {
-                SinkActionSpec::Insert => SinkAction::Insert,
-                SinkActionSpec::Update => SinkAction::Update,
+                SinkActionSpec::Insert | SinkActionSpec::Create => SinkAction::Insert,
+                SinkActionSpec::Update | SinkActionSpec::Delete => SinkAction::Update,
                 SinkActionSpec::Upsert => SinkAction::Upsert,
                 SinkActionSpec::Publish => SinkAction::Publish,
             },
@@ -986,7 +1150,211 @@ impl<'a> PipelineResolver<'a> {
             search_by: s.search_by.as_ref().map(|s| s.value.clone()),
             depends_on,
             read_later: true,
+            zoom,
             pos: self.pos(name.pos),
+        })
+    }
+
+    /// The object a sink writes: `sobject`, or `zoom:NAME` for a Zoom sink; exactly one.
+    fn sink_object(&mut self, name: &At<String>, s: &SinkSpec) -> At<String> {
+        match (&s.sobject, &s.zoom) {
+            (Some(o), None) => o.clone(),
+            (None, Some(z)) => At::new(format!("zoom:{}", z.value), z.pos),
+            (Some(o), Some(_)) => {
+                let p = self.problem(
+                    Code::WrongType,
+                    o.pos,
+                    format!("sink `{}` names both `sobject` and `zoom`", name.value),
+                );
+                p.help = Some("a sink writes either a Salesforce object or a Zoom object".into());
+                o.clone()
+            }
+            (None, None) => {
+                let p = self.problem(
+                    Code::MissingKey,
+                    name.pos,
+                    format!("sink `{}` names no object", name.value),
+                );
+                p.help = Some("add `sobject: Event` (Salesforce) or `zoom: meeting` (`ferry sinks` lists them)".into());
+                At::new(String::new(), name.pos)
+            }
+        }
+    }
+
+    /// The fields a Zoom object returns (for `sinks.NAME.*`), secrets left out.
+    fn zoom_returns(&self, object: &str) -> Vec<String> {
+        crate::connectors::zoom::sink::sink_catalog()
+            .get(object)
+            .map(|d| {
+                d.returns
+                    .iter()
+                    .filter(|f| !d.is_secret(f))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Checks a Zoom sink against the sink catalog: the object, the action it takes, its
+    /// params, its fields (nested ones too) and literal values.
+    fn zoom_sink(
+        &mut self,
+        name: &At<String>,
+        s: &SinkSpec,
+        action: Option<SinkActionSpec>,
+        params: Vec<(String, LocatedExpr)>,
+    ) -> Option<ZoomSink> {
+        let z = s.zoom.as_ref()?;
+        let cat = crate::connectors::zoom::sink::sink_catalog();
+        let Some(def) = cat.get(&z.value) else {
+            let p = self.problem(
+                Code::UnknownSink,
+                z.pos,
+                format!("Zoom has no sink object `{}`", z.value),
+            );
+            p.label = Some("not in `ferry sinks`".into());
+            p.help = did_you_mean(&z.value, cat.names());
+            return None;
+        };
+        let za = match action? {
+            SinkActionSpec::Create => ZoomAction::Create,
+            SinkActionSpec::Update => ZoomAction::Update,
+            SinkActionSpec::Upsert => ZoomAction::Upsert,
+            SinkActionSpec::Delete => ZoomAction::Delete,
+            other => {
+                let p = self.problem(
+                    Code::UnknownValue,
+                    s.action.pos,
+                    format!(
+                        "a Zoom sink takes create, update, upsert or delete, not `{}`",
+                        other.as_str()
+                    ),
+                );
+                p.label = Some("not a Zoom action".into());
+                return None;
+            }
+        };
+        if !def.actions().contains(&za.as_str()) {
+            let p = self.problem(
+                Code::UnknownValue,
+                s.action.pos,
+                format!(
+                    "Zoom's {} takes {}, not `{}`",
+                    def.name,
+                    def.actions().join(", "),
+                    za.as_str()
+                ),
+            );
+            p.label = Some("not an action of this object".into());
+            return None;
+        }
+        let known = def.all_params();
+        for (k, _) in s.params.iter() {
+            if !known.contains(&k.value) {
+                let p = self.problem(
+                    Code::UnknownParam,
+                    k.pos,
+                    format!("Zoom's {} has no param `{}`", def.name, k.value),
+                );
+                p.label = Some("unknown param".into());
+                p.help = did_you_mean(&k.value, known.iter().map(String::as_str)).or_else(|| {
+                    Some(if known.is_empty() {
+                        format!("Zoom's {} takes no params", def.name)
+                    } else {
+                        format!("it takes: {}", known.join(", "))
+                    })
+                });
+            }
+        }
+        // The params the action's path needs.
+        let call = match za {
+            ZoomAction::Create | ZoomAction::Upsert => def.create.as_ref(),
+            ZoomAction::Update => def.update.as_ref(),
+            ZoomAction::Delete => def.delete.as_ref(),
+        };
+        if let Some(c) = call {
+            for need in crate::connectors::zoom::sink::path_params(&c.path) {
+                if !s.params.iter().any(|(k, _)| k.value == need) {
+                    let p = self.problem(
+                        Code::MissingParam,
+                        s.zoom.as_ref().map_or(name.pos, |z| z.pos),
+                        format!(
+                            "Zoom's {} {} needs the param `{need}`",
+                            def.name,
+                            za.as_str()
+                        ),
+                    );
+                    p.help = Some(format!("add `params: {{ {need}: \"{{{{ ... }}}}\" }}`"));
+                }
+            }
+        }
+        if za == ZoomAction::Delete {
+            return Some(ZoomSink {
+                object: def.name.clone(),
+                action: za,
+                params,
+            });
+        }
+        let mut leaves: Vec<(At<String>, At<FieldSpec>)> = Vec::new();
+        flatten_fields("", &s.fields, &mut leaves);
+        let mut literal = serde_json::Map::new();
+        for (k, v) in &leaves {
+            let path: Vec<&str> = k.value.split('.').collect();
+            if def.field(&path).is_none() {
+                let (parent, leaf) = match path.split_last() {
+                    Some((leaf, parent)) => (parent, *leaf),
+                    None => (&[][..], k.value.as_str()),
+                };
+                let siblings: Vec<String> = if parent.is_empty() {
+                    def.fields.keys().cloned().collect()
+                } else {
+                    def.field(parent)
+                        .and_then(|f| f.fields.as_ref())
+                        .map(|m| m.keys().cloned().collect())
+                        .unwrap_or_default()
+                };
+                let p = self.problem(
+                    Code::UnknownField,
+                    k.pos,
+                    format!("Zoom's {} has no field `{}`", def.name, k.value),
+                );
+                p.label = Some("unknown field".into());
+                p.help = did_you_mean(leaf, siblings.iter().map(String::as_str))
+                    .or_else(|| Some(format!("`ferry sinks {}` lists its fields", def.name)));
+                continue;
+            }
+            let lit = match &v.value {
+                FieldSpec::Plain(p) => Some(p),
+                FieldSpec::Detailed(d) => Some(&d.value.value),
+                FieldSpec::Nested(_) => None,
+            };
+            if let Some(val) = lit.filter(|val| !val.as_str().is_some_and(is_template)) {
+                let mut one = serde_json::Map::new();
+                insert_dotted(&mut one, &path, val.clone());
+                for r in def.check_fields(&one, false) {
+                    let p = self.problem(Code::OutOfRange, v.pos, r.reason.clone());
+                    p.label = Some("Zoom would refuse it".into());
+                    p.help = r.hint.clone();
+                }
+                insert_dotted(&mut literal, &path, val.clone());
+            }
+        }
+        if matches!(za, ZoomAction::Create | ZoomAction::Upsert) {
+            for (fname, f) in &def.fields {
+                if f.required && !leaves.iter().any(|(k, _)| &k.value == fname) {
+                    let p = self.problem(
+                        Code::MissingKey,
+                        s.zoom.as_ref().map_or(name.pos, |z| z.pos),
+                        format!("Zoom's {} needs `{fname}` to create", def.name),
+                    );
+                    p.help = Some(format!("add `{fname}:` under `fields`"));
+                }
+            }
+        }
+        Some(ZoomSink {
+            object: def.name.clone(),
+            action: za,
+            params,
         })
     }
 
@@ -1703,4 +2071,40 @@ fn is_field_name(s: &str) -> bool {
     !s.is_empty()
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && s.starts_with(|c: char| c.is_ascii_alphabetic())
+}
+
+/// A sink's fields as leaves by dotted path: nested objects (Zoom's `settings:`) opened up.
+fn flatten_fields(
+    prefix: &str,
+    fields: &OrderedMap<At<String>, At<FieldSpec>>,
+    out: &mut Vec<(At<String>, At<FieldSpec>)>,
+) {
+    for (k, v) in fields.iter() {
+        let name = format!("{prefix}{}", k.value);
+        match &v.value {
+            FieldSpec::Nested(m) => flatten_fields(&format!("{name}."), m, out),
+            _ => out.push((At::new(name, k.pos), v.clone())),
+        }
+    }
+}
+
+/// Sets `path` (`settings.waiting_room`) in a JSON object, making the objects on the way.
+pub fn insert_dotted(m: &mut serde_json::Map<String, Value>, path: &[&str], v: Value) {
+    match path {
+        [] => {}
+        [leaf] => {
+            m.insert((*leaf).to_string(), v);
+        }
+        [first, rest @ ..] => {
+            let e = m
+                .entry((*first).to_string())
+                .or_insert_with(|| Value::Object(serde_json::Map::new()));
+            if !e.is_object() {
+                *e = Value::Object(serde_json::Map::new());
+            }
+            if let Value::Object(inner) = e {
+                insert_dotted(inner, rest, v);
+            }
+        }
+    }
 }

@@ -415,7 +415,15 @@ pub struct MatchRuleSpec {
 pub struct SinkSpec {
     /// Salesforce connection (default: the only one).
     pub connection: Option<At<String>>,
-    pub sobject: At<String>,
+    /// The Salesforce object written (a Salesforce sink).
+    #[serde(default)]
+    pub sobject: Option<At<String>>,
+    /// The Zoom object written (a Zoom sink: an entry of `ferry sinks`), instead of `sobject`.
+    #[serde(default)]
+    pub zoom: Option<At<String>>,
+    /// Zoom sinks: the path parameters (`user_id`, `webinar_id`), templates.
+    #[serde(default)]
+    pub params: OrderedMap<At<String>, At<AnyValue>>,
     pub action: At<Choice<SinkActionSpec>>,
     /// upsert: the external-id field; insert: a template that identifies the record in the
     /// ledger (required); publish: optional idempotency key.
@@ -439,6 +447,10 @@ pub enum SinkActionSpec {
     Update,
     Upsert,
     Publish,
+    /// Zoom sinks: create the object once per key.
+    Create,
+    /// Zoom sinks: delete the object this key created.
+    Delete,
 }
 
 impl SinkActionSpec {
@@ -448,6 +460,8 @@ impl SinkActionSpec {
             SinkActionSpec::Update => "update",
             SinkActionSpec::Upsert => "upsert",
             SinkActionSpec::Publish => "publish",
+            SinkActionSpec::Create => "create",
+            SinkActionSpec::Delete => "delete",
         }
     }
 }
@@ -457,6 +471,8 @@ impl SinkActionSpec {
 pub enum FieldSpec {
     Plain(AnyValue),
     Detailed(FieldDetailSpec),
+    /// A nested object (Zoom's `settings:`): a mapping without a `value` key.
+    Nested(OrderedMap<At<String>, At<FieldSpec>>),
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
@@ -514,8 +530,40 @@ impl<'de> Deserialize<'de> for FieldSpec {
                 Ok(FieldSpec::Plain(AnyValue::Array(v)))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<FieldSpec, A::Error> {
-                let d = FieldDetailSpec::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(FieldSpec::Detailed(d))
+                // A mapping is the value/on_update form only when it has a `value` key;
+                // otherwise it is a nested object whose leaves are values.
+                let m = OrderedMap::<At<String>, At<FieldSpec>>::deserialize(
+                    de::value::MapAccessDeserializer::new(map),
+                )?;
+                if !m.0.iter().any(|(k, _)| k.value == "value") {
+                    return Ok(FieldSpec::Nested(m));
+                }
+                let mut value = None;
+                let mut on_update = None;
+                for (k, v) in m.0 {
+                    match (k.value.as_str(), v.value) {
+                        ("value", FieldSpec::Plain(p)) => value = Some(At::new(p, v.pos)),
+                        ("value", _) => {
+                            return Err(de::Error::custom(
+                                "`value` takes a template or a literal, not a mapping",
+                            ));
+                        }
+                        ("on_update", FieldSpec::Plain(p)) => {
+                            let c = Choice::<OnUpdateSpec>::deserialize(&p)
+                                .map_err(de::Error::custom)?;
+                            on_update = Some(At::new(c, v.pos));
+                        }
+                        (other, _) => {
+                            return Err(de::Error::custom(format!(
+                                "unknown field `{other}`, expected `value` or `on_update`"
+                            )));
+                        }
+                    }
+                }
+                let Some(value) = value else {
+                    return Err(de::Error::custom("missing `value`"));
+                };
+                Ok(FieldSpec::Detailed(FieldDetailSpec { value, on_update }))
             }
         }
         d.deserialize_any(V)
@@ -528,11 +576,13 @@ impl JsonSchema for FieldSpec {
     }
     fn json_schema(generator: &mut SchemaGenerator) -> schemars::Schema {
         let detailed = generator.subschema_for::<FieldDetailSpec>();
+        let nested = generator.subschema_for::<FieldSpec>();
         schemars::json_schema!({
-            "description": "A template, a literal, or {value: ..., on_update: keep|overwrite}",
+            "description": "A template, a literal, {value: ..., on_update: keep|overwrite}, or (Zoom sinks) a nested object of such values",
             "anyOf": [
                 { "type": ["string", "number", "boolean", "null", "array"] },
-                detailed
+                detailed,
+                { "type": "object", "additionalProperties": nested }
             ]
         })
     }

@@ -63,6 +63,7 @@ impl DaemonMetrics {
         http: &HttpMetrics,
         inbox: crate::state::InboxCounts,
         budget: Option<(u64, u64)>,
+        deferred: &BTreeMap<String, u64>,
     ) -> String {
         let t = self.with(|t| t.clone());
         let mut o = String::new();
@@ -215,6 +216,15 @@ impl DaemonMetrics {
             .into_iter()
             .map(|(k, v)| (format!("state=\"{k}\""), v.to_string()))
             .collect(),
+        );
+        family(
+            "ferry_deferred_records",
+            "Records a Zoom daily limit (or a lost answer) holds back, waiting in the state, per pipeline.",
+            "gauge",
+            deferred
+                .iter()
+                .map(|(p, v)| (format!("pipeline=\"{}\"", esc(p)), v.to_string()))
+                .collect(),
         );
         if let Some((used, max)) = budget {
             family(

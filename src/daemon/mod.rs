@@ -422,9 +422,10 @@ impl Shared {
         tracing::info!(pipeline = name, run_id = %opts.run_id, ?trigger, "run started");
         let engine = Engine {
             store: &self.store,
-            source: &conns.zoom,
+            source: &conns.source,
             matcher: &conns.salesforce,
             sink: &conns.salesforce,
+            zoom: Some(&conns.zoom.conn),
             settings: &settings,
             now: started,
         };

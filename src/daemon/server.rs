@@ -343,7 +343,22 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .daily_budget
         .or(b.org_max)
         .map(|limit| (b.used_by_ferry, limit));
-    let mut body = shared.metrics.render(conns.http.metrics(), inbox, budget);
+    // Every pipeline of the project, 0 when nothing waits.
+    let mut deferred: std::collections::BTreeMap<String, u64> = shared
+        .project()
+        .pipelines
+        .iter()
+        .map(|p| (p.name.clone(), 0))
+        .collect();
+    for d in status::logged("deferrals", shared.store.zoom_deferral_summary(None).await)
+        .unwrap_or_default()
+    {
+        let n = deferred.entry(d.pipeline).or_default();
+        *n = n.saturating_add(d.records);
+    }
+    let mut body = shared
+        .metrics
+        .render(conns.http.metrics(), inbox, budget, &deferred);
     body.push_str(&status::lease_metrics(&shared).await);
     (
         StatusCode::OK,

@@ -179,6 +179,7 @@ pub(crate) async fn render_html(shared: &Shared) -> String {
     let checkpoints = logged("checkpoints", store.checkpoints(None).await).unwrap_or_default();
     let dead = logged("dead letter counts", store.deadletter_counts().await).unwrap_or_default();
     let inbox = logged("the inbox counts", store.inbox_counts().await).unwrap_or_default();
+    let deferred = logged("deferrals", store.zoom_deferral_summary(None).await).unwrap_or_default();
     let mut o = String::new();
     let _ = write!(
         o,
@@ -229,7 +230,7 @@ pub(crate) async fn render_html(shared: &Shared) -> String {
     o.push_str(
         "<h2>Pipelines</h2>\n<table id=\"pipelines\"><tr><th>Pipeline</th><th>Schedule</th>\
          <th>Triggers</th><th>Last run</th><th>Result</th><th>Synced</th><th>Next run</th>\
-         <th>Dead letters</th></tr>\n",
+         <th>Dead letters</th><th>Waiting</th></tr>\n",
     );
     let mut details = String::new();
     for p in &project.pipelines {
@@ -271,11 +272,14 @@ pub(crate) async fn render_html(shared: &Shared) -> String {
             .map(|d| (d.count, d.retry_requested))
             .unwrap_or((0, 0));
         let anchor = anchor(&p.name);
+        let waits: Vec<&crate::state::DeferralSummary> =
+            deferred.iter().filter(|d| d.pipeline == p.name).collect();
+        let n_waiting: u64 = waits.iter().map(|d| d.records).sum();
         let _ = writeln!(
             o,
             "<tr><td><strong>{}</strong><br><small>{}</small><br><a href=\"#{anchor}\">details</a></td>\
              <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"synced\">{}</td><td>{}</td>\
-             <td class=\"{}\">{}</td></tr>",
+             <td class=\"{}\">{}</td><td class=\"waiting\">{}</td></tr>",
             esc(&p.name),
             esc(&p.file.display().to_string()),
             esc(&schedule),
@@ -286,6 +290,7 @@ pub(crate) async fn render_html(shared: &Shared) -> String {
             next_run(&ps),
             if dl > 0 { "bad" } else { "ok" },
             dl,
+            n_waiting,
         );
         pipeline_details(
             &mut details,
@@ -298,6 +303,7 @@ pub(crate) async fn render_html(shared: &Shared) -> String {
             store,
             (dl, waiting),
             &synced,
+            &waits,
         )
         .await;
     }
@@ -519,6 +525,7 @@ async fn pipeline_details(
     store: &crate::state::Store,
     (dead, waiting): (u64, u64),
     synced: &str,
+    deferred: &[&crate::state::DeferralSummary],
 ) {
     let _ = writeln!(
         o,
@@ -611,7 +618,71 @@ async fn pipeline_details(
             String::new()
         }
     );
+    deferrals_html(o, store, deferred).await;
     o.push_str("</section>\n");
+}
+
+/// The records a daily limit (or a lost answer) holds back: how many, for which limit and
+/// host, until when. Hosts are shown as the checkpoints show Zoom users (their label when
+/// ferry has one); registrants are only counted.
+async fn deferrals_html(
+    o: &mut String,
+    store: &crate::state::Store,
+    deferred: &[&crate::state::DeferralSummary],
+) {
+    o.push_str("<h3>Waiting records</h3>\n");
+    if deferred.is_empty() {
+        o.push_str("<p class=\"ok\" id=\"waiting\">No record waits for a daily limit.</p>\n");
+        return;
+    }
+    let labels = if deferred.iter().any(|d| !d.host.is_empty()) {
+        logged("labels", store.labels("zoom.users").await).unwrap_or_default()
+    } else {
+        Default::default()
+    };
+    let total: u64 = deferred.iter().map(|d| d.records).sum();
+    let _ = writeln!(
+        o,
+        "<p id=\"waiting\">{total} record(s) could not be written today and wait in the state; \
+         the first run after their time writes them first.</p>\n\
+         <table class=\"deferrals\"><tr><th>Sink</th><th>Limit</th><th>Host</th><th>Records</th>\
+         <th>Until</th></tr>"
+    );
+    for d in deferred {
+        let limit = match d.limit.as_str() {
+            "host" => "the host's daily meeting writes".to_string(),
+            "registrant" => "a registrant's daily registrations".to_string(),
+            crate::state::LOST_ANSWER => "Zoom's answer was lost (looked up next run)".to_string(),
+            other => other.to_string(),
+        };
+        let host = if d.host.is_empty() {
+            "—".to_string()
+        } else {
+            labels
+                .get(&d.host)
+                .cloned()
+                .unwrap_or_else(|| d.host.clone())
+        };
+        let until = if d.first_until == d.last_until {
+            when(Some(d.last_until))
+        } else {
+            format!(
+                "{} to {}",
+                when(Some(d.first_until)),
+                when(Some(d.last_until))
+            )
+        };
+        let _ = writeln!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&d.sink),
+            esc(&limit),
+            esc(&host),
+            d.records,
+            esc(&until)
+        );
+    }
+    o.push_str("</table>\n");
 }
 
 fn capitalized(s: &str) -> String {

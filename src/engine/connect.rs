@@ -23,6 +23,8 @@ pub struct Connections {
     pub store: Store,
     pub zoom: ZoomSource,
     pub salesforce: SalesforceSink,
+    /// Every source kind behind one [`Source`]: what the engine reads pipelines from.
+    pub source: Sources,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -220,13 +222,19 @@ pub async fn connect_with(
             "could not read the saved Salesforce call log; the daily budget counts from now: {e}"
         ),
     }
+    let sfc = Arc::new(sfc);
+    let zoom = ZoomSource { conn: zoom };
     Ok(Connections {
         http: http.clone(),
         store,
-        zoom: ZoomSource { conn: zoom },
+        zoom: zoom.clone(),
         salesforce: SalesforceSink {
-            conn: Arc::new(sfc),
-            http,
+            conn: sfc.clone(),
+            http: http.clone(),
+        },
+        source: Sources {
+            zoom,
+            salesforce: SalesforceSource { conn: sfc, http },
         },
     })
 }
@@ -350,6 +358,131 @@ impl Source for ZoomSource {
 
     fn calls(&self) -> u64 {
         self.conn.http().metrics().requests(Service::Zoom)
+    }
+}
+
+/// Salesforce as the engine's [`Source`]: the `salesforce.records` stream.
+#[derive(Clone)]
+pub struct SalesforceSource {
+    pub conn: Arc<SalesforceConnector>,
+    pub http: HttpClient,
+}
+
+#[async_trait::async_trait]
+impl Source for SalesforceSource {
+    fn kind(&self) -> &str {
+        "salesforce"
+    }
+
+    fn read(
+        &self,
+        stream: &str,
+        params: BTreeMap<String, Value>,
+        window: ReadSpec,
+    ) -> BoxStream<'static, Result<Page, ConnectorError>> {
+        if stream != sf::source::STREAM {
+            let e = ConnectorError {
+                kind: ErrorKind::Fatal,
+                message: format!("Salesforce has no stream `{stream}`; it has `records`"),
+            };
+            return futures::stream::iter([Err(e)]).boxed();
+        }
+        match sf::source::RecordsQuery::from_params(&params) {
+            Ok(q) => self
+                .conn
+                .read_records(q, window)
+                .map(|r| r.map_err(|e| sf_error(&e)))
+                .boxed(),
+            Err(message) => futures::stream::iter([Err(ConnectorError {
+                kind: ErrorKind::Fatal,
+                message,
+            })])
+            .boxed(),
+        }
+    }
+
+    async fn fetch(
+        &self,
+        stream: &str,
+        _params: BTreeMap<String, Value>,
+    ) -> Result<Value, FetchError> {
+        Err(FetchError::Failed(ConnectorError {
+            kind: ErrorKind::Fatal,
+            message: format!("salesforce.{stream} cannot be used to enrich a record"),
+        }))
+    }
+
+    fn primary_key(&self, _stream: &str) -> Option<String> {
+        Some("Id".into())
+    }
+
+    fn cursor_field(&self, _stream: &str) -> Option<String> {
+        Some("SystemModstamp".into())
+    }
+
+    /// Salesforce reads count with the Salesforce calls (the sink's counter).
+    fn calls(&self) -> u64 {
+        0
+    }
+}
+
+/// Zoom and Salesforce sources behind one [`Source`], by stream: `records` (the one
+/// Salesforce stream, a name no Zoom stream has) reads Salesforce, every other stream Zoom.
+/// `calls` counts Zoom's requests; Salesforce reads count with the Salesforce calls.
+#[derive(Clone)]
+pub struct Sources {
+    pub zoom: ZoomSource,
+    pub salesforce: SalesforceSource,
+}
+
+impl Sources {
+    fn of(&self, stream: &str) -> &dyn Source {
+        if stream == sf::source::STREAM || stream == "salesforce.records" {
+            &self.salesforce
+        } else {
+            &self.zoom
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for Sources {
+    fn kind(&self) -> &str {
+        "zoom"
+    }
+
+    fn read(
+        &self,
+        stream: &str,
+        params: BTreeMap<String, Value>,
+        window: ReadSpec,
+    ) -> BoxStream<'static, Result<Page, ConnectorError>> {
+        let s = self.of(stream);
+        s.read(
+            stream.strip_prefix("salesforce.").unwrap_or(stream),
+            params,
+            window,
+        )
+    }
+
+    async fn fetch(
+        &self,
+        stream: &str,
+        params: BTreeMap<String, Value>,
+    ) -> Result<Value, FetchError> {
+        self.of(stream).fetch(stream, params).await
+    }
+
+    fn primary_key(&self, stream: &str) -> Option<String> {
+        self.of(stream).primary_key(stream)
+    }
+
+    fn cursor_field(&self, stream: &str) -> Option<String> {
+        self.of(stream).cursor_field(stream)
+    }
+
+    fn calls(&self) -> u64 {
+        self.zoom.calls()
     }
 }
 

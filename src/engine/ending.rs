@@ -7,10 +7,12 @@
 use super::error::StageError;
 use super::render::WriteIntent;
 use super::report::WriteAction;
+use super::zoom::{ZoomCall, ZoomWriteError, ZoomWriter};
 use super::{ObjectSink, WriteOp, WriteOutcome};
 use crate::config::{Sink, SinkAction, SinkKey};
 use crate::state::{
-    BatchCommit, LedgerEntry, LedgerState, LedgerWrite, NewDeadLetter, StateError, Store,
+    BatchCommit, Deferral, LedgerEntry, LedgerState, LedgerWrite, NewDeadLetter, StateError, Store,
+    ZoomLedgerRow,
 };
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -85,6 +87,38 @@ pub trait Ending: Send + Sync {
     fn dead_letter(&mut self, commit: &mut BatchCommit, letter: NewDeadLetter);
     /// The batch is done: ledger rows, dead letters and checkpoints together.
     async fn commit(&mut self, commit: &BatchCommit) -> Result<(), StateError>;
+
+    // ---- Zoom sinks (see `stage::zoom`) ---------------------------------------------------
+
+    /// What Zoom calls go through: Zoom itself (a run), or Zoom for reads with the writes
+    /// counted and answered with placeholders (a plan).
+    fn zoom_writer<'a>(&self, real: &'a dyn ZoomWriter) -> Box<dyn ZoomWriter + 'a>;
+    /// Lays this run's decided Zoom ledger rows over the stored ones (a plan's own).
+    fn zoom_overlay(
+        &self,
+        object: &str,
+        keys: &[String],
+        rows: &mut HashMap<String, ZoomLedgerRow>,
+    );
+    /// Keeps Zoom ledger rows: at once in the state (a run; a create's pending mark must be
+    /// saved before the create is sent), or in memory (a plan).
+    async fn zoom_keep(
+        &mut self,
+        store: &Store,
+        pipeline: &str,
+        object: &str,
+        rows: Vec<ZoomLedgerRow>,
+    ) -> Result<(), StateError>;
+    /// Keeps records a daily limit holds back (a plan keeps none).
+    async fn zoom_defer(&mut self, store: &Store, rows: Vec<Deferral>) -> Result<(), StateError>;
+    /// Forgets deferrals whose records are written (a plan forgets none).
+    async fn zoom_undefer(
+        &mut self,
+        store: &Store,
+        pipeline: &str,
+        sink: &str,
+        keys: Vec<String>,
+    ) -> Result<(), StateError>;
 }
 
 /// How a sink's records are written.
@@ -300,6 +334,86 @@ impl Ending for Applier<'_> {
     async fn commit(&mut self, commit: &BatchCommit) -> Result<(), StateError> {
         self.store.commit_batch_fenced(commit, self.lease).await
     }
+
+    fn zoom_writer<'a>(&self, real: &'a dyn ZoomWriter) -> Box<dyn ZoomWriter + 'a> {
+        Box::new(Direct(real))
+    }
+
+    fn zoom_overlay(&self, _: &str, _: &[String], _: &mut HashMap<String, ZoomLedgerRow>) {}
+
+    async fn zoom_keep(
+        &mut self,
+        store: &Store,
+        pipeline: &str,
+        object: &str,
+        rows: Vec<ZoomLedgerRow>,
+    ) -> Result<(), StateError> {
+        store.zoom_ledger_put(pipeline, object, &rows).await
+    }
+
+    async fn zoom_defer(&mut self, store: &Store, rows: Vec<Deferral>) -> Result<(), StateError> {
+        store.zoom_defer(&rows).await
+    }
+
+    async fn zoom_undefer(
+        &mut self,
+        store: &Store,
+        pipeline: &str,
+        sink: &str,
+        keys: Vec<String>,
+    ) -> Result<(), StateError> {
+        store.zoom_undefer(pipeline, sink, &keys).await
+    }
+}
+
+/// Zoom as it is (a run's writes).
+struct Direct<'a>(&'a dyn ZoomWriter);
+
+#[async_trait::async_trait]
+impl ZoomWriter for Direct<'_> {
+    async fn call(&self, call: ZoomCall) -> Result<Value, ZoomWriteError> {
+        self.0.call(call).await
+    }
+    fn calls(&self) -> u64 {
+        self.0.calls()
+    }
+}
+
+/// Zoom in a plan: reads go to Zoom, writes are counted and answered with placeholders.
+struct Planned<'a> {
+    real: &'a dyn ZoomWriter,
+    writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[async_trait::async_trait]
+impl ZoomWriter for Planned<'_> {
+    async fn call(&self, call: ZoomCall) -> Result<Value, ZoomWriteError> {
+        if call.method == "GET" {
+            return self.real.call(call).await;
+        }
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if call.method != "POST" {
+            return Ok(Value::Null);
+        }
+        // A planned create: placeholders later sinks can read (never sent anywhere).
+        let what = call
+            .path
+            .rsplit('/')
+            .next()
+            .unwrap_or("object")
+            .trim_end_matches('s');
+        let placeholder = format!("(new {what} from {})", call.path);
+        Ok(serde_json::json!({
+            "id": placeholder,
+            "registrant_id": placeholder,
+            "join_url": format!("(join_url of the {what} to create)"),
+            "password": "(passcode of the new meeting)",
+        }))
+    }
+    fn calls(&self) -> u64 {
+        self.real.calls()
+    }
 }
 
 /// How many records one write call takes.
@@ -312,6 +426,10 @@ pub struct Differ {
     /// (sink, key) → the ledger row a run would have written.
     planned: HashMap<(String, String), LedgerEntry>,
     calls: u64,
+    /// (Zoom object, key) → the Zoom ledger row a run would have kept.
+    zoom_planned: HashMap<(String, String), ZoomLedgerRow>,
+    /// Zoom writes the plan would make.
+    zoom_writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Differ {
@@ -320,12 +438,19 @@ impl Differ {
             now,
             planned: HashMap::new(),
             calls: 0,
+            zoom_planned: HashMap::new(),
+            zoom_writes: Default::default(),
         }
     }
 
     /// The write calls the plan's writes would take.
     pub fn planned_calls(&self) -> u64 {
         self.calls
+    }
+
+    /// The Zoom write calls the plan's Zoom writes would take.
+    pub fn planned_zoom_calls(&self) -> u64 {
+        self.zoom_writes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn plan(&mut self, sink: &str, key: &str, sf_id: Option<String>, hash: String) {
@@ -405,6 +530,54 @@ impl Ending for Differ {
     fn dead_letter(&mut self, _commit: &mut BatchCommit, _letter: NewDeadLetter) {}
 
     async fn commit(&mut self, _commit: &BatchCommit) -> Result<(), StateError> {
+        Ok(())
+    }
+
+    fn zoom_writer<'a>(&self, real: &'a dyn ZoomWriter) -> Box<dyn ZoomWriter + 'a> {
+        Box::new(Planned {
+            real,
+            writes: self.zoom_writes.clone(),
+        })
+    }
+
+    fn zoom_overlay(
+        &self,
+        object: &str,
+        keys: &[String],
+        rows: &mut HashMap<String, ZoomLedgerRow>,
+    ) {
+        for k in keys {
+            if let Some(r) = self.zoom_planned.get(&(object.to_string(), k.clone())) {
+                rows.insert(k.clone(), r.clone());
+            }
+        }
+    }
+
+    async fn zoom_keep(
+        &mut self,
+        _store: &Store,
+        _pipeline: &str,
+        object: &str,
+        rows: Vec<ZoomLedgerRow>,
+    ) -> Result<(), StateError> {
+        for r in rows {
+            self.zoom_planned
+                .insert((object.to_string(), r.key.clone()), r);
+        }
+        Ok(())
+    }
+
+    async fn zoom_defer(&mut self, _: &Store, _: Vec<Deferral>) -> Result<(), StateError> {
+        Ok(())
+    }
+
+    async fn zoom_undefer(
+        &mut self,
+        _: &Store,
+        _: &str,
+        _: &str,
+        _: Vec<String>,
+    ) -> Result<(), StateError> {
         Ok(())
     }
 }

@@ -22,6 +22,7 @@ pub(crate) mod retry;
 pub mod schema;
 pub(crate) mod stage;
 pub mod testing;
+pub mod zoom;
 
 pub use batch::Batch;
 pub use ending::{Applier, Differ, Ending};
@@ -224,6 +225,8 @@ pub struct Engine<'a> {
     pub source: &'a dyn Source,
     pub matcher: &'a dyn Matcher,
     pub sink: &'a dyn ObjectSink,
+    /// Zoom, for `zoom:` sinks (None: the project has no Zoom connection to write to).
+    pub zoom: Option<&'a dyn zoom::ZoomWriter>,
     pub settings: &'a Value,
     pub now: DateTime<Utc>,
 }
@@ -265,23 +268,42 @@ impl Engine<'_> {
                 return report;
             }
         };
-        let planned_calls = match opts.mode {
+        let zoom_before = self.zoom.map_or(0, |z| z.calls());
+        // Records a daily limit held back walk first, once their limit has reset.
+        let deferred = cx.deferred_pages().await;
+        let (planned_calls, planned_zoom) = match opts.mode {
             Mode::Plan => {
                 let mut differ = Differ::new(self.now);
+                if let Some(d) = deferred {
+                    cx.walk(d, &mut differ, &mut report).await;
+                }
                 cx.walk(pages, &mut differ, &mut report).await;
-                differ.planned_calls()
+                (differ.planned_calls(), differ.planned_zoom_calls())
             }
             Mode::Run => {
                 let mut applier = Applier::new(self.store, self.sink, &p.name, opts.lease.as_ref());
                 if opts.records.is_none() {
                     retry::retry_dead_letters(&cx, &mut applier, &mut report).await;
                 }
-                cx.walk(pages, &mut applier, &mut report).await;
-                0
+                if let Some(d) = deferred {
+                    cx.walk(d, &mut applier, &mut report).await;
+                }
+                if report.stopped.is_none() {
+                    cx.walk(pages, &mut applier, &mut report).await;
+                }
+                (0, 0)
             }
         };
         report.finish();
         report.summary.api_calls.zoom = self.source.calls() - source_before;
+        if let Some(z) = self.zoom {
+            // A Zoom source and a Zoom sink share one client: count its calls once.
+            let sink_calls = z.calls().saturating_sub(zoom_before);
+            if self.source.kind() != "zoom" {
+                report.summary.api_calls.zoom += sink_calls;
+            }
+            report.summary.api_calls.zoom += planned_zoom;
+        }
         // A plan spends the run's reads (lookups, checks of existing records) for real and
         // counts the writes it would make.
         report.summary.api_calls.salesforce = self.sink.calls() - sink_before + planned_calls;
@@ -343,17 +365,48 @@ impl Cx<'_> {
         Ok(self.engine.source.read(self.stream(), params, window))
     }
 
+    /// The records of deferrals whose limit has reset (or whose answer was lost), as one
+    /// page without a cursor: they go through the stages before the source's pages.
+    async fn deferred_pages(&self) -> Option<BoxStream<'static, Result<Page, ConnectorError>>> {
+        if self.opts.records.is_some() || self.opts.record.is_some() {
+            return None;
+        }
+        let due = match self.engine.store.zoom_deferrals(Some(&self.p.name)).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("cannot read the deferrals of {}: {e}", self.p.name);
+                return None;
+            }
+        };
+        let mut seen = std::collections::HashSet::new();
+        let records: Vec<Value> = due
+            .into_iter()
+            .filter(|d| d.not_before <= self.engine.now)
+            .filter(|d| seen.insert(d.record.to_string()))
+            .map(|d| d.record)
+            .collect();
+        if records.is_empty() {
+            return None;
+        }
+        let page = Page {
+            partition: String::new(),
+            records,
+            cursor: None,
+        };
+        Some(futures::stream::iter(vec![Ok(page)]).boxed())
+    }
+
     /// Every batch of the source through the stages to `ending`. Reading and enriching
-    /// run ahead of lookups and writes by at most one batch, so the source is not left idle
-    /// while a batch is looked up and written, and memory stays bounded. Nothing read ahead
-    /// is committed: checkpoints move only with a batch.
+    /// run ahead of lookups and writes by at most half a batch ([`read_ahead`]), so the
+    /// source is not left idle while a batch is looked up and written, and memory stays
+    /// bounded. Nothing read ahead is committed: checkpoints move only with a batch.
     async fn walk(
         &self,
         pages: BoxStream<'static, Result<Page, ConnectorError>>,
         ending: &mut dyn Ending,
         report: &mut PipelineReport,
     ) {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(self.opts.batch_size.max(1));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(read_ahead(self.opts.batch_size));
         let feed = stage::feed::feed(self, pages, tx);
         let batches = async {
             loop {
@@ -414,6 +467,15 @@ impl Cx<'_> {
         }
         report.stopped.is_none()
     }
+}
+
+/// Enriched records that may wait for the batch in flight: half a batch. A batch's lookups
+/// and writes take a few requests, far less time than enriching half a batch takes under
+/// Zoom's limits (250 meetings at 18 a second), so the source never waits for them; each
+/// record waiting holds its enrichment (a meeting's participants, summary and recordings),
+/// so a whole batch waiting cost peak memory for no gain.
+pub fn read_ahead(batch_size: usize) -> usize {
+    (batch_size / 2).max(1)
 }
 
 /// The source record's identity in reports and `--record`.

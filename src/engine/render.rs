@@ -548,6 +548,36 @@ fn render_one(
     })
 }
 
+/// A Zoom sink's path params for one of its writes (`item_index` within its `for_each`).
+pub fn render_zoom_params(
+    sink: &Sink,
+    st: &RecordState,
+    g: &Globals,
+    item_index: usize,
+) -> Result<BTreeMap<String, String>, RenderError> {
+    let Some(z) = &sink.zoom else {
+        return Ok(BTreeMap::new());
+    };
+    let base = st.scope(g, None);
+    let list = match &sink.for_each {
+        Some(fe) => items(fe, &base, || format!("sinks.{}.for_each", sink.name))?,
+        None => Vec::new(),
+    };
+    let n = list.len();
+    let ctx = match list.get(item_index) {
+        Some(item) => st.scope(g, Some((item, item_index, n))),
+        None => st.scope(g, None),
+    };
+    let mut out = BTreeMap::new();
+    for (k, e) in &z.params {
+        let v = e
+            .eval(&ctx)
+            .map_err(at(|| format!("sinks.{}.params.{k}", sink.name)))?;
+        out.insert(k.clone(), scalar_string(&v));
+    }
+    Ok(out)
+}
+
 /// A JSON value as the string a key or Id is made of.
 pub fn scalar_string(v: &Value) -> String {
     match v {

@@ -14,6 +14,10 @@ pub enum WriteAction {
     Unchanged,
     Skip,
     Error,
+    /// A Zoom object deleted (or already gone).
+    Delete,
+    /// Held back by a daily limit until it resets (kept in the state, retried first).
+    Waiting,
 }
 
 impl WriteAction {
@@ -24,6 +28,8 @@ impl WriteAction {
             WriteAction::Unchanged => "unchanged",
             WriteAction::Skip => "skip",
             WriteAction::Error => "error",
+            WriteAction::Delete => "delete",
+            WriteAction::Waiting => "waiting",
         }
     }
 }
@@ -113,6 +119,12 @@ pub struct Summary {
     /// Other records a lookup did not find (an Account's Opportunity, a meeting's Event).
     pub not_found: u64,
     pub error: u64,
+    /// Zoom objects deleted.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub delete: u64,
+    /// Records held back by a daily limit (Zoom sinks), written after it resets.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub waiting: u64,
     /// Dead letters retried successfully at the start of the run.
     #[serde(skip_serializing_if = "is_zero")]
     pub retried: u64,
@@ -184,8 +196,13 @@ impl PipelineReport {
                 WriteAction::Unchanged => self.summary.unchanged += 1,
                 WriteAction::Skip => self.summary.skip += 1,
                 WriteAction::Error => self.summary.error += 1,
+                WriteAction::Delete => self.summary.delete += 1,
+                WriteAction::Waiting => self.summary.waiting += 1,
             }
-            if matches!(w.action, WriteAction::Create | WriteAction::Update) {
+            if matches!(
+                w.action,
+                WriteAction::Create | WriteAction::Update | WriteAction::Delete
+            ) {
                 *self.per_sink.entry(w.sink.clone()).or_default() += 1;
             }
         }
@@ -436,8 +453,9 @@ fn write_detail(w: &WriteReport) -> String {
             })
             .unwrap_or_default(),
         WriteAction::Unchanged => w.id.clone().unwrap_or_default(),
-        WriteAction::Skip => w.reason.clone().unwrap_or_default(),
+        WriteAction::Skip | WriteAction::Waiting => w.reason.clone().unwrap_or_default(),
         WriteAction::Error => w.message.clone().unwrap_or_default(),
+        WriteAction::Delete => w.id.clone().unwrap_or_default(),
     }
 }
 

@@ -112,6 +112,7 @@ async fn retry_write(cx: &Cx<'_>, letter: &DeadLetter, report: &mut PipelineRepo
                 }],
                 dead_letters: Vec::new(),
                 checkpoints: Vec::new(),
+                subjects: Vec::new(),
             };
             match cx
                 .engine

@@ -47,6 +47,8 @@ pub struct SandboxOptions {
     pub plan: ZoomPlan,
     /// Salesforce's daily allowance for the org.
     pub sf_daily_limit: u64,
+    /// Records per Salesforce query page (Salesforce's default: 2,000).
+    pub sf_query_page_size: usize,
 }
 
 impl SandboxOptions {
@@ -67,6 +69,7 @@ impl SandboxOptions {
             sf_faults: SfFaults::default(),
             plan: ZoomPlan::Pro,
             sf_daily_limit: 100_000,
+            sf_query_page_size: 2000,
         }
     }
 }
@@ -120,6 +123,7 @@ impl Sandbox {
             ..opts.sf_faults
         };
         sf_opts.daily_limit = opts.sf_daily_limit;
+        sf_opts.query_page_size = opts.sf_query_page_size;
         let salesforce = SalesforceSim::start(sf_opts)
             .await
             .map_err(|e| SandboxError::Salesforce(e.to_string()))?;

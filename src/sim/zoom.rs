@@ -19,6 +19,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 mod peer;
+mod subject;
+pub mod write;
+
+pub use write::{CreateFault, LimitForm};
 
 /// Fault switches; all off by default. Probabilities are drawn from a RNG seeded by `seed`.
 #[derive(Debug, Clone)]
@@ -171,6 +175,8 @@ struct Mutable {
     log: Vec<LoggedRequest>,
     stats: SimStats,
     counter: u64,
+    /// What the write endpoints have taken.
+    writes: write::Writes,
 }
 
 /// A running simulator; dropping it stops the server.
@@ -224,6 +230,7 @@ impl ZoomSim {
                 log: Vec::new(),
                 stats: SimStats::default(),
                 counter: 0,
+                writes: write::Writes::default(),
             }),
         });
         let s2 = state.clone();
@@ -292,6 +299,63 @@ impl ZoomSimHandle {
     /// detail, participants, recordings and summary answer 404 code 3001.
     pub fn delete_meeting(&self, uuid: &str) {
         self.lock().deleted_meetings.insert(uuid.to_string());
+    }
+    /// How a host's meeting create or update over the daily limit is answered.
+    pub fn set_limit_form(&self, form: LimitForm) {
+        self.lock().writes.limit_form = form;
+    }
+    /// The next creates (one per fault, in order) are done and then answered badly.
+    pub fn fault_next_creates(&self, faults: &[CreateFault]) {
+        self.lock()
+            .writes
+            .create_faults
+            .extend(faults.iter().copied());
+    }
+    /// Creates Zoom performed through the write endpoints, whatever it answered.
+    pub fn creates(&self) -> u64 {
+        self.lock().writes.creates
+    }
+    /// Meetings and webinars created through the API and not deleted, as Zoom holds
+    /// them: (id, host email, body as last written).
+    pub fn written_meetings(&self) -> Vec<(u64, String, serde_json::Map<String, Value>)> {
+        let m = self.lock();
+        m.writes
+            .objects
+            .values()
+            .filter(|o| !o.deleted)
+            .map(|o| {
+                (
+                    o.id,
+                    self.state.world.users[o.host].email.clone(),
+                    o.body.clone(),
+                )
+            })
+            .collect()
+    }
+    /// Registrants added through the API to a meeting or webinar: (registrant id, email,
+    /// status).
+    pub fn written_registrants(&self, id: u64) -> Vec<(String, String, String)> {
+        let m = self.lock();
+        m.writes
+            .registrants
+            .get(&id)
+            .map(|rs| {
+                rs.iter()
+                    .map(|r| (r.id.clone(), r.email.clone(), r.status.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    /// Marks a written meeting ended (or in progress): a delete is refused with 3007 (3002).
+    pub fn set_meeting_phase(&self, id: u64, ended: bool, in_progress: bool) {
+        if let Some(o) = self.lock().writes.objects.get_mut(&id) {
+            o.ended = ended;
+            o.in_progress = in_progress;
+        }
+    }
+    /// Switches registration off for a world webinar.
+    pub fn disable_registration(&self, webinar_id: u64) {
+        self.lock().writes.registration_off.insert(webinar_id);
     }
     pub fn world(&self) -> &Arc<World> {
         &self.state.world
@@ -562,7 +626,7 @@ impl SimState {
             );
         };
         let raw: Vec<&str> = rest.split('/').collect();
-        let Some((route, ids)) = route(&raw) else {
+        let Some((route, ids)) = write::route(method.as_str(), &raw).or_else(|| route(&raw)) else {
             let (s, v) = error(404, 404, "Not found");
             return self.finish("unknown", &path, query, s, None, None, v, BTreeMap::new());
         };
@@ -725,6 +789,47 @@ impl SimState {
                     );
                 }
             }
+        }
+        if write::is_write_endpoint(endpoint) {
+            let a = self.serve_write(endpoint, &decoded, &query, &body, now);
+            if a.reset {
+                // The work is done; the answer never arrives.
+                self.log(endpoint, &path, query, a.status, Some(category), None);
+                let chunks: Vec<Result<Bytes, std::io::Error>> = vec![Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "reset",
+                ))];
+                return Response::builder()
+                    .status(a.status)
+                    .header("content-type", "application/json")
+                    .body(Body::from_stream(futures::stream::iter(chunks)))
+                    .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+            }
+            let mut headers = rl_headers;
+            headers.extend(a.headers);
+            if a.status == 204 {
+                self.log(endpoint, &path, query, 204, Some(category), None);
+                let mut resp = StatusCode::NO_CONTENT.into_response();
+                for (k, v) in headers {
+                    if let (Ok(name), Ok(val)) = (
+                        axum::http::HeaderName::from_bytes(k.as_bytes()),
+                        HeaderValue::from_str(&v),
+                    ) {
+                        resp.headers_mut().insert(name, val);
+                    }
+                }
+                return resp;
+            }
+            return self.finish(
+                endpoint,
+                &path,
+                query,
+                a.status,
+                Some(category),
+                None,
+                a.body,
+                headers,
+            );
         }
         let (status, v) = self.serve(endpoint, &decoded, &query, now);
         self.finish(
@@ -1599,7 +1704,10 @@ impl SimState {
                     now,
                 )
             }
-            _ => self.serve_peer(endpoint, ids, q, now),
+            _ => match self.serve_subject(endpoint, ids, q, now) {
+                Some(answer) => answer,
+                None => self.serve_peer(endpoint, ids, q, now),
+            },
         }
     }
 }
@@ -1657,7 +1765,7 @@ fn route<'a>(seg: &[&'a str]) -> Option<(Route, Vec<&'a str>)> {
         ["phone", "call_history"] => (p("GET /phone/call_history", "heavy"), vec![]),
         ["phone", "recordings"] => (p("GET /phone/recordings", "medium"), vec![]),
         ["phone", "voice_mails"] => (p("GET /phone/voice_mails", "medium"), vec![]),
-        _ => return peer::route(seg),
+        _ => return peer::route(seg).or_else(|| subject::route(seg)),
     })
 }
 

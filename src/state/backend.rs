@@ -15,9 +15,9 @@
 //! call blocks an async worker thread. Calls need a tokio runtime (either flavour).
 
 use super::{
-    BatchCommit, Checkpoint, CheckpointRow, DeadLetter, DeadLetterCount, Held, InboxCounts,
-    InboxEntry, InboxEvent, InboxFailure, Lease, LedgerCount, LedgerEntry, NewDeadLetter, Result,
-    RunRow, StoredToken, TokenLock,
+    BatchCommit, Checkpoint, CheckpointRow, DeadLetter, DeadLetterCount, ForgetReport, Held,
+    InboxCounts, InboxEntry, InboxEvent, InboxFailure, Lease, LedgerCount, LedgerEntry,
+    NewDeadLetter, Result, RunRow, StoredToken, SubjectEntry, SubjectHit, TokenLock,
 };
 use crate::clock::SharedClock;
 use chrono::{DateTime, Utc};
@@ -212,8 +212,71 @@ pub trait StateBackend: std::fmt::Debug + Send + Sync {
     ) -> Result<()>;
     /// Every label of one scope, by id.
     async fn labels(&self, scope: &str) -> Result<std::collections::BTreeMap<String, String>>;
+
+    // ---- Zoom sinks: the Zoom ledger and deferrals (see `state::zoom`) -------------------
+    /// The Zoom ledger rows of `keys` of one Zoom object of a pipeline.
+    async fn zoom_ledger_get(
+        &self,
+        pipeline: &str,
+        object: &str,
+        keys: &[String],
+    ) -> Result<HashMap<String, super::ZoomLedgerRow>>;
+    /// Saves Zoom ledger rows at once (a create's pending mark, Zoom's answer).
+    async fn zoom_ledger_put(
+        &self,
+        pipeline: &str,
+        object: &str,
+        rows: &[super::ZoomLedgerRow],
+    ) -> Result<()>;
+    /// Which of `ids` a key already owns, any pipeline: id → (pipeline, key).
+    async fn zoom_ledger_owners(
+        &self,
+        object: &str,
+        ids: &[String],
+    ) -> Result<HashMap<String, (String, String)>>;
+    /// Keeps records a daily limit holds back (replacing earlier ones of the same key).
+    async fn zoom_defer(&self, rows: &[super::Deferral]) -> Result<()>;
+    /// Deferrals of one pipeline or all, oldest first.
+    async fn zoom_deferrals(&self, pipeline: Option<&str>) -> Result<Vec<super::Deferral>>;
+    /// Forgets deferrals that were written (or are no longer wanted).
+    async fn zoom_undefer(&self, pipeline: &str, sink: &str, keys: &[String]) -> Result<()>;
+    /// How many records wait, per pipeline, sink, limit and host (registrants unnamed).
+    async fn zoom_deferral_summary(
+        &self,
+        pipeline: Option<&str>,
+    ) -> Result<Vec<super::DeferralSummary>>;
     /// The latest `limit` runs, of one pipeline or all, newest first.
     async fn runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunRow>>;
+
+    // ---- privacy requests: the subject index and forgetting one address -----------------
+    // Index rows are written with a batch (`BatchCommit::subjects`, in its transaction): per
+    // synced record, one row per address (by keyed hash) and, apart, one row per Salesforce
+    // record written for it, stored once whatever the number of addresses (upserts, keyed by
+    // (hash, pipeline, stream, record key) and (pipeline, stream, record key, sink, ledger
+    // key)). A backend keeps the two apart so a record's rows grow as addresses + writes.
+
+    /// The keyed hash of an address (trimmed, lowercased): HMAC-SHA256 under a key derived
+    /// from the state's encryption key. Every backend sharing a state key gives the same.
+    fn subject_hash(&self, email: &str) -> String;
+    /// The index rows of one hashed address, joined with the writes of each record: one
+    /// entry per (record, write), or one with an empty `sink` for a record nothing was
+    /// written for. Ordered by record time, pipeline, stream, record key, sink, ledger key.
+    async fn subject_index_find(&self, hash: &str) -> Result<Vec<SubjectEntry>>;
+    /// Every place of the state holding `email` (lowercase) or the index rows of `hash`,
+    /// with what [`Self::subject_forget`] would do there. Reads only.
+    async fn subject_scan(&self, email: &str, hash: &str) -> Result<Vec<SubjectHit>>;
+    /// The Zoom objects ferry made for an address (lowercase) and the writes for it that
+    /// wait for a daily limit. Reads only.
+    async fn subject_zoom(&self, email: &str) -> Result<Vec<super::ZoomSubjectRow>>;
+    /// Removes `email` (lowercase) and the index rows of `hash` from the state: the index
+    /// rows of `hash`, the written-record rows of records nobody else is indexed in, lookup
+    /// cache entries, labels, finished webhook events and one person's dead letters are
+    /// deleted; record and ledger keys of the index made from the address, pending webhook
+    /// events, several people's dead letters and run history text are redacted; the ledger
+    /// is not touched. Then no copy may survive in free space or logs
+    /// (SQLite: secure delete, VACUUM, WAL truncated). One audit run (hash prefix and counts,
+    /// no address) is added to the run history. In one transaction.
+    async fn subject_forget(&self, email: &str, hash: &str) -> Result<ForgetReport>;
 
     // ---- pipeline leases: one pipeline, one runner ---------------------------------------
 

@@ -63,6 +63,10 @@ pub struct BatchCommit {
     pub dead_letters: Vec<NewDeadLetter>,
     /// (stream, partition, cursor)
     pub checkpoints: Vec<(String, String, String)>,
+    /// The subject index (privacy requests), per synced record: which addresses it held
+    /// (by keyed hash) and what was written for it. Saved with the ledger rows, fenced or
+    /// not. Empty in a plan.
+    pub subjects: Vec<super::IndexedRecord>,
 }
 
 /// Ledger size per (pipeline, sink), for `ferry state show`.
@@ -195,6 +199,7 @@ impl SqliteState {
             for d in &batch.dead_letters {
                 insert_dead_letter(tx, pipeline, d, &now)?;
             }
+            super::subjects::insert_subjects(tx, pipeline, &batch.subjects, &now)?;
             if lost.is_none() {
                 for (stream, partition, cursor) in &batch.checkpoints {
                     upsert_checkpoint(tx, pipeline, stream, partition, cursor, &now)?;

@@ -19,7 +19,9 @@ mod postgres;
 mod runs;
 mod schema;
 mod sqlite;
+mod subjects;
 mod tokens;
+mod zoom;
 
 pub use backend::StateBackend;
 pub use cache::CACHE_MISS_NONE;
@@ -39,7 +41,14 @@ pub use lease::{
 pub use ledger::{BatchCommit, LedgerCount, LedgerEntry, LedgerState, LedgerWrite};
 pub use postgres::{CopyReport, INBOX_CLAIM, PG_SCHEMA_VERSION, is_postgres_url, redact_url};
 pub use runs::RunRow;
+pub use subjects::{
+    AUDIT_PIPELINE, FORGOTTEN, ForgetReport, IndexedRecord, SubjectEntry, SubjectHit, SyncedWrite,
+    ZoomSubjectRow, looks_like_email, mentions, redact,
+};
 pub use tokens::StoredToken;
+pub use zoom::{
+    Deferral, DeferralSummary, LOST_ANSWER, ZoomLedgerRow, ZoomRowState, summarize_deferrals,
+};
 
 use crate::clock::{SharedClock, SystemClock};
 use chrono::{DateTime, SecondsFormat, Utc};

@@ -31,10 +31,11 @@ use super::lease::{expiry, process_holder_id};
 use super::sqlite::SqliteState;
 use super::tokens::{KEY_CHECK_AAD, KEY_CHECK_TEXT, open as open_sealed, seal};
 use super::{
-    BatchCommit, Checkpoint, CheckpointRow, DeadLetter, DeadLetterCount, Held, InboxCounts,
-    InboxEntry, InboxEvent, InboxFailure, Lease, LedgerCount, LedgerEntry, LedgerState,
-    NewDeadLetter, Result, RunRow, STATE_KEY_ENV, StateError, StateKey, StoredToken, TokenLock,
-    cursor_time, inbox_retry_delay,
+    BatchCommit, Checkpoint, CheckpointRow, DeadLetter, DeadLetterCount, Deferral, DeferralSummary,
+    ForgetReport, Held, InboxCounts, InboxEntry, InboxEvent, InboxFailure, Lease, LedgerCount,
+    LedgerEntry, LedgerState, NewDeadLetter, Result, RunRow, STATE_KEY_ENV, StateError, StateKey,
+    StoredToken, SubjectEntry, SubjectHit, TokenLock, ZoomLedgerRow, ZoomSubjectRow, cursor_time,
+    inbox_retry_delay,
 };
 use crate::clock::{SharedClock, SystemClock};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -46,6 +47,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::{NoTls, Row};
+
+#[path = "postgres_privacy.rs"]
+mod privacy;
 
 /// How long an inbox event handed to one daemon stays its own before another may take it
 /// (the daemon died, or is stuck).
@@ -193,6 +197,60 @@ const MIGRATIONS: &[&str] = &[
         fence       BIGINT NOT NULL CHECK (fence >= 0),
         acquired_at TIMESTAMPTZ NOT NULL,
         expires_at  TIMESTAMPTZ NOT NULL
+    );
+    "#,
+    // 2: privacy requests (SQLite's migration 4, see subjects.rs): which synced records an
+    // address appeared in, by keyed hash, and, once per record, what ferry wrote for it.
+    r#"
+    CREATE TABLE subject_index (
+        hash        TEXT NOT NULL,
+        pipeline    TEXT NOT NULL,
+        stream      TEXT NOT NULL,
+        record_key  TEXT NOT NULL,
+        role        TEXT NOT NULL,
+        record_time TEXT NOT NULL DEFAULT '',
+        updated_at  TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (hash, pipeline, stream, record_key)
+    );
+    CREATE INDEX subject_index_record ON subject_index (pipeline, stream, record_key);
+    CREATE TABLE synced_writes (
+        pipeline    TEXT NOT NULL,
+        stream      TEXT NOT NULL,
+        record_key  TEXT NOT NULL,
+        sink        TEXT NOT NULL,
+        ledger_key  TEXT NOT NULL,
+        sobject     TEXT NOT NULL DEFAULT '',
+        sf_id       TEXT NOT NULL DEFAULT '',
+        updated_at  TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (pipeline, stream, record_key, sink, ledger_key)
+    );
+    "#,
+    // 3: Zoom sinks (SQLite's migration 5, see zoom.rs): the Zoom ledger and deferrals.
+    r#"
+    CREATE TABLE zoom_ledger (
+        pipeline   TEXT NOT NULL,
+        object     TEXT NOT NULL,
+        key        TEXT NOT NULL CHECK (length(key) > 0),
+        zoom_id    TEXT,
+        vals       TEXT NOT NULL DEFAULT '{}',
+        hash       TEXT NOT NULL,
+        fields     TEXT NOT NULL DEFAULT '{}',
+        params     TEXT NOT NULL DEFAULT '{}',
+        state      TEXT NOT NULL CHECK (state IN ('written', 'pending', 'deleted')),
+        updated_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (pipeline, object, key)
+    );
+    CREATE INDEX zoom_ledger_id ON zoom_ledger (object, zoom_id);
+    CREATE TABLE zoom_deferrals (
+        pipeline    TEXT NOT NULL,
+        sink        TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        record      TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        resource    TEXT NOT NULL,
+        not_before  TIMESTAMPTZ NOT NULL,
+        deferred_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (pipeline, sink, key)
     );
     "#,
 ];
@@ -907,6 +965,7 @@ impl StateBackend for PostgresState {
         for d in &batch.dead_letters {
             insert_dead_letter(&tx, pipeline, d, now).await?;
         }
+        privacy::insert_subjects(&tx, pipeline, &batch.subjects, now).await?;
         if lost.is_none() {
             for (stream, partition, cursor) in &batch.checkpoints {
                 upsert_checkpoint(&tx, pipeline, stream, partition, cursor, now).await?;
@@ -1620,6 +1679,70 @@ impl StateBackend for PostgresState {
 
     // ---- pipeline leases ------------------------------------------------------------
 
+    // ---- Zoom sinks and privacy requests (see postgres_privacy.rs) ------------------
+
+    async fn zoom_ledger_get(
+        &self,
+        pipeline: &str,
+        object: &str,
+        keys: &[String],
+    ) -> Result<HashMap<String, ZoomLedgerRow>> {
+        privacy::zoom_ledger_get(self, pipeline, object, keys).await
+    }
+
+    async fn zoom_ledger_put(
+        &self,
+        pipeline: &str,
+        object: &str,
+        rows: &[ZoomLedgerRow],
+    ) -> Result<()> {
+        privacy::zoom_ledger_put(self, pipeline, object, rows).await
+    }
+
+    async fn zoom_ledger_owners(
+        &self,
+        object: &str,
+        ids: &[String],
+    ) -> Result<HashMap<String, (String, String)>> {
+        privacy::zoom_ledger_owners(self, object, ids).await
+    }
+
+    async fn zoom_defer(&self, rows: &[Deferral]) -> Result<()> {
+        privacy::zoom_defer(self, rows).await
+    }
+
+    async fn zoom_deferrals(&self, pipeline: Option<&str>) -> Result<Vec<Deferral>> {
+        privacy::zoom_deferrals(self, pipeline).await
+    }
+
+    async fn zoom_undefer(&self, pipeline: &str, sink: &str, keys: &[String]) -> Result<()> {
+        privacy::zoom_undefer(self, pipeline, sink, keys).await
+    }
+
+    async fn zoom_deferral_summary(&self, pipeline: Option<&str>) -> Result<Vec<DeferralSummary>> {
+        privacy::zoom_deferral_summary(self, pipeline).await
+    }
+
+    fn subject_hash(&self, email: &str) -> String {
+        privacy::hash(self, email)
+    }
+
+    async fn subject_index_find(&self, hash: &str) -> Result<Vec<SubjectEntry>> {
+        privacy::subject_index_find(self, hash).await
+    }
+
+    async fn subject_scan(&self, email: &str, hash: &str) -> Result<Vec<SubjectHit>> {
+        privacy::subject_scan(self, email, hash).await
+    }
+
+    async fn subject_zoom(&self, email: &str) -> Result<Vec<ZoomSubjectRow>> {
+        privacy::subject_zoom(self, email).await
+    }
+
+    async fn subject_forget(&self, email: &str, hash: &str) -> Result<ForgetReport> {
+        privacy::subject_forget(self, email, hash).await
+    }
+
     async fn try_acquire(
         &self,
         pipeline: &str,
@@ -1742,6 +1865,10 @@ pub struct CopyReport {
     pub inbox: u64,
     pub runs: u64,
     pub labels: u64,
+    pub subject_index: u64,
+    pub synced_writes: u64,
+    pub zoom_ledger: u64,
+    pub zoom_deferrals: u64,
 }
 
 type Cells = Vec<Option<String>>;
@@ -1795,7 +1922,9 @@ fn int(row: &Cells, i: usize) -> i64 {
 /// Copies a SQLite state into an empty PostgreSQL state, in one transaction: checkpoints,
 /// the ledger, dead letters, tokens (decrypted with the file's key and sealed again with the
 /// database's key), the webhook inbox (pending events and the delivery ids that recognise
-/// Zoom's retries), run history and labels. Not copied: the lookup cache (refilled by the
+/// Zoom's retries), run history, labels, the subject index with its synced writes (only
+/// when the database's key is the file's: the index is keyed by it), the Zoom ledger and
+/// deferrals. Not copied: the lookup cache (refilled by the
 /// next runs) and leases (they name processes of the old state; a held one refuses the copy).
 pub(crate) async fn copy_from_sqlite(src: &SqliteState, dst: &PostgresState) -> Result<CopyReport> {
     let now = dst.now();
@@ -1811,7 +1940,8 @@ pub(crate) async fn copy_from_sqlite(src: &SqliteState, dst: &PostgresState) -> 
     };
     if live > 0 {
         return Err(StateError::Corrupt(format!(
-            "{live} pipeline(s) are being run on the state file right now (a daemon or `ferry              run` holds their lease): stop it, then migrate"
+            "{live} pipeline(s) are being run on the state file right now (a daemon or `ferry \
+             run` holds their lease): stop it, then migrate"
         )));
     }
     let checkpoints = sqlite_rows(
@@ -1887,13 +2017,82 @@ pub(crate) async fn copy_from_sqlite(src: &SqliteState, dst: &PostgresState) -> 
         ],
     )?;
     let labels = sqlite_rows(src, "labels", &["scope", "id", "label", "updated_at"])?;
+    let subjects = sqlite_rows(
+        src,
+        "subject_index",
+        &[
+            "hash",
+            "pipeline",
+            "stream",
+            "record_key",
+            "role",
+            "record_time",
+            "updated_at",
+        ],
+    )?;
+    // The index holds keyed hashes, not addresses: it cannot be keyed again, so it is only
+    // searchable after the copy when the database's key is the file's.
+    let probe = "ferry key probe";
+    if !subjects.is_empty() && src.subject_hash(probe) != privacy::hash(dst, probe) {
+        return Err(StateError::InvalidKey(format!(
+            "the state file's subject index (for privacy requests) is keyed with the file's \
+             own key, not the one in {STATE_KEY_ENV}, and could not be searched after the \
+             copy: set {STATE_KEY_ENV} to the contents of the key file beside the state file \
+             (its `.key` file, 64 hex characters) and migrate again"
+        )));
+    }
+    let writes = sqlite_rows(
+        src,
+        "synced_writes",
+        &[
+            "pipeline",
+            "stream",
+            "record_key",
+            "sink",
+            "ledger_key",
+            "sobject",
+            "sf_id",
+            "updated_at",
+        ],
+    )?;
+    let zoom_ledger = sqlite_rows(
+        src,
+        "zoom_ledger",
+        &[
+            "pipeline",
+            "object",
+            "key",
+            "zoom_id",
+            "vals",
+            "hash",
+            "fields",
+            "params",
+            "state",
+            "updated_at",
+        ],
+    )?;
+    let deferrals = sqlite_rows(
+        src,
+        "zoom_deferrals",
+        &[
+            "pipeline",
+            "sink",
+            "key",
+            "record",
+            "reason",
+            "resource",
+            "not_before",
+            "deferred_at",
+        ],
+    )?;
 
     let mut c = dst.client().await?;
     let tx = c.transaction().await.map_err(pg("begin the copy"))?;
     let used: i64 = tx
         .query_one(
             "SELECT (SELECT count(*) FROM checkpoints) + (SELECT count(*) FROM ledger)
-                  + (SELECT count(*) FROM tokens) + (SELECT count(*) FROM inbox)",
+                  + (SELECT count(*) FROM tokens) + (SELECT count(*) FROM inbox)
+                  + (SELECT count(*) FROM zoom_ledger) + (SELECT count(*) FROM subject_index)",
             &[],
         )
         .await
@@ -1901,7 +2100,8 @@ pub(crate) async fn copy_from_sqlite(src: &SqliteState, dst: &PostgresState) -> 
         .get(0);
     if used > 0 {
         return Err(StateError::Corrupt(format!(
-            "the state database {} already holds a state (checkpoints, ledger, tokens or              webhook events): migrate into an empty database",
+            "the state database {} already holds a state (checkpoints, ledger, tokens, \
+             webhook events, Zoom ledger or subject index): migrate into an empty database",
             dst.inner.shown
         )));
     }
@@ -2026,6 +2226,87 @@ pub(crate) async fn copy_from_sqlite(src: &SqliteState, dst: &PostgresState) -> 
         .await
         .map_err(pg("copy the labels"))?;
         report.labels += 1;
+    }
+    for r in &subjects {
+        tx.execute(
+            "INSERT INTO subject_index (hash, pipeline, stream, record_key, role, record_time,
+                                        updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &text(r, 0),
+                &text(r, 1),
+                &text(r, 2),
+                &text(r, 3),
+                &text(r, 4),
+                &text(r, 5),
+                &ts_req(r, 6)?,
+            ],
+        )
+        .await
+        .map_err(pg("copy the subject index"))?;
+        report.subject_index += 1;
+    }
+    for r in &writes {
+        tx.execute(
+            "INSERT INTO synced_writes (pipeline, stream, record_key, sink, ledger_key, sobject,
+                                        sf_id, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &text(r, 0),
+                &text(r, 1),
+                &text(r, 2),
+                &text(r, 3),
+                &text(r, 4),
+                &text(r, 5),
+                &text(r, 6),
+                &ts_req(r, 7)?,
+            ],
+        )
+        .await
+        .map_err(pg("copy the synced writes"))?;
+        report.synced_writes += 1;
+    }
+    for r in &zoom_ledger {
+        tx.execute(
+            "INSERT INTO zoom_ledger (pipeline, object, key, zoom_id, vals, hash, fields, params,
+                                      state, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            &[
+                &text(r, 0),
+                &text(r, 1),
+                &text(r, 2),
+                &cell(r, 3),
+                &text(r, 4),
+                &text(r, 5),
+                &text(r, 6),
+                &text(r, 7),
+                &text(r, 8),
+                &ts_req(r, 9)?,
+            ],
+        )
+        .await
+        .map_err(pg("copy the Zoom ledger"))?;
+        report.zoom_ledger += 1;
+    }
+    for r in &deferrals {
+        tx.execute(
+            "INSERT INTO zoom_deferrals (pipeline, sink, key, record, reason, resource,
+                                         not_before, deferred_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &text(r, 0),
+                &text(r, 1),
+                &text(r, 2),
+                &text(r, 3),
+                &text(r, 4),
+                &text(r, 5),
+                &ts_req(r, 6)?,
+                &ts_req(r, 7)?,
+            ],
+        )
+        .await
+        .map_err(pg("copy the deferrals"))?;
+        report.zoom_deferrals += 1;
     }
     tx.commit().await.map_err(pg("commit the copy"))?;
     Ok(report)

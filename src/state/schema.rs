@@ -116,6 +116,64 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (scope, id)
     ) WITHOUT ROWID;
     "#,
+    // 4: privacy requests (see subjects.rs): which synced records an address appeared in,
+    // keyed by a keyed hash of the address (never the address), one row per (address,
+    // record); and, once per record whatever its number of addresses, what ferry wrote for
+    // it. The export joins the two on (pipeline, stream, record_key).
+    r#"
+    CREATE TABLE subject_index (
+        hash        TEXT NOT NULL,
+        pipeline    TEXT NOT NULL,
+        stream      TEXT NOT NULL,
+        record_key  TEXT NOT NULL,
+        role        TEXT NOT NULL,
+        record_time TEXT NOT NULL DEFAULT '',
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (hash, pipeline, stream, record_key)
+    ) WITHOUT ROWID;
+    -- Forgetting one address finds whether anybody else is still indexed in its records.
+    CREATE INDEX subject_index_record ON subject_index (pipeline, stream, record_key);
+    CREATE TABLE synced_writes (
+        pipeline    TEXT NOT NULL,
+        stream      TEXT NOT NULL,
+        record_key  TEXT NOT NULL,
+        sink        TEXT NOT NULL,
+        ledger_key  TEXT NOT NULL,
+        sobject     TEXT NOT NULL DEFAULT '',
+        sf_id       TEXT NOT NULL DEFAULT '',
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (pipeline, stream, record_key, sink, ledger_key)
+    ) WITHOUT ROWID;
+    "#,
+    // 5: Zoom sinks: the Zoom ledger (key → Zoom id and what Zoom returned, secrets never
+    // kept) and records a daily limit holds back until it resets.
+    r#"
+    CREATE TABLE zoom_ledger (
+        pipeline   TEXT NOT NULL,
+        object     TEXT NOT NULL,
+        key        TEXT NOT NULL CHECK (length(key) > 0),
+        zoom_id    TEXT,
+        vals       TEXT NOT NULL DEFAULT '{}',
+        hash       TEXT NOT NULL,
+        fields     TEXT NOT NULL DEFAULT '{}',
+        params     TEXT NOT NULL DEFAULT '{}',
+        state      TEXT NOT NULL CHECK (state IN ('written', 'pending', 'deleted')),
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (pipeline, object, key)
+    );
+    CREATE INDEX zoom_ledger_id ON zoom_ledger (object, zoom_id);
+    CREATE TABLE zoom_deferrals (
+        pipeline    TEXT NOT NULL,
+        sink        TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        record      TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        resource    TEXT NOT NULL,
+        not_before  TEXT NOT NULL,
+        deferred_at TEXT NOT NULL,
+        PRIMARY KEY (pipeline, sink, key)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

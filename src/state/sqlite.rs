@@ -9,10 +9,10 @@
 
 use super::backend::StateBackend;
 use super::{
-    BatchCommit, Checkpoint, CheckpointRow, Context, DeadLetter, DeadLetterCount, Held,
-    InboxCounts, InboxEntry, InboxEvent, InboxFailure, Lease, LedgerCount, LedgerEntry,
-    NewDeadLetter, Result, RunRow, STATE_KEY_ENV, StateError, StateKey, StoredToken, key_file_path,
-    load_or_create_key_file, schema, tokens,
+    BatchCommit, Checkpoint, CheckpointRow, Context, DeadLetter, DeadLetterCount, ForgetReport,
+    Held, InboxCounts, InboxEntry, InboxEvent, InboxFailure, Lease, LedgerCount, LedgerEntry,
+    NewDeadLetter, Result, RunRow, STATE_KEY_ENV, StateError, StateKey, StoredToken, SubjectEntry,
+    SubjectHit, key_file_path, load_or_create_key_file, schema, tokens,
 };
 use crate::clock::{SharedClock, SystemClock};
 use chrono::{DateTime, Utc};
@@ -614,6 +614,73 @@ impl StateBackend for SqliteState {
         self.blocking("read labels", move |s| s.labels(&sc)).await
     }
 
+    async fn zoom_ledger_get(
+        &self,
+        pipeline: &str,
+        object: &str,
+        keys: &[String],
+    ) -> Result<HashMap<String, super::ZoomLedgerRow>> {
+        let (p, o, k) = (owned(pipeline), owned(object), keys.to_vec());
+        self.blocking("read the Zoom ledger", move |s| {
+            s.zoom_ledger_get(&p, &o, &k)
+        })
+        .await
+    }
+
+    async fn zoom_ledger_put(
+        &self,
+        pipeline: &str,
+        object: &str,
+        rows: &[super::ZoomLedgerRow],
+    ) -> Result<()> {
+        let (p, o, r) = (owned(pipeline), owned(object), rows.to_vec());
+        self.blocking("save Zoom ledger rows", move |s| {
+            s.zoom_ledger_put(&p, &o, &r)
+        })
+        .await
+    }
+
+    async fn zoom_ledger_owners(
+        &self,
+        object: &str,
+        ids: &[String],
+    ) -> Result<HashMap<String, (String, String)>> {
+        let (o, i) = (owned(object), ids.to_vec());
+        self.blocking("read the Zoom ledger", move |s| {
+            s.zoom_ledger_owners(&o, &i)
+        })
+        .await
+    }
+
+    async fn zoom_defer(&self, rows: &[super::Deferral]) -> Result<()> {
+        let r = rows.to_vec();
+        self.blocking("save deferrals", move |s| s.zoom_defer(&r))
+            .await
+    }
+
+    async fn zoom_deferrals(&self, pipeline: Option<&str>) -> Result<Vec<super::Deferral>> {
+        let p = owned_opt(pipeline);
+        self.blocking("read deferrals", move |s| s.zoom_deferrals(p.as_deref()))
+            .await
+    }
+
+    async fn zoom_undefer(&self, pipeline: &str, sink: &str, keys: &[String]) -> Result<()> {
+        let (p, sk, k) = (owned(pipeline), owned(sink), keys.to_vec());
+        self.blocking("drop deferrals", move |s| s.zoom_undefer(&p, &sk, &k))
+            .await
+    }
+
+    async fn zoom_deferral_summary(
+        &self,
+        pipeline: Option<&str>,
+    ) -> Result<Vec<super::DeferralSummary>> {
+        let p = owned_opt(pipeline);
+        self.blocking("count deferrals", move |s| {
+            s.zoom_deferral_summary(p.as_deref())
+        })
+        .await
+    }
+
     async fn last_runs(&self) -> Result<Vec<RunRow>> {
         self.blocking("list the last runs", |s| s.last_runs()).await
     }
@@ -621,6 +688,38 @@ impl StateBackend for SqliteState {
     async fn runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunRow>> {
         let p = owned_opt(pipeline);
         self.blocking("list runs", move |s| s.runs(p.as_deref(), limit))
+            .await
+    }
+
+    fn subject_hash(&self, email: &str) -> String {
+        SqliteState::subject_hash(self, email)
+    }
+
+    async fn subject_index_find(&self, hash: &str) -> Result<Vec<SubjectEntry>> {
+        let h = owned(hash);
+        self.blocking("read the subject index", move |s| s.subject_index_find(&h))
+            .await
+    }
+
+    async fn subject_scan(&self, email: &str, hash: &str) -> Result<Vec<SubjectHit>> {
+        let (e, h) = (owned(email), owned(hash));
+        self.blocking("search the state for an address", move |s| {
+            s.subject_scan(&e, &h)
+        })
+        .await
+    }
+
+    async fn subject_zoom(&self, email: &str) -> Result<Vec<super::ZoomSubjectRow>> {
+        let e = owned(email);
+        self.blocking("read the Zoom ledger for an address", move |s| {
+            s.subject_zoom(&e)
+        })
+        .await
+    }
+
+    async fn subject_forget(&self, email: &str, hash: &str) -> Result<ForgetReport> {
+        let (e, h) = (owned(email), owned(hash));
+        self.blocking("forget an address", move |s| s.subject_forget(&e, &h))
             .await
     }
 

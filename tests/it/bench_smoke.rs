@@ -138,6 +138,7 @@ async fn batches_of_pages_spend_fewer_calls_for_the_same_writes() {
             source: &conns.zoom,
             matcher: &conns.salesforce,
             sink: &conns.salesforce,
+            zoom: Some(&conns.zoom.conn),
             settings: &settings,
             now: clock.now(),
         };

@@ -33,7 +33,8 @@ fn env(name: &str) -> Option<String> {
 
 fn load(config: &Path) -> Result<Project, Diagnostics> {
     let catalog = TestCatalog;
-    let catalogs: [&dyn StreamCatalog; 1] = [&catalog];
+    let catalogs: [&dyn StreamCatalog; 2] =
+        [&catalog, ferry::connectors::salesforce::catalog::catalog()];
     load_project_with(
         config,
         &catalogs,
@@ -153,8 +154,15 @@ fn the_reference_files_load_and_cover_the_model() {
             ("attendees", SinkAction::Insert),
             ("contact", SinkAction::Update),
             ("ended", SinkAction::Publish),
+            ("follow_up", SinkAction::Upsert),
         ]
     );
+    let z = p.sink("follow_up").unwrap().zoom.as_ref().unwrap();
+    assert_eq!(
+        (z.object.as_str(), z.action),
+        ("meeting", ferry::config::ZoomAction::Upsert)
+    );
+    assert_eq!(z.params[0].0, "user_id");
     let event = p.sink("event").unwrap();
     assert!(matches!(&event.key, Some(SinkKey::ExternalIdField(f)) if f == "Zoom_Meeting_UUID__c"));
     let desc = event
@@ -210,11 +218,17 @@ fn the_pipeline_format_document_examples_load() {
         .skip(1)
         .map(|b| b.split("```").next().unwrap())
         .collect();
-    assert_eq!(blocks.len(), 2, "a ferry.yaml and a pipeline");
+    assert_eq!(
+        blocks.len(),
+        4,
+        "a ferry.yaml, a pipeline, a Salesforce-source pipeline and a pipeline with a Zoom sink"
+    );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ferry.yaml"), blocks[0]).unwrap();
     std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
     std::fs::write(dir.path().join("pipelines/meetings.yaml"), blocks[1]).unwrap();
+    std::fs::write(dir.path().join("pipelines/sf-source.yaml"), blocks[2]).unwrap();
+    std::fs::write(dir.path().join("pipelines/onboarding.yaml"), blocks[3]).unwrap();
     std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
     std::fs::write(
         dir.path().join("secrets/sf.pem"),
@@ -225,6 +239,19 @@ fn the_pipeline_format_document_examples_load() {
         let p = project.pipeline("meetings-to-events").unwrap();
         assert_eq!(p.sinks.len(), 3);
         assert_eq!(p.sink("follow_ups").unwrap().depends_on, ["event"]);
+        let sf = project.pipeline("flagged-events-to-follow-ups").unwrap();
+        assert_eq!(sf.source.connection, "salesforce");
+        assert_eq!(sf.source.stream, "records");
+        let z = project.pipeline("users-to-onboarding-meetings").unwrap();
+        let meeting = z.sink("meeting").unwrap();
+        assert_eq!(meeting.zoom.as_ref().unwrap().object, "meeting");
+        assert!(
+            meeting
+                .fields
+                .iter()
+                .any(|f| f.name == "settings.waiting_room")
+        );
+        assert_eq!(z.sink("link").unwrap().depends_on, ["meeting"]);
     }
 }
 

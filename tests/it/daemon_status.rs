@@ -498,3 +498,118 @@ async fn readyz_is_503_while_a_file_is_in_error_and_healthz_stays_200() {
     assert_eq!(health["status"], "ok");
     assert!(h.shutdown().await.clean);
 }
+
+/// Records a Zoom daily limit holds back (as a Zoom sink leaves them in the state) show on
+/// the status page per pipeline (how many, which limit and host, until when; registrants
+/// counted, never named) and as `ferry_deferred_records{pipeline}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_records_show_on_the_status_page_and_in_metrics() {
+    use ferry::clock::Clock as _;
+    let pipeline = MEETINGS.replace("schedule: 15m\n", "");
+    assert_ne!(pipeline, MEETINGS);
+    let env = Env::new(5, &[("meetings-to-events.yaml", &pipeline)]).await;
+    let mut o = env.options();
+    o.watch = false;
+    let h = env.start_with(o).await;
+    let store = h.store();
+    let now = env.clock.now();
+    let reset = now + chrono::Duration::hours(12);
+    let host_id = "uHOST1";
+    store
+        .set_labels(
+            "zoom.users",
+            &[(host_id.to_string(), "host-one@acme.com".to_string())],
+            now,
+        )
+        .await
+        .unwrap();
+    let defer = |key: &str, resource: &str, until| ferry::state::Deferral {
+        pipeline: "meetings-to-events".into(),
+        sink: "zoom_meeting".into(),
+        key: key.into(),
+        record: serde_json::json!({"Id": key, "Email": format!("{key}@registrant.example")}),
+        reason: "Zoom's daily limit".into(),
+        resource: resource.into(),
+        not_before: until,
+        deferred_at: now,
+    };
+    store
+        .zoom_defer(&[
+            defer("a1", &format!("host:{host_id}"), reset),
+            defer("a2", &format!("host:{host_id}"), reset),
+            defer("a3", &format!("host:{host_id}"), reset),
+            defer("r1", "registrant:811:pat@registrant.example", reset),
+            defer(
+                "r2",
+                "registrant:811:sam@registrant.example",
+                reset + chrono::Duration::hours(1),
+            ),
+        ])
+        .await
+        .unwrap();
+
+    let (status, page) = get(&format!("{}/", h.url())).await;
+    assert_eq!(status, 200);
+    let row = section(&page, "<tr><td><strong>meetings-to-events</strong>");
+    assert!(row.contains("<td class=\"waiting\">5</td>"), "{row}");
+    let details = section(&page, "<section id=\"pipeline-meetings-to-events\">");
+    let waiting = section(details, "<h3>Waiting records</h3>");
+    assert!(waiting.contains("5 record(s)"), "{waiting}");
+    let until = reset.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    // The host's three, by the host's label (as the checkpoints name Zoom users).
+    assert!(
+        waiting.contains(&format!(
+            "<td>zoom_meeting</td><td>the host&#39;s daily meeting writes</td>\
+             <td>host-one@acme.com</td><td>3</td><td>{until}</td>"
+        )),
+        "{waiting}"
+    );
+    // The registrants' two, counted, with the span of their times, and not named.
+    let later =
+        (reset + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert!(
+        waiting.contains(&format!(
+            "<td>a registrant&#39;s daily registrations</td><td>—</td><td>2</td>\
+             <td>{until} to {later}</td>"
+        )),
+        "{waiting}"
+    );
+    assert!(
+        !page.contains("registrant.example"),
+        "a registrant is named"
+    );
+
+    let (status, text) = get(&format!("{}/metrics", h.url())).await;
+    assert_eq!(status, 200);
+    let samples: Vec<_> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| parse_sample(l).unwrap_or_else(|e| panic!("{e}\n{text}")))
+        .collect();
+    let deferred: Vec<_> = samples
+        .iter()
+        .filter(|(n, _, _)| n == "ferry_deferred_records")
+        .collect();
+    assert_eq!(deferred.len(), 1, "{text}");
+    assert_eq!(deferred[0].1["pipeline"], "meetings-to-events");
+    assert_eq!(deferred[0].2, 5.0);
+    assert!(text.contains("# TYPE ferry_deferred_records gauge"));
+
+    // Once written (the deferrals are dropped), the page says nothing waits and the gauge is 0.
+    let keys: Vec<String> = ["a1", "a2", "a3", "r1", "r2"]
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    store
+        .zoom_undefer("meetings-to-events", "zoom_meeting", &keys)
+        .await
+        .unwrap();
+    let (_, page) = get(&format!("{}/", h.url())).await;
+    assert!(page.contains("No record waits for a daily limit."));
+    let (_, text) = get(&format!("{}/metrics", h.url())).await;
+    assert!(
+        text.contains("ferry_deferred_records{pipeline=\"meetings-to-events\"} 0"),
+        "{text}"
+    );
+    assert!(h.shutdown().await.clean);
+}

@@ -34,6 +34,7 @@ async fn go(env: &Env, name: &str, mode: Mode, limit: Option<usize>) -> Pipeline
         source: &conns.zoom,
         matcher: &conns.salesforce,
         sink: &conns.salesforce,
+        zoom: Some(&conns.zoom.conn),
         settings: &settings,
         now: env.clock.now(),
     };

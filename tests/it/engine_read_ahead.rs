@@ -153,6 +153,7 @@ async fn the_next_batch_is_enriched_while_one_is_written_and_no_further() {
         source: &source,
         matcher: &conns.salesforce,
         sink: &writer,
+        zoom: None,
         settings: &settings,
         now: env.clock.now(),
     };
@@ -200,10 +201,10 @@ async fn the_next_batch_is_enriched_while_one_is_written_and_no_further() {
         during > first,
         "{during} meetings enriched while the first batch of {first} was written"
     );
-    // ...but no more than one batch ahead: the batch read ahead, the enrichments in flight
-    // and one waiting to be handed over.
+    // ...but no more than half a batch ahead: the records read ahead, the enrichments in
+    // flight and one waiting to be handed over.
     assert!(
-        during <= first + BATCH + CONCURRENCY + 1,
+        during <= first + ferry::engine::read_ahead(BATCH) + CONCURRENCY + 1,
         "{during} meetings enriched while the first batch of {first} was written"
     );
 }

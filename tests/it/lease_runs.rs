@@ -223,6 +223,7 @@ async fn a_run_whose_lease_is_taken_over_stops_without_moving_the_checkpoint() {
         source: &conns.zoom,
         matcher: &conns.salesforce,
         sink: &conns.salesforce,
+        zoom: Some(&conns.zoom.conn),
         settings: &settings,
         now: env.clock.now(),
     };

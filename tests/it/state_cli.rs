@@ -60,6 +60,7 @@ async fn seeded() -> (tempfile::TempDir, std::path::PathBuf, Vec<i64>) {
             "u1".into(),
             "2026-03-10T00:00:00Z".into(),
         )],
+        subjects: Vec::new(),
     })
     .await
     .unwrap();
@@ -166,4 +167,68 @@ fn commands_say_when_there_is_no_state_yet() {
         !dir.path().join(".ferry/state.db").exists(),
         "show creates nothing"
     );
+}
+
+/// `ferry state show` lists the records a Zoom daily limit holds back: per pipeline, sink,
+/// limit and host, how many and until when; registrants are counted, never named.
+#[tokio::test]
+async fn state_show_lists_deferrals() {
+    let (dir, config, _) = seeded().await;
+    let (_, out, _) = ferry(&config, &["state", "show"]);
+    assert!(
+        out.contains("Waiting for a Zoom daily limit: 0 record(s)"),
+        "{out}"
+    );
+    let s = Store::open_with_key(&dir.path().join("st/state.db"), KEY).unwrap();
+    let until = DateTime::parse_from_rfc3339("2026-03-11T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let d = |key: &str, resource: &str| ferry::state::Deferral {
+        pipeline: "campaign-to-webinar".into(),
+        sink: "registrant".into(),
+        key: key.into(),
+        record: json!({"Email": format!("{key}@contoso.com")}),
+        reason: "daily limit".into(),
+        resource: resource.into(),
+        not_before: until,
+        deferred_at: until - chrono::Duration::hours(3),
+    };
+    s.zoom_defer(&[
+        d("m1", "registrant:81:m1@contoso.com"),
+        d("m2", "registrant:81:m2@contoso.com"),
+        d("m3", "host:host@acme.com"),
+    ])
+    .await
+    .unwrap();
+    drop(s);
+    let (code, out, err) = ferry(&config, &["state", "show", "campaign-to-webinar"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Waiting for a Zoom daily limit: 3 record(s)"),
+        "{out}"
+    );
+    let rows: Vec<String> = out
+        .lines()
+        .filter(|l| l.contains("campaign-to-webinar"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "campaign-to-webinar registrant host host@acme.com 1 2026-03-11 00:00:00 UTC",
+            "campaign-to-webinar registrant registrant - 2 2026-03-11 00:00:00 UTC",
+        ],
+        "{out}"
+    );
+    assert!(!out.contains("contoso"), "a registrant is named: {out}");
+    let (_, out, _) = ferry(&config, &["state", "show", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let total: u64 = doc["deferred"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["records"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 3);
+    assert!(!out.contains("contoso"));
 }

@@ -8,8 +8,9 @@ use crate::support::pg::PgCluster;
 use chrono::{DateTime, Duration, Utc};
 use ferry::clock::{Clock, ManualClock, SharedClock};
 use ferry::state::{
-    BatchCommit, INBOX_RETRY_HOURS, InboxFailure, LedgerState, LedgerWrite, NewDeadLetter,
-    StateError, Store, inbox_retry_delay,
+    BatchCommit, Deferral, FORGOTTEN, INBOX_RETRY_HOURS, InboxFailure, IndexedRecord, LedgerState,
+    LedgerWrite, NewDeadLetter, StateError, Store, SyncedWrite, ZoomLedgerRow, ZoomRowState,
+    inbox_retry_delay,
 };
 use serde_json::json;
 use std::future::Future;
@@ -37,6 +38,73 @@ fn written(sink: &str, key: &str, id: &str, hash: &str) -> LedgerWrite {
 
 fn keys(k: &[&str]) -> Vec<String> {
     k.iter().map(|s| s.to_string()).collect()
+}
+
+/// A synced record holding `emails` (by the store's keyed hash) and the (sink, ledger key)
+/// writes made for it.
+fn indexed(s: &Store, record: &str, emails: &[&str], writes: &[(&str, &str)]) -> IndexedRecord {
+    IndexedRecord {
+        stream: "zoom.past_meetings".into(),
+        record_key: record.into(),
+        record_time: "2026-03-01T10:00:00Z".into(),
+        subjects: emails
+            .iter()
+            .map(|e| (s.subject_hash(e), "participants.user_email".to_string()))
+            .collect(),
+        writes: writes
+            .iter()
+            .map(|(sink, key)| SyncedWrite {
+                sink: sink.to_string(),
+                sobject: "Event".into(),
+                sf_id: format!("00U{}", key.replace('@', "-at-")),
+                ledger_key: key.to_string(),
+            })
+            .collect(),
+    }
+}
+
+fn object(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+fn zoom_row(
+    key: &str,
+    id: Option<&str>,
+    email: &str,
+    state: ZoomRowState,
+    at: DateTime<Utc>,
+) -> ZoomLedgerRow {
+    ZoomLedgerRow {
+        key: key.into(),
+        zoom_id: id.map(str::to_string),
+        values: object(
+            json!({ "id": 811, "registrant_id": id, "join_url": "https://zoom.us/w/811" }),
+        ),
+        hash: format!("hash-{key}"),
+        fields: object(json!({ "email": email, "first_name": "Pat" })),
+        params: object(json!({ "webinar_id": "811" })),
+        state,
+        updated_at: at,
+    }
+}
+
+fn deferral(
+    pipeline: &str,
+    key: &str,
+    resource: &str,
+    deferred: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Deferral {
+    Deferral {
+        pipeline: pipeline.into(),
+        sink: "registrant".into(),
+        key: key.into(),
+        record: json!({ "Id": key, "Email": format!("{key}@contoso.com"), "n": [1, 2] }),
+        reason: "daily limit".into(),
+        resource: resource.into(),
+        not_before: until,
+        deferred_at: deferred,
+    }
 }
 
 /// Where one check's state lives; `open` gives a new handle (a new connection or pool) onto
@@ -87,6 +155,9 @@ const CHECKS: &[(&str, Check)] = checks![
     tokens_round_trip_and_a_wrong_key_is_refused,
     leases_have_one_holder_and_a_growing_fence,
     a_stale_holder_cannot_move_the_checkpoint,
+    zoom_ledger_and_deferrals_round_trip,
+    the_subject_index_joins_records_and_writes,
+    forget_removes_one_address_everywhere,
 ];
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -151,6 +222,7 @@ async fn commit_batch_is_all_or_nothing(f: Fresh) {
             error: "FIELD_CUSTOM_VALIDATION_EXCEPTION".into(),
         }],
         checkpoints: vec![("st".into(), "".into(), "2026-03-02T00:00:00Z".into())],
+        subjects: vec![indexed(&s, "m1", &["pat@contoso.com"], &[("event", "k1")])],
     };
     let err = s.commit_batch(&batch).await.unwrap_err();
     assert!(
@@ -164,6 +236,8 @@ async fn commit_batch_is_all_or_nothing(f: Fresh) {
             .is_empty()
     );
     assert!(s.deadletters(None).await.unwrap().is_empty());
+    let pat = s.subject_hash("pat@contoso.com");
+    assert!(s.subject_index_find(&pat).await.unwrap().is_empty());
     assert_eq!(
         s.checkpoint("p", "st", "").await.unwrap().unwrap().cursor,
         "2026-03-01T00:00:00Z"
@@ -178,6 +252,7 @@ async fn commit_batch_is_all_or_nothing(f: Fresh) {
     assert_eq!(got.len(), 2);
     assert_eq!(got["k3"].sf_id.as_deref(), Some("00U3"));
     assert_eq!(s.deadletters(Some("p")).await.unwrap().len(), 1);
+    assert_eq!(s.subject_index_find(&pat).await.unwrap().len(), 1);
     assert_eq!(
         s.checkpoint("p", "st", "").await.unwrap().unwrap().cursor,
         "2026-03-02T00:00:00Z"
@@ -656,6 +731,12 @@ async fn a_stale_holder_cannot_move_the_checkpoint(f: Fresh) {
         ledger: vec![written("event", k, &format!("00U{k}"), "h")],
         dead_letters: Vec::new(),
         checkpoints: vec![("st".into(), String::new(), c.into())],
+        subjects: vec![indexed(
+            &a,
+            k,
+            &[&format!("{k}@contoso.com")],
+            &[("event", k)],
+        )],
     };
     a.commit_batch_fenced(&batch("k1", "c1"), Some(&la))
         .await
@@ -693,6 +774,442 @@ async fn a_stale_holder_cannot_move_the_checkpoint(f: Fresh) {
         .await
         .unwrap();
     assert_eq!(got.len(), 3, "what the services acknowledged is recorded");
+    // So is the subject index of what was written: a privacy request still finds it.
+    let k3 = b
+        .subject_index_find(&b.subject_hash("k3@contoso.com"))
+        .await
+        .unwrap();
+    assert_eq!(k3.len(), 1, "{k3:?}");
+    assert_eq!(
+        (k3[0].sink.as_str(), k3[0].ledger_key.as_str()),
+        ("event", "k3")
+    );
+}
+
+/// The Zoom ledger keeps a key's Zoom id and what was written, upserts, names each id's
+/// owner; deferrals wait in order, are replaced per key, counted per limit and dropped.
+async fn zoom_ledger_and_deferrals_round_trip(f: Fresh) {
+    let (s, other) = (f.open(), f.open());
+    let now = f.clock.now();
+    let obj = "webinar_registrant";
+    s.zoom_ledger_put(
+        "p",
+        obj,
+        &[
+            zoom_row(
+                "k1",
+                Some("r1"),
+                "pat@contoso.com",
+                ZoomRowState::Written,
+                now,
+            ),
+            zoom_row("k2", None, "sam@contoso.com", ZoomRowState::Pending, now),
+        ],
+    )
+    .await
+    .unwrap();
+    let got = other
+        .zoom_ledger_get("p", obj, &keys(&["k1", "k2", "k3"]))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        got["k1"],
+        zoom_row(
+            "k1",
+            Some("r1"),
+            "pat@contoso.com",
+            ZoomRowState::Written,
+            now
+        )
+    );
+    assert_eq!(got["k2"].state, ZoomRowState::Pending);
+    assert!(
+        other
+            .zoom_ledger_get("q", obj, &keys(&["k1"]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The create's answer arrives: the pending row becomes written with its id.
+    f.clock.advance(std::time::Duration::from_secs(60));
+    let later = f.clock.now();
+    s.zoom_ledger_put(
+        "p",
+        obj,
+        &[zoom_row(
+            "k2",
+            Some("r2"),
+            "sam@contoso.com",
+            ZoomRowState::Written,
+            later,
+        )],
+    )
+    .await
+    .unwrap();
+    let got = other
+        .zoom_ledger_get("p", obj, &keys(&["k2"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            got["k2"].zoom_id.as_deref(),
+            got["k2"].state,
+            got["k2"].updated_at
+        ),
+        (Some("r2"), ZoomRowState::Written, later)
+    );
+    let owners = other
+        .zoom_ledger_owners(obj, &keys(&["r1", "r2", "r9"]))
+        .await
+        .unwrap();
+    assert_eq!(owners.len(), 2);
+    assert_eq!(owners["r1"], ("p".to_string(), "k1".to_string()));
+    assert!(
+        other
+            .zoom_ledger_owners("meeting", &keys(&["r1"]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A row larger than the state keeps is refused, and nothing of it is saved.
+    let mut big = zoom_row(
+        "k4",
+        Some("r4"),
+        "x@contoso.com",
+        ZoomRowState::Written,
+        now,
+    );
+    big.fields
+        .insert("notes".into(), json!("x".repeat(300 * 1024)));
+    assert!(s.zoom_ledger_put("p", obj, &[big]).await.is_err());
+    assert!(
+        s.zoom_ledger_get("p", obj, &keys(&["k4"]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let h = |n: i64| now + Duration::hours(n);
+    s.zoom_defer(&[
+        deferral("p", "a", "host:h1@acme.com", h(-2), h(10)),
+        deferral("p", "b", "registrant:811:b@contoso.com", h(-1), h(12)),
+        deferral("q", "c", "host:h1@acme.com", h(-3), h(10)),
+    ])
+    .await
+    .unwrap();
+    let all = other.zoom_deferrals(None).await.unwrap();
+    let order: Vec<&str> = all.iter().map(|d| d.key.as_str()).collect();
+    assert_eq!(order, ["c", "a", "b"], "oldest first");
+    assert_eq!(all[1], deferral("p", "a", "host:h1@acme.com", h(-2), h(10)));
+    // Deferred again: the record and its time are replaced, when it was first held is kept.
+    s.zoom_defer(&[deferral("p", "a", "host:h1@acme.com", h(5), h(34))])
+        .await
+        .unwrap();
+    let p = other.zoom_deferrals(Some("p")).await.unwrap();
+    assert_eq!(p.len(), 2);
+    assert_eq!(
+        (p[0].key.as_str(), p[0].deferred_at, p[0].not_before),
+        ("a", h(-2), h(34))
+    );
+    let summary = other.zoom_deferral_summary(None).await.unwrap();
+    assert_eq!(summary.len(), 3, "{summary:?}");
+    assert!(
+        !serde_json::to_string(&summary)
+            .unwrap()
+            .contains("b@contoso.com")
+    );
+    let reg = summary.iter().find(|d| d.limit == "registrant").unwrap();
+    assert_eq!(
+        (reg.pipeline.as_str(), reg.records, reg.host.as_str()),
+        ("p", 1, "")
+    );
+    assert_eq!(
+        other.zoom_deferral_summary(Some("q")).await.unwrap()[0].host,
+        "h1@acme.com"
+    );
+    s.zoom_undefer("p", "registrant", &keys(&["a", "nope"]))
+        .await
+        .unwrap();
+    let left: Vec<String> = other
+        .zoom_deferrals(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.key)
+        .collect();
+    assert_eq!(left, ["c", "b"]);
+}
+
+/// The subject index keeps one row per address and one per write of a record, joined on
+/// read; a rerun adds nothing; the keyed hash ignores case and blanks.
+async fn the_subject_index_joins_records_and_writes(f: Fresh) {
+    let (s, other) = (f.open(), f.open());
+    let h = s.subject_hash(" Pat@Contoso.COM");
+    assert_eq!(h, other.subject_hash("pat@contoso.com"));
+    assert_eq!(h.len(), 64);
+    assert_ne!(h, s.subject_hash("sam@contoso.com"));
+    let mut early = indexed(&s, "m0", &["pat@contoso.com"], &[]);
+    early.record_time = "2026-02-01T09:00:00Z".into();
+    let batch = BatchCommit {
+        pipeline: "meetings".into(),
+        subjects: vec![
+            indexed(
+                &s,
+                "m1",
+                &["pat@contoso.com", "sam@contoso.com"],
+                &[("relation", "m1|pat"), ("event", "m1")],
+            ),
+            early,
+            indexed(&s, "m2", &["sam@contoso.com"], &[("event", "m2")]),
+            // Nobody's record: nothing is kept for it.
+            indexed(&s, "m3", &[], &[("event", "m3")]),
+        ],
+        ..BatchCommit::default()
+    };
+    s.commit_batch(&batch).await.unwrap();
+    s.commit_batch(&batch).await.unwrap();
+    let pat = other.subject_index_find(&h).await.unwrap();
+    let rows: Vec<(&str, &str, &str)> = pat
+        .iter()
+        .map(|e| {
+            (
+                e.record_key.as_str(),
+                e.sink.as_str(),
+                e.ledger_key.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("m0", "", ""),
+            ("m1", "event", "m1"),
+            ("m1", "relation", "m1|pat")
+        ]
+    );
+    assert!(
+        pat.iter().all(|e| e.hash == h
+            && e.pipeline == "meetings"
+            && e.role == "participants.user_email")
+    );
+    assert_eq!(pat[1].sf_id, "00Um1");
+    let sam = other
+        .subject_index_find(&other.subject_hash("sam@contoso.com"))
+        .await
+        .unwrap();
+    assert_eq!(sam.len(), 3, "{sam:?}");
+    // A later write without an id keeps the id an earlier one recorded.
+    let mut again = indexed(&s, "m2", &["sam@contoso.com"], &[("event", "m2")]);
+    again.writes[0].sf_id = String::new();
+    s.commit_batch(&BatchCommit {
+        pipeline: "meetings".into(),
+        subjects: vec![again],
+        ..BatchCommit::default()
+    })
+    .await
+    .unwrap();
+    let sam = other
+        .subject_index_find(&other.subject_hash("sam@contoso.com"))
+        .await
+        .unwrap();
+    assert!(
+        sam.iter()
+            .any(|e| e.record_key == "m2" && e.sf_id == "00Um2"),
+        "{sam:?}"
+    );
+}
+
+const PAT: &str = "pat@contoso.com";
+
+/// One person (and a colleague) in every place of the state an address can reach.
+async fn seed_one_person(s: &Store, now: DateTime<Utc>) {
+    s.commit_batch(&BatchCommit {
+        pipeline: "meetings".into(),
+        subjects: vec![
+            indexed(
+                s,
+                "m1",
+                &[PAT, "sam@acme.com"],
+                &[("event", "m1"), ("relation", "m1|pat@contoso.com")],
+            ),
+            indexed(s, "m2", &[PAT], &[("event", "m2")]),
+            indexed(s, "Pat@Contoso.com|811", &["sam@acme.com"], &[]),
+        ],
+        ..BatchCommit::default()
+    })
+    .await
+    .unwrap();
+    s.cache_put_many(
+        "contact",
+        &[
+            (PAT.into(), json!({ "Id": "003A" })),
+            ("sam@acme.com".into(), json!({ "Id": "003B" })),
+        ],
+        now + Duration::days(1),
+    )
+    .await
+    .unwrap();
+    s.set_labels(
+        "zoom_user",
+        &[
+            ("u1".into(), "Pat@Contoso.com".into()),
+            ("u2".into(), "sam@acme.com".into()),
+        ],
+        now,
+    )
+    .await
+    .unwrap();
+    s.inbox_put("d1", "meeting.ended", &json!({ "host": PAT }), now)
+        .await
+        .unwrap();
+    for e in s.inbox_due(now, 10).await.unwrap() {
+        s.inbox_done(e.id).await.unwrap();
+    }
+    s.inbox_put(
+        "d2",
+        "meeting.ended",
+        &json!({ "host": "PAT@contoso.com" }),
+        now,
+    )
+    .await
+    .unwrap();
+    s.deadletters_add(
+        "meetings",
+        &[
+            NewDeadLetter {
+                sink: "contact".into(),
+                key: "k-pat".into(),
+                payload: json!({ "Email": PAT }),
+                error: "DUPLICATE_VALUE".into(),
+            },
+            NewDeadLetter {
+                sink: "event".into(),
+                key: "k-both".into(),
+                payload: json!({ "To": PAT, "Cc": "sam@acme.com" }),
+                error: "INVALID_EMAIL_ADDRESS".into(),
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    s.run_started("meetings", "r1", now).await.unwrap();
+    s.run_finished(
+        "r1",
+        now,
+        false,
+        &json!({ "error": format!("bad address {PAT}") }),
+    )
+    .await
+    .unwrap();
+    s.zoom_ledger_put(
+        "cm",
+        "webinar_registrant",
+        &[zoom_row(
+            "00v1",
+            Some("reg1"),
+            PAT,
+            ZoomRowState::Written,
+            now,
+        )],
+    )
+    .await
+    .unwrap();
+    s.zoom_defer(&[deferral(
+        "cm",
+        "pat",
+        &format!("registrant:811:{PAT}"),
+        now,
+        now + Duration::hours(8),
+    )])
+    .await
+    .unwrap();
+}
+
+/// Forgetting finds the address in every place, deletes or redacts it there, leaves others'
+/// rows joined and the Zoom ledger's identity kept, and writes an audit line without it.
+async fn forget_removes_one_address_everywhere(f: Fresh) {
+    let s = f.open();
+    let now = f.clock.now();
+    seed_one_person(&s, now).await;
+    let h = s.subject_hash(PAT);
+    let scan = s.subject_scan(PAT, &h).await.unwrap();
+    let mut areas: Vec<&str> = scan.iter().map(|h| h.area.as_str()).collect();
+    areas.dedup();
+    assert_eq!(
+        areas,
+        [
+            "subject index",
+            "synced writes",
+            "lookup cache",
+            "webhook inbox",
+            "dead letters",
+            "run history",
+            "labels",
+            "Zoom ledger",
+            "Zoom deferrals"
+        ],
+        "{scan:?}"
+    );
+    assert!(scan.iter().all(|h| !h.row.contains(PAT)), "{scan:?}");
+    assert_eq!(s.subject_zoom(PAT).await.unwrap().len(), 2);
+
+    let report = s.subject_forget(PAT, &h).await.unwrap();
+    assert!(report.remaining.is_empty(), "{:?}", report.remaining);
+    // Deleted: 2 index rows, m2's write, a cache entry, a label, one person's dead letter,
+    // the deferral (a finished event's payload is emptied when it is done). Redacted: sam's
+    // record key, the relation's ledger key, the pending event, the shared dead letter, the
+    // run, the Zoom ledger row.
+    assert_eq!((report.deleted, report.redacted), (7, 6), "{report:?}");
+    assert_eq!(report.hash_prefix, h[..12]);
+    assert!(s.subject_scan(PAT, &h).await.unwrap().is_empty());
+    assert!(s.subject_zoom(PAT).await.unwrap().is_empty());
+    assert!(s.subject_index_find(&h).await.unwrap().is_empty());
+    let sam = s
+        .subject_index_find(&s.subject_hash("sam@acme.com"))
+        .await
+        .unwrap();
+    let rows: Vec<(&str, &str)> = sam
+        .iter()
+        .map(|e| (e.record_key.as_str(), e.ledger_key.as_str()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("[forgotten]|811", ""),
+            ("m1", "m1"),
+            ("m1", "m1|[forgotten]")
+        ]
+    );
+    // The pending event still runs, without the address; the shared letter stays redacted.
+    let events = s.inbox_list(false, 10).await.unwrap();
+    let pending = events.iter().find(|e| e.delivery_id == "d2").unwrap();
+    assert_eq!(pending.state, "pending");
+    assert_eq!(pending.payload, json!({ "host": FORGOTTEN }));
+    let letters = s.deadletters(None).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        letters[0].payload,
+        json!({ "To": FORGOTTEN, "Cc": "sam@acme.com" })
+    );
+    assert_eq!(s.labels("zoom_user").await.unwrap().len(), 1);
+    let zoom = s
+        .zoom_ledger_get("cm", "webinar_registrant", &keys(&["00v1"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (zoom["00v1"].zoom_id.as_deref(), zoom["00v1"].hash.as_str()),
+        (Some("reg1"), "hash-00v1")
+    );
+    assert!(zoom["00v1"].fields.values().all(|v| v == FORGOTTEN));
+    assert!(s.zoom_deferrals(None).await.unwrap().is_empty());
+    let audit = s.runs(Some(ferry::state::AUDIT_PIPELINE), 5).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    let text = serde_json::to_string(&audit[0]).unwrap();
+    assert!(
+        text.contains(&h[..12]) && !text.to_lowercase().contains(PAT),
+        "{text}"
+    );
 }
 
 // ---- PostgreSQL with several daemons ---------------------------------------------------

@@ -48,6 +48,7 @@ fn batch(keys: &[&str], cursor: &str) -> BatchCommit {
             .collect(),
         dead_letters: Vec::new(),
         checkpoints: vec![("zoom.past_meetings".into(), String::new(), cursor.into())],
+        subjects: Vec::new(),
     }
 }
 

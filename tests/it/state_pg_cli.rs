@@ -76,6 +76,7 @@ async fn migrate_copies_a_state_file_to_postgres_and_show_reads_it() {
                 "u1".into(),
                 "2026-03-10T00:00:00Z".into(),
             )],
+            subjects: Vec::new(),
         })
         .await
         .unwrap();

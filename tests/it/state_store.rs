@@ -92,6 +92,7 @@ async fn commit_batch_is_all_or_nothing() {
             error: "FIELD_CUSTOM_VALIDATION_EXCEPTION".into(),
         }],
         checkpoints: vec![("st".into(), "".into(), "2026-03-02T00:00:00Z".into())],
+        subjects: Vec::new(),
     };
     let err = s.commit_batch(&batch).await.unwrap_err();
     assert!(matches!(err, StateError::Sqlite { .. }), "{err}");

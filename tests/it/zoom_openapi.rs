@@ -9,7 +9,7 @@ use ferry::sim::zoom::{CLIENT_ID, CLIENT_SECRET, Faults, SimOptions, ZoomSim};
 use serde_json::Value;
 use std::sync::Arc;
 
-fn check(schema: &Value, v: &Value, at: &str, problems: &mut Vec<String>) {
+pub(crate) fn check(schema: &Value, v: &Value, at: &str, problems: &mut Vec<String>) {
     let ty = schema["type"].as_str();
     let ok = match (ty, v) {
         (None, _) => true,
@@ -92,6 +92,16 @@ async fn sim_responses_match_zoom_openapi_schemas() {
     let end = world.scale.end.date_naive();
     let from = end - chrono::Duration::days(25);
     let window = format!("from={from}&to={end}");
+    // The user of the latest call in the window that `f` accepts: the listing is not empty.
+    let caller = |f: &dyn Fn(&ferry::sim::world::Call) -> bool| {
+        let c = world
+            .calls
+            .iter()
+            .rev()
+            .find(|c| c.start.date_naive() >= from && c.end <= world.scale.end && f(c))
+            .expect("a call in the window");
+        world.users[c.user].id.clone()
+    };
     let cases = [
         ("/users", "/users".to_string()),
         ("/users/{userId}", format!("/users/{user}")),
@@ -202,6 +212,37 @@ async fn sim_responses_match_zoom_openapi_schemas() {
             ),
         ),
         ("/phone/users", "/phone/users".to_string()),
+        // Per-user endpoints of privacy requests (`ferry subject export`).
+        (
+            "/users/{userId}/settings",
+            format!("/users/{user}/settings"),
+        ),
+        ("/phone/users/{userId}", format!("/phone/users/{user}")),
+        (
+            "/phone/users/{userId}/settings",
+            format!("/phone/users/{}/settings", world.users[0].email),
+        ),
+        (
+            "/phone/users/{userId}/call_history",
+            format!(
+                "/phone/users/{}/call_history?{window}",
+                caller(&|c| c.voicemail.is_some() || c.recording.is_some())
+            ),
+        ),
+        (
+            "/phone/users/{userId}/voice_mails",
+            format!(
+                "/phone/users/{}/voice_mails?{window}",
+                caller(&|c| c.voicemail.is_some())
+            ),
+        ),
+        (
+            "/phone/users/{userId}/recordings",
+            format!(
+                "/phone/users/{}/recordings?{window}",
+                caller(&|c| c.recording.is_some())
+            ),
+        ),
     ];
     let mut problems = Vec::new();
     for (spec_path, path) in cases {
@@ -213,6 +254,14 @@ async fn sim_responses_match_zoom_openapi_schemas() {
             .unwrap();
         assert_eq!(resp.status().as_u16(), 200, "{path}");
         let body: Value = resp.json().await.unwrap();
+        for list in ["call_logs", "voice_mails", "recordings"] {
+            if spec_path.starts_with("/phone/users/") && body.get(list).is_some() {
+                assert!(
+                    body[list].as_array().is_some_and(|a| !a.is_empty()),
+                    "{path}: empty"
+                );
+            }
+        }
         assert!(schemas[spec_path].is_object(), "no schema for {spec_path}");
         check(&schemas[spec_path], &body, spec_path, &mut problems);
     }

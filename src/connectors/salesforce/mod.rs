@@ -7,8 +7,10 @@
 
 pub mod auth;
 mod budget;
+pub mod catalog;
 pub mod csv;
 mod lookup;
+pub mod source;
 mod write;
 
 pub use auth::{

@@ -72,6 +72,29 @@ pub struct PartitionDef {
     pub label: Option<String>,
 }
 
+/// How to read a stream for one Zoom user (privacy requests: `ferry subject export`).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectDef {
+    /// The export's section for this stream ("cloud recordings").
+    pub section: String,
+    /// The per-user path (`{user_id}` is the user's id); the stream's own path if none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// JSONPath of the records; the stream's selector if none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Rate-limit category of the per-user path; the stream's if none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// Read in date windows (`from`/`to`) of the stream's `max_days` back to the horizon.
+    #[serde(default)]
+    pub windowed: bool,
+    /// How many days back Zoom answers at most (its reports: 6 months); none: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub horizon_days: Option<i64>,
+}
+
 /// A single-record fetch.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -130,6 +153,9 @@ pub struct StreamDef {
     pub event_records: Option<String>,
     #[serde(default)]
     pub triggers: Vec<String>,
+    /// Read for one user in privacy requests (`ferry subject export`), and how.
+    #[serde(default)]
+    pub subject: Option<SubjectDef>,
     pub sample: serde_json::Value,
 }
 
@@ -236,6 +262,10 @@ mod tests {
             "phone_call_history",
             "phone_recordings",
             "voicemails",
+            "user_settings",
+            "user_meetings",
+            "phone_user",
+            "phone_user_settings",
             "request",
         ] {
             let d = c.get(name).unwrap_or_else(|| panic!("missing {name}"));
@@ -263,6 +293,21 @@ mod tests {
                 }
             }
         }
+        // Every per-user stream of a privacy request is in the catalog, with {user_id}.
+        let sections: Vec<&str> = c
+            .all()
+            .filter_map(|d| d.subject.as_ref().map(|s| (d, s)))
+            .map(|(d, s)| {
+                let path = s.path.as_deref().unwrap_or(&d.path);
+                assert!(
+                    path.contains("{user_id}"),
+                    "{}: subject path needs {{user_id}}",
+                    d.name
+                );
+                s.section.as_str()
+            })
+            .collect();
+        assert_eq!(sections.len(), 11, "{sections:?}");
         let pm = c.get("past_meetings").expect("past_meetings");
         assert_eq!(pm.cursor.as_deref(), Some("end_time"));
         assert_eq!(

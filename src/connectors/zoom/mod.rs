@@ -9,6 +9,8 @@ pub mod authorize;
 pub mod catalog;
 pub mod limits;
 mod read;
+pub mod sink;
+pub mod subject;
 pub mod webhook;
 
 pub use crate::connectors::tokens::StoreTokens;

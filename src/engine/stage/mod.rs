@@ -18,9 +18,10 @@ pub mod feed;
 pub mod lookup;
 pub mod render;
 pub mod write;
+pub mod zoom;
 
 use super::report::PipelineReport;
-use super::{Batch, Cx, Ending, StageError};
+use super::{Batch, Cx, Ending, Mode, StageError};
 use crate::state::NewDeadLetter;
 
 /// Lookups, vars, sinks and writes of a batch of enriched records. Every record's report
@@ -40,13 +41,21 @@ pub async fn process(
     let mut stop = None;
     // Sinks in order; later sinks see what earlier ones wrote.
     for sink in &cx.p.sinks {
-        let intents = render::sink_intents(cx, sink, batch).await;
-        stop = write::write(cx, sink, intents, batch, ending).await?;
+        stop = if sink.zoom.is_some() {
+            zoom::write(cx, sink, batch, ending).await?
+        } else {
+            let intents = render::sink_intents(cx, sink, batch).await;
+            write::write(cx, sink, intents, batch, ending).await?
+        };
         if stop.is_some() {
             break;
         }
     }
-    finish(batch, ending, report, cx.opts.detail);
+    let store = cx.engine.store;
+    let hash = |e: &str| store.subject_hash(e);
+    // Only a run commits: a plan computes no index rows.
+    let index = (cx.opts.mode == Mode::Run).then_some(&hash as &dyn Fn(&str) -> String);
+    finish(batch, ending, report, cx.opts.detail, index);
     match stop {
         Some(e) => Err(e),
         None => Ok(()),
@@ -55,9 +64,22 @@ pub async fn process(
 
 /// Records that failed before their writes go to dead letters with the reason; every
 /// record's report joins the run's.
-fn finish(batch: &mut Batch, ending: &mut dyn Ending, report: &mut PipelineReport, detail: bool) {
+fn finish(
+    batch: &mut Batch,
+    ending: &mut dyn Ending,
+    report: &mut PipelineReport,
+    detail: bool,
+    index: Option<&dyn Fn(&str) -> String>,
+) {
     let reports = std::mem::take(&mut batch.reports);
+    let mut hasher = index.map(crate::privacy::index::BatchHasher::new);
     for (i, mut r) in reports.into_iter().enumerate() {
+        // The subject index (privacy requests): committed with the batch's ledger rows.
+        if let Some(h) = hasher.as_mut()
+            && let Some(rows) = crate::privacy::index::rows_for(&batch.states[i].record, &r, h)
+        {
+            batch.commit.subjects.push(rows);
+        }
         if let Some(err) = &batch.failed[i] {
             let msg = err.to_string();
             ending.dead_letter(

@@ -4,6 +4,7 @@
 //! the injected clock, so session expiry, the rolling 24 h API allowance and Bulk job
 //! progress are virtual.
 
+mod bulk_query;
 pub mod ids;
 mod oauth;
 pub mod org;
@@ -204,6 +205,8 @@ pub(crate) struct SimState {
     pub(crate) usage: VecDeque<DateTime<Utc>>,
     pub(crate) cursors: HashMap<String, QueryCursor>,
     pub(crate) jobs: BTreeMap<String, BulkJob>,
+    /// Bulk API 2.0 query jobs.
+    pub(crate) query_jobs: BTreeMap<String, bulk_query::QueryJob>,
     pub(crate) published: Vec<(String, Value)>,
     pub(crate) seq: u64,
     /// The largest request (URI plus headers) the data host received, refused ones included.
@@ -321,6 +324,7 @@ impl SalesforceSim {
             usage: VecDeque::new(),
             cursors: HashMap::new(),
             jobs: BTreeMap::new(),
+            query_jobs: BTreeMap::new(),
             published: Vec::new(),
             seq: 0,
             longest_request: RequestSize::default(),
@@ -386,6 +390,23 @@ impl SfSimHandle {
             .get(&name)
             .map(|rows| rows.iter().cloned().map(Value::Object).collect())
             .unwrap_or_default()
+    }
+
+    /// Changes fields of a record as a user would (no validation): `LastModifiedDate` and
+    /// `SystemModstamp` move to now. False when there is no such live record.
+    pub fn update(&self, sobject: &str, id: &str, fields: Value) -> bool {
+        let mut st = lock(&self.state);
+        let now = st.now();
+        st.org.touch(sobject, id, fields, now)
+    }
+
+    /// Deletes a record as a user would: it goes to the Recycle Bin (`IsDeleted`, a new
+    /// `SystemModstamp`), seen only by queryAll.
+    pub fn delete(&self, sobject: &str, id: &str) -> bool {
+        let mut st = lock(&self.state);
+        let now = st.now();
+        let name = st.org.schema.object(sobject).map(|o| o.name);
+        name.is_some_and(|n| st.org.delete(n, id, now))
     }
 
     /// API calls answered so far, by kind.

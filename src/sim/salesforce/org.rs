@@ -81,6 +81,9 @@ type RelationIndex = HashMap<(String, String), String>;
 pub struct Org {
     pub schema: Schema,
     pub records: Records,
+    /// Deleted records (the Recycle Bin), with `IsDeleted = true` and the delete's
+    /// `SystemModstamp`: only `queryAll` sees them.
+    pub recycled: Records,
     next_id: u64,
     pub integration_user_id: String,
     pub write_faults: WriteFaults,
@@ -107,6 +110,7 @@ impl Org {
         let mut org = Self {
             schema: Schema::default(),
             records: Records::new(),
+            recycled: Records::new(),
             next_id: 1,
             integration_user_id: String::new(),
             write_faults: WriteFaults::default(),
@@ -639,11 +643,44 @@ impl Org {
         self.records.get(object)?.get(i)
     }
 
-    pub fn delete(&mut self, object: &str, id: &str) -> bool {
+    /// Sets fields of a live record without validation and stamps it modified now.
+    pub fn touch(&mut self, object: &str, id: &str, fields: Value, now: DateTime<Utc>) -> bool {
+        let Some(meta) = self.schema.object(object).cloned() else {
+            return false;
+        };
+        let Some(i) = self.find_index(meta.name, id) else {
+            return false;
+        };
+        let mut rec = match self.records.get(meta.name).and_then(|r| r.get(i)) {
+            Some(r) => r.clone(),
+            None => return false,
+        };
+        if let Value::Object(m) = fields {
+            for (k, v) in m {
+                let name = meta.field(&k).map(|f| f.name.to_string()).unwrap_or(k);
+                rec.insert(name, v);
+            }
+        }
+        self.stamp(&mut rec, now, false);
+        if let Some(slot) = self.records.get_mut(meta.name).and_then(|r| r.get_mut(i)) {
+            *slot = rec;
+        }
+        true
+    }
+
+    /// Deletes a record: it moves to the Recycle Bin with `IsDeleted = true` and a new
+    /// `SystemModstamp` (as Salesforce does), where only `queryAll` finds it.
+    pub fn delete(&mut self, object: &str, id: &str, now: DateTime<Utc>) -> bool {
         match self.find_index(object, id) {
             Some(i) => {
-                if let Some(rows) = self.records.get_mut(object) {
-                    rows.remove(i);
+                let removed = self.records.get_mut(object).map(|rows| rows.remove(i));
+                if let Some(mut rec) = removed {
+                    rec.insert("IsDeleted".into(), json!(true));
+                    self.stamp(&mut rec, now, false);
+                    self.recycled
+                        .entry(object.to_string())
+                        .or_default()
+                        .push(rec);
                 }
                 true
             }

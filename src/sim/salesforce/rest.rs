@@ -14,6 +14,9 @@ use serde_json::{Map, Value, json};
 pub(crate) enum Reply {
     Json(u16, Value),
     Csv(u16, String),
+    /// A page of Bulk query results: the CSV, the `Sforce-Locator` of the next page (the
+    /// string `null` on the last) and `Sforce-NumberOfRecords`.
+    CsvPage(String, String, usize),
     Empty(u16),
 }
 
@@ -21,12 +24,13 @@ impl Reply {
     fn status(&self) -> u16 {
         match self {
             Reply::Json(s, _) | Reply::Csv(s, _) | Reply::Empty(s) => *s,
+            Reply::CsvPage(..) => 200,
         }
     }
     fn body(&self) -> Value {
         match self {
             Reply::Json(_, v) => v.clone(),
-            Reply::Csv(_, s) => json!(s),
+            Reply::Csv(_, s) | Reply::CsvPage(s, _, _) => json!(s),
             Reply::Empty(_) => Value::Null,
         }
     }
@@ -137,6 +141,16 @@ impl SimState {
         let mut resp = match reply {
             Reply::Json(s, v) => (code(s), axum::Json(v)).into_response(),
             Reply::Csv(s, text) => (code(s), [("Content-Type", "text/csv")], text).into_response(),
+            Reply::CsvPage(text, locator, n) => (
+                StatusCode::OK,
+                [
+                    ("Content-Type", "text/csv".to_string()),
+                    ("Sforce-Locator", locator),
+                    ("Sforce-NumberOfRecords", n.to_string()),
+                ],
+                text,
+            )
+                .into_response(),
             Reply::Empty(s) => code(s).into_response(),
         };
         if let Ok(v) = HeaderValue::from_str(&format!("api-usage={used}/{}", self.daily_limit)) {
@@ -260,7 +274,7 @@ impl SimState {
                 let Some(meta) = self.org.schema.object(obj).cloned() else {
                     return not_found();
                 };
-                if self.org.delete(meta.name, id) {
+                if self.org.delete(meta.name, id, self.now()) {
                     Reply::Empty(204)
                 } else {
                     not_found()
@@ -307,6 +321,13 @@ impl SimState {
                 let b = body_or_reply!();
                 self.bulk_create(&b)
             }
+            ("POST", ["jobs", "query"]) => {
+                let b = body_or_reply!();
+                self.query_job_create(&b)
+            }
+            ("GET", ["jobs", "query", id]) => self.query_job_poll(id),
+            ("GET", ["jobs", "query", id, "results"]) => self.query_job_results(id, &params),
+            ("DELETE", ["jobs", "query", id]) => self.query_job_delete(id),
             ("GET", ["jobs", "ingest", id]) => self.bulk_poll(id),
             ("PATCH", ["jobs", "ingest", id]) => {
                 let b = body_or_reply!();
@@ -538,12 +559,97 @@ impl SimState {
     }
 
     fn query(&mut self, q: &str, all: bool, batch: Option<usize>) -> Reply {
+        let answer = match self.run_soql(q, all) {
+            Ok(a) => a,
+            Err(r) => return r,
+        };
+        if answer.count {
+            return Reply::Json(
+                200,
+                json!({"totalSize": answer.total, "done": true, "records": []}),
+            );
+        }
+        let total = answer.rows.len();
+        let cursor = QueryCursor {
+            object: answer.object.name.to_string(),
+            rows: answer.rows,
+            total,
+        };
+        self.page(cursor, 0, batch)
+    }
+
+    /// Resolves a field a query names: one of the object's own, or a parent's field one
+    /// relationship up (`Owner.Email`, `Campaign.Zoom_Webinar_Id__c`).
+    fn named_field(&self, meta: &ObjectMeta, name: &str, q: &str) -> Result<Named, Reply> {
+        let invalid = |msg: String| -> Reply {
+            ApiErr::new(400, "INVALID_FIELD", format!("\n{q}\n{msg}")).into()
+        };
+        let no_column = |field: &str, entity: &str| {
+            invalid(format!(
+                "No such column '{field}' on entity '{entity}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name. Please reference your WSDL or the describe call for the appropriate names."
+            ))
+        };
+        let parts: Vec<&str> = name.split('.').collect();
+        match parts.as_slice() {
+            [own] => meta
+                .field(own)
+                .map(|f| Named {
+                    lower: own.to_ascii_lowercase(),
+                    meta: f.clone(),
+                    parent: None,
+                })
+                .ok_or_else(|| no_column(own, meta.name)),
+            [rel, child] => {
+                let Some(rf) = meta.fields.iter().find(|f| {
+                    f.relationship_name
+                        .as_deref()
+                        .is_some_and(|r| r.eq_ignore_ascii_case(rel))
+                }) else {
+                    return Err(invalid(format!(
+                        "Didn't understand relationship '{rel}' in field path. If you are attempting to use a custom relationship, be sure to append the '__r' after the custom relationship name. Please reference your WSDL or the describe call for the appropriate names."
+                    )));
+                };
+                // Polymorphic relationships (Who, What) reach only a few common fields in
+                // Salesforce (Name, Type, ...) unless TYPEOF is used; the sim refuses them
+                // all, the stricter choice.
+                let [parent] = rf.reference_to.as_slice() else {
+                    return Err(invalid(format!(
+                        "the polymorphic relationship '{rel}' cannot be followed to '{child}' here"
+                    )));
+                };
+                let Some(pmeta) = self.org.schema.object(parent) else {
+                    return Err(no_column(name, meta.name));
+                };
+                let Some(cf) = pmeta.field(child) else {
+                    return Err(no_column(child, pmeta.name));
+                };
+                Ok(Named {
+                    lower: name.to_ascii_lowercase(),
+                    meta: cf.clone(),
+                    parent: Some(ParentRef {
+                        relationship: rf.relationship_name.clone().unwrap_or_default(),
+                        reference_field: rf.name,
+                        object: pmeta.name,
+                    }),
+                })
+            }
+            // Salesforce follows up to five child-to-parent levels; ferry reads one level
+            // up, so the sim refuses more (the stricter choice), naming the path.
+            _ => Err(invalid(format!(
+                "the field path '{name}' goes more than one relationship up; this org accepts one level (like Owner.Email)"
+            ))),
+        }
+    }
+
+    /// Parses and runs a SOQL query (`all`: deleted rows too, as queryAll), answering the
+    /// selected rows as REST returns them (parent fields nested under their relationship).
+    pub(crate) fn run_soql(&mut self, q: &str, all: bool) -> Result<SoqlAnswer, Reply> {
         let chars = q.chars().count();
         if chars > super::MAX_SOQL_CHARS {
             // Salesforce documents the 100,000-character cap on a SOQL statement; the error
             // code is not documented. MALFORMED_QUERY is what the parser answers for a
             // statement it refuses, so the sim answers it (400) with the length in the text.
-            return ApiErr::new(
+            return Err(ApiErr::new(
                 400,
                 "MALFORMED_QUERY",
                 format!(
@@ -551,51 +657,104 @@ impl SimState {
                     super::MAX_SOQL_CHARS
                 ),
             )
-            .into();
+            .into());
         }
-        let parsed = match soql::parse(q) {
+        let mut parsed = match soql::parse(q) {
             Ok(p) => p,
             Err(e) => {
-                return ApiErr::new(400, "MALFORMED_QUERY", format!("{q}\nERROR: {e}")).into();
+                return Err(ApiErr::new(400, "MALFORMED_QUERY", format!("{q}\nERROR: {e}")).into());
             }
         };
+        let today = self.now().date_naive();
+        if let Some(f) = parsed.filter.as_mut() {
+            f.resolve_dates(today);
+        }
         let Some(meta) = self.org.schema.object(&parsed.object).cloned() else {
-            return ApiErr::new(
+            return Err(ApiErr::new(
                 400,
                 "INVALID_TYPE",
                 format!("\n{q}\nsObject type '{}' is not supported. If you are attempting to use a custom object, be sure to append the '__c' after the entity name.", parsed.object),
             )
-            .into();
+            .into());
         };
-        let mut named = parsed.fields.clone();
+        let mut names = parsed.fields.clone();
         if let Some(f) = &parsed.filter {
-            f.fields(&mut named);
+            f.fields(&mut names);
         }
-        named.extend(parsed.order.iter().map(|o| o.field.clone()));
-        for n in &named {
-            if meta.field(n).is_none() {
-                return ApiErr::new(
-                    400,
-                    "INVALID_FIELD",
-                    format!("\n{q}\nNo such column '{n}' on entity '{}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name. Please reference your WSDL or the describe call for the appropriate names.", meta.name),
-                )
-                .into();
+        names.extend(parsed.order.iter().map(|o| o.field.clone()));
+        let mut named: Vec<Named> = Vec::new();
+        for n in &names {
+            let f = self.named_field(&meta, n, q)?;
+            if !named.iter().any(|x| x.lower == f.lower) {
+                named.push(f);
             }
         }
-        let rows = self.org.records.get(meta.name).cloned().unwrap_or_default();
-        let mut hits: Vec<Map<String, Value>> = rows
+        let mut rows = self.org.records.get(meta.name).cloned().unwrap_or_default();
+        if all {
+            rows.extend(
+                self.org
+                    .recycled
+                    .get(meta.name)
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
+        // Each row with the values of the parent fields the query names.
+        let rows: Vec<(Map<String, Value>, Map<String, Value>)> = rows
             .into_iter()
             .filter(|r| all || r.get("IsDeleted") != Some(&json!(true)))
-            .filter(|r| parsed.filter.as_ref().is_none_or(|c| c.eval(&meta, r)))
+            .map(|r| {
+                let mut aug = Map::new();
+                for n in &named {
+                    if let Some(p) = &n.parent {
+                        let v = r
+                            .get(p.reference_field)
+                            .and_then(Value::as_str)
+                            .and_then(|id| self.org.get(p.object, id))
+                            .and_then(|parent| parent.get(n.meta.name).cloned())
+                            .unwrap_or(Value::Null);
+                        aug.insert(n.lower.clone(), v);
+                    }
+                }
+                (r, aug)
+            })
+            .collect();
+        let field_of = |rec: &(Map<String, Value>, Map<String, Value>), name: &str| {
+            let lower = name.to_ascii_lowercase();
+            let n = named.iter().find(|n| n.lower == lower)?;
+            let v = match &n.parent {
+                Some(_) => rec.1.get(&n.lower),
+                None => rec.0.get(n.meta.name),
+            };
+            Some((n, v.cloned().unwrap_or(Value::Null)))
+        };
+        let mut hits: Vec<(Map<String, Value>, Map<String, Value>)> = rows
+            .into_iter()
+            .filter(|r| {
+                parsed.filter.as_ref().is_none_or(|c| {
+                    let vals: Vec<(String, &FieldMeta, Value)> = named
+                        .iter()
+                        .filter_map(|n| {
+                            field_of(r, &n.lower).map(|(n, v)| (n.lower.clone(), &n.meta, v))
+                        })
+                        .collect();
+                    c.eval_by(&|f: &str| {
+                        let lower = f.to_ascii_lowercase();
+                        vals.iter()
+                            .find(|(l, _, _)| *l == lower)
+                            .map(|(_, m, v)| (*m, v))
+                    })
+                })
+            })
             .collect();
         if !parsed.order.is_empty() {
             hits.sort_by(|a, b| {
                 for k in &parsed.order {
-                    let Some(f) = meta.field(&k.field) else {
+                    let (Some((n, va)), Some((_, vb))) =
+                        (field_of(a, &k.field), field_of(b, &k.field))
+                    else {
                         continue;
                     };
-                    let va = a.get(f.name).unwrap_or(&Value::Null);
-                    let vb = b.get(f.name).unwrap_or(&Value::Null);
                     let ord = match (va.is_null(), vb.is_null()) {
                         (true, true) => std::cmp::Ordering::Equal,
                         (true, false) => {
@@ -613,7 +772,7 @@ impl SimState {
                             }
                         }
                         (false, false) => {
-                            let o = soql::order_values(f, va, vb);
+                            let o = soql::order_values(&n.meta, &va, &vb);
                             if k.desc { o.reverse() } else { o }
                         }
                     };
@@ -624,29 +783,86 @@ impl SimState {
                 std::cmp::Ordering::Equal
             });
         }
-        let hits: Vec<Map<String, Value>> = hits
+        let hits: Vec<(Map<String, Value>, Map<String, Value>)> = hits
             .into_iter()
             .skip(parsed.offset)
             .take(parsed.limit.unwrap_or(usize::MAX))
             .collect();
-        if parsed.count {
-            return Reply::Json(
-                200,
-                json!({"totalSize": hits.len(), "done": true, "records": []}),
-            );
-        }
-        let metas: Vec<&FieldMeta> = parsed.fields.iter().filter_map(|n| meta.field(n)).collect();
-        let out: Vec<Value> = hits
+        let selected: Vec<&Named> = parsed
+            .fields
             .iter()
-            .map(|r| self.record_json(&meta, r, &metas))
+            .filter_map(|f| {
+                let lower = f.to_ascii_lowercase();
+                named.iter().find(|n| n.lower == lower)
+            })
             .collect();
-        let total = out.len();
-        let cursor = QueryCursor {
-            object: meta.name.to_string(),
-            rows: out,
-            total,
+        let out: Vec<Value> = if parsed.count {
+            Vec::new()
+        } else {
+            hits.iter()
+                .map(|r| self.record_json_named(&meta, r, &selected))
+                .collect()
         };
-        self.page(cursor, 0, batch)
+        Ok(SoqlAnswer {
+            object: meta.clone(),
+            total: hits.len(),
+            count: parsed.count,
+            columns: selected
+                .iter()
+                .map(|n| match &n.parent {
+                    Some(p) => format!("{}.{}", p.relationship, n.meta.name),
+                    None => n.meta.name.to_string(),
+                })
+                .collect(),
+            rows: out,
+            order_by: !parsed.order.is_empty(),
+            limit_or_offset: parsed.limit.is_some() || parsed.offset > 0,
+        })
+    }
+
+    /// A row as REST returns it: own fields by name, parent fields nested under their
+    /// relationship with the parent's `attributes` (null when the reference is empty).
+    fn record_json_named(
+        &self,
+        meta: &ObjectMeta,
+        rec: &(Map<String, Value>, Map<String, Value>),
+        fields: &[&Named],
+    ) -> Value {
+        let id = rec.0.get("Id").and_then(Value::as_str).unwrap_or_default();
+        let mut out = Map::new();
+        out.insert(
+            "attributes".into(),
+            json!({"type": meta.name, "url": self.record_url(meta.name, id)}),
+        );
+        for n in fields {
+            match &n.parent {
+                None => {
+                    out.insert(
+                        n.meta.name.to_string(),
+                        rec.0.get(n.meta.name).cloned().unwrap_or(Value::Null),
+                    );
+                }
+                Some(p) => {
+                    let pid = rec.0.get(p.reference_field).and_then(Value::as_str);
+                    let Some(pid) =
+                        pid.filter(|_| out.get(&p.relationship).is_none_or(|v| !v.is_null()))
+                    else {
+                        out.insert(p.relationship.clone(), Value::Null);
+                        continue;
+                    };
+                    let entry = out.entry(p.relationship.clone()).or_insert_with(|| {
+                        json!({"attributes": {"type": p.object, "url": self.record_url(p.object, pid)}})
+                    });
+                    if let Value::Object(m) = entry {
+                        m.insert(
+                            n.meta.name.to_string(),
+                            rec.1.get(&n.lower).cloned().unwrap_or(Value::Null),
+                        );
+                    }
+                }
+            }
+        }
+        Value::Object(out)
     }
 
     fn page(&mut self, mut cursor: QueryCursor, offset: usize, batch: Option<usize>) -> Reply {
@@ -932,8 +1148,9 @@ impl SimState {
             .iter()
             .map(|id| {
                 let obj = self.org.schema.object_for_id(id).map(|o| o.name);
+                let now = self.now();
                 match obj {
-                    Some(o) if self.org.delete(o, id) => json!({"id": id, "success": true, "errors": []}),
+                    Some(o) if self.org.delete(o, id, now) => json!({"id": id, "success": true, "errors": []}),
                     _ => json!({"success": false, "errors": [{"statusCode": "ENTITY_IS_DELETED", "message": "entity is deleted", "fields": []}]}),
                 }
             })
@@ -1426,7 +1643,7 @@ impl SimState {
                         }
                     }
                     _ => match id_in_row {
-                        Some(i) if self.org.delete(meta.name, &i) => Ok((i, false)),
+                        Some(i) if self.org.delete(meta.name, &i, now) => Ok((i, false)),
                         _ => Err(vec![RecErr::new(
                             "ENTITY_IS_DELETED",
                             "entity is deleted",
@@ -1508,6 +1725,36 @@ impl SimState {
         }
         Reply::Csv(200, out)
     }
+}
+
+/// A field a query names, resolved against the describe.
+pub(crate) struct Named {
+    /// The name as written, lower case (`owner.email`).
+    lower: String,
+    /// The field's describe (the parent's field for a parent field).
+    meta: FieldMeta,
+    parent: Option<ParentRef>,
+}
+
+/// How a parent field is reached: `Owner` through `OwnerId` to a `User`.
+pub(crate) struct ParentRef {
+    relationship: String,
+    reference_field: &'static str,
+    object: &'static str,
+}
+
+/// What a SOQL query answers.
+pub(crate) struct SoqlAnswer {
+    pub(crate) object: ObjectMeta,
+    /// Rows matched (after LIMIT/OFFSET); the COUNT() answer.
+    pub(crate) total: usize,
+    pub(crate) count: bool,
+    /// The selected fields as Bulk API CSV columns name them (`Owner.Email`).
+    pub(crate) columns: Vec<String>,
+    /// REST-shaped rows (with `attributes`, parents nested).
+    pub(crate) rows: Vec<Value>,
+    pub(crate) order_by: bool,
+    pub(crate) limit_or_offset: bool,
 }
 
 fn job_state(job: &BulkJob) -> &str {

@@ -450,7 +450,13 @@ fn objects() -> Vec<ObjectMeta> {
             false,
         ),
         f("HasResponded", "boolean").read_only(),
+        // The member's Contact or Lead details, as Salesforce shows them on the member.
+        f("Email", "email").read_only(),
+        f("FirstName", "string").len(40).read_only(),
+        f("LastName", "string").len(80).read_only(),
         f("Zoom_Registrant_Key__c", "string").ext_id().unique(),
+        f("Zoom_Join_URL__c", "url"),
+        f("Zoom_Registrant_Id__c", "string").len(64),
     ]);
     out.push(obj("CampaignMember", "Campaign Member", "00v", member));
 
@@ -464,6 +470,11 @@ fn objects() -> Vec<ObjectMeta> {
         f("IsAllDayEvent", "boolean"),
         f("Location", "string"),
         f("ShowAs", "picklist").picklist(&["Busy", "OutOfOffice", "Free"], false),
+        // Fields of the Salesforce → Zoom examples: a rep flags the Event, ferry writes the
+        // meeting's id and join link back.
+        f("Zoom_Meeting__c", "boolean"),
+        f("Zoom_Meeting_Id__c", "string").len(32).ext_id(),
+        f("Zoom_Join_URL__c", "url"),
     ]);
     event.extend(activity_custom_fields());
     out.push(obj("Event", "Event", "00U", event));

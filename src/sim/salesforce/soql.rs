@@ -17,7 +17,17 @@ pub enum Literal {
     Null,
     /// An unquoted date or datetime literal, kept as written.
     Temporal(String),
+    /// A relative date literal (`TODAY`, `YESTERDAY`, `TOMORROW`), upper case; the query
+    /// resolves it to a [`Literal::Day`] with the server's clock before it runs.
+    Relative(String),
+    /// One calendar day (UTC, the sim's user time zone): a datetime equals it when it falls
+    /// within the day, is greater when after its end, less when before its start.
+    Day(NaiveDate),
 }
+
+/// The relative date literals the sim knows (Salesforce has many more, like `LAST_N_DAYS:n`;
+/// the sim refuses those as a malformed query rather than guess at them).
+pub const RELATIVE_DATES: [&str; 3] = ["TODAY", "YESTERDAY", "TOMORROW"];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum CmpOp {
@@ -278,6 +288,9 @@ impl Parser {
             Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("true") => Ok(Literal::Bool(true)),
             Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("false") => Ok(Literal::Bool(false)),
             Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("null") => Ok(Literal::Null),
+            Some(Tok::Ident(w)) if RELATIVE_DATES.iter().any(|d| d.eq_ignore_ascii_case(&w)) => {
+                Ok(Literal::Relative(w.to_ascii_uppercase()))
+            }
             other => Err(format!("expecting a value, found {other:?}")),
         }
     }
@@ -453,22 +466,58 @@ impl Cond {
     }
 
     pub fn eval(&self, obj: &ObjectMeta, rec: &Map<String, Value>) -> bool {
+        self.eval_by(&|f: &str| {
+            obj.field(f)
+                .map(|m| (m, rec.get(m.name).unwrap_or(&Value::Null)))
+        })
+    }
+
+    /// Resolves relative date literals (`TODAY`) against `today`.
+    pub fn resolve_dates(&mut self, today: NaiveDate) {
+        let day = |lit: &mut Literal| {
+            if let Literal::Relative(r) = lit {
+                let d = match r.as_str() {
+                    "YESTERDAY" => today.pred_opt(),
+                    "TOMORROW" => today.succ_opt(),
+                    _ => Some(today),
+                };
+                if let Some(d) = d {
+                    *lit = Literal::Day(d);
+                }
+            }
+        };
         match self {
-            Cond::And(a, b) => a.eval(obj, rec) && b.eval(obj, rec),
-            Cond::Or(a, b) => a.eval(obj, rec) || b.eval(obj, rec),
-            Cond::Not(a) => !a.eval(obj, rec),
+            Cond::Cmp(_, _, l) => day(l),
+            Cond::In(_, list, _) => {
+                list.items.iter_mut().for_each(day);
+                list.text = OnceLock::new();
+                list.ids = OnceLock::new();
+            }
+            Cond::And(a, b) | Cond::Or(a, b) => {
+                a.resolve_dates(today);
+                b.resolve_dates(today);
+            }
+            Cond::Not(a) => a.resolve_dates(today),
+        }
+    }
+
+    /// As [`Cond::eval`], with each field name (parent fields like `Owner.Email`
+    /// included) resolved by `field` to its describe and value.
+    pub fn eval_by<'a>(&self, field: &dyn Fn(&str) -> Option<(&'a FieldMeta, &'a Value)>) -> bool {
+        match self {
+            Cond::And(a, b) => a.eval_by(field) && b.eval_by(field),
+            Cond::Or(a, b) => a.eval_by(field) || b.eval_by(field),
+            Cond::Not(a) => !a.eval_by(field),
             Cond::In(f, list, negated) => {
-                let Some(meta) = obj.field(f) else {
+                let Some((meta, v)) = field(f) else {
                     return false;
                 };
-                let v = rec.get(meta.name).unwrap_or(&Value::Null);
                 list.contains(meta, v) != *negated
             }
             Cond::Cmp(f, op, lit) => {
-                let Some(meta) = obj.field(f) else {
+                let Some((meta, v)) = field(f) else {
                     return false;
                 };
-                let v = rec.get(meta.name).unwrap_or(&Value::Null);
                 if *op == CmpOp::Like {
                     return match (v, lit) {
                         (Value::String(s), Literal::Str(p)) => like(s, p),
@@ -545,6 +594,22 @@ pub fn compare(meta: &FieldMeta, v: &Value, lit: &Literal) -> Option<Ordering> {
         (Value::Number(n), Literal::Num(l)) => n.as_f64()?.partial_cmp(l),
         (Value::String(s), Literal::Temporal(l)) if meta.ftype == "datetime" => {
             Some(parse_datetime(s)?.cmp(&parse_datetime(l)?))
+        }
+        (Value::String(s), Literal::Day(d)) if meta.ftype == "datetime" => {
+            // Within the day is equal; before its start less; from the next day on greater.
+            let t = parse_datetime(s)?;
+            let start = d.and_hms_opt(0, 0, 0)?.and_utc();
+            let end = d.succ_opt()?.and_hms_opt(0, 0, 0)?.and_utc();
+            Some(if t < start {
+                Ordering::Less
+            } else if t >= end {
+                Ordering::Greater
+            } else {
+                Ordering::Equal
+            })
+        }
+        (Value::String(s), Literal::Day(d)) if meta.ftype == "date" => {
+            Some(NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?.cmp(d))
         }
         (Value::String(s), Literal::Temporal(l)) if meta.ftype == "date" => Some(
             NaiveDate::parse_from_str(s, "%Y-%m-%d")

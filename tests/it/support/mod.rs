@@ -64,9 +64,10 @@ impl Env {
         let p = project.pipeline(name).expect("pipeline exists");
         let engine = Engine {
             store: &conns.store,
-            source: &conns.zoom,
+            source: &conns.source,
             matcher: &conns.salesforce,
             sink: &conns.salesforce,
+            zoom: Some(&conns.zoom.conn),
             settings: &settings,
             now: self.clock.now(),
         };

@@ -1214,6 +1214,87 @@ async fn forget_removes_one_address_everywhere(f: Fresh) {
 
 // ---- PostgreSQL with several daemons ---------------------------------------------------
 
+/// The files of every table, index and TOAST table of the state (`public` schema) of `db`.
+fn table_files(pg: &PgCluster, db: &str) -> Vec<PathBuf> {
+    pg.psql(
+        db,
+        "SELECT pg_relation_filepath(oid) FROM pg_class
+         WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'i')
+         UNION SELECT pg_relation_filepath(reltoastrelid) FROM pg_class
+         WHERE relnamespace = 'public'::regnamespace AND reltoastrelid <> 0",
+    )
+    .lines()
+    .filter(|l| !l.trim().is_empty())
+    .map(|l| pg.data_dir().join(l.trim()))
+    .collect()
+}
+
+/// Which of `files` hold `needle` (lowercase), ignoring ASCII case.
+fn files_holding(files: &[PathBuf], needle: &str) -> Vec<PathBuf> {
+    files
+        .iter()
+        .filter(|f| {
+            let bytes = std::fs::read(f).unwrap_or_default().to_ascii_lowercase();
+            bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+        })
+        .cloned()
+        .collect()
+}
+
+/// On PostgreSQL, after a forget no row of any table holds the address, and neither do the
+/// table files on disk (dead row versions included: the touched tables were rewritten). The
+/// keyed hash is SQLite's for the same key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_forget_leaves_the_address_in_no_row_and_no_table_file() {
+    let Some(pg) = PgCluster::start() else { return };
+    let url = pg.create_db("forget");
+    let clock = ManualClock::new(t("2026-03-15T10:00:00Z"));
+    let shared: SharedClock = clock.clone();
+    let s = Store::open_postgres_with_key(&url, KEY)
+        .unwrap()
+        .with_clock(shared);
+    let dir = tempfile::tempdir().unwrap();
+    let file = Store::open_with_key(&dir.path().join("s.db"), KEY).unwrap();
+    assert_eq!(file.subject_hash(PAT), s.subject_hash(PAT));
+    let other = Store::open_postgres_with_key(&url, [8u8; 32]).unwrap();
+    assert_ne!(other.subject_hash(PAT), s.subject_hash(PAT));
+
+    seed_one_person(&s, clock.now()).await;
+    pg.psql("forget", "CHECKPOINT");
+    let before = files_holding(&table_files(&pg, "forget"), PAT);
+    assert!(
+        before.len() >= 5,
+        "the address is on disk before (the check can fail): {before:?}"
+    );
+    let report = s.subject_forget(PAT, &s.subject_hash(PAT)).await.unwrap();
+    assert!(report.remaining.is_empty(), "{report:?}");
+    assert!(report.compacted, "{report:?}");
+    pg.psql("forget", "CHECKPOINT");
+    let columns = pg.psql(
+        "forget",
+        "SELECT table_name || '.' || column_name FROM information_schema.columns
+         WHERE table_schema = 'public' AND data_type IN ('text', 'character varying')",
+    );
+    let mut searched = 0;
+    for col in columns.lines().filter(|l| !l.trim().is_empty()) {
+        let (table, column) = col.trim().split_once('.').unwrap();
+        let n = pg.psql(
+            "forget",
+            &format!(
+                "SELECT count(*) FROM \"{table}\" WHERE strpos(lower(\"{column}\"), '{PAT}') > 0"
+            ),
+        );
+        assert_eq!(n.trim(), "0", "{table}.{column} still holds the address");
+        searched += 1;
+    }
+    assert!(searched > 40, "{searched} columns searched");
+    let after = files_holding(&table_files(&pg, "forget"), PAT);
+    assert!(
+        after.is_empty(),
+        "table files still hold the address: {after:?}"
+    );
+}
+
 /// Several handles race for one lease many times: exactly one wins each round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_leases_under_contention_have_exactly_one_winner() {

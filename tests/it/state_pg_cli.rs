@@ -181,3 +181,124 @@ async fn migrate_copies_a_state_file_to_postgres_and_show_reads_it() {
     assert!(out.contains("state database"), "{out}");
     assert!(!out.contains("pg-secret-pw"), "{out}");
 }
+
+/// The subject index, its synced writes, the Zoom ledger and deferrals are copied too. The
+/// index holds hashes keyed by the file's key, so a database with another key is refused
+/// (nothing copied) with how to fix it; with the file's key the copy answers as the file did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_copies_the_subject_index_and_the_zoom_state() {
+    use ferry::state::{Deferral, IndexedRecord, SyncedWrite, ZoomLedgerRow, ZoomRowState};
+    let Some(pg) = PgCluster::start() else { return };
+    let url = pg.create_db("moved");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferry.yaml");
+    std::fs::write(&config, "state: state.db\n").unwrap();
+    let file = dir.path().join("state.db");
+    write_key_file(&ferry::state::key_file_path(&file), FILE_KEY);
+    let now = chrono::Utc::now();
+    let pat = "pat@contoso.com";
+    let s = Store::open_with_key(&file, FILE_KEY).unwrap();
+    s.commit_batch(&BatchCommit {
+        pipeline: "meetings".into(),
+        subjects: vec![IndexedRecord {
+            stream: "zoom.past_meetings".into(),
+            record_key: "m1".into(),
+            record_time: "2026-03-01T10:00:00Z".into(),
+            subjects: vec![(s.subject_hash(pat), "participants.user_email".into())],
+            writes: vec![SyncedWrite {
+                sink: "event".into(),
+                sobject: "Event".into(),
+                sf_id: "00U1".into(),
+                ledger_key: "m1".into(),
+            }],
+        }],
+        ..BatchCommit::default()
+    })
+    .await
+    .unwrap();
+    let row = ZoomLedgerRow {
+        key: "00v1".into(),
+        zoom_id: Some("reg1".into()),
+        values: json!({ "registrant_id": "reg1" })
+            .as_object()
+            .unwrap()
+            .clone(),
+        hash: "h1".into(),
+        fields: json!({ "email": pat }).as_object().unwrap().clone(),
+        params: json!({ "webinar_id": "811" }).as_object().unwrap().clone(),
+        state: ZoomRowState::Written,
+        updated_at: now,
+    };
+    s.zoom_ledger_put("cm", "webinar_registrant", std::slice::from_ref(&row))
+        .await
+        .unwrap();
+    let wait = Deferral {
+        pipeline: "cm".into(),
+        sink: "registrant".into(),
+        key: "00v2".into(),
+        record: json!({ "Email": "sam@contoso.com" }),
+        reason: "daily limit".into(),
+        resource: "registrant:811:sam@contoso.com".into(),
+        not_before: now + chrono::Duration::hours(8),
+        deferred_at: now,
+    };
+    s.zoom_defer(std::slice::from_ref(&wait)).await.unwrap();
+    let index = s.subject_index_find(&s.subject_hash(pat)).await.unwrap();
+    assert_eq!(index.len(), 1);
+    drop(s);
+    let env = [("PGURL", url.as_str())];
+
+    let (code, out) = ferry(
+        &config,
+        &["state", "migrate", "--to", "${PGURL}"],
+        &env,
+        true,
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("subject index") && out.contains("key file"),
+        "{out}"
+    );
+    let file_key = hex::encode(FILE_KEY);
+    let env = [
+        ("PGURL", url.as_str()),
+        ("FERRY_STATE_KEY", file_key.as_str()),
+    ];
+    let (code, out) = ferry(
+        &config,
+        &["state", "migrate", "--to", "${PGURL}"],
+        &env,
+        true,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "1 subject index row(s) and 1 synced write(s) (privacy requests), 1 Zoom ledger \
+             row(s), 1 deferral(s)"
+        ),
+        "{out}"
+    );
+    let p = Store::open_postgres_with_key(&url, FILE_KEY).unwrap();
+    assert_eq!(
+        p.subject_index_find(&p.subject_hash(pat)).await.unwrap(),
+        index
+    );
+    let got = p
+        .zoom_ledger_get("cm", "webinar_registrant", &["00v1".to_string()])
+        .await
+        .unwrap();
+    // Times go through PostgreSQL's microseconds.
+    let mut expected = row.clone();
+    expected.updated_at = got["00v1"].updated_at;
+    assert_eq!(got["00v1"], expected);
+    assert!(
+        (got["00v1"].updated_at - row.updated_at)
+            .num_milliseconds()
+            .abs()
+            < 1
+    );
+    let waits = p.zoom_deferrals(None).await.unwrap();
+    assert_eq!(waits.len(), 1);
+    assert_eq!((&waits[0].key, &waits[0].record), (&wait.key, &wait.record));
+    assert_eq!(p.subject_zoom(pat).await.unwrap().len(), 1);
+}

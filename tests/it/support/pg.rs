@@ -131,6 +131,11 @@ impl PgCluster {
         }
     }
 
+    /// The cluster's data directory (to look at what the server wrote to disk).
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
     fn socket_dir(&self) -> &Path {
         self.data.parent().unwrap()
     }

@@ -4,7 +4,9 @@
 //! Sizes can be changed for a quick look:
 //! `FERRY_BENCH_MEETINGS=300 FERRY_BENCH_LIFTED=500,1000 cargo bench --bench sync`;
 //! `FERRY_BENCH_ONLY=render cargo bench --bench sync` measures the render throughput alone;
-//! `FERRY_BENCH_HEADROOM=0.8` runs the Zoom connection at another `headroom` (default 0.9).
+//! `FERRY_BENCH_HEADROOM=0.8` runs the Zoom connection at another `headroom` (default 0.9);
+//! `FERRY_BENCH_STATE=postgres://user:password@host:port/db FERRY_STATE_KEY=<64 hex>` keeps
+//! every run's state in PostgreSQL (a fresh schema per project) instead of a SQLite file.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 // The machinery is shared with tests/it/bench_smoke.rs, which reads fields this report does not.

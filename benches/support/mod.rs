@@ -177,6 +177,48 @@ fn replace_setting(yaml: &str, from: &str, to: &str) -> Result<String, BenchErro
     }
 }
 
+/// `FERRY_BENCH_STATE=postgres://user:password@host:port/db` (with `FERRY_STATE_KEY` set):
+/// every project of the benchmark keeps its state in a fresh schema of that database instead
+/// of a SQLite file, so the figures compare the two backends.
+pub const STATE_ENV: &str = "FERRY_BENCH_STATE";
+
+/// Creates a schema of its own for the project in `dir` and returns the state URL using it.
+async fn postgres_state(url: &str, dir: &Path) -> Result<String, BenchError> {
+    if std::env::var("FERRY_STATE_KEY").map_or(true, |k| k.trim().is_empty()) {
+        return Err(BenchError::Project(format!(
+            "{STATE_ENV} needs FERRY_STATE_KEY too (e.g. `openssl rand -hex 32`)"
+        )));
+    }
+    let tag: String = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let schema = format!("ferry_bench_{}_{tag}", std::process::id());
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| BenchError::Project(format!("{STATE_ENV}: cannot connect: {e}")))?;
+    let task = tokio::spawn(conn);
+    client
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        ))
+        .await
+        .map_err(|e| BenchError::Project(format!("{STATE_ENV}: cannot create {schema}: {e}")))?;
+    drop(client);
+    let _ = task.await;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{sep}options=-csearch_path%3D{schema}"))
+}
+
 impl Bench {
     /// Starts both simulators over a seeded world ending now and writes the project (ferry.yaml
     /// and the reference pipeline, starting where the world starts) into `dir`.
@@ -227,6 +269,16 @@ impl Bench {
             "headroom: 0.8",
             &format!("headroom: {}", setup.headroom),
         )?;
+        let yaml = match std::env::var(STATE_ENV)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+        {
+            Some(url) => {
+                let state = postgres_state(&url, dir).await?;
+                replace_setting(&yaml, "state: .ferry/state.db", &format!("state: {state}"))?
+            }
+            None => yaml,
+        };
         std::fs::write(&config, yaml).map_err(|e| BenchError::Project(e.to_string()))?;
         Ok(Bench {
             setup,

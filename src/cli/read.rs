@@ -25,8 +25,12 @@ pub struct ReadArgs {
 /// The state file named by ferry.yaml (`state:`, default `.ferry/state.db` beside it).
 pub(super) fn open_state(g: &Global) -> anyhow::Result<crate::state::Store> {
     let path = super::state::state_path(&g.config)?;
-    crate::state::Store::open(&path)
-        .with_context(|| format!("cannot open the state file {}", path.display()))
+    crate::state::Store::open(&path).with_context(|| {
+        format!(
+            "cannot open the state {}",
+            crate::state::describe_location(&path)
+        )
+    })
 }
 
 /// The Zoom connection `connection` of ferry.yaml, resolved as every command resolves it

@@ -38,6 +38,15 @@ pub enum StateCommand {
         #[arg(long)]
         to: String,
     },
+    /// Copy the state file into an empty PostgreSQL database, for several daemons to share
+    /// (then set `state:` to the URL). Stop the daemon first.
+    Migrate {
+        /// The database URL, postgres://user:password@host:port/database. Write
+        /// '${NAME}' (in single quotes) to take it from the environment, so the password is
+        /// not on the command line
+        #[arg(long)]
+        to: String,
+    },
     /// Forget a pipeline's checkpoints: the next run starts from its `since`
     Reset {
         pipeline: String,
@@ -61,12 +70,48 @@ pub(super) fn state_path(config: &Path) -> anyhow::Result<PathBuf> {
         serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
     let dir = config.parent().unwrap_or(Path::new(""));
     let rel = loc.state.unwrap_or_else(|| ".ferry/state.db".to_string());
+    let rel = expand_env(&rel)?;
+    if crate::state::is_postgres_url(&rel) {
+        return Ok(PathBuf::from(rel.trim()));
+    }
     Ok(dir.join(rel))
+}
+
+/// Expands `${NAME}` and `${NAME:-default}` in `state:` (as ferry.yaml's loader does), so a
+/// database URL can come from the environment. The values are never shown.
+fn expand_env(text: &str) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let Some(close) = after.find('}') else {
+            anyhow::bail!("`state:` has `${{` without a closing `}}`");
+        };
+        let inner = &after[..close];
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n.trim(), Some(d)),
+            None => (inner.trim(), None),
+        };
+        match (std::env::var(name).ok().filter(|v| !v.is_empty()), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => {
+                anyhow::bail!("`state:` names the environment variable {name}, which is not set")
+            }
+        }
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// Opens the state file, or says there is none yet (without creating one).
 pub(super) fn open_existing(g: &Global) -> anyhow::Result<Option<Store>> {
     let path = state_path(&g.config)?;
+    if path.to_str().is_some_and(crate::state::is_postgres_url) {
+        return Ok(Some(Store::open(&path)?));
+    }
     if !path.exists() {
         println!(
             "no state yet at {} (a first run creates it)",
@@ -99,6 +144,7 @@ pub async fn run(g: &Global, a: &StateArgs) -> anyhow::Result<u8> {
             );
             Ok(EXIT_OK)
         }
+        StateCommand::Migrate { to } => migrate(g, to).await,
         StateCommand::Reset { pipeline, ledger } => {
             let Some(store) = open_existing(g)? else {
                 return Ok(EXIT_OK);
@@ -112,6 +158,48 @@ pub async fn run(g: &Global, a: &StateArgs) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
     }
+}
+
+async fn migrate(g: &Global, to: &str) -> anyhow::Result<u8> {
+    let url = expand_env(to)?;
+    if !crate::state::is_postgres_url(&url) {
+        eprintln!(
+            "error: --to must be a PostgreSQL URL (postgres://user:password@host:port/database)"
+        );
+        return Ok(EXIT_INVALID);
+    }
+    let path = state_path(&g.config)?;
+    if path.to_str().is_some_and(crate::state::is_postgres_url) {
+        eprintln!("error: ferry.yaml's state is already a PostgreSQL database");
+        return Ok(EXIT_INVALID);
+    }
+    let shown = crate::state::redact_url(&url);
+    let report = crate::state::migrate_sqlite_to_postgres(&path, &url)
+        .await
+        .with_context(|| format!("cannot migrate {} to {shown}", path.display()))?;
+    println!(
+        "copied {} to {shown}: {} checkpoint(s), {} ledger row(s), {} dead letter(s), \
+         {} token(s) (sealed again with FERRY_STATE_KEY), {} webhook event(s), {} run(s), \
+         {} label(s), {} subject index row(s) and {} synced write(s) (privacy requests), \
+         {} Zoom ledger row(s), {} deferral(s); the lookup cache is not copied (the next \
+         runs refill it)",
+        path.display(),
+        report.checkpoints,
+        report.ledger,
+        report.dead_letters,
+        report.tokens,
+        report.inbox,
+        report.runs,
+        report.labels,
+        report.subject_index,
+        report.synced_writes,
+        report.zoom_ledger,
+        report.zoom_deferrals
+    );
+    println!(
+        "next: set `state:` in ferry.yaml to the URL (e.g. state: ${{FERRY_STATE_URL}}) and start the daemons with the same FERRY_STATE_KEY"
+    );
+    Ok(EXIT_OK)
 }
 
 async fn show(g: &Global, pipeline: Option<&str>, format: TableFormat) -> anyhow::Result<u8> {
@@ -132,10 +220,26 @@ async fn show(g: &Global, pipeline: Option<&str>, format: TableFormat) -> anyhow
         .into_iter()
         .filter(|r| pipeline.is_none_or(|p| p == r.pipeline))
         .collect();
+    // Who runs each known pipeline now (a lease held and not expired).
+    let mut names: std::collections::BTreeSet<String> = checkpoints
+        .iter()
+        .map(|c| c.pipeline.clone())
+        .chain(runs.iter().map(|r| r.pipeline.clone()))
+        .chain(ledger.iter().map(|l| l.pipeline.clone()))
+        .collect();
+    names.extend(pipeline.map(str::to_string));
+    let mut leases = Vec::new();
+    for name in &names {
+        if let Some(h) = store.lease_holder(name).await? {
+            leases.push(h);
+        }
+    }
     let deferred = store.zoom_deferral_summary(pipeline).await?;
     match format {
         TableFormat::Json => {
             let doc = serde_json::json!({
+                "state": store.location(),
+                "leases": leases,
                 "checkpoints": checkpoints,
                 "ledger": ledger,
                 "dead_letters": letters,
@@ -146,6 +250,24 @@ async fn show(g: &Global, pipeline: Option<&str>, format: TableFormat) -> anyhow
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
         TableFormat::Text => {
+            println!("State: {}", store.location());
+            println!();
+            if !leases.is_empty() {
+                println!("Running now");
+                let rows: Vec<Vec<String>> = leases
+                    .iter()
+                    .map(|h| {
+                        vec![
+                            h.pipeline.clone(),
+                            crate::state::describe_holder(&h.holder),
+                            h.fence.to_string(),
+                            fmt_time(h.expires_at),
+                        ]
+                    })
+                    .collect();
+                print_table(&["PIPELINE", "HELD BY", "FENCE", "LEASE UNTIL"], &rows);
+                println!();
+            }
             println!("Checkpoints");
             let rows: Vec<Vec<String>> = checkpoints
                 .iter()

@@ -193,7 +193,22 @@ async fn forget_cmd(g: &Global, email: &str, apply: bool) -> anyhow::Result<u8> 
          (subject hash {}…).",
         r.deleted, r.redacted, r.hash_prefix
     );
-    if r.compacted {
+    if store.path().is_none() {
+        // PostgreSQL: the tables forgetting changed were rewritten.
+        if r.compacted {
+            println!(
+                "the tables it changed were rewritten (VACUUM FULL): no old row version keeps \
+                 the address in them. PostgreSQL's WAL, WAL archives, base backups and replicas \
+                 are the database operator's to expire (see docs/privacy.md)."
+            );
+        } else {
+            println!(
+                "warning: a table could not be rewritten in time, or another session's open \
+                 transaction could still see the old rows; run `ferry subject forget` again \
+                 when the daemons are idle."
+            );
+        }
+    } else if r.compacted {
         println!("free pages and the write-ahead log were cleared (secure delete, VACUUM).");
     } else {
         println!(

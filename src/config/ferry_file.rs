@@ -256,6 +256,8 @@ impl FerryFileResolver<'_> {
         }
         let state = match &spec.state {
             Some(s) => match self.interpolate(s) {
+                // A database URL is kept as it is (a secret: shown only without its password).
+                Some(p) if crate::state::is_postgres_url(&p) => std::path::PathBuf::from(p.trim()),
                 Some(p) => self.root.join(p),
                 None => {
                     ok = false;

@@ -57,7 +57,8 @@ impl Project {
 #[derive(Debug, Clone)]
 pub struct FerryConfig {
     pub file: PathBuf,
-    /// Absolute (or root-relative) path of the SQLite state file.
+    /// Absolute (or root-relative) path of the SQLite state file, or a PostgreSQL URL
+    /// (`postgres://...`, a secret: show it with `state::describe_location`).
     pub state: PathBuf,
     pub connections: Vec<Connection>,
     /// Free-form values templates see as `settings`.

@@ -18,6 +18,11 @@ pub struct TokenStoreError(pub String);
 pub trait TokenStore: Send + Sync {
     async fn get(&self, name: &str) -> Result<Option<Secret>, TokenStoreError>;
     async fn put(&self, name: &str, value: &Secret) -> Result<(), TokenStoreError>;
+    /// Held while a rotating token is read, spent and replaced, so processes sharing the
+    /// store refresh it one at a time (see `StateBackend::token_lock`). Nothing by default.
+    async fn lock(&self, _name: &str) -> Result<crate::state::TokenLock, TokenStoreError> {
+        Ok(crate::state::TokenLock::none())
+    }
 }
 
 /// A token store in memory, for tests and one-shot commands.
@@ -81,6 +86,13 @@ impl TokenStore for StoreTokens {
     async fn put(&self, name: &str, value: &Secret) -> Result<(), TokenStoreError> {
         self.0
             .token_put(name, value.expose(), None)
+            .await
+            .map_err(|e| TokenStoreError(e.to_string()))
+    }
+
+    async fn lock(&self, name: &str) -> Result<crate::state::TokenLock, TokenStoreError> {
+        self.0
+            .token_lock(name)
             .await
             .map_err(|e| TokenStoreError(e.to_string()))
     }

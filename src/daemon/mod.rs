@@ -188,9 +188,18 @@ pub struct PipelineStatus {
     /// Zoom's): the scheduler runs the pipeline again at this time, when the limit lets calls
     /// go, without waiting for its next scheduled time.
     pub resume_at: Option<DateTime<Utc>>,
+    /// A scheduled run was skipped because another process holds the pipeline's lease (or
+    /// the state could not be reached): the scheduler tries again at this time (when that
+    /// lease expires unless renewed), so a daemon that dies is taken over within the lease
+    /// time rather than at the next scheduled time.
+    pub lease_retry_at: Option<DateTime<Utc>>,
     #[serde(skip)]
     pub last_report: Option<Arc<PipelineReport>>,
 }
+
+/// How long the scheduler waits before trying a pipeline again when its lease could not be
+/// read (the state database is unreachable).
+const LEASE_RETRY_AFTER_ERROR_SECS: i64 = 10;
 
 /// A snapshot of the daemon's state, for tests and the status page.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -318,11 +327,34 @@ impl Shared {
         trigger: Trigger,
     ) -> Result<crate::state::LeaseGuard, Option<String>> {
         let ttl = crate::state::DEFAULT_LEASE_TTL;
-        let why = match crate::state::acquire_now(&self.store, name, ttl).await {
-            Ok(Ok(lease)) => return Ok(crate::state::LeaseGuard::hold(&self.store, lease, ttl)),
-            Ok(Err(held)) => held.to_string(),
-            Err(e) => format!("cannot take the lease of pipeline `{name}`: {e}"),
+        let now = self.clock.now();
+        let (why, retry_at) = match crate::state::acquire_now(&self.store, name, ttl).await {
+            Ok(Ok(lease)) => {
+                self.update_status(|s| {
+                    if let Some(ps) = s.pipelines.get_mut(name) {
+                        ps.lease_retry_at = None;
+                    }
+                });
+                return Ok(crate::state::LeaseGuard::hold(&self.store, lease, ttl));
+            }
+            // Tried again just after the lease expires (a holder that died is taken over).
+            Ok(Err(held)) => (
+                held.to_string(),
+                held.expires_at.max(now) + chrono::Duration::seconds(1),
+            ),
+            Err(e) => (
+                format!("cannot take the lease of pipeline `{name}`: {e}"),
+                now + chrono::Duration::seconds(LEASE_RETRY_AFTER_ERROR_SECS),
+            ),
         };
+        if trigger == Trigger::Schedule {
+            self.update_status(|s| {
+                s.pipelines
+                    .entry(name.to_string())
+                    .or_default()
+                    .lease_retry_at = Some(retry_at);
+            });
+        }
         tracing::warn!(pipeline = name, ?trigger, "run skipped: {why}");
         if trigger == Trigger::Schedule {
             return Err(None);

@@ -56,6 +56,57 @@ fn resume_due(shared: &Shared, pipeline: &str, now: DateTime<Utc>) -> bool {
         .is_some_and(|t| now >= t)
 }
 
+/// True when a scheduled run was skipped for a lease held elsewhere (or a state that could not
+/// be reached) and the time to try again has come.
+fn lease_retry_due(shared: &Shared, pipeline: &str, now: DateTime<Utc>) -> bool {
+    shared
+        .status()
+        .pipelines
+        .get(pipeline)
+        .and_then(|p| p.lease_retry_at)
+        .is_some_and(|t| now >= t)
+}
+
+/// How often (on the daemon's clock) the scheduler looks for a run that died holding its
+/// pipeline (another daemon killed mid-run, on a shared state) to take it over.
+const ORPHAN_CHECK_SECS: i64 = 5;
+
+/// Scheduled pipelines whose latest run never finished and whose lease is free, expired or
+/// held by a process known to be gone: their runner died mid-run. Taking them over at once
+/// (rather than at the next scheduled time) resumes them from their last checkpoint within
+/// the lease time.
+async fn orphaned(
+    shared: &Shared,
+    running: &BTreeMap<String, tokio::task::JoinHandle<()>>,
+) -> Vec<String> {
+    let project = shared.project();
+    let Ok(rows) = shared.store.last_runs().await else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for r in rows {
+        if r.finished_at.is_some()
+            || running.contains_key(&r.pipeline)
+            || project
+                .pipeline(&r.pipeline)
+                .is_none_or(|p| p.schedule.is_none())
+            || shared
+                .status()
+                .pipelines
+                .get(&r.pipeline)
+                .is_some_and(|p| p.running)
+        {
+            continue;
+        }
+        match shared.store.lease_holder(&r.pipeline).await {
+            Ok(None) => out.push(r.pipeline),
+            Ok(Some(h)) if crate::state::holder_is_dead(&h.holder) => out.push(r.pipeline),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// A schedule's identity, to notice when a reload changed it.
 fn fingerprint(s: &Schedule) -> String {
     match s {
@@ -79,6 +130,7 @@ pub(crate) async fn run_scheduler(
 ) {
     let mut due: BTreeMap<String, Due> = BTreeMap::new();
     let mut running: BTreeMap<String, tokio::task::JoinHandle<()>> = BTreeMap::new();
+    let mut next_orphan_check = shared.clock.now();
     loop {
         if shared.shutdown().is_triggered() {
             break;
@@ -117,6 +169,25 @@ pub(crate) async fn run_scheduler(
                 tracing::info!(pipeline = %p.name, "the daily limit lets calls go again; resuming");
                 let task = shared.spawn_run(&p.name, Trigger::Schedule);
                 running.insert(p.name.clone(), task);
+            } else if !running.contains_key(&p.name) && lease_retry_due(&shared, &p.name, now) {
+                // Another process held the pipeline when it was due: its lease has run out
+                // now (it may have died), so try to take the pipeline over.
+                shared.update_status(|s| {
+                    if let Some(ps) = s.pipelines.get_mut(&p.name) {
+                        ps.lease_retry_at = None;
+                    }
+                });
+                let task = shared.spawn_run(&p.name, Trigger::Schedule);
+                running.insert(p.name.clone(), task);
+            }
+        }
+        if now >= next_orphan_check {
+            next_orphan_check = now + chrono::Duration::seconds(ORPHAN_CHECK_SECS);
+            for name in orphaned(&shared, &running).await {
+                tracing::info!(pipeline = %name, "its last run never finished and nobody holds it; taking it over");
+                last_start.insert(name.clone(), now);
+                let task = shared.spawn_run(&name, Trigger::Schedule);
+                running.insert(name, task);
             }
         }
         shared.update_status(|s| {

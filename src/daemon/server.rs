@@ -199,9 +199,11 @@ async fn zoom_webhook(
         }
         Ok(_) => {}
         Err(e) => {
+            // The state (a PostgreSQL server, say) cannot be reached: 503, and Zoom delivers
+            // again later (for about 85 minutes); nothing is accepted that is not stored.
             tracing::error!("cannot read the webhook inbox: {e}");
             shared.metrics.record_webhook("refused");
-            return text(StatusCode::INTERNAL_SERVER_ERROR, "inbox unavailable");
+            return text(StatusCode::SERVICE_UNAVAILABLE, "inbox unavailable");
         }
     }
     match store
@@ -222,7 +224,7 @@ async fn zoom_webhook(
         Err(e) => {
             tracing::error!("cannot store a webhook event: {e}");
             shared.metrics.record_webhook("refused");
-            text(StatusCode::INTERNAL_SERVER_ERROR, "cannot store the event")
+            text(StatusCode::SERVICE_UNAVAILABLE, "cannot store the event")
         }
     }
 }
@@ -354,9 +356,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         let n = deferred.entry(d.pipeline).or_default();
         *n = n.saturating_add(d.records);
     }
-    let body = shared
+    let mut body = shared
         .metrics
         .render(conns.http.metrics(), inbox, budget, &deferred);
+    body.push_str(&status::lease_metrics(&shared).await);
     (
         StatusCode::OK,
         [(

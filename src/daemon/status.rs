@@ -226,6 +226,7 @@ pub(crate) async fn render_html(shared: &Shared) -> String {
             esc(e)
         );
     }
+    o.push_str(&runners_html(shared).await);
     o.push_str(
         "<h2>Pipelines</h2>\n<table id=\"pipelines\"><tr><th>Pipeline</th><th>Schedule</th>\
          <th>Triggers</th><th>Last run</th><th>Result</th><th>Synced</th><th>Next run</th>\
@@ -327,6 +328,78 @@ fn anchor(name: &str) -> String {
         })
         .collect();
     format!("pipeline-{n}")
+}
+
+/// Who holds each pipeline's lease now: this daemon, another process (several daemons share a
+/// PostgreSQL state), or nobody between runs.
+async fn leases(shared: &Shared) -> Vec<(String, Option<crate::state::Held>)> {
+    let project = shared.project();
+    let mut out = Vec::new();
+    for p in &project.pipelines {
+        let held = logged("a pipeline lease", shared.store.lease_holder(&p.name).await)
+            .unwrap_or_default();
+        out.push((p.name.clone(), held));
+    }
+    out
+}
+
+async fn runners_html(shared: &Shared) -> String {
+    let me = crate::state::process_holder_id();
+    let mut o = format!(
+        "<h2>Runners</h2>\n<p>This daemon: <code id=\"holder-id\">{}</code> ({}); state: {}</p>\n\
+         <table id=\"leases\"><tr><th>Pipeline</th><th>Run by</th><th>Lease until</th></tr>\n",
+        esc(me),
+        esc(&crate::state::describe_holder(me)),
+        esc(&shared.store.location()),
+    );
+    for (name, held) in leases(shared).await {
+        let (who, until) = match &held {
+            Some(h) if h.holder == me => ("this daemon".to_string(), when(Some(h.expires_at))),
+            Some(h) => (
+                crate::state::describe_holder(&h.holder),
+                when(Some(h.expires_at)),
+            ),
+            None => ("nobody right now".to_string(), "-".to_string()),
+        };
+        let _ = writeln!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&name),
+            esc(&who),
+            esc(&until)
+        );
+    }
+    o.push_str("</table>\n");
+    o
+}
+
+/// `ferry_pipeline_lease{pipeline, holder, this_daemon}`: 1 per pipeline whose lease is held,
+/// naming the holder (hostname:pid:...), so a dashboard shows which daemon runs what.
+pub(crate) async fn lease_metrics(shared: &Shared) -> String {
+    let me = crate::state::process_holder_id();
+    let q = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut o = String::from(
+        "# HELP ferry_pipeline_lease Pipelines whose lease is held, by holder (hostname:pid:...).\n\
+         # TYPE ferry_pipeline_lease gauge\n",
+    );
+    for (name, held) in leases(shared).await {
+        if let Some(h) = held {
+            let _ = writeln!(
+                o,
+                "ferry_pipeline_lease{{pipeline=\"{}\",holder=\"{}\",this_daemon=\"{}\"}} 1",
+                q(&name),
+                q(&h.holder),
+                h.holder == me
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "# HELP ferry_daemon_holder_id This daemon's holder id in pipeline leases.\n\
+         # TYPE ferry_daemon_holder_id gauge\nferry_daemon_holder_id{{holder=\"{}\"}} 1",
+        q(me)
+    );
+    o
 }
 
 fn trigger_of(ps: &super::PipelineStatus) -> &'static str {

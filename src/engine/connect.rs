@@ -31,7 +31,7 @@ pub struct Connections {
 pub enum ConnectError {
     #[error("ferry.yaml has no {0} connection")]
     Missing(&'static str),
-    #[error("opening the state file {path}: {message}")]
+    #[error("opening the state {path}: {message}")]
     State { path: String, message: String },
     #[error("connecting to Salesforce: {0}")]
     Salesforce(String),
@@ -42,7 +42,7 @@ pub fn open_store(project: &Project, clock: &SharedClock) -> Result<Store, Conne
     Store::open(&project.config.state)
         .map(|s| s.with_clock(clock.clone()))
         .map_err(|e| ConnectError::State {
-            path: project.config.state.display().to_string(),
+            path: crate::state::describe_location(&project.config.state),
             message: e.to_string(),
         })
 }

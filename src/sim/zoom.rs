@@ -676,6 +676,14 @@ impl SimState {
             _ => None,
         };
         if let (Some(route), true) = (oauth, method == Method::POST) {
+            // The token endpoint answers no faster than the API (two clients refreshing at
+            // once overlap, as they do against Zoom).
+            let latency = self.lock().faults.latency_ms;
+            if latency > 0 {
+                self.clock
+                    .sleep(std::time::Duration::from_millis(latency))
+                    .await;
+            }
             // Peers send the grant in the query string, ferry in a form body: both count.
             for (k, v) in url::form_urlencoded::parse(&body).into_owned() {
                 query.insert(k, v);

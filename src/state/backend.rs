@@ -17,7 +17,7 @@
 use super::{
     BatchCommit, Checkpoint, CheckpointRow, DeadLetter, DeadLetterCount, ForgetReport, Held,
     InboxCounts, InboxEntry, InboxEvent, InboxFailure, Lease, LedgerCount, LedgerEntry,
-    NewDeadLetter, Result, RunRow, StoredToken, SubjectEntry, SubjectHit,
+    NewDeadLetter, Result, RunRow, StoredToken, SubjectEntry, SubjectHit, TokenLock,
 };
 use crate::clock::SharedClock;
 use chrono::{DateTime, Utc};
@@ -37,6 +37,14 @@ pub trait StateBackend: std::fmt::Debug + Send + Sync {
     fn with_clock(&self, clock: SharedClock) -> Arc<dyn StateBackend>;
     /// Where the state lives, when it is a local file (`None` in memory or on a server).
     fn path(&self) -> Option<&Path>;
+    /// Where the state lives, fit to show (a file's path; a database URL without its
+    /// password).
+    fn location(&self) -> String {
+        match self.path() {
+            Some(p) => format!("the state file {}", p.display()),
+            None => "an in-memory state".to_string(),
+        }
+    }
     /// The schema version of the state.
     async fn schema_version(&self) -> Result<i64>;
 
@@ -138,6 +146,13 @@ pub trait StateBackend: std::fmt::Debug + Send + Sync {
     ) -> Result<()>;
     async fn token_get(&self, name: &str) -> Result<Option<StoredToken>>;
     async fn token_delete(&self, name: &str) -> Result<bool>;
+    /// Serializes the refresh of the token `name` across processes sharing the state: held
+    /// until the returned guard drops. A rotating refresh token is read again after taking
+    /// it. The default holds nothing (one process per SQLite file refreshes under its own
+    /// in-process lock).
+    async fn token_lock(&self, _name: &str) -> Result<TokenLock> {
+        Ok(TokenLock::none())
+    }
 
     // ---- the webhook inbox --------------------------------------------------------------
 

@@ -95,7 +95,7 @@ fn held(pipeline: &str, row: &Row) -> Held {
     }
 }
 
-fn expiry(now: DateTime<Utc>, ttl: Duration) -> Result<DateTime<Utc>> {
+pub(super) fn expiry(now: DateTime<Utc>, ttl: Duration) -> Result<DateTime<Utc>> {
     chrono::Duration::from_std(ttl)
         .ok()
         .and_then(|d| now.checked_add_signed(d))

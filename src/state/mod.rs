@@ -15,6 +15,7 @@ mod key;
 mod labels;
 mod lease;
 mod ledger;
+mod postgres;
 mod runs;
 mod schema;
 mod sqlite;
@@ -38,6 +39,7 @@ pub use lease::{
     describe_holder, holder_is_dead, process_holder_id,
 };
 pub use ledger::{BatchCommit, LedgerCount, LedgerEntry, LedgerState, LedgerWrite};
+pub use postgres::{CopyReport, INBOX_CLAIM, PG_SCHEMA_VERSION, is_postgres_url, redact_url};
 pub use runs::RunRow;
 pub use subjects::{
     AUDIT_PIPELINE, FORGOTTEN, ForgetReport, IndexedRecord, SubjectEntry, SubjectHit, SyncedWrite,
@@ -113,6 +115,8 @@ pub enum StateError {
         now = describe_holder(&.now.holder)
     )]
     LeaseLost { pipeline: String, now: Box<Held> },
+    #[error("state database: {context}: {message}")]
+    Postgres { context: String, message: String },
     #[error("state file: could not {what}: the state task ended early ({why})")]
     Blocking { what: &'static str, why: String },
 }
@@ -156,10 +160,29 @@ impl std::ops::Deref for Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the state file at `path`. The key comes from
-    /// `FERRY_STATE_KEY`, else from `<path>.key`, which is created (mode 0600) on first use.
+    /// Opens the state ferry.yaml's `state:` names: a PostgreSQL URL (`postgres://` or
+    /// `postgresql://`; the key must be in `FERRY_STATE_KEY`; the database is reached on
+    /// first use), else the state file at `path`, created if needed, whose key comes from
+    /// `FERRY_STATE_KEY`, else from `<path>.key`, created (mode 0600) on first use.
     pub fn open(path: &Path) -> Result<Store> {
+        if let Some(url) = path.to_str().filter(|s| is_postgres_url(s)) {
+            return Store::open_postgres(url);
+        }
         Ok(Store::from_backend(Arc::new(SqliteState::open(path)?)))
+    }
+
+    /// Opens a PostgreSQL state with the key from `FERRY_STATE_KEY` (required).
+    pub fn open_postgres(url: &str) -> Result<Store> {
+        Ok(Store::from_backend(Arc::new(
+            postgres::PostgresState::open(url)?,
+        )))
+    }
+
+    /// Opens a PostgreSQL state with an explicit key (tests, `ferry state migrate`).
+    pub fn open_postgres_with_key(url: &str, key: [u8; 32]) -> Result<Store> {
+        Ok(Store::from_backend(Arc::new(
+            postgres::PostgresState::open_with_key(url, StateKey::from_bytes(key))?,
+        )))
     }
 
     /// Opens the state file at `path` with an explicit key.
@@ -201,6 +224,64 @@ impl Store {
 
     pub(crate) fn clock(&self) -> &SharedClock {
         &self.clock
+    }
+}
+
+/// Copies the SQLite state file at `path` into the empty PostgreSQL state at `url` (see
+/// [`postgres::copy_from_sqlite`]). The file is read with its key file when it has one, else
+/// with `FERRY_STATE_KEY`; the database's key is `FERRY_STATE_KEY` (required), so tokens are
+/// sealed again with it.
+pub async fn migrate_sqlite_to_postgres(path: &Path, url: &str) -> Result<CopyReport> {
+    if !path.exists() {
+        return Err(StateError::Io {
+            context: "there is no state file to migrate at",
+            path: path.to_path_buf(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+    }
+    let key_path = key_file_path(path);
+    let src = if key_path.exists() {
+        let key = load_or_create_key_file(&key_path)?;
+        SqliteState::open_with_key(path, *key.bytes())?
+    } else {
+        SqliteState::open(path)?
+    };
+    let dst = postgres::PostgresState::open(url)?;
+    postgres::copy_from_sqlite(&src, &dst).await
+}
+
+/// `state:` fit to show: a path as it is, a database URL without its password.
+pub fn describe_location(path: &Path) -> String {
+    let s = path.to_string_lossy();
+    if is_postgres_url(&s) {
+        redact_url(&s)
+    } else {
+        path.display().to_string()
+    }
+}
+
+/// Held while a process refreshes a token that other processes share (see
+/// [`StateBackend::token_lock`]); dropping it lets the next one in.
+pub struct TokenLock(Option<Box<dyn Send>>);
+
+impl TokenLock {
+    /// A lock that holds nothing (a backend used by one process).
+    pub fn none() -> TokenLock {
+        TokenLock(None)
+    }
+
+    pub(crate) fn held(guard: impl Send + 'static) -> TokenLock {
+        TokenLock(Some(Box::new(guard)))
+    }
+}
+
+impl std::fmt::Debug for TokenLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "TokenLock(held)"
+        } else {
+            "TokenLock(none)"
+        })
     }
 }
 

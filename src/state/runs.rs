@@ -6,7 +6,7 @@ use rusqlite::params;
 use serde::Serialize;
 
 /// Runs kept per pipeline; older ones are pruned when a run starts.
-const RUNS_KEPT: i64 = 200;
+pub(super) const RUNS_KEPT: i64 = 200;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunRow {
@@ -149,7 +149,7 @@ impl SqliteState {
 /// The most of a trigger or a stop reason kept (a reason can quote a server's answer).
 const MAX_NOTE_CHARS: usize = 2000;
 
-fn bounded(s: &str) -> String {
+pub(super) fn bounded(s: &str) -> String {
     if s.chars().count() <= MAX_NOTE_CHARS {
         return s.to_string();
     }

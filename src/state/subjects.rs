@@ -172,7 +172,7 @@ pub fn looks_like_email(s: &str) -> bool {
 
 /// Other email addresses than `subject` in `text` (to tell a dead letter of one person from
 /// one of several).
-fn holds_others(text: &str, subject: &str) -> bool {
+pub(super) fn holds_others(text: &str, subject: &str) -> bool {
     text.split(|c: char| c.is_whitespace() || matches!(c, '"' | ',' | '[' | ']' | '{' | '}'))
         .map(|t| t.trim_matches(|c: char| c == ':' || c == ';' || c == '\''))
         .filter(|t| looks_like_email(t))
@@ -306,7 +306,7 @@ fn remaining(conn: &rusqlite::Connection, email: &str) -> Result<Vec<(String, St
 }
 
 /// Areas the scan and `forget` handle themselves (anything else found is reported as is).
-const HANDLED: &[(&str, &str)] = &[
+pub(super) const HANDLED: &[(&str, &str)] = &[
     ("lookup_cache", "key"),
     ("lookup_cache", "value"),
     ("inbox", "payload"),
@@ -330,7 +330,7 @@ const HANDLED: &[(&str, &str)] = &[
 ];
 
 /// Why a ledger key made from the address stays (Salesforce's ledger or Zoom's).
-const LEDGER_KEY_KEPT: &str = "a ledger key made from the address: the pipeline's `key` \
+pub(super) const LEDGER_KEY_KEPT: &str = "a ledger key made from the address: the pipeline's `key` \
      template uses it; removing it would make the next run write a duplicate";
 
 /// Where the Zoom ledger's copies of an address can be (its key is the identity: kept).

@@ -25,14 +25,14 @@ impl std::fmt::Debug for StoredToken {
     }
 }
 
-const KEY_CHECK_AAD: &[u8] = b"ferry key check";
-const KEY_CHECK_TEXT: &[u8] = b"ferry state key v1";
+pub(super) const KEY_CHECK_AAD: &[u8] = b"ferry key check";
+pub(super) const KEY_CHECK_TEXT: &[u8] = b"ferry state key v1";
 
 fn cipher(key: &StateKey) -> ChaCha20Poly1305 {
     ChaCha20Poly1305::new(Key::from_slice(key.bytes()))
 }
 
-fn seal(key: &StateKey, aad: &[u8], plain: &[u8]) -> Result<([u8; 12], Vec<u8>)> {
+pub(super) fn seal(key: &StateKey, aad: &[u8], plain: &[u8]) -> Result<([u8; 12], Vec<u8>)> {
     let mut nonce = [0u8; 12];
     rand::rng().fill_bytes(&mut nonce);
     let ct = cipher(key)
@@ -41,7 +41,7 @@ fn seal(key: &StateKey, aad: &[u8], plain: &[u8]) -> Result<([u8; 12], Vec<u8>)>
     Ok((nonce, ct))
 }
 
-fn open(key: &StateKey, aad: &[u8], nonce: &[u8], ct: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn open(key: &StateKey, aad: &[u8], nonce: &[u8], ct: &[u8]) -> Option<Vec<u8>> {
     if nonce.len() != 12 {
         return None;
     }

@@ -28,14 +28,14 @@ pub enum ZoomRowState {
 }
 
 impl ZoomRowState {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             ZoomRowState::Written => "written",
             ZoomRowState::Pending => "pending",
             ZoomRowState::Deleted => "deleted",
         }
     }
-    fn parse(s: &str) -> Option<Self> {
+    pub(super) fn parse(s: &str) -> Option<Self> {
         match s {
             "written" => Some(ZoomRowState::Written),
             "pending" => Some(ZoomRowState::Pending),
@@ -80,7 +80,7 @@ pub struct Deferral {
 /// The most a deferral or ledger row keeps of a JSON text, in bytes; larger is refused.
 const MAX_JSON_BYTES: usize = 256 * 1024;
 
-fn to_json(v: &impl Serialize) -> Result<String> {
+pub(super) fn to_json(v: &impl Serialize) -> Result<String> {
     let s = serde_json::to_string(v)
         .map_err(|e| super::StateError::Corrupt(format!("cannot encode a Zoom row: {e}")))?;
     if s.len() > MAX_JSON_BYTES {
@@ -92,7 +92,7 @@ fn to_json(v: &impl Serialize) -> Result<String> {
     Ok(s)
 }
 
-fn obj(s: &str) -> serde_json::Map<String, Value> {
+pub(super) fn obj(s: &str) -> serde_json::Map<String, Value> {
     serde_json::from_str(s).unwrap_or_default()
 }
 

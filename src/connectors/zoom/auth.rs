@@ -113,6 +113,15 @@ impl TokenCache {
     }
 
     async fn obtain(&self) -> Result<Cached, AuthError> {
+        // A rotating refresh token is spent by its use: daemons sharing the state refresh it
+        // one at a time, each reading the token after taking the lock (the one before may
+        // have replaced it), and keep the lock until the new one is stored.
+        let _refresh_lock = match &self.auth {
+            ZoomAuth::OAuth { client_id, .. } => {
+                Some(self.store.lock(&Self::refresh_token_key(client_id)).await?)
+            }
+            ZoomAuth::ServerToServer { .. } => None,
+        };
         let (client_id, client_secret, pairs): (&str, &Secret, Vec<(String, String)>) =
             match &self.auth {
                 ZoomAuth::ServerToServer {

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod pg;
 pub mod salesforce;
 pub mod zoom;
 

@@ -200,6 +200,11 @@ pub struct PipelineStatus {
 /// How long the scheduler waits before trying a pipeline again when its lease could not be
 /// read (the state database is unreachable).
 const LEASE_RETRY_AFTER_ERROR_SECS: i64 = 10;
+/// How long a webhook's run waits for a pipeline another process is running (a webhook run
+/// there takes well under a second) before its event goes back to the inbox to be retried
+/// later, and how often it looks. Real time: the other process's run is.
+const WEBHOOK_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const WEBHOOK_LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A snapshot of the daemon's state, for tests and the status page.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -327,8 +332,22 @@ impl Shared {
         trigger: Trigger,
     ) -> Result<crate::state::LeaseGuard, Option<String>> {
         let ttl = crate::state::DEFAULT_LEASE_TTL;
+        // Another daemon on a shared state may be running the pipeline for another webhook:
+        // a webhook's run waits a little for it rather than send its event into the inbox's
+        // growing retry waits at once.
+        let mut acquired = crate::state::acquire_now(&self.store, name, ttl).await;
+        if trigger == Trigger::Webhook {
+            let deadline = std::time::Instant::now() + WEBHOOK_LEASE_WAIT;
+            while matches!(acquired, Ok(Err(_)))
+                && std::time::Instant::now() < deadline
+                && !self.shutdown().is_triggered()
+            {
+                tokio::time::sleep(WEBHOOK_LEASE_POLL).await;
+                acquired = crate::state::acquire_now(&self.store, name, ttl).await;
+            }
+        }
         let now = self.clock.now();
-        let (why, retry_at) = match crate::state::acquire_now(&self.store, name, ttl).await {
+        let (why, retry_at) = match acquired {
             Ok(Ok(lease)) => {
                 self.update_status(|s| {
                     if let Some(ps) = s.pipelines.get_mut(name) {

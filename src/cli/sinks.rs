@@ -27,7 +27,7 @@ pub async fn run(_g: &Global, a: &SinksArgs) -> anyhow::Result<u8> {
         let hint = crate::config::diagnostic::did_you_mean(short, c.names())
             .map(|h| format!("; {h}"))
             .unwrap_or_default();
-        eprintln!("error: no Zoom sink `{name}`{hint}; `ferry sinks` lists them");
+        eprintln!("error: no Zoom sink `{name}`{hint} (`ferry sinks` lists them)");
         return Ok(EXIT_INVALID);
     };
     print!("{}", d.describe());

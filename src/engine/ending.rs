@@ -403,12 +403,12 @@ impl ZoomWriter for Planned<'_> {
             .next()
             .unwrap_or("object")
             .trim_end_matches('s');
-        let placeholder = format!("(new {what} from {})", call.path);
+        // Named by what it is, not by the call's path (which may hold a host's address).
         Ok(serde_json::json!({
-            "id": placeholder,
-            "registrant_id": placeholder,
+            "id": format!("(new {what}: the id Zoom gives it)"),
+            "registrant_id": format!("(new {what}: the id Zoom gives it)"),
             "join_url": format!("(join_url of the {what} to create)"),
-            "password": "(passcode of the new meeting)",
+            "password": format!("(passcode of the {what} to create)"),
         }))
     }
     fn calls(&self) -> u64 {

@@ -6,8 +6,8 @@
 //! (`VACUUM (FULL)`) so no dead row version keeps the address in the table files.
 
 use super::super::subjects::{
-    AUDIT_PIPELINE, FORGOTTEN, ForgetReport, HANDLED, IndexedRecord, LEDGER_KEY_KEPT, SubjectEntry,
-    SubjectHit, ZoomSubjectRow, holds_others, mentions, redact, subject_hash,
+    AUDIT_PIPELINE, ForgetReport, HANDLED, IndexedRecord, LEDGER_KEY_KEPT, SubjectEntry,
+    SubjectHit, ZoomSubjectRow, holds_others, redact, subject_hash,
 };
 use super::super::zoom::{
     Deferral, DeferralSummary, ZoomLedgerRow, ZoomRowState, obj, summarize_deferrals, to_json,
@@ -974,46 +974,15 @@ async fn forget_in<C: GenericClient>(
         )
         .await
         .map_err(pg(ctx))?;
-    let parse = |s: &str| serde_json::from_str::<Map<String, Value>>(s).unwrap_or_default();
-    let holds = |v: &Value| mentions(&v.to_string(), email);
     for r in rows {
         let (pipeline, object, key, state): (String, String, String, String) =
             (r.get(0), r.get(1), r.get(2), r.get(3));
         let (fields, vals, params): (String, String, String) = (r.get(4), r.get(5), r.get(6));
-        let pending = state == "pending";
-        let mut fields = parse(&fields);
-        if pending {
-            fields.retain(|_, v| !holds(v));
-        } else {
-            for v in fields.values_mut() {
-                *v = Value::String(FORGOTTEN.into());
-            }
-        }
-        let mut params = parse(&params);
-        if pending {
-            params.retain(|_, v| !holds(v));
-        } else {
-            for v in params.values_mut().filter(|v| holds(v)) {
-                *v = Value::String(FORGOTTEN.into());
-            }
-        }
-        let mut vals = parse(&vals);
-        for v in vals.values_mut().filter(|v| holds(v)) {
-            *v = Value::String(FORGOTTEN.into());
-        }
-        // Anything left (a value that could not be read as an object) goes as text.
-        let enc = |m: &Map<String, Value>| redact(&Value::Object(m.clone()).to_string(), email);
+        let f = super::super::subjects::forget_in_zoom_row(&state, &fields, &vals, &params, email);
         tx.execute(
             "UPDATE zoom_ledger SET fields = $4, vals = $5, params = $6
              WHERE pipeline = $1 AND object = $2 AND key = $3",
-            &[
-                &pipeline,
-                &object,
-                &key,
-                &enc(&fields),
-                &enc(&vals),
-                &enc(&params),
-            ],
+            &[&pipeline, &object, &key, &f.fields, &f.vals, &f.params],
         )
         .await
         .map_err(pg(ctx))?;

@@ -130,6 +130,56 @@ pub fn mentions(hay: &str, needle: &str) -> bool {
     !needle.is_empty() && hay.to_ascii_lowercase().contains(needle)
 }
 
+/// A Zoom ledger row's written values (`fields`), returned values (`vals`) and path
+/// parameters (`params`), as JSON text, after forgetting `email`: the same on every backend.
+pub struct ForgottenZoomRow {
+    pub fields: String,
+    pub vals: String,
+    pub params: String,
+}
+
+/// Forgets `email` in one Zoom ledger row. A written row loses every written value (what
+/// was sent is only kept to tell a change) and any parameter or returned value holding the
+/// address; a pending row (a create whose answer was lost) keeps the values without the
+/// address, so the next run can still find the earlier create. Its identity (key, Zoom id,
+/// state) is not touched.
+pub fn forget_in_zoom_row(
+    state: &str,
+    fields: &str,
+    vals: &str,
+    params: &str,
+    email: &str,
+) -> ForgottenZoomRow {
+    use serde_json::{Map, Value};
+    let parse = |s: &str| serde_json::from_str::<Map<String, Value>>(s).unwrap_or_default();
+    let holds = |v: &Value| mentions(&v.to_string(), email);
+    let forgotten = || Value::String(FORGOTTEN.into());
+    let pending = state == "pending";
+    let mut fields = parse(fields);
+    let mut params = parse(params);
+    if pending {
+        fields.retain(|_, v| !holds(v));
+        params.retain(|_, v| !holds(v));
+    } else {
+        fields.values_mut().for_each(|v| *v = forgotten());
+        params
+            .values_mut()
+            .filter(|v| holds(v))
+            .for_each(|v| *v = forgotten());
+    }
+    let mut vals = parse(vals);
+    vals.values_mut()
+        .filter(|v| holds(v))
+        .for_each(|v| *v = forgotten());
+    // Anything left (a value that could not be read as an object) goes as text.
+    let enc = |m: Map<String, Value>| redact(&Value::Object(m).to_string(), email);
+    ForgottenZoomRow {
+        fields: enc(fields),
+        vals: enc(vals),
+        params: enc(params),
+    }
+}
+
 /// `hay` with every occurrence of `needle` (any ASCII case) replaced by [`FORGOTTEN`].
 pub fn redact(hay: &str, needle: &str) -> String {
     let hits = find_all(hay, needle);
@@ -885,7 +935,6 @@ fn forget_zoom(
     email: &str,
     report: &mut ForgetReport,
 ) -> Result<()> {
-    use serde_json::{Map, Value};
     let ctx = "forget an address in the Zoom ledger";
     let rows: Vec<(String, String, String, String, String, String, String)> = tx
         .prepare(&format!(
@@ -907,43 +956,12 @@ fn forget_zoom(
         .context(ctx)?
         .collect::<rusqlite::Result<_>>()
         .context(ctx)?;
-    let parse = |s: &str| serde_json::from_str::<Map<String, Value>>(s).unwrap_or_default();
-    let holds = |v: &Value| mentions(&v.to_string(), email);
     for (pipeline, object, key, state, fields, vals, params) in rows {
-        let pending = state == "pending";
-        let mut fields = parse(&fields);
-        if pending {
-            fields.retain(|_, v| !holds(v));
-        } else {
-            for v in fields.values_mut() {
-                *v = Value::String(FORGOTTEN.into());
-            }
-        }
-        let mut params = parse(&params);
-        if pending {
-            params.retain(|_, v| !holds(v));
-        } else {
-            for v in params.values_mut().filter(|v| holds(v)) {
-                *v = Value::String(FORGOTTEN.into());
-            }
-        }
-        let mut vals = parse(&vals);
-        for v in vals.values_mut().filter(|v| holds(v)) {
-            *v = Value::String(FORGOTTEN.into());
-        }
-        // Anything left (a value that could not be read as an object) goes as text.
-        let enc = |m: &Map<String, Value>| redact(&Value::Object(m.clone()).to_string(), email);
+        let f = forget_in_zoom_row(&state, &fields, &vals, &params, email);
         tx.execute(
             "UPDATE zoom_ledger SET fields = ?4, vals = ?5, params = ?6
              WHERE pipeline = ?1 AND object = ?2 AND key = ?3",
-            params![
-                pipeline,
-                object,
-                key,
-                enc(&fields),
-                enc(&vals),
-                enc(&params)
-            ],
+            params![pipeline, object, key, f.fields, f.vals, f.params],
         )
         .context(ctx)?;
         report.redacted += 1;

@@ -107,7 +107,7 @@ pub async fn write(
         });
     };
     let zoom = ending.zoom_writer(real);
-    let intents = render_intents(cx, sink, def, batch);
+    let intents = render_intents(cx, sink, batch);
     // One write per key per batch: a later record wins.
     let mut last: HashMap<String, usize> = HashMap::new();
     for (n, w) in intents.iter().enumerate() {
@@ -374,7 +374,7 @@ fn resource_of(def: &SinkDef, action: ZoomAction, w: &Intent) -> Option<String> 
 }
 
 /// Renders the sink for every record of the batch that has not failed.
-fn render_intents(cx: &Cx<'_>, sink: &Sink, def: &SinkDef, batch: &mut Batch) -> Vec<Intent> {
+fn render_intents(cx: &Cx<'_>, sink: &Sink, batch: &mut Batch) -> Vec<Intent> {
     let mut out = Vec::new();
     for i in 0..batch.states.len() {
         if batch.failed[i].is_some() {
@@ -414,7 +414,6 @@ fn render_intents(cx: &Cx<'_>, sink: &Sink, def: &SinkDef, batch: &mut Batch) ->
                 let path: Vec<&str> = k.split('.').collect();
                 crate::config::insert_dotted(&mut body, &path, v.clone());
             }
-            let _ = def;
             out.push(Intent {
                 i,
                 key: if w.key.is_empty() {

@@ -11,8 +11,8 @@ pub mod connectors;
 pub mod daemon;
 pub mod engine;
 pub mod http;
-pub mod privacy;
-pub mod secret;
+pub(crate) mod privacy;
+pub(crate) mod secret;
 /// The Zoom and Salesforce simulators: demo, sandbox, tests and benchmarks (feature `sandbox`,
 /// on by default; `cargo build --no-default-features` builds the product without them).
 #[cfg(feature = "sandbox")]

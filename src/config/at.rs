@@ -92,9 +92,6 @@ impl<K, V> OrderedMap<K, V> {
     pub fn iter(&self) -> impl Iterator<Item = &(K, V)> {
         self.0.iter()
     }
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -4,14 +4,14 @@
 //! kept); [`model`] holds the resolved pipeline the engine runs. [`load_project`] reads,
 //! resolves and checks everything, collecting every problem before it reports.
 
-pub mod at;
+pub(crate) mod at;
 pub(crate) mod catalog;
-pub mod diagnostic;
+pub(crate) mod diagnostic;
 pub(crate) mod events;
 mod ferry_file;
 pub(crate) mod model;
 mod pipeline;
-pub mod spec;
+pub(crate) mod spec;
 mod yaml;
 
 pub use catalog::{StreamCatalog, StreamInfo};

@@ -231,14 +231,7 @@ pub enum Choice<T> {
     },
 }
 
-impl<T: Copy> Choice<T> {
-    pub fn known(&self) -> Option<T> {
-        match self {
-            Choice::Known(t) => Some(*t),
-            Choice::Unknown { .. } => None,
-        }
-    }
-}
+impl<T: Copy> Choice<T> {}
 
 impl<'de, T: de::DeserializeOwned> Deserialize<'de> for Choice<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

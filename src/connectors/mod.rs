@@ -2,5 +2,5 @@
 //! batches and answers per record.
 
 pub mod salesforce;
-pub mod tokens;
+pub(crate) mod tokens;
 pub mod zoom;

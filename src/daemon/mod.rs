@@ -8,12 +8,12 @@
 //! [`Daemon::start`] starts it in-process and gives a [`DaemonHandle`]; `ferry daemon` wraps
 //! it with signal handling.
 
-pub mod inbox;
-pub mod metrics;
-pub mod reload;
-pub mod schedule;
-pub mod server;
-pub mod status;
+pub(crate) mod inbox;
+pub(crate) mod metrics;
+pub(crate) mod reload;
+pub(crate) mod schedule;
+pub(crate) mod server;
+pub(crate) mod status;
 
 use crate::clock::SharedClock;
 use crate::config::{Diagnostics, Problem, Project};

@@ -20,7 +20,7 @@ pub mod projection;
 pub mod render;
 pub mod report;
 pub(crate) mod retry;
-pub mod schema;
+pub(crate) mod schema;
 pub(crate) mod stage;
 pub mod testing;
 pub mod zoom;

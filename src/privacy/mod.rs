@@ -2,5 +2,5 @@
 //! address, `ferry subject forget` removes it from ferry's own state. The subject index
 //! ([`index`]) links an address (by keyed hash) to the synced records it appeared in.
 
-pub mod export;
-pub mod index;
+pub(crate) mod export;
+pub(crate) mod index;

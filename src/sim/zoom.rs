@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 mod peer;
 mod subject;
-pub mod write;
+pub(crate) mod write;
 
 pub use write::{CreateFault, LimitForm};
 

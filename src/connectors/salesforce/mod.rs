@@ -8,9 +8,9 @@
 pub mod auth;
 mod budget;
 pub mod catalog;
-pub mod csv;
+pub(crate) mod csv;
 mod lookup;
-pub mod source;
+pub(crate) mod source;
 mod write;
 
 pub use auth::{

@@ -6,11 +6,11 @@
 
 pub mod auth;
 pub mod authorize;
-pub mod catalog;
+pub(crate) mod catalog;
 pub mod limits;
 mod read;
-pub mod sink;
-pub mod subject;
+pub(crate) mod sink;
+pub(crate) mod subject;
 pub mod webhook;
 
 pub use crate::connectors::tokens::StoreTokens;

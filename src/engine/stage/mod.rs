@@ -12,12 +12,12 @@
 //! A stage reads the run ([`Cx`]) and changes the [`Batch`]; none knows whether it is a
 //! run or a plan.
 
-pub mod commit;
-pub mod enrich;
-pub mod feed;
-pub mod lookup;
+pub(crate) mod commit;
+pub(crate) mod enrich;
+pub(crate) mod feed;
+pub(crate) mod lookup;
 pub mod render;
-pub mod write;
+pub(crate) mod write;
 pub mod zoom;
 
 use super::report::PipelineReport;

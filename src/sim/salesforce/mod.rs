@@ -7,10 +7,10 @@
 mod bulk_query;
 pub mod ids;
 mod oauth;
-pub mod org;
+pub(crate) mod org;
 mod rest;
-pub mod schema;
-pub mod soql;
+pub(crate) mod schema;
+pub(crate) mod soql;
 
 use crate::clock::SharedClock;
 use axum::Router;

@@ -72,11 +72,6 @@ impl FieldMeta {
         matches!(self.ftype, "id" | "reference")
     }
 
-    /// Required on create: createable, not nillable, and not filled in by the server.
-    pub fn required_on_create(&self) -> bool {
-        self.createable && !self.nillable && !self.defaulted_on_create
-    }
-
     fn describe_json(&self) -> Value {
         let soap_type = match self.ftype {
             "id" | "reference" => "tns:ID",
@@ -583,12 +578,6 @@ impl Schema {
     pub fn object(&self, name: &str) -> Option<&ObjectMeta> {
         self.objects
             .iter()
-            .find(|o| o.name.eq_ignore_ascii_case(name))
-    }
-
-    pub fn object_mut(&mut self, name: &str) -> Option<&mut ObjectMeta> {
-        self.objects
-            .iter_mut()
             .find(|o| o.name.eq_ignore_ascii_case(name))
     }
 

@@ -2,9 +2,9 @@
 //! comparisons, IN / NOT IN, LIKE, AND / OR / NOT and parentheses, ORDER BY, LIMIT, OFFSET.
 //! Keywords and field names are case-insensitive; so is string equality, as in Salesforce.
 
-use super::schema::{FieldMeta, ObjectMeta};
+use super::schema::FieldMeta;
 use chrono::{DateTime, NaiveDate, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::sync::OnceLock;
@@ -463,13 +463,6 @@ impl Cond {
             }
             Cond::Not(a) => a.fields(out),
         }
-    }
-
-    pub fn eval(&self, obj: &ObjectMeta, rec: &Map<String, Value>) -> bool {
-        self.eval_by(&|f: &str| {
-            obj.field(f)
-                .map(|m| (m, rec.get(m.name).unwrap_or(&Value::Null)))
-        })
     }
 
     /// Resolves relative date literals (`TODAY`) against `today`.

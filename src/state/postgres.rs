@@ -512,6 +512,109 @@ async fn upsert_checkpoint<C: GenericClient>(
     Ok(())
 }
 
+/// The rows of `items` one per key, in first-seen order: a later row with a key seen before
+/// replaces it through `merge(earlier, later)`. A statement that inserts many rows with ON
+/// CONFLICT DO UPDATE may not touch one row twice, where a loop of single-row statements
+/// let the later win; `merge` keeps that outcome.
+pub(super) fn last_per_key<T, K: std::hash::Hash + Eq>(
+    items: impl IntoIterator<Item = T>,
+    key: impl Fn(&T) -> K,
+    merge: impl Fn(T, T) -> T,
+) -> Vec<T> {
+    let mut at: HashMap<K, usize> = HashMap::new();
+    let mut out: Vec<Option<T>> = Vec::new();
+    for item in items {
+        match at.get(&key(&item)) {
+            Some(&i) => {
+                if let Some(slot) = out.get_mut(i)
+                    && let Some(earlier) = slot.take()
+                {
+                    *slot = Some(merge(earlier, item));
+                }
+            }
+            None => {
+                at.insert(key(&item), out.len());
+                out.push(Some(item));
+            }
+        }
+    }
+    out.into_iter().flatten().collect()
+}
+
+/// A batch's ledger rows in two statements, whatever their number (one round trip each,
+/// not two per row): the rows upserted (an id already known is kept when a row carries
+/// none), then the dead letters of the rows now written cleared.
+async fn write_ledger_rows<C: GenericClient>(
+    tx: &C,
+    pipeline: &str,
+    ledger: &[super::LedgerWrite],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    // (sink, key, id, hash, state), one per ledger key.
+    type Row<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, &'static str);
+    let rows: Vec<Row<'_>> = last_per_key(
+        ledger.iter().map(|w| {
+            let state = match w.state {
+                LedgerState::Written => "written",
+                LedgerState::Pending => "pending",
+            };
+            (
+                w.sink.as_str(),
+                w.key.as_str(),
+                w.sf_id.as_deref(),
+                w.hash.as_str(),
+                state,
+            )
+        }),
+        |r| (r.0, r.1),
+        // Two statements would leave the later row's fields and the id either one carried.
+        |earlier, later| (later.0, later.1, later.2.or(earlier.2), later.3, later.4),
+    );
+    let mut sinks = Vec::with_capacity(rows.len());
+    let mut keys = Vec::with_capacity(rows.len());
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut hashes = Vec::with_capacity(rows.len());
+    let mut states = Vec::with_capacity(rows.len());
+    for &(sink, key, id, hash, state) in &rows {
+        sinks.push(sink);
+        keys.push(key);
+        ids.push(id);
+        hashes.push(hash);
+        states.push(state);
+    }
+    // Every row written clears its dead letter, as each did when it was saved alone.
+    let (done_sinks, done_keys): (Vec<&str>, Vec<&str>) = ledger
+        .iter()
+        .filter(|w| w.state == LedgerState::Written)
+        .map(|w| (w.sink.as_str(), w.key.as_str()))
+        .unzip();
+    tx.execute(
+        "INSERT INTO ledger (pipeline, sink, key, sf_id, hash, state, updated_at)
+         SELECT $1, u.sink, u.key, u.sf_id, u.hash, u.state, $7
+         FROM unnest($2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[])
+              AS u(sink, key, sf_id, hash, state)
+         ON CONFLICT (pipeline, sink, key) DO UPDATE SET
+           sf_id = coalesce(excluded.sf_id, ledger.sf_id), hash = excluded.hash,
+           state = excluded.state, updated_at = excluded.updated_at",
+        &[&pipeline, &sinks, &keys, &ids, &hashes, &states, &now],
+    )
+    .await
+    .map_err(pg(format!(
+        "write {} ledger rows of {pipeline}",
+        rows.len()
+    )))?;
+    if !done_keys.is_empty() {
+        tx.execute(
+            "DELETE FROM dead_letters d USING unnest($2::TEXT[], $3::TEXT[]) AS u(sink, key)
+             WHERE d.pipeline = $1 AND d.sink = u.sink AND d.key = u.key",
+            &[&pipeline, &done_sinks, &done_keys],
+        )
+        .await
+        .map_err(pg("clear resolved dead letters"))?;
+    }
+    Ok(())
+}
+
 async fn insert_dead_letter<C: GenericClient>(
     c: &C,
     pipeline: &str,
@@ -887,23 +990,25 @@ impl StateBackend for PostgresState {
             return Ok(());
         }
         let now = self.now();
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg("record pending writes"))?;
-        let st = tx
-            .prepare_cached(
-                "INSERT INTO ledger (pipeline, sink, key, sf_id, hash, state, updated_at)
-                 VALUES ($1, $2, $3, NULL, $4, 'pending', $5)
-                 ON CONFLICT (pipeline, sink, key) DO UPDATE SET
-                   hash = excluded.hash, state = 'pending', updated_at = excluded.updated_at",
-            )
-            .await
-            .map_err(pg("record pending writes"))?;
-        for (key, hash) in keys {
-            tx.execute(&st, &[&pipeline, &sink, key, hash, &now])
-                .await
-                .map_err(pg(format!("record a pending write for {sink} key {key:?}")))?;
-        }
-        tx.commit().await.map_err(pg("record pending writes"))?;
+        // One statement for the whole list (a key listed twice keeps its last hash: ON
+        // CONFLICT cannot touch one row twice in a statement).
+        let rows = last_per_key(keys.iter(), |(key, _)| key.as_str(), |_, new| new);
+        let (keys, hashes): (Vec<&String>, Vec<&String>) =
+            rows.into_iter().map(|(k, h)| (k, h)).unzip();
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO ledger (pipeline, sink, key, sf_id, hash, state, updated_at)
+             SELECT $1, $2, u.key, NULL, u.hash, 'pending', $5
+             FROM unnest($3::TEXT[], $4::TEXT[]) AS u(key, hash)
+             ON CONFLICT (pipeline, sink, key) DO UPDATE SET
+               hash = excluded.hash, state = 'pending', updated_at = excluded.updated_at",
+            &[&pipeline, &sink, &keys, &hashes, &now],
+        )
+        .await
+        .map_err(pg(format!(
+            "record {} pending writes for {sink}",
+            keys.len()
+        )))?;
         Ok(())
     }
 
@@ -925,42 +1030,7 @@ impl StateBackend for PostgresState {
             None => None,
         };
         if !batch.ledger.is_empty() {
-            let put = tx
-                .prepare_cached(
-                    "INSERT INTO ledger (pipeline, sink, key, sf_id, hash, state, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)
-                     ON CONFLICT (pipeline, sink, key) DO UPDATE SET
-                       sf_id = coalesce(excluded.sf_id, ledger.sf_id), hash = excluded.hash,
-                       state = excluded.state, updated_at = excluded.updated_at",
-                )
-                .await
-                .map_err(pg("write the ledger"))?;
-            let clear = tx
-                .prepare_cached(
-                    "DELETE FROM dead_letters WHERE pipeline = $1 AND sink = $2 AND key = $3",
-                )
-                .await
-                .map_err(pg("write the ledger"))?;
-            for w in &batch.ledger {
-                let state = match w.state {
-                    LedgerState::Written => "written",
-                    LedgerState::Pending => "pending",
-                };
-                tx.execute(
-                    &put,
-                    &[&pipeline, &w.sink, &w.key, &w.sf_id, &w.hash, &state, &now],
-                )
-                .await
-                .map_err(pg(format!(
-                    "write the ledger row of {}/{} key {:?}",
-                    pipeline, w.sink, w.key
-                )))?;
-                if w.state == LedgerState::Written {
-                    tx.execute(&clear, &[&pipeline, &w.sink, &w.key])
-                        .await
-                        .map_err(pg("clear a resolved dead letter"))?;
-                }
-            }
+            write_ledger_rows(&tx, pipeline, &batch.ledger, now).await?;
         }
         for d in &batch.dead_letters {
             insert_dead_letter(&tx, pipeline, d, now).await?;
@@ -1046,22 +1116,19 @@ impl StateBackend for PostgresState {
             return Ok(());
         }
         let exp = expires_at.timestamp_millis();
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg("fill the lookup cache"))?;
-        let st = tx
-            .prepare_cached(
-                "INSERT INTO lookup_cache (scope, key, value, expires_ms) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (scope, key) DO UPDATE SET
-                   value = excluded.value, expires_ms = excluded.expires_ms",
-            )
-            .await
-            .map_err(pg("fill the lookup cache"))?;
-        for (key, value) in entries {
-            tx.execute(&st, &[&scope, key, &value.to_string(), &exp])
-                .await
-                .map_err(pg("fill the lookup cache"))?;
-        }
-        tx.commit().await.map_err(pg("fill the lookup cache"))?;
+        let rows = last_per_key(entries.iter(), |(key, _)| key.as_str(), |_, new| new);
+        let keys: Vec<&String> = rows.iter().map(|(k, _)| k).collect();
+        let values: Vec<String> = rows.iter().map(|(_, v)| v.to_string()).collect();
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO lookup_cache (scope, key, value, expires_ms)
+             SELECT $1, u.key, u.value, $4 FROM unnest($2::TEXT[], $3::TEXT[]) AS u(key, value)
+             ON CONFLICT (scope, key) DO UPDATE SET
+               value = excluded.value, expires_ms = excluded.expires_ms",
+            &[&scope, &keys, &values, &exp],
+        )
+        .await
+        .map_err(pg("fill the lookup cache"))?;
         Ok(())
     }
 

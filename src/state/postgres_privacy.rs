@@ -12,7 +12,7 @@ use super::super::subjects::{
 use super::super::zoom::{
     Deferral, DeferralSummary, ZoomLedgerRow, ZoomRowState, obj, summarize_deferrals, to_json,
 };
-use super::{PostgresState, Result, StateError, count_u64, pg};
+use super::{PostgresState, Result, StateError, count_u64, last_per_key, pg};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde_json::{Map, Value};
@@ -48,69 +48,100 @@ pub(super) async fn insert_subjects<C: GenericClient>(
         return Ok(());
     }
     let ctx = "write the subject index";
-    let subject = tx
-        .prepare_cached(
-            "INSERT INTO subject_index (hash, pipeline, stream, record_key, role, record_time,
-                                        updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (hash, pipeline, stream, record_key) DO UPDATE SET
-               role = excluded.role, record_time = excluded.record_time,
-               updated_at = excluded.updated_at",
-        )
-        .await
-        .map_err(pg(ctx))?;
-    let write = tx
-        .prepare_cached(
-            "INSERT INTO synced_writes (pipeline, stream, record_key, sink, ledger_key, sobject,
-                                        sf_id, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (pipeline, stream, record_key, sink, ledger_key) DO UPDATE SET
-               sobject = excluded.sobject,
-               sf_id = CASE WHEN excluded.sf_id <> '' THEN excluded.sf_id
-                            ELSE synced_writes.sf_id END,
-               updated_at = excluded.updated_at",
-        )
-        .await
-        .map_err(pg(ctx))?;
-    for r in records {
-        // A record without an address is nobody's: its writes are not needed.
-        if r.subjects.is_empty() {
-            continue;
-        }
-        for (hash, role) in &r.subjects {
-            tx.execute(
-                &subject,
-                &[
-                    hash,
-                    &pipeline,
-                    &r.stream,
-                    &r.record_key,
-                    role,
-                    &r.record_time,
-                    &now,
-                ],
-            )
-            .await
-            .map_err(pg(ctx))?;
-        }
-        for w in &r.writes {
-            tx.execute(
-                &write,
-                &[
-                    &pipeline,
-                    &r.stream,
-                    &r.record_key,
-                    &w.sink,
-                    &w.ledger_key,
-                    &w.sobject,
-                    &w.sf_id,
-                    &now,
-                ],
-            )
-            .await
-            .map_err(pg(ctx))?;
+    // A record without an address is nobody's: its writes are not needed.
+    let indexed = || records.iter().filter(|r| !r.subjects.is_empty());
+    // One statement per table for the whole batch, a row once (see `last_per_key`).
+    let subjects = last_per_key(
+        indexed().flat_map(|r| {
+            r.subjects
+                .iter()
+                .map(move |(hash, role)| (hash.as_str(), r, role.as_str()))
+        }),
+        |(hash, r, _)| (*hash, r.stream.as_str(), r.record_key.as_str()),
+        |_, later| later,
+    );
+    let (mut hashes, mut streams, mut keys, mut roles, mut times) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for (hash, r, role) in &subjects {
+        hashes.push(*hash);
+        streams.push(r.stream.as_str());
+        keys.push(r.record_key.as_str());
+        roles.push(*role);
+        times.push(r.record_time.as_str());
+    }
+    tx.execute(
+        "INSERT INTO subject_index (hash, pipeline, stream, record_key, role, record_time,
+                                    updated_at)
+         SELECT u.hash, $1, u.stream, u.record_key, u.role, u.record_time, $7
+         FROM unnest($2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[])
+              AS u(hash, stream, record_key, role, record_time)
+         ON CONFLICT (hash, pipeline, stream, record_key) DO UPDATE SET
+           role = excluded.role, record_time = excluded.record_time,
+           updated_at = excluded.updated_at",
+        &[&pipeline, &hashes, &streams, &keys, &roles, &times, &now],
+    )
+    .await
+    .map_err(pg(ctx))?;
+    // (stream, record key, sink, ledger key, sObject, id); a write seen twice keeps the
+    // later sObject and the id either carried, as two statements would.
+    type Write<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, &'a str);
+    let writes: Vec<Write<'_>> = last_per_key(
+        indexed().flat_map(|r| {
+            r.writes.iter().map(move |w| {
+                (
+                    r.stream.as_str(),
+                    r.record_key.as_str(),
+                    w.sink.as_str(),
+                    w.ledger_key.as_str(),
+                    w.sobject.as_str(),
+                    w.sf_id.as_str(),
+                )
+            })
+        }),
+        |w| (w.0, w.1, w.2, w.3),
+        |earlier, later| {
+            let id = if later.5.is_empty() {
+                earlier.5
+            } else {
+                later.5
+            };
+            (later.0, later.1, later.2, later.3, later.4, id)
+        },
+    );
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let mut cols: [Vec<&str>; 6] = Default::default();
+    for w in &writes {
+        for (col, v) in cols.iter_mut().zip([w.0, w.1, w.2, w.3, w.4, w.5]) {
+            col.push(v);
         }
     }
+    let [streams, keys, sinks, ledger_keys, sobjects, ids] = &cols;
+    tx.execute(
+        "INSERT INTO synced_writes (pipeline, stream, record_key, sink, ledger_key, sobject,
+                                    sf_id, updated_at)
+         SELECT $1, u.stream, u.record_key, u.sink, u.ledger_key, u.sobject, u.sf_id, $8
+         FROM unnest($2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[])
+              AS u(stream, record_key, sink, ledger_key, sobject, sf_id)
+         ON CONFLICT (pipeline, stream, record_key, sink, ledger_key) DO UPDATE SET
+           sobject = excluded.sobject,
+           sf_id = CASE WHEN excluded.sf_id <> '' THEN excluded.sf_id
+                        ELSE synced_writes.sf_id END,
+           updated_at = excluded.updated_at",
+        &[
+            &pipeline,
+            streams,
+            keys,
+            sinks,
+            ledger_keys,
+            sobjects,
+            ids,
+            &now,
+        ],
+    )
+    .await
+    .map_err(pg(ctx))?;
     Ok(())
 }
 

@@ -145,6 +145,7 @@ macro_rules! checks {
 const CHECKS: &[(&str, Check)] = checks![
     schema_is_current,
     commit_batch_is_all_or_nothing,
+    a_batch_may_name_one_row_twice,
     pending_then_written_keeps_the_id_and_clears_dead_letters,
     rewind_moves_only_later_cursors_and_reset_keeps_the_ledger,
     cache_entries_expire_at_the_injected_now,
@@ -262,6 +263,99 @@ async fn commit_batch_is_all_or_nothing(f: Fresh) {
         (counts.len(), counts[0].written, counts[0].pending),
         (1, 2, 0)
     );
+}
+
+/// A batch (and a cache fill, and a pending list) may name one ledger key, one address of
+/// a record or one write twice: saved as if row by row, the later wins and an id either
+/// carried is kept. On PostgreSQL each of these is one statement for the whole list, where
+/// a row named twice would be refused ("ON CONFLICT DO UPDATE command cannot affect row a
+/// second time") unless the rows are merged first.
+async fn a_batch_may_name_one_row_twice(f: Fresh) {
+    let s = f.open();
+    s.deadletters_add(
+        "p",
+        &[NewDeadLetter {
+            sink: "event".into(),
+            key: "k1".into(),
+            payload: json!({}),
+            error: "UNABLE_TO_LOCK_ROW".into(),
+        }],
+    )
+    .await
+    .unwrap();
+    let mut again = written("event", "k1", "ignored", "h2");
+    again.sf_id = None;
+    again.state = LedgerState::Pending;
+    let mut twice = indexed(
+        &s,
+        "m1",
+        &["pat@contoso.com", "pat@contoso.com"],
+        &[("event", "k1")],
+    );
+    let mut later_write = twice.writes[0].clone();
+    later_write.sf_id = String::new();
+    later_write.sobject = "Event2".into();
+    twice.writes.push(later_write);
+    s.commit_batch(&BatchCommit {
+        pipeline: "p".into(),
+        ledger: vec![
+            written("event", "k1", "00U1", "h1"),
+            written("event", "k2", "00U2", "h1"),
+            again,
+        ],
+        subjects: vec![twice.clone(), twice],
+        checkpoints: vec![("st".into(), "".into(), "2026-03-02T00:00:00Z".into())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let got = s
+        .ledger_get_many("p", "event", &keys(&["k1", "k2"]))
+        .await
+        .unwrap();
+    let k1 = &got["k1"];
+    assert_eq!(
+        (k1.state, k1.sf_id.as_deref(), k1.hash.as_str()),
+        (LedgerState::Pending, Some("00U1"), "h2")
+    );
+    assert_eq!(got["k2"].sf_id.as_deref(), Some("00U2"));
+    // k1 was written once in the batch: its dead letter is resolved.
+    assert!(s.deadletters(Some("p")).await.unwrap().is_empty());
+    let pat = s.subject_hash("pat@contoso.com");
+    let found = s.subject_index_find(&pat).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    // The write named twice: the later sObject, the id only the earlier carried.
+    assert_eq!(
+        (found[0].sobject.as_str(), found[0].sf_id.as_str()),
+        ("Event2", "00Uk1")
+    );
+    s.ledger_mark_pending(
+        "p",
+        "rel",
+        &[("r1".into(), "a".into()), ("r1".into(), "b".into())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.ledger_get_many("p", "rel", &keys(&["r1"])).await.unwrap()["r1"].hash,
+        "b"
+    );
+    let until = f.clock.now() + chrono::Duration::hours(1);
+    s.cache_put_many(
+        "contact",
+        &[
+            ("pat@contoso.com".into(), json!({ "Id": "003A" })),
+            ("pat@contoso.com".into(), json!({ "Id": "003B" })),
+        ],
+        until,
+    )
+    .await
+    .unwrap();
+    let cached = s
+        .cache_get_many("contact", &keys(&["pat@contoso.com"]), f.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(cached["pat@contoso.com"]["Id"], "003B");
 }
 
 async fn pending_then_written_keeps_the_id_and_clears_dead_letters(f: Fresh) {

@@ -61,12 +61,10 @@ pub const STATE_KEY_ENV: &str = "FERRY_STATE_KEY";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("state file: {context}: {source}")]
-    Sqlite {
-        context: String,
-        #[source]
-        source: rusqlite::Error,
-    },
+    /// The SQLite file refused or failed a statement. The driver's error is kept as text, as
+    /// PostgreSQL's is, so that no backend's driver types show in the public error.
+    #[error("state file: {context}: {message}")]
+    Sqlite { context: String, message: String },
     #[error("{context} {path}: {source}")]
     Io {
         context: &'static str,
@@ -130,9 +128,9 @@ pub(crate) trait Context<T> {
 
 impl<T> Context<T> for std::result::Result<T, rusqlite::Error> {
     fn context(self, what: impl Into<String>) -> Result<T> {
-        self.map_err(|source| StateError::Sqlite {
+        self.map_err(|e| StateError::Sqlite {
             context: what.into(),
-            source,
+            message: e.to_string(),
         })
     }
 }

@@ -245,16 +245,27 @@ fn print_reverse(sandbox: &Sandbox, first: &[PipelineReport]) {
             .filter_map(|r| r.per_sink.get("link"))
             .sum()
     };
+    // "1 webinar", "2 webinars": the counts come from the simulators, any of them may be 1.
+    let n = |count: u64, one: &str, many: &str| {
+        format!("{count} {}", if count == 1 { one } else { many })
+    };
+    let count = |c: usize| u64::try_from(c).unwrap_or(u64::MAX);
     println!("  Salesforce → Zoom:");
     println!(
-        "  {meetings} meetings created from flagged Events (join link and meeting id written back to {} Events);",
-        links("events-to-zoom-meetings")
+        "  {} created from flagged Events (join link and meeting id written back to {});",
+        n(count(meetings), "meeting", "meetings"),
+        n(links("events-to-zoom-meetings"), "Event", "Events")
     );
     println!(
-        "  {} webinars from flagged Campaigns (webinar id written back to {} Campaigns); {registrants} registrants from their Campaign Members (join links written back to {} members).",
-        webinars.len(),
-        links("campaigns-to-zoom-webinars"),
-        links("campaign-members-to-webinar-registrants")
+        "  {} from flagged Campaigns (webinar id written back to {}); {} from their Campaign Members (join links written back to {}).",
+        n(count(webinars.len()), "webinar", "webinars"),
+        n(links("campaigns-to-zoom-webinars"), "Campaign", "Campaigns"),
+        n(count(registrants), "registrant", "registrants"),
+        n(
+            links("campaign-members-to-webinar-registrants"),
+            "member",
+            "members"
+        )
     );
 }
 

@@ -43,10 +43,11 @@ use deadpool_postgres::{
     GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
 };
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 #[path = "postgres_privacy.rs"]
 mod privacy;
@@ -99,6 +100,79 @@ pub fn redact_url(s: &str) -> String {
         }
         Err(_) => "a PostgreSQL URL (not shown: it does not parse)".to_string(),
     }
+}
+
+/// The TLS options of a state URL that the driver does not read itself: `sslrootcert=PATH`
+/// (the PEM file of the certificate authorities to trust, instead of the public ones) is
+/// taken out, and libpq's `sslmode=verify-full` / `verify-ca` become `require` (ferry
+/// verifies the server's certificate and name in every TLS mode). A URL that does not parse
+/// as one (a `key=value` string) is left to the driver.
+fn tls_options(url: &str) -> (String, Option<PathBuf>) {
+    let Ok(mut u) = url::Url::parse(url) else {
+        return (url.to_string(), None);
+    };
+    let mut root = None;
+    let mut changed = false;
+    let pairs: Vec<(String, String)> = u
+        .query_pairs()
+        .filter_map(|(k, v)| match (k.as_ref(), v.as_ref()) {
+            ("sslrootcert", path) => {
+                root = Some(PathBuf::from(path));
+                changed = true;
+                None
+            }
+            ("sslmode", "verify-full" | "verify-ca") => {
+                changed = true;
+                Some((k.into_owned(), "require".to_string()))
+            }
+            _ => Some((k.into_owned(), v.into_owned())),
+        })
+        .collect();
+    if !changed {
+        return (url.to_string(), None);
+    }
+    if pairs.is_empty() {
+        u.set_query(None);
+    } else {
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    (u.to_string(), root)
+}
+
+/// The TLS connector of the state's connections: rustls (the TLS stack ferry's HTTP client
+/// already uses), trusting the public certificate authorities or only those of
+/// `sslrootcert`. It is used only when the URL's `sslmode` asks for TLS.
+fn tls_connector(root_file: Option<&Path>, shown: &str) -> Result<MakeRustlsConnect> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match root_file {
+        Some(path) => {
+            let failed = |message: String| StateError::Postgres {
+                context: format!("read sslrootcert {} of {shown}", path.display()),
+                message,
+            };
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| failed(e.to_string()))?
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| failed(e.to_string()))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(failed("it holds no usable PEM certificate".to_string()));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StateError::Postgres {
+            context: format!("set up TLS for {shown}"),
+            message: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -349,13 +423,19 @@ impl PostgresState {
 
     pub fn open_with_key(url: &str, key: StateKey) -> Result<PostgresState> {
         let shown = redact_url(url);
+        let (url, root_file) = tls_options(url.trim());
         let mut config: tokio_postgres::Config =
-            url.trim()
-                .parse()
+            url.parse()
                 .map_err(|e: tokio_postgres::Error| StateError::Postgres {
                     context: format!("read the state URL {shown}"),
                     message: e.to_string(),
                 })?;
+        // Without an sslmode in the URL, no TLS, as before TLS was supported (libpq's default,
+        // `prefer`, would take an unverified certificate; ferry verifies every certificate).
+        if !url.contains("sslmode") {
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        }
+        let tls = tls_connector(root_file.as_deref(), &shown)?;
         if config.get_application_name().is_none() {
             config.application_name("ferry");
         }
@@ -364,7 +444,7 @@ impl PostgresState {
         }
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

@@ -47,6 +47,7 @@ mod state_cli;
 mod state_contract;
 mod state_lease;
 mod state_pg_cli;
+mod state_pg_tls;
 mod state_store;
 mod template_filters;
 mod template_native;

@@ -167,6 +167,29 @@ impl PgCluster {
         );
     }
 
+    /// Turns TLS on with this certificate and key (PEM files), restarting the server.
+    pub fn enable_tls(&self, cert: &Path, key: &Path) {
+        for (from, name) in [(cert, "server.pem"), (key, "server.key")] {
+            let to = self.data.join(name);
+            std::fs::copy(from, &to).unwrap();
+            if let Some(user) = &self.run_as {
+                let ok = Command::new("chown")
+                    .args([&format!("{user}:"), &*to.to_string_lossy()])
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok, "cannot give {name} to the {user} user");
+            }
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        self.psql("postgres", "ALTER SYSTEM SET ssl_cert_file = 'server.pem'");
+        self.psql("postgres", "ALTER SYSTEM SET ssl_key_file = 'server.key'");
+        self.psql("postgres", "ALTER SYSTEM SET ssl = on");
+        self.stop_server();
+        self.start_server();
+    }
+
     /// Stops the server at once (connections are cut, as when the database host goes away).
     pub fn stop_server(&self) {
         let _ = self

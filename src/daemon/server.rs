@@ -50,18 +50,35 @@ struct HostCheck {
     local: std::net::SocketAddr,
 }
 
+/// How a request reached the daemon, by its Host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// The daemon's own address or a loopback name: someone on its machine or network.
+    Local,
+    /// A name of `daemon.public_host`: possibly anyone, through a load balancer.
+    Public,
+}
+
 impl HostCheck {
-    fn allows(&self, host: &str, public: &[String]) -> bool {
+    /// Whether the daemon answers for `host`, and how it was reached.
+    fn reach(&self, host: &str, public: &[String]) -> Option<Reach> {
         let host = host.trim().to_ascii_lowercase();
         let (name, port) = split_host(&host);
         let name = name.strip_suffix('.').unwrap_or(name);
-        // A configured public name: with its port if one is configured, else with any.
-        if public.iter().any(|p| {
-            let (pn, pp) = split_host(p);
-            pn == name && (pp.is_none() || pp == port)
-        }) {
-            return true;
+        if self.is_local(name, port) {
+            return Some(Reach::Local);
         }
+        // A configured public name: with its port if one is configured, else with any.
+        public
+            .iter()
+            .any(|p| {
+                let (pn, pp) = split_host(p);
+                pn == name && (pp.is_none() || pp == port)
+            })
+            .then_some(Reach::Public)
+    }
+
+    fn is_local(&self, name: &str, port: Option<&str>) -> bool {
         let Some(port) = port else {
             return false;
         };
@@ -117,14 +134,59 @@ async fn check_host(
     let Some(host) = host else {
         return text(StatusCode::BAD_REQUEST, "a Host header is required");
     };
-    if !hosts.allows(&host, &shared.project().config.daemon.public_host) {
+    let project = shared.project();
+    let Some(reach) = hosts.reach(&host, &project.config.daemon.public_host) else {
         tracing::warn!("refused a request for a host this daemon does not answer for");
         return text(
             StatusCode::MISDIRECTED_REQUEST,
             "this ferry daemon does not answer for that host name; add it to daemon.public_host in ferry.yaml",
         );
+    };
+    if reach == Reach::Public && shows_people(req.uri().path()) {
+        let given = bearer(req.headers());
+        match project.config.daemon.api_token.as_ref() {
+            None => {
+                tracing::warn!("refused a page on a public host name: no daemon.api_token");
+                return text(
+                    StatusCode::FORBIDDEN,
+                    "the status page, dead letters and metrics are not served on a public host \
+                     name without daemon.api_token: open them on the daemon's own address (an \
+                     SSH tunnel, for example), or set daemon.api_token in ferry.yaml and send it \
+                     as a bearer token",
+                );
+            }
+            Some(token) if !same_secret(given, token.expose()) => {
+                tracing::warn!("refused a page on a public host name: missing or wrong token");
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    "missing or wrong bearer token (daemon.api_token)",
+                )
+                    .into_response();
+            }
+            Some(_) => {}
+        }
     }
+    drop(project);
     next.run(req).await
+}
+
+/// Pages that show hosts' and attendees' addresses, payloads of dead letters or lease
+/// holders: the status page, the dead-letter pages and the metrics. On a public host name
+/// they need the daemon's API token; `/healthz`, `/readyz` (for load balancers) and the
+/// webhook (signed by Zoom) do not, and `/runs` checks the token itself.
+fn shows_people(path: &str) -> bool {
+    path == "/" || path == "/metrics" || path.starts_with("/deadletters/")
+}
+
+/// The token of an `Authorization: Bearer ...` header, or "".
+fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .trim()
 }
 
 fn text(status: StatusCode, body: &str) -> Response {
@@ -246,12 +308,7 @@ async fn run_now(
             "the run endpoint is off: set daemon.api_token in ferry.yaml to turn it on",
         );
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !same_secret(given.trim(), token.expose()) {
+    if !same_secret(bearer(&headers), token.expose()) {
         tracing::warn!(pipeline, "refused a run request: missing or wrong token");
         return (
             StatusCode::UNAUTHORIZED,
@@ -384,6 +441,38 @@ async fn status_page(State(shared): State<Arc<Shared>>) -> Response {
 mod tests {
     use super::*;
 
+    impl HostCheck {
+        fn reach_any(&self, host: &str, public: &[String]) -> bool {
+            self.reach(host, public).is_some()
+        }
+    }
+
+    #[test]
+    fn public_names_are_told_from_the_daemons_own() {
+        let lo = check("127.0.0.1:8787");
+        let public = vec!["ferry.example.com".to_string()];
+        assert_eq!(lo.reach("127.0.0.1:8787", &public), Some(Reach::Local));
+        assert_eq!(lo.reach("localhost:8787", &public), Some(Reach::Local));
+        assert_eq!(lo.reach("ferry.example.com", &public), Some(Reach::Public));
+        assert_eq!(
+            lo.reach("FERRY.example.com.:443", &public),
+            Some(Reach::Public)
+        );
+        assert_eq!(lo.reach("other.example.com", &public), None);
+        for path in ["/", "/metrics", "/deadletters/p"] {
+            assert!(shows_people(path), "{path}");
+        }
+        for path in [
+            "/healthz",
+            "/readyz",
+            "/zoom/webhook",
+            "/runs/p",
+            "/deadletters",
+        ] {
+            assert!(!shows_people(path), "{path}");
+        }
+    }
+
     fn check(local: &str) -> HostCheck {
         HostCheck {
             local: local.parse().unwrap(),
@@ -407,7 +496,7 @@ mod tests {
             "Ferry.Example.Com.",
             "hooks.example.com:8443",
         ] {
-            assert!(lo.allows(ok, &public), "{ok}");
+            assert!(lo.reach_any(ok, &public), "{ok}");
         }
         for bad in [
             "attacker.example:8787",
@@ -419,18 +508,18 @@ mod tests {
             "ferry.example.com.evil.net",
             "",
         ] {
-            assert!(!lo.allows(bad, &public), "{bad}");
+            assert!(!lo.reach_any(bad, &public), "{bad}");
         }
-        assert!(!lo.allows("ferry.example.com", &[]));
+        assert!(!lo.reach_any("ferry.example.com", &[]));
         let any = check("0.0.0.0:8787");
-        assert!(any.allows("10.0.0.5:8787", &[]));
-        assert!(any.allows("localhost:8787", &[]));
-        assert!(!any.allows("ferry.example.com:8787", &[]));
-        assert!(any.allows("ferry.example.com", &public));
+        assert!(any.reach_any("10.0.0.5:8787", &[]));
+        assert!(any.reach_any("localhost:8787", &[]));
+        assert!(!any.reach_any("ferry.example.com:8787", &[]));
+        assert!(any.reach_any("ferry.example.com", &public));
         let lan = check("10.0.0.5:8787");
-        assert!(lan.allows("10.0.0.5:8787", &[]));
+        assert!(lan.reach_any("10.0.0.5:8787", &[]));
         assert!(
-            !lan.allows("localhost:8787", &[]),
+            !lan.reach_any("localhost:8787", &[]),
             "not listening on loopback"
         );
     }

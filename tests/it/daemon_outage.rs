@@ -225,9 +225,19 @@ async fn a_pipeline_stopped_at_the_daily_budget_resumes_when_the_window_frees_ca
 
 /// A raw HTTP/1.1 GET with the given Host; the status code.
 async fn get_with_host(addr: std::net::SocketAddr, path: &str, host: &str) -> (u16, String) {
+    get_with(addr, path, host, "").await
+}
+
+/// A raw HTTP/1.1 GET with the given Host and extra header lines (each ending in CRLF).
+async fn get_with(
+    addr: std::net::SocketAddr,
+    path: &str,
+    host: &str,
+    headers: &str,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
@@ -269,6 +279,45 @@ async fn the_daemon_answers_only_its_own_host_names() {
     }
     let (code, _) = get_with_host(h.addr, "/healthz", "localhost:1").await;
     assert_eq!(code, 421);
+    // On the public name, pages that show people need the API token, which is not set:
+    // refused, and the way in is named. The daemon's own address still shows them.
+    let people = ["/", "/metrics", "/deadletters/zoom-hosts-report"];
+    for path in people {
+        let (code, body) = get_with_host(h.addr, path, "ferry.example.com").await;
+        assert_eq!(code, 403, "{path}: {body}");
+        assert!(body.contains("daemon.api_token"), "{body}");
+        let (code, body) = get_with_host(h.addr, path, &format!("127.0.0.1:{port}")).await;
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    assert_eq!(
+        get_with_host(h.addr, "/readyz", "ferry.example.com")
+            .await
+            .0,
+        200
+    );
+    assert!(h.shutdown().await.clean);
+
+    // With a token: the public name shows them to its bearer only.
+    let dir = env.config.parent().unwrap();
+    std::fs::create_dir_all(dir.join("secrets")).unwrap();
+    std::fs::write(dir.join("secrets/api_token"), "page-token-1\n").unwrap();
+    let yaml = std::fs::read_to_string(&env.config).unwrap().replace(
+        "  public_host: [ferry.example.com]\n",
+        "  public_host: [ferry.example.com]\n  api_token: ${file:secrets/api_token}\n",
+    );
+    std::fs::write(&env.config, yaml).unwrap();
+    let h = env.start().await;
+    for path in people {
+        let (code, _) = get_with_host(h.addr, path, "ferry.example.com").await;
+        assert_eq!(code, 401, "{path}");
+        let wrong = "Authorization: Bearer page-token-2\r\n";
+        let (code, _) = get_with(h.addr, path, "ferry.example.com", wrong).await;
+        assert_eq!(code, 401, "{path}");
+        let right = "Authorization: Bearer page-token-1\r\n";
+        let (code, body) = get_with(h.addr, path, "ferry.example.com", right).await;
+        assert_eq!(code, 200, "{path}: {body}");
+        assert!(!body.contains("page-token-1"), "{path}");
+    }
     assert!(h.shutdown().await.clean);
 }
 

@@ -102,6 +102,33 @@ pub fn redact_url(s: &str) -> String {
     }
 }
 
+/// ferry's defaults for what the URL does not set: its name in `pg_stat_activity`, a 10 s
+/// connect timeout, and dead connections noticed within about a minute. A database host that
+/// vanishes without closing its connections (a crash, a network that drops packets) would
+/// otherwise hold a state call for Linux's 15 minutes of retransmissions, or 2 hours of idle
+/// keepalive while a call waits for its answer; a live server answers keepalive probes
+/// however long a statement runs.
+fn connection_defaults(config: &mut tokio_postgres::Config, url: &str) {
+    if config.get_application_name().is_none() {
+        config.application_name("ferry");
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if !url.contains("keepalives_idle") {
+        config.keepalives_idle(Duration::from_secs(30));
+    }
+    if !url.contains("keepalives_interval") {
+        config.keepalives_interval(Duration::from_secs(10));
+    }
+    if !url.contains("keepalives_retries") {
+        config.keepalives_retries(3);
+    }
+    if !url.contains("tcp_user_timeout") {
+        config.tcp_user_timeout(Duration::from_secs(60));
+    }
+}
+
 /// The TLS options of a state URL that the driver does not read itself: `sslrootcert=PATH`
 /// (the PEM file of the certificate authorities to trust, instead of the public ones) is
 /// taken out, and libpq's `sslmode=verify-full` / `verify-ca` become `require` (ferry
@@ -436,12 +463,7 @@ impl PostgresState {
             config.ssl_mode(tokio_postgres::config::SslMode::Disable);
         }
         let tls = tls_connector(root_file.as_deref(), &shown)?;
-        if config.get_application_name().is_none() {
-            config.application_name("ferry");
-        }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
+        connection_defaults(&mut config, &url);
         let manager = Manager::from_config(
             config,
             tls,
@@ -2504,5 +2526,40 @@ mod tests {
                 .unwrap_or_default();
         assert!(err.contains("read the state URL"), "{err}");
         assert!(!err.contains("s3cret"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod connection_tests {
+    use super::*;
+
+    #[test]
+    fn a_vanished_database_host_is_noticed_within_a_minute_unless_the_url_says_otherwise() {
+        let url = "postgres://ferry@db.internal/ferry";
+        let mut c: tokio_postgres::Config = url.parse().unwrap();
+        connection_defaults(&mut c, url);
+        assert!(c.get_keepalives());
+        let noticed = c.get_keepalives_idle()
+            + c.get_keepalives_interval().unwrap() * c.get_keepalives_retries().unwrap();
+        assert!(noticed <= Duration::from_secs(60), "{noticed:?}");
+        assert_eq!(c.get_tcp_user_timeout(), Some(&Duration::from_secs(60)));
+        assert_eq!(c.get_application_name(), Some("ferry"));
+        let url = "postgres://ferry@db.internal/ferry?keepalives_idle=300&tcp_user_timeout=5&application_name=x";
+        let mut c: tokio_postgres::Config = url.parse().unwrap();
+        connection_defaults(&mut c, url);
+        assert_eq!(c.get_keepalives_idle(), Duration::from_secs(300));
+        assert_eq!(c.get_tcp_user_timeout(), Some(&Duration::from_secs(5)));
+        assert_eq!(c.get_application_name(), Some("x"));
+    }
+
+    #[test]
+    fn tls_options_leave_the_driver_what_it_reads() {
+        let (url, root) =
+            tls_options("postgres://u:p@h/db?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem");
+        assert_eq!(root.as_deref(), Some(Path::new("/etc/ca.pem")));
+        let c: tokio_postgres::Config = url.parse().unwrap();
+        assert_eq!(c.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        let plain = "postgres://u:p@h/db?application_name=x";
+        assert_eq!(tls_options(plain), (plain.to_string(), None));
     }
 }

@@ -80,6 +80,27 @@ async fn migrate_copies_a_state_file_to_postgres_and_show_reads_it() {
         })
         .await
         .unwrap();
+        // Another sink's rows, more than one statement of the copy holds (2,000), pending
+        // every third (a missing id copied as NULL).
+        s.commit_batch(&BatchCommit {
+            pipeline: "meetings-to-events".into(),
+            ledger: (0..4_500)
+                .map(|i| LedgerWrite {
+                    sink: "relation".into(),
+                    key: format!("rel-{i}"),
+                    sf_id: (i % 3 != 0).then(|| format!("0RE{i}")),
+                    hash: format!("h{i}"),
+                    state: if i % 3 == 0 {
+                        LedgerState::Pending
+                    } else {
+                        LedgerState::Written
+                    },
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         s.token_put("zoom:abc:refresh_token", "rt-carried-over", None)
             .await
             .unwrap();
@@ -121,7 +142,7 @@ async fn migrate_copies_a_state_file_to_postgres_and_show_reads_it() {
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("pg-secret-pw"), "{out}");
     assert!(
-        out.contains("1 checkpoint(s), 1 ledger row(s), 1 dead letter(s), 1 token(s)"),
+        out.contains("1 checkpoint(s), 4501 ledger row(s), 1 dead letter(s), 1 token(s)"),
         "{out}"
     );
     // A second copy into the now used database is refused.
@@ -142,6 +163,14 @@ async fn migrate_copies_a_state_file_to_postgres_and_show_reads_it() {
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["checkpoints"][0]["cursor"], "2026-03-10T00:00:00Z");
     assert_eq!(doc["ledger"][0]["written"], 1);
+    assert_eq!(
+        (
+            &doc["ledger"][1]["sink"],
+            &doc["ledger"][1]["written"],
+            &doc["ledger"][1]["pending"]
+        ),
+        (&json!("relation"), &json!(3_000), &json!(1_500))
+    );
     assert_eq!(doc["dead_letters"][0]["count"], 1);
     assert_eq!(doc["inbox_depth"], 1);
     assert_eq!(doc["last_runs"][0]["run_id"], "r1");

@@ -2088,13 +2088,18 @@ fn int(row: &Cells, i: usize) -> i64 {
     cell(row, i).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
-/// A column of a set-based copy: text (a missing value copied as ""), text that may be
-/// NULL, or a required time.
+/// A column of a set-based copy, as SQLite holds it: text (a missing value copied as ""),
+/// text that may be NULL, a required or optional time, an integer, a 0/1 flag (optional or
+/// not).
 #[derive(Clone, Copy)]
 enum Col {
     Text,
     NullText,
     Time,
+    NullTime,
+    Int,
+    Flag,
+    NullFlag,
 }
 
 /// Rows copied per statement: one round trip for many rows, within PostgreSQL's limits on a
@@ -2117,7 +2122,9 @@ async fn copy_rows<C: GenericClient>(
         .enumerate()
         .map(|(i, k)| match k {
             Col::Text | Col::NullText => format!("${}::TEXT[]", i + 1),
-            Col::Time => format!("${}::TIMESTAMPTZ[]", i + 1),
+            Col::Time | Col::NullTime => format!("${}::TIMESTAMPTZ[]", i + 1),
+            Col::Int => format!("${}::BIGINT[]", i + 1),
+            Col::Flag | Col::NullFlag => format!("${}::BOOLEAN[]", i + 1),
         })
         .collect();
     let sql = format!(
@@ -2141,6 +2148,17 @@ async fn copy_rows<C: GenericClient>(
                         .iter()
                         .map(|r| ts_req(r, i))
                         .collect::<Result<Vec<_>>>()?,
+                ),
+                Col::NullTime => {
+                    Box::new(chunk.iter().map(|r| ts(r, i)).collect::<Result<Vec<_>>>()?)
+                }
+                Col::Int => Box::new(chunk.iter().map(|r| int(r, i)).collect::<Vec<_>>()),
+                Col::Flag => Box::new(chunk.iter().map(|r| int(r, i) != 0).collect::<Vec<_>>()),
+                Col::NullFlag => Box::new(
+                    chunk
+                        .iter()
+                        .map(|r| cell(r, i).map(|v| v != "0"))
+                        .collect::<Vec<_>>(),
                 ),
             });
         }
@@ -2341,59 +2359,32 @@ pub(crate) async fn copy_from_sqlite(src: &SqliteState, dst: &PostgresState) -> 
         )));
     }
     let mut report = CopyReport::default();
-    for r in &checkpoints {
-        tx.execute(
-            "INSERT INTO checkpoints (pipeline, stream, partition, cursor, updated_at)
-             VALUES ($1, $2, $3, $4, $5)",
-            &[
-                &text(r, 0),
-                &text(r, 1),
-                &text(r, 2),
-                &text(r, 3),
-                &ts_req(r, 4)?,
-            ],
-        )
-        .await
-        .map_err(pg("copy the checkpoints"))?;
-        report.checkpoints += 1;
-    }
+    use Col::{Flag, Int, NullFlag, NullText, NullTime, Text, Time};
+    report.checkpoints = copy_rows(
+        &tx,
+        "checkpoints (pipeline, stream, partition, cursor, updated_at)",
+        &[Text, Text, Text, Text, Time],
+        &checkpoints,
+        "copy the checkpoints",
+    )
+    .await?;
     report.ledger = copy_rows(
         &tx,
         "ledger (pipeline, sink, key, sf_id, hash, state, updated_at)",
-        &[
-            Col::Text,
-            Col::Text,
-            Col::Text,
-            Col::NullText,
-            Col::Text,
-            Col::Text,
-            Col::Time,
-        ],
+        &[Text, Text, Text, NullText, Text, Text, Time],
         &ledger,
         "copy the ledger",
     )
     .await?;
-    for r in &letters {
-        tx.execute(
-            "INSERT INTO dead_letters (pipeline, sink, key, payload, error, attempts,
-                                       retry_requested, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            &[
-                &text(r, 0),
-                &text(r, 1),
-                &text(r, 2),
-                &text(r, 3),
-                &text(r, 4),
-                &int(r, 5),
-                &(int(r, 6) != 0),
-                &ts_req(r, 7)?,
-                &ts_req(r, 8)?,
-            ],
-        )
-        .await
-        .map_err(pg("copy the dead letters"))?;
-        report.dead_letters += 1;
-    }
+    report.dead_letters = copy_rows(
+        &tx,
+        "dead_letters (pipeline, sink, key, payload, error, attempts, retry_requested, \
+         created_at, updated_at)",
+        &[Text, Text, Text, Text, Text, Int, Flag, Time, Time],
+        &letters,
+        "copy the dead letters",
+    )
+    .await?;
     for (name, t) in &tokens {
         let (nonce, ct) = seal(&dst.inner.key, name.as_bytes(), t.value.as_bytes())?;
         tx.execute(
@@ -2405,67 +2396,37 @@ pub(crate) async fn copy_from_sqlite(src: &SqliteState, dst: &PostgresState) -> 
         .map_err(pg(format!("copy the token `{name}`")))?;
         report.tokens += 1;
     }
-    for r in &inbox {
-        tx.execute(
-            "INSERT INTO inbox (delivery_id, event, payload, received_at, status, attempts,
-                                last_error, finished_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                &text(r, 0),
-                &text(r, 1),
-                &text(r, 2),
-                &ts_req(r, 3)?,
-                &text(r, 4),
-                &int(r, 5),
-                &cell(r, 6),
-                &ts(r, 7)?,
-            ],
-        )
-        .await
-        .map_err(pg("copy the webhook inbox"))?;
-        report.inbox += 1;
-    }
-    for r in &runs {
-        tx.execute(
-            "INSERT INTO runs (run_id, pipeline, started_at, finished_at, ok, summary,
-                               trigger, stopped)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                &text(r, 0),
-                &text(r, 1),
-                &ts_req(r, 2)?,
-                &ts(r, 3)?,
-                &cell(r, 4).map(|v| v != "0"),
-                &cell(r, 5),
-                &cell(r, 6),
-                &cell(r, 7),
-            ],
-        )
-        .await
-        .map_err(pg("copy the run history"))?;
-        report.runs += 1;
-    }
-    for r in &labels {
-        tx.execute(
-            "INSERT INTO labels (scope, id, label, updated_at) VALUES ($1, $2, $3, $4)",
-            &[&text(r, 0), &text(r, 1), &text(r, 2), &ts_req(r, 3)?],
-        )
-        .await
-        .map_err(pg("copy the labels"))?;
-        report.labels += 1;
-    }
+    report.inbox = copy_rows(
+        &tx,
+        "inbox (delivery_id, event, payload, received_at, status, attempts, last_error, \
+         finished_at)",
+        &[Text, Text, Text, Time, Text, Int, NullText, NullTime],
+        &inbox,
+        "copy the webhook inbox",
+    )
+    .await?;
+    report.runs = copy_rows(
+        &tx,
+        "runs (run_id, pipeline, started_at, finished_at, ok, summary, trigger, stopped)",
+        &[
+            Text, Text, Time, NullTime, NullFlag, NullText, NullText, NullText,
+        ],
+        &runs,
+        "copy the run history",
+    )
+    .await?;
+    report.labels = copy_rows(
+        &tx,
+        "labels (scope, id, label, updated_at)",
+        &[Text, Text, Text, Time],
+        &labels,
+        "copy the labels",
+    )
+    .await?;
     report.subject_index = copy_rows(
         &tx,
         "subject_index (hash, pipeline, stream, record_key, role, record_time, updated_at)",
-        &[
-            Col::Text,
-            Col::Text,
-            Col::Text,
-            Col::Text,
-            Col::Text,
-            Col::Text,
-            Col::Time,
-        ],
+        &[Text, Text, Text, Text, Text, Text, Time],
         &subjects,
         "copy the subject index",
     )
@@ -2474,16 +2435,7 @@ pub(crate) async fn copy_from_sqlite(src: &SqliteState, dst: &PostgresState) -> 
         &tx,
         "synced_writes (pipeline, stream, record_key, sink, ledger_key, sobject, sf_id, \
          updated_at)",
-        &[
-            Col::Text,
-            Col::Text,
-            Col::Text,
-            Col::Text,
-            Col::Text,
-            Col::Text,
-            Col::Text,
-            Col::Time,
-        ],
+        &[Text, Text, Text, Text, Text, Text, Text, Time],
         &writes,
         "copy the synced writes",
     )
@@ -2493,16 +2445,7 @@ pub(crate) async fn copy_from_sqlite(src: &SqliteState, dst: &PostgresState) -> 
         "zoom_ledger (pipeline, object, key, zoom_id, vals, hash, fields, params, state, \
          updated_at)",
         &[
-            Col::Text,
-            Col::Text,
-            Col::Text,
-            Col::NullText,
-            Col::Text,
-            Col::Text,
-            Col::Text,
-            Col::Text,
-            Col::Text,
-            Col::Time,
+            Text, Text, Text, NullText, Text, Text, Text, Text, Text, Time,
         ],
         &zoom_ledger,
         "copy the Zoom ledger",
@@ -2512,16 +2455,7 @@ pub(crate) async fn copy_from_sqlite(src: &SqliteState, dst: &PostgresState) -> 
         &tx,
         "zoom_deferrals (pipeline, sink, key, record, reason, resource, not_before, \
          deferred_at)",
-        &[
-            Col::Text,
-            Col::Text,
-            Col::Text,
-            Col::Text,
-            Col::Text,
-            Col::Text,
-            Col::Time,
-            Col::Time,
-        ],
+        &[Text, Text, Text, Text, Text, Text, Time, Time],
         &deferrals,
         "copy the deferrals",
     )

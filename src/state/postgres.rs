@@ -115,17 +115,29 @@ fn connection_defaults(config: &mut tokio_postgres::Config, url: &str) {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
-    if !url.contains("keepalives_idle") {
+    if !sets(url, "keepalives_idle") {
         config.keepalives_idle(Duration::from_secs(30));
     }
-    if !url.contains("keepalives_interval") {
+    if !sets(url, "keepalives_interval") {
         config.keepalives_interval(Duration::from_secs(10));
     }
-    if !url.contains("keepalives_retries") {
+    if !sets(url, "keepalives_retries") {
         config.keepalives_retries(3);
     }
-    if !url.contains("tcp_user_timeout") {
+    if !sets(url, "tcp_user_timeout") {
         config.tcp_user_timeout(Duration::from_secs(60));
+    }
+}
+
+/// Whether the state URL sets option `key`: a query parameter of a `postgres://` URL, or a
+/// `key=value` word of a connection string (not any text that happens to hold the name,
+/// such as a password).
+fn sets(url: &str, key: &str) -> bool {
+    match url::Url::parse(url) {
+        Ok(u) => u.query_pairs().any(|(k, _)| k == key),
+        Err(_) => url
+            .split_whitespace()
+            .any(|w| w.split_once('=').is_some_and(|(k, _)| k.trim() == key)),
     }
 }
 
@@ -459,7 +471,7 @@ impl PostgresState {
                 })?;
         // Without an sslmode in the URL, no TLS, as before TLS was supported (libpq's default,
         // `prefer`, would take an unverified certificate; ferry verifies every certificate).
-        if !url.contains("sslmode") {
+        if !sets(&url, "sslmode") {
             config.ssl_mode(tokio_postgres::config::SslMode::Disable);
         }
         let tls = tls_connector(root_file.as_deref(), &shown)?;
@@ -2533,6 +2545,14 @@ mod connection_tests {
         assert_eq!(c.get_keepalives_idle(), Duration::from_secs(300));
         assert_eq!(c.get_tcp_user_timeout(), Some(&Duration::from_secs(5)));
         assert_eq!(c.get_application_name(), Some("x"));
+        // A password that holds an option's name sets nothing.
+        let url = "postgres://ferry:tcp_user_timeout@db.internal/ferry";
+        let mut c: tokio_postgres::Config = url.parse().unwrap();
+        connection_defaults(&mut c, url);
+        assert_eq!(c.get_tcp_user_timeout(), Some(&Duration::from_secs(60)));
+        assert!(sets("host=db sslmode=require", "sslmode"));
+        assert!(!sets("host=db password=sslmode", "sslmode"));
+        assert!(!sets("postgres://u:sslmode@h/db", "sslmode"));
     }
 
     #[test]

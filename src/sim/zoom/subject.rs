@@ -12,7 +12,7 @@
 //! within the last 6 months).
 
 use super::{Route, SimState, error, iso, parties};
-use crate::sim::world::World;
+use crate::sim::world::{Call, World};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -66,6 +66,35 @@ fn owner(w: &World, u: usize) -> Value {
 }
 
 impl SimState {
+    /// The ended calls of a Zoom Phone user (`id0`: id or email) that started within the
+    /// request's `from`/`to` window (`datetimes`: whether the endpoint takes date-times), with
+    /// the user and the window as the answer echoes it; 404 for an unknown user, 400 for a
+    /// bad window.
+    fn ended_calls(
+        &self,
+        id0: &str,
+        q: &BTreeMap<String, String>,
+        now: DateTime<Utc>,
+        datetimes: bool,
+    ) -> Result<(usize, Vec<&Call>, Value), (u16, Value)> {
+        let w = &self.world;
+        let Some(u) = phone_user(w, id0) else {
+            return Err(error(404, 1001, &format!("User does not exist: {id0}.")));
+        };
+        let (from, to) = self.window(q, now, false, datetimes)?;
+        let calls = w
+            .calls
+            .iter()
+            .filter(|c| c.user == u && c.end <= now)
+            .filter(|c| c.start.date_naive() >= from && c.start.date_naive() <= to)
+            .collect();
+        Ok((
+            u,
+            calls,
+            json!({"from": from.to_string(), "to": to.to_string()}),
+        ))
+    }
+
     /// Answers a per-user endpoint, or None when `endpoint` is not one.
     pub(super) fn serve_subject(
         &self,
@@ -143,42 +172,20 @@ impl SimState {
                 )
             }
             "GET /phone/users/{userId}/call_history" => {
-                let Some(u) = phone_user(w, id0) else {
-                    return Some(no_user());
-                };
-                let (from, to) = match self.window(q, now, false, true) {
+                let (_, calls, window) = match self.ended_calls(id0, q, now, true) {
                     Ok(x) => x,
                     Err(e) => return Some(e),
                 };
-                let items = w
-                    .calls
-                    .iter()
-                    .filter(|c| c.user == u && c.end <= now)
-                    .filter(|c| c.start.date_naive() >= from && c.start.date_naive() <= to)
-                    .map(|c| super::call_json(w, c))
-                    .collect();
-                self.page(
-                    "call_logs",
-                    items,
-                    q,
-                    300,
-                    json!({"from": from.to_string(), "to": to.to_string()}),
-                    now,
-                )
+                let items = calls.into_iter().map(|c| super::call_json(w, c)).collect();
+                self.page("call_logs", items, q, 300, window, now)
             }
             "GET /phone/users/{userId}/voice_mails" => {
-                let Some(u) = phone_user(w, id0) else {
-                    return Some(no_user());
-                };
-                let (from, to) = match self.window(q, now, false, false) {
+                let (u, calls, window) = match self.ended_calls(id0, q, now, false) {
                     Ok(x) => x,
                     Err(e) => return Some(e),
                 };
-                let items = w
-                    .calls
-                    .iter()
-                    .filter(|c| c.user == u && c.end <= now)
-                    .filter(|c| c.start.date_naive() >= from && c.start.date_naive() <= to)
+                let items = calls
+                    .into_iter()
                     .filter_map(|c| c.voicemail.as_ref().map(|v| (c, v)))
                     .map(|(c, v)| {
                         let ((caller_name, caller_number), (callee_name, callee_number)) =
@@ -191,28 +198,15 @@ impl SimState {
                             "owner": owner(w, u)})
                     })
                     .collect();
-                self.page(
-                    "voice_mails",
-                    items,
-                    q,
-                    300,
-                    json!({"from": from.to_string(), "to": to.to_string()}),
-                    now,
-                )
+                self.page("voice_mails", items, q, 300, window, now)
             }
             "GET /phone/users/{userId}/recordings" => {
-                let Some(u) = phone_user(w, id0) else {
-                    return Some(no_user());
-                };
-                let (from, to) = match self.window(q, now, false, false) {
+                let (u, calls, window) = match self.ended_calls(id0, q, now, false) {
                     Ok(x) => x,
                     Err(e) => return Some(e),
                 };
-                let items = w
-                    .calls
-                    .iter()
-                    .filter(|c| c.user == u && c.end <= now)
-                    .filter(|c| c.start.date_naive() >= from && c.start.date_naive() <= to)
+                let items = calls
+                    .into_iter()
                     .filter_map(|c| c.recording.as_ref().map(|r| (c, r)))
                     .map(|(c, r)| {
                         let ((caller_name, caller_number), (callee_name, callee_number)) =
@@ -227,14 +221,7 @@ impl SimState {
                             "owner": owner(w, u)})
                     })
                     .collect();
-                self.page(
-                    "recordings",
-                    items,
-                    q,
-                    300,
-                    json!({"from": from.to_string(), "to": to.to_string()}),
-                    now,
-                )
+                self.page("recordings", items, q, 300, window, now)
             }
             _ => return None,
         })

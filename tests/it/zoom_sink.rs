@@ -518,84 +518,69 @@ async fn the_write_endpoints_answer_as_zoom_s_specs_say() {
     };
     let host = h.host(0);
     let mut problems = Vec::new();
-    let (s, m) = call(
-        reqwest::Method::POST,
-        format!("/users/{host}/meetings"),
-        Some(
-            json!({"topic": "Spec", "type": 2, "start_time": "2026-12-01T10:00:00Z", "duration": 30,
-                    "settings": {"approval_type": 0}}),
-        ),
+    use reqwest::Method;
+    // Each answer is checked against the spec's response schema of its operation.
+    let mut step =
+        async |method: Method, path: String, body: Option<Value>, want: u16, op: &str| {
+            let (s, v) = call(method, path, body).await;
+            assert_eq!(s, want, "{op}: {v}");
+            crate::zoom_openapi::check(&schemas[op], &v, op, &mut problems);
+            v
+        };
+    let meeting = json!({"topic": "Spec", "type": 2, "start_time": "2026-12-01T10:00:00Z",
+        "duration": 30, "settings": {"approval_type": 0}});
+    let path = format!("/users/{host}/meetings");
+    let m = step(
+        Method::POST,
+        path,
+        Some(meeting),
+        201,
+        "POST /users/{userId}/meetings",
     )
     .await;
-    assert_eq!(s, 201);
-    crate::zoom_openapi::check(
-        &schemas["POST /users/{userId}/meetings"],
-        &m,
-        "create meeting",
-        &mut problems,
-    );
     let id = m["id"].as_u64().expect("numeric id");
-    let (s, got) = call(reqwest::Method::GET, format!("/meetings/{id}"), None).await;
-    assert_eq!(s, 200);
-    crate::zoom_openapi::check(
-        &schemas["GET /meetings/{meetingId}"],
-        &got,
-        "get meeting",
-        &mut problems,
-    );
-    let (s, list) = call(
-        reqwest::Method::GET,
-        format!("/users/{host}/meetings?type=upcoming"),
-        None,
-    )
-    .await;
-    assert_eq!(s, 200);
-    crate::zoom_openapi::check(
-        &schemas["GET /users/{userId}/meetings"],
-        &list,
-        "list",
-        &mut problems,
-    );
-    let (s, r) = call(
-        reqwest::Method::POST,
-        format!("/meetings/{id}/registrants"),
-        Some(json!({"email": "pat@example.com", "first_name": "Pat"})),
-    )
-    .await;
-    assert_eq!(s, 201, "{r}");
-    crate::zoom_openapi::check(
-        &schemas["POST /meetings/{meetingId}/registrants"],
-        &r,
-        "register",
-        &mut problems,
-    );
     let wb = zoom.world().webinars[0].id;
-    let (s, r) = call(
-        reqwest::Method::POST,
-        format!("/webinars/{wb}/registrants"),
-        Some(json!({"email": "sam@example.com", "first_name": "Sam", "last_name": "L"})),
-    )
-    .await;
-    assert_eq!(s, 201, "{r}");
-    crate::zoom_openapi::check(
-        &schemas["POST /webinars/{webinarId}/registrants"],
-        &r,
-        "webinar register",
-        &mut problems,
-    );
-    let (s, l) = call(
-        reqwest::Method::GET,
-        format!("/webinars/{wb}/registrants?status=approved"),
-        None,
-    )
-    .await;
-    assert_eq!(s, 200);
-    crate::zoom_openapi::check(
-        &schemas["GET /webinars/{webinarId}/registrants"],
-        &l,
-        "registrants",
-        &mut problems,
-    );
+    let registrant =
+        |email: &str| Some(json!({"email": email, "first_name": "Pat", "last_name": "L"}));
+    for (method, path, body, want, op) in [
+        (
+            Method::GET,
+            format!("/meetings/{id}"),
+            None,
+            200,
+            "GET /meetings/{meetingId}",
+        ),
+        (
+            Method::GET,
+            format!("/users/{host}/meetings?type=upcoming"),
+            None,
+            200,
+            "GET /users/{userId}/meetings",
+        ),
+        (
+            Method::POST,
+            format!("/meetings/{id}/registrants"),
+            registrant("pat@example.com"),
+            201,
+            "POST /meetings/{meetingId}/registrants",
+        ),
+        (
+            Method::POST,
+            format!("/webinars/{wb}/registrants"),
+            registrant("sam@example.com"),
+            201,
+            "POST /webinars/{webinarId}/registrants",
+        ),
+        (
+            Method::GET,
+            format!("/webinars/{wb}/registrants?status=approved"),
+            None,
+            200,
+            "GET /webinars/{webinarId}/registrants",
+        ),
+    ] {
+        step(method, path, body, want, op).await;
+    }
     assert!(problems.is_empty(), "{problems:#?}");
 
     // Refusals as the specs state them.
